@@ -1,0 +1,49 @@
+# replydesk: `make run` starts the service on embedded defaults, `make test` runs every test.
+# Both set up .venv first (torch's CPU build before sentence-transformers, so pip never
+# pulls a CUDA build).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+RASA_VENV ?= $(HOME)/.cache/replydesk-rasa-venv
+PYTEST_ARGS ?=
+
+.PHONY: run test venv lint typecheck check rasa rasa-venv bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/replydesk serve --demo
+
+rasa-venv:
+	RASA_VENV=$(RASA_VENV) scripts/rasa.sh venv
+
+rasa: rasa-venv
+	RASA_VENV=$(RASA_VENV) scripts/rasa.sh serve
+
+test: $(STAMP) rasa-venv
+	RASA_VENV=$(RASA_VENV) $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check bot handlers escalation
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy bot
+
+check: lint typecheck test
+
+bench: $(STAMP)
+	$(PY) -m bench.ingest
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts

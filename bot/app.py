@@ -1,0 +1,143 @@
+"""The composition root: builds the aiohttp app for a role and wires every part.
+
+Nothing else imports this module. Every resource is opened in a ``cleanup_ctx`` and
+closed in reverse order, so a stop (SIGTERM) drains consumers before Redis goes away.
+
+Roles: ``web`` serves webhooks (and the agent API); ``worker`` runs the inbound worker
+and the outbox sender; ``all`` (the default) does both in one process. Every role
+serves /healthz, /readyz and /metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot import keys as K
+from bot import metrics
+from bot.config import Settings
+from bot.ingest import IngestRoutes, IngestWriter
+from bot.outbox import Sender
+from bot.pipeline import PassThroughPipeline, Pipeline
+from bot.platforms import adapter_for
+from bot.platforms.sandbox import SandboxAdapter
+from bot.redis import Keys, open_redis
+from bot.streams import refresh_stream_gauges
+from bot.worker import InboundWorker
+from escalation.api import register_api
+
+log = structlog.get_logger(__name__)
+
+ROLES = ("all", "web", "worker")
+PipelineFactory = Callable[[web.Application], Pipeline]
+
+
+def build_app(
+    settings: Settings,
+    *,
+    role: str = "all",
+    pipeline_factory: PipelineFactory | None = None,
+) -> web.Application:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    app = web.Application(client_max_size=settings.ingest.max_body_bytes)
+    app[K.SETTINGS] = settings
+    app[K.ROLE] = role
+    app[K.KEYS] = Keys(settings.redis.key_prefix)
+    app[K.SERVICES] = {}
+    app[K.ADAPTERS] = {a.id: adapter_for(a) for a in settings.accounts}
+
+    app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_http_ctx)
+    if role in ("all", "web"):
+        by_route = {(a.platform, a.id): app[K.ADAPTERS][a.id] for a in settings.accounts}
+        app[K.INGEST] = IngestRoutes(by_route, max_body_bytes=settings.ingest.max_body_bytes)
+        app[K.INGEST].register(app)
+        app.cleanup_ctx.append(_ingest_ctx)
+        register_api(app)  # agent API under /api/v1 (escalation.api)
+    if role in ("all", "worker"):
+        app[K.PIPELINE] = (pipeline_factory or (lambda _app: PassThroughPipeline()))(app)
+        app.cleanup_ctx.append(_consumers_ctx)
+
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_redis(app[K.SETTINGS].redis) as redis:
+        app[K.REDIS] = redis
+        for adapter in app[K.ADAPTERS].values():
+            if isinstance(adapter, SandboxAdapter):  # delivers into Redis, not an API
+                adapter.bind(redis, app[K.KEYS])
+        yield
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    timeout = aiohttp.ClientTimeout(total=30, connect=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        app[K.HTTP] = http
+        yield
+
+
+async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[K.SETTINGS]
+    writer = IngestWriter(
+        app[K.REDIS], app[K.KEYS], dedupe_ttl_s=s.ingest.dedupe_ttl_s, batch_max=s.ingest.batch_max
+    )
+    await writer.start()
+    app[K.INGEST].writer = writer
+    try:
+        yield
+    finally:
+        await writer.close()
+
+
+async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[K.SETTINGS]
+    stop = asyncio.Event()
+    worker = InboundWorker(app[K.REDIS], app[K.KEYS], s.worker, app[K.PIPELINE])
+    sender = Sender(app[K.REDIS], app[K.KEYS], s.worker, app[K.ADAPTERS], app[K.HTTP])
+    tasks = [
+        asyncio.create_task(worker.run(stop), name="inbound-worker"),
+        asyncio.create_task(sender.run(stop), name="outbox-sender"),
+    ]
+    try:
+        yield
+    finally:
+        stop.set()
+        log.info("draining")
+        for t in tasks:
+            with contextlib.suppress(Exception):
+                await t
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "role": request.app[K.ROLE]})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    app = request.app
+    checks: dict[str, bool] = {}
+    try:
+        checks["redis"] = bool(await asyncio.wait_for(app[K.REDIS].ping(), timeout=1.0))
+    except Exception:
+        checks["redis"] = False
+    if K.PIPELINE in app:
+        checks["pipeline"] = bool(app[K.PIPELINE].ready)
+    ok = all(checks.values())
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    with contextlib.suppress(Exception):  # scrape still answers when Redis is down
+        await refresh_stream_gauges(request.app[K.REDIS], request.app[K.KEYS])
+    body = generate_latest(metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

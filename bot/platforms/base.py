@@ -1,0 +1,104 @@
+"""The contract every platform adapter fulfils.
+
+An adapter is one small class per platform and account. It knows the platform's wire
+format and nothing about the web layer: ingest hands it headers, query and the raw body,
+and turns its answers into HTTP responses; the sender hands it an OutboundReply and an
+HTTP client session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import aiohttp
+
+from bot.config import AccountConfig
+from bot.models import InboundEvent, OutboundReply
+
+
+class SignatureError(Exception):
+    """The request is not signed by the platform (→ 401, nothing stored)."""
+
+
+class PayloadError(Exception):
+    """The body is not a payload this platform sends (→ 400, nothing stored)."""
+
+
+class HandshakeError(Exception):
+    """A GET that is not a valid handshake (→ 400, or 401 when a signature is wrong)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SendError(Exception):
+    """Delivery failed.
+
+    ``permanent`` errors (4xx other than 429) are not retried: the reply goes to the
+    dead stream with the platform's message. Others are retried with backoff, waiting at
+    least ``retry_after`` seconds when the platform said so.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        permanent: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """What ingest answers the platform: status, body and content type."""
+
+    status: int = 200
+    body: bytes = b'{"ok":true}'
+    content_type: str = "application/json"
+
+
+@dataclass
+class SendResult:
+    """The platform's id for what was posted, and its rate-limit headers if any."""
+
+    platform_id: str
+    rate_limit: Mapping[str, str] = field(default_factory=dict)
+
+
+class PlatformAdapter:
+    name: ClassVar[str] = ""
+
+    def __init__(self, account: AccountConfig) -> None:
+        self.account = account
+
+    # -- inbound ---------------------------------------------------------------
+    def handshake(self, query: Mapping[str, str]) -> HttpReply:
+        raise HandshakeError("this platform has no GET handshake", status=405)
+
+    def verify(self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes) -> None:
+        """Raise SignatureError unless the request is the platform's. Fails closed."""
+        raise NotImplementedError
+
+    def parse(self, body: bytes) -> list[InboundEvent]:
+        """Raw body → normalized events, own posts and unknown types already dropped."""
+        raise NotImplementedError
+
+    def accepted(self) -> HttpReply:
+        """The answer once the events are stored."""
+        return HttpReply()
+
+    # -- outbound --------------------------------------------------------------
+    def fit(self, text: str, kind: str) -> str:
+        """``text`` shortened to the platform's limit for ``kind`` (mention or dm)."""
+        return text
+
+    async def send(self, http: aiohttp.ClientSession, reply: OutboundReply) -> SendResult:
+        raise NotImplementedError

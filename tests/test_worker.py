@@ -1,0 +1,259 @@
+"""Stream workers: outcomes stored before ack, crash recovery, dead letters, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.config import WorkerConfig
+from bot.models import Author, InboundEvent
+from bot.pipeline import Outcome, PassThroughPipeline
+from bot.streams import list_dead, replay_dead, stream_stats
+from bot.worker import InboundWorker
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = WorkerConfig(
+    concurrency=4, visibility_timeout_s=0.3, block_ms=50, claim_interval_s=0.1, max_attempts=3
+)
+
+
+def event(eid: str, text: str = "hi") -> InboundEvent:
+    return InboundEvent(
+        platform="generic",
+        account="acme",
+        kind="dm",
+        event_id=eid,
+        author=Author("42", "alice"),
+        text=text,
+    )
+
+
+async def until(pred, limit_s: float = 15.0, every: float = 0.05):
+    """Poll an async predicate until it is truthy or the deadline passes."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = await pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(every)
+
+
+async def add(redis, keys, ev: InboundEvent) -> str:
+    return (await redis.xadd(keys.inbound, {"event": ev.to_json()})).decode()
+
+
+class Flaky:
+    """Fails the first ``fail`` times per event, then succeeds."""
+
+    ready = True
+
+    def __init__(self, fail: int) -> None:
+        self.fail = fail
+        self.calls: dict[str, int] = {}
+
+    async def handle(self, ev: InboundEvent) -> Outcome:
+        n = self.calls[ev.event_id] = self.calls.get(ev.event_id, 0) + 1
+        if n <= self.fail:
+            raise RuntimeError(f"boom {n}")
+        return Outcome(decision="recorded")
+
+
+async def run_worker(worker, stop):
+    return asyncio.create_task(worker.run(stop))
+
+
+async def test_outcome_stored_then_acked(redis, keys):
+    worker = InboundWorker(redis, keys, FAST, PassThroughPipeline())
+    stop = asyncio.Event()
+    task = await run_worker(worker, stop)
+    for i in range(5):
+        await add(redis, keys, event(f"e{i}"))
+    await until(lambda: redis.exists(*[keys.outcome(event(f"e{i}").key) for i in range(5)]), 10)
+    await until(lambda: _no_pending(redis, keys))
+    stop.set()
+    await task
+    raw = await redis.get(keys.outcome(event("e0").key))
+    assert Outcome.from_json(raw).decision == "recorded"
+
+
+async def _no_pending(redis, keys) -> bool:
+    _, _, pending = await stream_stats(redis, keys.inbound, keys.WORKERS)
+    return pending == 0
+
+
+async def test_failures_retry_then_succeed(redis, keys):
+    pipe = Flaky(fail=2)
+    worker = InboundWorker(redis, keys, FAST, pipe)
+    stop = asyncio.Event()
+    task = await run_worker(worker, stop)
+    await add(redis, keys, event("f1"))
+    await until(lambda: redis.exists(keys.outcome(event("f1").key)))
+    stop.set()
+    await task
+    assert pipe.calls["f1"] == 3
+    assert await redis.xlen(keys.dead) == 0
+
+
+async def test_dead_letter_and_replay(redis, keys):
+    pipe = Flaky(fail=10)
+    worker = InboundWorker(redis, keys, FAST, pipe)
+    stop = asyncio.Event()
+    task = await run_worker(worker, stop)
+    await add(redis, keys, event("d1"))
+    await until(lambda: redis.xlen(keys.dead))
+    stop.set()
+    await task
+    assert pipe.calls["d1"] == FAST.max_attempts
+    [(dead_id, fields)] = await list_dead(redis, keys)
+    assert fields["source"] == "inbound"
+    assert "boom 3" in fields["error"]
+    assert await _no_pending(redis, keys)  # acknowledged on the inbound stream
+    assert not await redis.exists(keys.outcome(event("d1").key))
+
+    # after the cause is fixed, an operator replays it
+    pipe.fail = 0
+    pipe.calls.clear()
+    await replay_dead(redis, keys, dead_id)
+    assert await redis.xlen(keys.dead) == 0
+    stop = asyncio.Event()
+    task = await run_worker(InboundWorker(redis, keys, FAST, pipe), stop)
+    await until(lambda: redis.exists(keys.outcome(event("d1").key)))
+    stop.set()
+    await task
+
+
+async def test_unparsable_entry_goes_dead(redis, keys):
+    worker = InboundWorker(redis, keys, FAST, PassThroughPipeline())
+    stop = asyncio.Event()
+    task = await run_worker(worker, stop)
+    await redis.xadd(keys.inbound, {"event": "{broken"})
+    await until(lambda: redis.xlen(keys.dead))
+    stop.set()
+    await task
+    [(_, fields)] = await list_dead(redis, keys)
+    assert fields["error"] == "unparsable event"
+
+
+async def test_done_event_is_not_run_again(redis, keys):
+    """A worker that died after storing the outcome but before XACK: the next one only acks."""
+    pipe = Flaky(fail=0)
+    ev = event("done1")
+    await redis.set(keys.outcome(ev.key), Outcome(decision="answer").to_json())
+    worker = InboundWorker(redis, keys, FAST, pipe)
+    stop = asyncio.Event()
+    task = await run_worker(worker, stop)
+    await add(redis, keys, ev)
+    await until(lambda: _no_pending_and_read(redis, keys))
+    stop.set()
+    await task
+    assert pipe.calls == {}
+
+
+async def _no_pending_and_read(redis, keys) -> bool:
+    length, lag, pending = await stream_stats(redis, keys.inbound, keys.WORKERS)
+    return length == 1 and lag == 0 and pending == 0
+
+
+def _spawn_worker(url: str, slow: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.worker_proc", url, str(slow)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+async def test_sigkill_mid_event_is_reclaimed_and_effect_happens_once(redis, keys, redis_server):
+    victim = _spawn_worker(redis_server.url, slow=30)
+    try:
+        await add(redis, keys, event("k1", "kill me"))
+        started = keys.ns("test", "started")
+        await until(lambda: redis.hget(started, "k1"))
+        victim.kill()
+        victim.wait(5)
+        # A new worker reclaims the pending event after the visibility timeout.
+        rescuer = _spawn_worker(redis_server.url, slow=0)
+        try:
+            await until(lambda: redis.exists(keys.outcome(event("k1").key)), 20)
+            await until(lambda: _no_pending(redis, keys))
+        finally:
+            rescuer.terminate()
+            rescuer.wait(10)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert int(await redis.hget(started, "k1")) == 2  # run twice...
+    assert await redis.xlen(keys.outbox) == 1  # ...but one reply
+
+
+async def test_sigterm_drains_in_flight_work(redis, keys, redis_server):
+    proc = _spawn_worker(redis_server.url, slow=1.0)
+    try:
+        await add(redis, keys, event("t1"))
+        await until(lambda: redis.hget(keys.ns("test", "started"), "t1"))
+        proc.terminate()  # SIGTERM while the event is in flight
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "drained" in out
+    assert await redis.exists(keys.outcome(event("t1").key))
+    assert await _no_pending(redis, keys)
+
+
+async def test_redis_restart_with_aof_loses_nothing_accepted(
+    aiohttp_client, settings, redis_server, redis, keys
+):
+    from bot.app import build_app
+    from tests.conftest import GENERIC_SECRET
+    from tests.support.webhooks import generic_event, signed
+
+    client = await aiohttp_client(build_app(settings, role="web"))
+    accepted = []
+    for i in range(50):
+        body, headers = signed(GENERIC_SECRET, generic_event(f"aof{i}"))
+        if (await client.post("/webhooks/generic/acme", data=body, headers=headers)).status == 200:
+            accepted.append(f"aof{i}")
+    assert len(accepted) == 50
+    redis_server.restart(kill=True)  # SIGKILL: only the AOF survives
+    await redis.connection_pool.disconnect()
+    ids = [
+        InboundEvent.from_json(f[b"event"]).event_id for _, f in await redis.xrange(keys.inbound)
+    ]
+    assert ids == accepted
+    # dedupe keys survived too: a retry after the restart is not stored twice
+    body, headers = signed(GENERIC_SECRET, generic_event("aof0"))
+    resp = await client.post("/webhooks/generic/acme", data=body, headers=headers)
+    assert resp.status == 200
+    assert await redis.xlen(keys.inbound) == 50
+
+
+@pytest.mark.parametrize("workers", [2])
+async def test_many_workers_share_the_group(redis, keys, workers):
+    pipe = Flaky(fail=0)
+    stop = asyncio.Event()
+    tasks = [await run_worker(InboundWorker(redis, keys, FAST, pipe), stop) for _ in range(workers)]
+    for i in range(100):
+        await add(redis, keys, event(f"m{i}"))
+    await until(lambda: _count_outcomes(redis, keys, 100))
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert all(v == 1 for v in pipe.calls.values()) and len(pipe.calls) == 100
+
+
+async def _count_outcomes(redis, keys, n: int) -> bool:
+    found = 0
+    async for _ in redis.scan_iter(match=keys.outcome("*")):
+        found += 1
+    return found == n
