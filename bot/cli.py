@@ -30,7 +30,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings.server.host = args.host
     if args.port:
         settings.server.port = args.port
-    app = build_app(settings, role=args.role)
+    if args.demo:
+        from bot.demo import enable_demo, install_demo
+
+        enable_demo(settings)
+        app = build_app(settings, role=args.role)
+        install_demo(app)
+    else:
+        app = build_app(settings, role=args.role)
     web.run_app(
         app,
         host=settings.server.host,
@@ -115,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--role", choices=["all", "web", "worker"], default="all")
     s.add_argument("--host", default=None)
     s.add_argument("--port", type=int, default=None)
+    s.add_argument(
+        "--demo",
+        action="store_true",
+        help="turn on the customer sandbox with demo accounts and print a demo agent token",
+    )
     s.set_defaults(func=_serve)
 
     d = sub.add_parser("dead", help="inspect and replay dead-lettered events and replies")

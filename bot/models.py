@@ -11,6 +11,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+# One encoder: json.dumps with non-default options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 Kind = Literal["mention", "dm", "follow", "unfollow"]
 MESSAGE_KINDS: frozenset[str] = frozenset({"mention", "dm"})
 
@@ -70,7 +73,7 @@ class InboundEvent:
             "followers": a.followers,
             "verified": a.verified,
         }
-        return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+        return _ENCODER.encode(d)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> InboundEvent:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 
 
 def hmac_sha256(secret: str, data: bytes) -> bytes:
-    return hmac.new(secret.encode(), data, hashlib.sha256).digest()
+    # hmac.digest is the one-shot C path: several times faster than hmac.new(...).digest().
+    return hmac.digest(secret.encode(), data, "sha256")
 
 
 def hmac_sha256_hex(secret: str, data: bytes) -> str:

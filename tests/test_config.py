@@ -1,0 +1,94 @@
+"""Configuration: file + environment, secrets kept out of reprs and logs, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Secret, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "replydesk.yml"
+    p.write_text(text)
+    return p
+
+
+def test_file_env_and_secret_env(tmp_path):
+    cfg = write(
+        tmp_path,
+        "server: {port: 9000}\n"
+        "accounts:\n  - id: acme_cs\n    platform: generic\n    user_id: 12\n",
+    )
+    s = load_settings(
+        cfg,
+        env={
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "REPLYDESK__WORKER__CONCURRENCY": "7",
+            "REPLYDESK_SECRET_ACME_CS_SIGNING_SECRET": "s3cret",
+            "REPLYDESK_SECRET_NOTIFY_WEBHOOK_URL": "https://hooks.example/x",
+        },
+    )
+    assert s.server.port == 9000
+    assert s.worker.concurrency == 7
+    acct = s.account("acme_cs")
+    assert acct is not None and acct.user_id == "12"
+    assert acct.secret("signing_secret") == "s3cret"
+    assert s.secrets["notify_webhook_url"].get() == "https://hooks.example/x"
+    assert s.redis.url is not None and s.redis.url.get() == "redis://127.0.0.1:1/0"
+
+
+def test_secrets_never_show_in_reprs():
+    s = load_settings(
+        env={"REPLYDESK_SECRET_A_SIGNING_SECRET": "hunter2", "REDIS_URL": "redis://:pw@h/0"},
+        overrides={"accounts": [{"id": "a", "platform": "generic", "secrets": {"api": "tok"}}]},
+        config_file="/dev/null",
+    )
+    text = repr(s) + str(s.accounts) + str(s.redis)
+    for value in ("hunter2", "tok", ":pw@"):
+        assert value not in text
+    assert repr(Secret("x")) == "Secret('**********')"
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("server: {port: http}\n", "server.port"),
+        ("server: {port: 70000}\n", "server.port"),
+        ("worker: {concurrency: 1, retries: 2}\n", "worker.retries"),
+        ("accounts:\n  - {id: a, platform: fb}\n", "accounts[0].platform"),
+        ("accounts:\n  - {platform: x}\n", "accounts[0].id"),
+        ("accounts:\n  - {id: a, platform: x}\n  - {id: a, platform: x}\n", "accounts[1].id"),
+        ("server: [1, 2]\n", "server"),
+        ("server: {port: 1\n", "line"),
+    ],
+)
+def test_errors_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as e:
+        load_settings(write(tmp_path, text), env={})
+    assert key in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_secret_names_key_and_env_var():
+    s = load_settings(env={}, overrides={"accounts": [{"id": "shop-1", "platform": "generic"}]}, config_file="/dev/null")
+    with pytest.raises(ConfigError) as e:
+        s.accounts[0].secret("signing_secret")
+    assert "accounts[shop-1].secrets.signing_secret" in str(e.value)
+    assert "REPLYDESK_SECRET_SHOP_1_SIGNING_SECRET" in str(e.value)
+
+
+def test_config_error_stops_startup_with_one_line(tmp_path):
+    cfg = write(tmp_path, "accounts:\n  - {id: a, platform: fb}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", str(cfg), "serve"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "accounts[0].platform" in lines[0]
