@@ -28,7 +28,7 @@ rasa-venv:
 	RASA_VENV=$(RASA_VENV) scripts/rasa.sh venv
 
 rasa: rasa-venv
-	RASA_VENV=$(RASA_VENV) scripts/rasa.sh serve
+	RASA_VENV=$(RASA_VENV) scripts/rasa.sh run
 
 test: $(STAMP) rasa-venv
 	RASA_VENV=$(RASA_VENV) $(VENV)/bin/pytest -q $(PYTEST_ARGS)
@@ -42,8 +42,13 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+# Each benchmark prints its table; docs/benchmarks.md records the figures and commands.
 bench: $(STAMP)
 	$(PY) -m bench.ingest
+	$(PY) -m bench.nlu
+	$(PY) -m bench.outbound
+	$(PY) -m bench.e2e
+	$(PY) -m bench.scale
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts

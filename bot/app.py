@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -21,16 +22,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import keys as K
 from bot import metrics
+from bot.brain import LazyBrain, build_brain
 from bot.config import Settings
 from bot.ingest import IngestRoutes, IngestWriter
+from bot.ops import register_ops_routes
 from bot.outbox import Sender
 from bot.pipeline import PassThroughPipeline, Pipeline
 from bot.platforms import adapter_for
+from bot.platforms.mastodon_stream import run_mastodon_streams
 from bot.platforms.sandbox import SandboxAdapter
 from bot.redis import Keys, open_redis
 from bot.streams import refresh_stream_gauges
 from bot.worker import InboundWorker
 from escalation.api import register_api
+from escalation.console import setup_console
+from escalation.sandbox import setup_sandbox
+from escalation.scanner import Notifier, SlaScanner
+from escalation.tickets import TicketStore
+from escalation.undeliverable import note_undeliverable
 
 log = structlog.get_logger(__name__)
 
@@ -55,15 +64,26 @@ def build_app(
 
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_http_ctx)
+    register_ops_routes(app)  # alerts/insights; before the agent API's /api/v1 catch-all
     if role in ("all", "web"):
         by_route = {(a.platform, a.id): app[K.ADAPTERS][a.id] for a in settings.accounts}
         app[K.INGEST] = IngestRoutes(by_route, max_body_bytes=settings.ingest.max_body_bytes)
         app[K.INGEST].register(app)
         app.cleanup_ctx.append(_ingest_ctx)
         register_api(app)  # agent API under /api/v1 (escalation.api)
+        setup_console(app)  # agent console pages under /console (escalation.console)
+        if settings.sandbox.enabled:
+            setup_sandbox(app)  # customer sandbox page under /sandbox (escalation.sandbox)
     if role in ("all", "worker"):
-        app[K.PIPELINE] = (pipeline_factory or (lambda _app: PassThroughPipeline()))(app)
+        if pipeline_factory is not None:
+            app[K.PIPELINE] = pipeline_factory(app)
+        elif settings.dialog.pipeline == "brain":
+            app[K.PIPELINE] = LazyBrain()  # built in _brain_ctx once Redis is open
+            app.cleanup_ctx.append(_brain_ctx)
+        else:
+            app[K.PIPELINE] = PassThroughPipeline()
         app.cleanup_ctx.append(_consumers_ctx)
+        app.cleanup_ctx.append(_sla_scanner_ctx)
 
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -94,9 +114,20 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await writer.start()
     app[K.INGEST].writer = writer
+    # Mastodon has no webhooks for remote mentions: one supervised stream per account.
+    streams_stop = asyncio.Event()
+    streams = asyncio.create_task(
+        run_mastodon_streams(
+            app[K.REDIS], app[K.KEYS], writer, app[K.ADAPTERS], app[K.HTTP], streams_stop
+        ),
+        name="mastodon-streams",
+    )
     try:
         yield
     finally:
+        streams_stop.set()
+        with contextlib.suppress(Exception):
+            await streams
         await writer.close()
 
 
@@ -104,7 +135,15 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[K.SETTINGS]
     stop = asyncio.Event()
     worker = InboundWorker(app[K.REDIS], app[K.KEYS], s.worker, app[K.PIPELINE])
-    sender = Sender(app[K.REDIS], app[K.KEYS], s.worker, app[K.ADAPTERS], app[K.HTTP])
+    sender = Sender(
+        app[K.REDIS],
+        app[K.KEYS],
+        s.worker,
+        app[K.ADAPTERS],
+        app[K.HTTP],
+        # A reply the platform window no longer allows becomes a note on the ticket.
+        on_undeliverable=functools.partial(note_undeliverable, app[K.REDIS], app[K.KEYS]),
+    )
     tasks = [
         asyncio.create_task(worker.run(stop), name="inbound-worker"),
         asyncio.create_task(sender.run(stop), name="outbox-sender"),
@@ -117,6 +156,44 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         for t in tasks:
             with contextlib.suppress(Exception):
                 await t
+
+
+async def _brain_ctx(app: web.Application) -> AsyncIterator[None]:
+    """NLU service (started here; or one already in SERVICES["nlu"], left open) + Brain."""
+    from bot.nlu import build_service
+
+    s = app[K.SETTINGS]
+    nlu = app[K.SERVICES].get("nlu")
+    owned = nlu is None
+    if nlu is None:
+        nlu = build_service(s.nlu, data_dir=s.redis.data_dir)
+        await nlu.start()
+        app[K.SERVICES]["nlu"] = nlu
+    pipeline = app[K.PIPELINE]
+    assert isinstance(pipeline, LazyBrain)
+    pipeline.brain = build_brain(app[K.REDIS], app[K.KEYS], s, nlu, app[K.HTTP])
+    try:
+        yield
+    finally:
+        if owned:
+            await nlu.close()
+
+
+async def _sla_scanner_ctx(app: web.Application) -> AsyncIterator[None]:
+    s = app[K.SETTINGS]
+    store = TicketStore(app[K.REDIS], app[K.KEYS], s.escalation)
+    url = s.secrets.get("notify_webhook_url")
+    notifier = Notifier(app[K.HTTP], url.get() if url else None, public_url=s.server.public_url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        SlaScanner(store, notifier).run(stop, s.escalation.scan_interval_s), name="sla-scanner"
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await task
 
 
 async def _healthz(request: web.Request) -> web.Response:

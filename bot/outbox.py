@@ -4,13 +4,32 @@ The pipeline and the agent API call :func:`enqueue_reply`; the :class:`Sender` c
 the ``outbox`` stream and delivers through the account's adapter. Both ends are
 idempotent by ``reply_id``: enqueueing twice adds one entry, and a reply whose send was
 recorded is never sent again, even when the sender died before acknowledging it.
+
+Exactly once, step by step: the sender writes a send *intent* (``keys.sending``) before
+it calls the platform, and the platform's id (``keys.sent``) together with the XACK
+after. A reclaimed entry that has an intent but no result may or may not have been
+posted. Where the platform dedupes resends itself (Mastodon ``Idempotency-Key`` =
+reply_id, kept about an hour) the sender resends; elsewhere (X, Weibo) it never
+guesses: the reply goes to ``dead`` with an "unknown" error for a human to check.
+Replaying that dead letter (a new stream entry) is the human's decision: it is sent.
+
+Around the call: the platform's length rule (``adapter.compose``), its reply window
+(:mod:`bot.platforms.windows`; a closed window goes to ``on_undeliverable``, never to
+the API), per-endpoint rate limits (:mod:`bot.ratelimit`, waited for, not failed), and
+retries with exponential backoff and jitter on 5xx/network errors; a 429 is waited out
+(``Retry-After`` or the reset header, which also blocks the endpoint's bucket) without
+counting as a failed try. Other 4xx go to ``dead`` with the platform's error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 import structlog
@@ -19,9 +38,12 @@ from bot import metrics
 from bot.config import WorkerConfig
 from bot.consumer import StreamConsumer
 from bot.models import OutboundReply
+from bot.platforms import windows
 from bot.platforms.base import PlatformAdapter, SendError
+from bot.platforms.common import ApiAdapter
+from bot.ratelimit import Limit, RateLimiter
 from bot.redis import Keys, Redis
-from bot.streams import consumer_name, count_attempt, move_to_dead, note_failure
+from bot.streams import consumer_name, count_attempt, move_to_dead
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +71,17 @@ async def sent_record(redis: Redis, keys: Keys, reply_id: str) -> dict[str, str]
     return json.loads(raw) if raw else None
 
 
+class _Stopping(Exception):
+    """The sender is stopping during a wait."""
+
+
+UndeliverableHook = Callable[[OutboundReply, str], Awaitable[None]]
+# Mastodon keeps idempotency keys for about an hour; resend only well within that.
+IDEMPOTENT_RESEND_MAX_AGE_S = 50 * 60
+# 429s are waited out, not counted as failures; this many in a row means something is off.
+MAX_THROTTLED = 20
+
+
 class Sender(StreamConsumer):
     role = "sender"
 
@@ -61,6 +94,12 @@ class Sender(StreamConsumer):
         http: aiohttp.ClientSession,
         *,
         consumer: str | None = None,
+        limiter: RateLimiter | None = None,
+        on_undeliverable: UndeliverableHook | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 300.0,
     ) -> None:
         super().__init__(
             redis,
@@ -76,6 +115,38 @@ class Sender(StreamConsumer):
         self.cfg = cfg
         self.adapters = adapters  # by account id
         self.http = http
+        self.clock = clock
+        self.sleep = sleep
+        self._stop: asyncio.Event | None = None
+        self.limiter = limiter or RateLimiter(redis, keys, clock=clock, sleep=self._pause)
+        # Called for a reply the platform would refuse (closed reply window). Default:
+        # dead-letter it with the reason; escalation wires it to a ticket note.
+        self.on_undeliverable = on_undeliverable
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        await super().run(stop)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep (rate-limit wait, backoff) unless stopping: a drain must not sit out a
+        15-minute rate window. Raises _Stopping; the entry stays pending for a reclaim."""
+        stop = self._stop
+        if stop is None:
+            await self.sleep(seconds)
+            return
+        if stop.is_set():
+            raise _Stopping
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+        if stop.is_set():
+            raise _Stopping
 
     async def handle_entry(self, msg_id: str, fields: dict[str, str]) -> None:
         attempts = await count_attempt(self.redis, self.keys, msg_id)
@@ -85,44 +156,231 @@ class Sender(StreamConsumer):
             await self._dead(msg_id, fields, "unparsable reply", attempts)
             return
         log_ = log.bind(reply_id=reply.reply_id, platform=reply.platform, account=reply.account)
-        if await sent_record(self.redis, self.keys, reply.reply_id) is not None:
+        # One round trip for both: the result (done already?) and an earlier intent.
+        sent_raw, intent_raw = await self.redis.mget(
+            self.keys.sent(reply.reply_id), self.keys.sending(reply.reply_id)
+        )
+        if sent_raw is not None:
             await self._ack(msg_id)
+            metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "duplicate").inc()
             log_.info("reply_already_sent")
             return
         adapter = self.adapters.get(reply.account)
         if adapter is None:
             await self._dead(msg_id, fields, f"no account {reply.account!r} configured", attempts)
             return
-        text = adapter.fit(reply.text, reply.kind)
+        # Waits (rate limits, backoff) can outlast the visibility timeout: keep the entry ours.
+        done = asyncio.Event()
+        keepalive = asyncio.create_task(self._keepalive(msg_id, done))
         try:
-            result = await adapter.send(self.http, _with_text(reply, text))
-        except SendError as e:
-            await note_failure(self.redis, self.keys, msg_id, str(e))
-            if e.permanent or attempts >= self.cfg.max_attempts:
-                await self._dead(msg_id, fields, str(e), attempts)
-                log_.warning("reply_dead_lettered", status=e.status)
-            else:
-                log_.warning("reply_send_failed", status=e.status, attempt=attempts)
+            await self._deliver(msg_id, fields, reply, adapter, attempts, intent_raw, log_)
+        except _Stopping:
+            # Nothing in flight at the platform (or a Mastodon retry, safe to resend):
+            # another sender reclaims the entry after the visibility timeout.
+            log_.info("reply_left_for_reclaim_on_stop")
+        finally:
+            # Stopped by an event, not cancel(): redis-py can swallow a cancellation
+            # that lands inside a command, which left shutdown hanging in drain().
+            done.set()
+            await keepalive
+
+    async def _keepalive(self, msg_id: str, done: asyncio.Event) -> None:
+        every = max(self._vt_ms / 3000.0, 0.05)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=every)
+                return
+            with contextlib.suppress(Exception):
+                await self.redis.xclaim(
+                    self.stream, self.group, self.consumer, 0, [msg_id], justid=True
+                )
+
+    async def _deliver(
+        self,
+        msg_id: str,
+        fields: dict[str, str],
+        reply: OutboundReply,
+        adapter: PlatformAdapter,
+        attempts: int,
+        intent_raw: bytes | str | None,
+        log_: Any,
+    ) -> None:
+        idempotent = bool(getattr(adapter, "idempotent_resend", True))
+        intent = json.loads(intent_raw) if intent_raw is not None else None
+        # An intent from another stream entry means a human replayed the dead letter
+        # after checking the platform: that is the decision to send again.
+        if intent is not None and intent.get("msg_id", msg_id) != msg_id:
+            log_.warning("reply_replayed_after_unknown_delivery")
+        elif intent is not None:
+            age = self.clock() - float(intent.get("at", 0))
+            if not idempotent or age > IDEMPOTENT_RESEND_MAX_AGE_S:
+                await self._dead(
+                    msg_id,
+                    fields,
+                    "delivery unknown: a sender stopped after calling the platform and before "
+                    f"recording its answer ({age:.0f}s ago); not resent to avoid a second reply. "
+                    f"Check the {reply.platform} account for this reply before replaying it.",
+                    attempts,
+                )
+                metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
+                log_.error("reply_delivery_unknown")
+                return
+            log_.warning("reply_resent_idempotently")
+        elif attempts > self.cfg.max_attempts + 1:
+            # Redelivered again and again without ever reaching the platform: a sender
+            # keeps dying on it (the in-process retries count separately).
+            await self._dead(msg_id, fields, "sender died while handling it", attempts)
+            metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "dead").inc()
             return
-        except (aiohttp.ClientError, TimeoutError) as e:
-            await note_failure(self.redis, self.keys, msg_id, f"{type(e).__name__}: {e}")
-            if attempts >= self.cfg.max_attempts:
-                await self._dead(msg_id, fields, type(e).__name__, attempts)
-            log_.warning("reply_send_failed", error=type(e).__name__, attempt=attempts)
+        limits: list[Limit] = []
+        if isinstance(adapter, ApiAdapter):
+            await adapter.ready(self.http)
+            out = _with_text(reply, adapter.compose(reply))
+            limits = adapter.limits_for(reply)
+        else:
+            out = _with_text(reply, adapter.fit(reply.text, reply.kind))
+        reservation = await windows.reserve(self.redis, self.keys, out, now=self.clock())
+        if not reservation.ok:
+            await self._undeliverable(msg_id, fields, reply, reservation.reason, attempts)
+            log_.warning("reply_undeliverable", reason=reservation.reason)
             return
-        record = {"platform_id": result.platform_id, "sent_at": time.time(), "text": text}
+        try:
+            tries = throttled = 0
+            while True:
+                tries += 1
+                await self.limiter.acquire(reply.account, limits, platform=reply.platform)
+                record = {
+                    "at": self.clock(),
+                    "consumer": self.consumer,
+                    "try": tries,
+                    "msg_id": msg_id,
+                }
+                await self.redis.set(
+                    self.keys.sending(reply.reply_id), json.dumps(record), ex=SENT_TTL_S
+                )
+                try:
+                    result = await adapter.send(self.http, out)
+                except SendError as e:
+                    # The platform answered: nothing was posted, the intent is void.
+                    await self.redis.delete(self.keys.sending(reply.reply_id))
+                    status_class = "invalid" if e.status is None else _status_class(e.status)
+                    metrics.OUTBOUND_ERRORS.labels(reply.platform, status_class).inc()
+                    if e.status == 429:
+                        # Rate refusal: a wait, not a failed try (up to a sanity cap).
+                        tries, throttled = tries - 1, throttled + 1
+                        wait = (
+                            e.retry_after if e.retry_after is not None else self._backoff(throttled)
+                        )
+                        if limits:
+                            await self.limiter.block(
+                                reply.account, limits[0].endpoint, self.clock() + wait
+                            )
+                    if e.permanent or tries >= self.cfg.max_attempts or throttled > MAX_THROTTLED:
+                        await windows.release(self.redis, self.keys, out, reservation)
+                        await self._dead(msg_id, fields, str(e), attempts)
+                        metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "dead").inc()
+                        log_.warning("reply_dead_lettered", status=e.status, tries=tries)
+                        return
+                    await self._retry_wait(
+                        reply, max(tries, throttled), e.retry_after, log_, status=e.status
+                    )
+                    continue
+                except aiohttp.ClientConnectorError as e:
+                    # Never connected: certainly not posted.
+                    await self.redis.delete(self.keys.sending(reply.reply_id))
+                    if not await self._network_retry(
+                        msg_id, fields, reply, out, reservation, attempts, tries, e, log_
+                    ):
+                        return
+                    continue
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    # Connected, then lost: the platform may have posted it.
+                    if not idempotent:
+                        await self._dead(
+                            msg_id,
+                            fields,
+                            f"delivery unknown: {type(e).__name__} after the request was sent; "
+                            f"not resent to avoid a second reply. Check the {reply.platform} account.",
+                            attempts,
+                        )
+                        metrics.OUTBOUND_ERRORS.labels(reply.platform, "network").inc()
+                        metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
+                        log_.error("reply_delivery_unknown", error=type(e).__name__)
+                        return
+                    if not await self._network_retry(
+                        msg_id, fields, reply, out, reservation, attempts, tries, e, log_
+                    ):
+                        return
+                    continue
+                break
+        except _Stopping:
+            await windows.release(self.redis, self.keys, out, reservation)
+            raise
+        record = {"platform_id": result.platform_id, "sent_at": self.clock(), "text": out.text}
         tx = self.redis.pipeline(transaction=True)
         tx.set(
             self.keys.sent(reply.reply_id), json.dumps(record, ensure_ascii=False), ex=SENT_TTL_S
         )
+        tx.delete(self.keys.sending(reply.reply_id))
         tx.xack(self.stream, self.group, msg_id)
         tx.delete(self.keys.attempts(msg_id))
         await tx.execute()
+        with contextlib.suppress(Exception):  # bookkeeping only; the reply is out
+            await self.limiter.observe(reply.account, limits, result.rate_limit)
+        metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "sent").inc()
         if reply.event_received_at:
             metrics.EVENT_TO_REPLY.labels(reply.platform, reply.source).observe(
                 max(0.0, time.time() - reply.event_received_at)
             )
-        log_.info("reply_sent", platform_id=result.platform_id, kind=reply.kind)
+        log_.info("reply_sent", platform_id=result.platform_id, kind=reply.kind, tries=tries)
+
+    async def _network_retry(
+        self,
+        msg_id: str,
+        fields: dict[str, str],
+        reply: OutboundReply,
+        out: OutboundReply,
+        reservation: windows.Reservation,
+        attempts: int,
+        tries: int,
+        e: Exception,
+        log_: Any,
+    ) -> bool:
+        """Back off after a network error; False (and dead-lettered) when out of tries."""
+        metrics.OUTBOUND_ERRORS.labels(reply.platform, "network").inc()
+        if tries >= self.cfg.max_attempts:
+            await windows.release(self.redis, self.keys, out, reservation)
+            await self._dead(msg_id, fields, f"{type(e).__name__}: {e}", attempts)
+            metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "dead").inc()
+            log_.warning("reply_dead_lettered", error=type(e).__name__, tries=tries)
+            return False
+        await self._retry_wait(reply, tries, None, log_, error=type(e).__name__)
+        return True
+
+    def _backoff(self, tries: int) -> float:
+        """Exponential with jitter: uniformly in [d/2, d], d = base * 2^(tries-1), capped."""
+        d = min(self.backoff_max_s, self.backoff_base_s * (2 ** (tries - 1)))
+        return d / 2 + random.random() * d / 2
+
+    async def _retry_wait(
+        self, reply: OutboundReply, tries: int, retry_after: float | None, log_: Any, **info: Any
+    ) -> None:
+        delay = self._backoff(tries)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        metrics.OUTBOUND_RETRIES.labels(reply.platform).inc()
+        log_.warning("reply_send_retry", tries=tries, delay_s=round(delay, 3), **info)
+        await self._pause(delay)
+
+    async def _undeliverable(
+        self, msg_id: str, fields: dict[str, str], reply: OutboundReply, reason: str, attempts: int
+    ) -> None:
+        metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "undeliverable").inc()
+        if self.on_undeliverable is None:
+            await self._dead(msg_id, fields, reason, attempts)
+            return
+        await self.on_undeliverable(reply, reason)  # raises → stays pending, retried
+        await self._ack(msg_id)
 
     async def _ack(self, msg_id: str) -> None:
         tx = self.redis.pipeline(transaction=True)
@@ -142,6 +400,14 @@ class Sender(StreamConsumer):
             error=error,
             attempts=attempts,
         )
+
+
+def _status_class(status: int | None) -> str:
+    if status is None:
+        return "network"
+    if status == 429:
+        return "429"
+    return f"{status // 100}xx"
 
 
 def _with_text(reply: OutboundReply, text: str) -> OutboundReply:

@@ -46,6 +46,8 @@ def make_settings(redis_url: str, tmp_path: Any = None, **overrides: Any) -> Set
         "worker.claim_interval_s": 0.2,
         "worker.block_ms": 100,
         "worker.max_attempts": 3,
+        # The real brain loads a trained NLU; tests opt in with dialog.pipeline="brain".
+        "dialog.pipeline": "pass-through",
         "accounts": [
             {
                 "id": "acme",

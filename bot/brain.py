@@ -1,0 +1,268 @@
+"""The real pipeline: understanding → decision → effects, idempotent per event.
+
+For each inbound event:
+
+* follow/unfollow → reply-window state (``bot.platforms.windows``) → ``state``;
+* a message → conversation context → NLU → ``handlers.policy.decide`` → effects:
+  Answer → a reply through the outbox; Escalate → the conversation's ticket (new, or the
+  message appended) plus an optional acknowledgement; Ignore → nothing.
+
+A worker may run an event twice (it died before acknowledging). The decision is
+therefore stored first (``decided:{event key}``, SET NX) and a re-run replays the stored
+decision instead of deciding again (which could differ: the unclear count moved), and
+every effect is keyed by the event: replies by ``OutboundReply.answering`` ids, ticket
+messages and conversation turns by the event key. A re-run after a crash adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import structlog
+
+from bot import metrics
+from bot.config import Settings
+from bot.conversation import ConversationStore, Turn
+from bot.models import InboundEvent, OutboundReply
+from bot.nlu.types import NluResult
+from bot.ops.recorder import record_message
+from bot.orders import OrderLookup
+from bot.outbox import enqueue_reply
+from bot.pipeline import Outcome
+from bot.redis import Keys, Redis
+from escalation.sla import PRIORITIES
+from escalation.tickets import TicketStore
+from handlers.decisions import Answer, Decision, Escalate, Ignore, decision_from_dict
+from handlers.policy import decide
+from handlers.responses import Responses, Say
+
+log = structlog.get_logger(__name__)
+
+try:  # reply windows (Weibo 48 h) from the platforms package
+    from bot.platforms import windows as _windows
+except ImportError:  # pragma: no cover - the platforms package always ships it now
+    _windows = None  # type: ignore[assignment]
+
+
+class Nlu(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    async def parse(self, text: str, language: str | None = None) -> NluResult: ...
+
+
+class Brain:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        nlu: Nlu,
+        *,
+        tickets: TicketStore,
+        responses: Responses,
+        orders: OrderLookup | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self.nlu = nlu
+        self.tickets = tickets
+        self.responses = responses
+        self.orders = orders
+        self.now = clock
+        self.convs = ConversationStore(
+            redis,
+            keys,
+            idle_s=settings.dialog.conversation_idle_s,
+            max_turns=settings.dialog.max_turns,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.nlu.ready)
+
+    async def handle(self, event: InboundEvent) -> Outcome:
+        if _windows is not None:
+            await _windows.record(self.redis, self.keys, event)
+        if not event.is_message:
+            return Outcome("state", {"rule": f"user_{event.kind}"})
+        decided_key = self.keys.ns("decided", event.key)
+        raw = await self.redis.get(decided_key)
+        if raw is None:
+            decision = await self._decide(event)
+            stored = await self.redis.set(
+                decided_key,
+                json.dumps(decision.to_dict(), ensure_ascii=False),
+                nx=True,
+                ex=self.settings.worker.outcome_ttl_s,
+            )
+            if stored:
+                metrics.DECISIONS.labels(event.platform, event.kind, decision.kind).inc()
+                metrics.INTENTS.labels(str(decision.reasons.get("intent", "none"))).inc()
+            else:  # another worker decided first: follow its decision
+                raw = await self.redis.get(decided_key)
+                decision = decision_from_dict(json.loads(raw)) if raw else decision
+        else:
+            decision = decision_from_dict(json.loads(raw))
+        # Insights and the negative-spike detector; record_message counts an event
+        # once, so a redelivery after a crash neither loses nor doubles it.
+        intent = str(decision.reasons.get("intent", "none"))
+        await record_message(
+            self.redis,
+            self.keys,
+            event,
+            intent=intent,
+            negative=bool(decision.reasons.get("negative")) or intent == "complaint",
+            decision=decision.kind,
+            now=self.now(),
+            cfg=self.settings.ops,
+        )
+        return await self._apply(event, decision)
+
+    async def _decide(self, event: InboundEvent) -> Decision:
+        conv = await self.convs.load(event.platform, event.account, event.author.id)
+        conv.ticket_id = await self.tickets.open_ticket_for(
+            self.tickets.conv_of(event.platform, event.account, event.author.id)
+        )
+        nlu = await self.nlu.parse(event.text, language=event.language)
+        account = self.settings.account(event.account)
+        say = self._say(event, nlu, account.persona if account else "")
+        d = await decide(
+            message=event, nlu=nlu, conversation=conv, account=account, say=say, orders=self.orders
+        )
+        d.reasons.setdefault("unclear_before", conv.unclear)
+        return d
+
+    def _say(self, event: InboundEvent, nlu: NluResult, persona: str) -> Say:
+        account = self.settings.account(event.account)
+        lang = (
+            nlu.language
+            if nlu.language in ("en", "zh")
+            else (account.language if account else "en")
+        )
+        handle = f"@{event.author.handle}" if event.author.handle else ""
+        channel = "mention" if event.is_public else "dm"
+        promises = {}
+        for priority in PRIORITIES:
+            p = self.tickets.sla.policy(priority, event.account, channel)
+            promises[priority] = self.responses.sla_promise(
+                p.first_response_min, lang, business=p.business_hours
+            )
+        return self.responses.sayer(
+            language=lang,
+            persona=persona,
+            seed=event.key,
+            handle=handle,
+            brand=f"@{account.handle}" if account and account.handle else "",
+            sla_promise=promises["normal"],
+            promises=promises,
+        )
+
+    async def _apply(self, event: InboundEvent, d: Decision) -> Outcome:
+        customer = Turn(
+            at=event.created_at,
+            who="customer",
+            text=event.text,
+            kind=event.kind,
+            intent=d.reasons.get("intent"),
+        )
+        conv_args: dict[str, Any] = {"event_key": event.key}
+        if isinstance(d, Ignore):
+            await self.convs.record(
+                event.platform, event.account, event.author.id, turns=[customer], **conv_args
+            )
+            return Outcome("ignore", d.reasons)
+        if isinstance(d, Answer):
+            reply = OutboundReply.answering(event, d.text)
+            await enqueue_reply(self.redis, self.keys, reply)
+            clarify = d.reasons.get("rule") == "clarify"
+            await self.convs.record(
+                event.platform,
+                event.account,
+                event.author.id,
+                turns=[customer, Turn(self.now(), "bot", d.text, reply.kind)],
+                unclear=int(d.reasons.get("unclear_before", 0)) + 1 if clarify else 0,
+                **conv_args,
+            )
+            return Outcome("answer", d.reasons, [reply.reply_id])
+        assert isinstance(d, Escalate)
+        tid, created = await self.tickets.open_or_append(
+            event, reason=d.reason, priority=d.priority, reasons=d.reasons
+        )
+        reply_ids: list[str] = []
+        turns = [customer]
+        if d.ack and created:
+            reply = OutboundReply.answering(event, d.ack)
+            reply.ticket_id = tid
+            await self.tickets.add_bot_message(tid, reply)
+            await enqueue_reply(self.redis, self.keys, reply)
+            reply_ids.append(reply.reply_id)
+            turns.append(Turn(self.now(), "bot", d.ack, reply.kind))
+        await self.convs.record(
+            event.platform, event.account, event.author.id, turns=turns, unclear=0, **conv_args
+        )
+        log.info(
+            "escalated", ticket_id=tid, created=created, reason=d.reason, event_id=event.event_id
+        )
+        return Outcome("escalate" if created else "append", d.reasons, reply_ids, tid)
+
+
+class LazyBrain:
+    """The pipeline the app wires at build time; the Brain inside is built at startup,
+    once Redis and the NLU service exist (``bot.app._brain_ctx``)."""
+
+    def __init__(self) -> None:
+        self.brain: Brain | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.brain is not None and self.brain.ready
+
+    async def handle(self, event: InboundEvent) -> Outcome:
+        if self.brain is None:
+            raise RuntimeError("the brain is not started")
+        return await self.brain.handle(event)
+
+
+def build_brain(
+    redis: Redis,
+    keys: Keys,
+    settings: Settings,
+    nlu: Nlu,
+    http: aiohttp.ClientSession,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> Brain:
+    """A Brain from settings: templates, ticket store, and the order hook if configured."""
+    d = settings.dialog
+    orders = None
+    if d.order_lookup_url:
+        token = settings.secrets.get("order_lookup_token")
+        orders = OrderLookup(
+            http,
+            d.order_lookup_url,
+            token.get() if token else "",
+            timeout_s=d.order_lookup_timeout_s,
+        )
+    root = (
+        Path(d.responses_path)
+        if d.responses_path
+        else Path(settings.nlu.data_path or "nlu_data") / "responses"
+    )
+    return Brain(
+        redis,
+        keys,
+        settings,
+        nlu,
+        tickets=TicketStore(redis, keys, settings.escalation, clock=clock),
+        responses=Responses.load(root),
+        orders=orders,
+        clock=clock,
+    )

@@ -1,0 +1,112 @@
+"""Conversation context in Redis: recent turns and the unclear-turn count per customer.
+
+One JSON value per (platform, account, user) at ``keys.conv(...)``, expiring after
+``dialog.conversation_idle_s`` of silence. Who owns the conversation is not stored here:
+a human owns it exactly while the escalation store maps it to an open ticket, so
+resolving a ticket hands it back without touching this record.
+
+Updates are keyed by the inbound event: re-running an event after a crash changes
+nothing (its key is among the recent ones).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from redis.exceptions import WatchError
+
+from bot.redis import Keys, Redis
+
+RECENT_EVENTS = 50
+
+
+@dataclass(slots=True)
+class Turn:
+    at: float
+    who: str  # customer | bot
+    text: str
+    kind: str = "dm"
+    intent: str | None = None
+
+
+@dataclass(slots=True)
+class Conversation:
+    platform: str
+    account: str
+    user: str
+    turns: list[Turn] = field(default_factory=list)
+    unclear: int = 0
+    ticket_id: str | None = None  # the open ticket, when a human owns it
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def owner(self) -> str:
+        return "human" if self.ticket_id else "bot"
+
+    @property
+    def key_parts(self) -> tuple[str, str, str]:
+        return self.platform, self.account, self.user
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("ticket_id")
+        return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Conversation:
+        d: dict[str, Any] = json.loads(raw)
+        d["turns"] = [Turn(**t) for t in d.get("turns", [])]
+        return cls(**d)
+
+
+class ConversationStore:
+    def __init__(self, redis: Redis, keys: Keys, *, idle_s: int, max_turns: int = 20) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.idle_s = idle_s
+        self.max_turns = max_turns
+
+    async def load(self, platform: str, account: str, user: str) -> Conversation:
+        raw = await self.redis.get(self.keys.conv(platform, account, user))
+        if raw is None:
+            return Conversation(platform, account, user)
+        return Conversation.from_json(raw)
+
+    async def record(
+        self,
+        platform: str,
+        account: str,
+        user: str,
+        *,
+        event_key: str,
+        turns: list[Turn],
+        unclear: int | None = None,
+    ) -> bool:
+        """Append ``turns`` and set the unclear count, once per event; False if done before."""
+        key = self.keys.conv(platform, account, user)
+        for _ in range(100):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    conv = (
+                        Conversation.from_json(raw)
+                        if raw
+                        else Conversation(platform, account, user)
+                    )
+                    if event_key in conv.events:
+                        await pipe.unwatch()
+                        return False
+                    conv.turns = (conv.turns + turns)[-self.max_turns :]
+                    conv.events = [*conv.events, event_key][-RECENT_EVENTS:]
+                    if unclear is not None:
+                        conv.unclear = unclear
+                    pipe.multi()
+                    pipe.set(key, conv.to_json(), ex=self.idle_s)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
+        raise RuntimeError("conversation record kept changing")

@@ -1,0 +1,142 @@
+"""The one-minute demo (``make run``, ``replydesk serve --demo``).
+
+:func:`enable_demo` (before ``build_app``) turns the customer sandbox on and adds two
+sandbox accounts when they are not configured: ``acme`` (English, X-like) and
+``acme-cn`` (Chinese, Weibo-like). Their signing secret is generated once and kept in
+``<redis.data_dir>/demo-secrets.json`` (mode 0600), so webhooks keep verifying across
+restarts.
+
+:func:`install_demo` (after ``build_app``) makes sure a ``demo-supervisor`` agent exists
+once Redis is open, and prints the sandbox and console addresses with its token. The
+token is kept in the same file, so a restart prints the same one; the demo is for a
+laptop, not for production, which is why it is printed at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from bot import keys as K
+from bot.config import AccountConfig, Secret, Settings
+
+DEMO_AGENT = "demo-supervisor"
+SECRETS_FILE = "demo-secrets.json"
+
+DEMO_ACCOUNTS: tuple[dict[str, Any], ...] = (
+    {
+        "id": "acme",
+        "handle": "acme",
+        "user_id": "sandbox-acme",
+        "language": "en",
+        "persona": "Acme support",
+        "options": {"like": "x", "label": "@acme (English)"},
+    },
+    {
+        "id": "acme-cn",
+        "handle": "Acme官方客服",
+        "user_id": "sandbox-acme-cn",
+        "language": "zh",
+        "persona": "Acme 客服",
+        "options": {"like": "weibo", "label": "@Acme官方客服 (中文)"},
+    },
+)
+
+
+def _state_path(settings: Settings) -> Path:
+    return Path(settings.redis.data_dir) / SECRETS_FILE
+
+
+def _load_state(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _save_state(path: Path, state: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(state, f)
+    tmp.replace(path)
+
+
+def enable_demo(settings: Settings) -> None:
+    """Sandbox on, demo sandbox accounts added (unless accounts with those ids exist)."""
+    settings.sandbox.enabled = True
+    path = _state_path(settings)
+    state = _load_state(path)
+    if not state.get("signing_secret"):
+        state["signing_secret"] = secrets.token_urlsafe(32)
+        _save_state(path, state)
+    for spec in DEMO_ACCOUNTS:
+        if settings.account(spec["id"]) is not None:
+            continue
+        settings.accounts.append(
+            AccountConfig(
+                platform="sandbox",
+                secrets={"signing_secret": Secret(state["signing_secret"])},
+                **spec,
+            )
+        )
+    settings.validate()
+
+
+def base_url(settings: Settings) -> str:
+    if settings.server.public_url:
+        return settings.server.public_url.rstrip("/")
+    host = settings.server.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.server.port}"
+
+
+async def ensure_demo_agent(redis: Any, keys: Any, state_path: Path) -> str:
+    """The demo supervisor's token: the saved one while it still works, else a new one."""
+    from escalation.agents import AgentStore  # the human side; only the demo needs it here
+
+    store = AgentStore(redis, keys)
+    state = _load_state(state_path)
+    saved = state.get("agent_token", "")
+    if saved and await store.by_token(saved) is not None:
+        return saved
+    existing = await store.get(DEMO_AGENT)
+    if existing is not None and not existing.revoked:
+        await store.revoke(DEMO_AGENT)  # its token was lost with the state file
+    token = await store.add(DEMO_AGENT, "supervisor")
+    state["agent_token"] = token
+    _save_state(state_path, state)
+    return token
+
+
+def install_demo(app: web.Application, *, out: TextIO | None = None) -> None:
+    """Once Redis is open: create the demo supervisor and print the addresses and token."""
+    settings = app[K.SETTINGS]
+
+    async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
+        token = await ensure_demo_agent(app[K.REDIS], app[K.KEYS], _state_path(settings))
+        url = base_url(settings)
+        stream = out or sys.stdout
+        print(
+            "\n"
+            "  replydesk demo is starting\n"
+            f"    customer sandbox: {url}/sandbox\n"
+            f"    agent console:    {url}/console\n"
+            f"    agent token ({DEMO_AGENT}): {token}\n"
+            "  Ask a FAQ in the sandbox, then complain; answer the ticket in the console.\n",
+            file=stream,
+            flush=True,
+        )
+        yield
+
+    app.cleanup_ctx.append(demo_ctx)

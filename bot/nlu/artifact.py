@@ -1,0 +1,193 @@
+"""The trained artifact in ``<data_dir>/nlu/``: ``engine.pkl``, ``stamp.json`` and the
+exported encoder. The stamp (data hash, encoder, library versions) decides staleness;
+a stale or missing artifact is retrained, never half-loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata as md
+import json
+import os
+import pickle
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from bot.nlu.data import data_hash, load_training_data
+from bot.nlu.encoder import Encoder, load_encoder
+from bot.nlu.engine import Engine, TrainReport, train_engine
+
+log = structlog.get_logger(__name__)
+
+FORMAT = 1
+STEPS = (
+    "encoder",
+    "data",
+    "encode",
+    "features",
+    "held-out",
+    "intents",
+    "negativity",
+    "faq",
+    "save",
+)
+_LIBS = ("scikit-learn", "numpy", "scipy", "onnxruntime", "sentence-transformers", "tokenizers")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            out[lib] = "none"
+    return out
+
+
+@dataclass
+class Stamp:
+    format: int
+    data_sha256: str
+    encoder: str  # configured name
+    runtime: str  # configured runtime
+    encoder_id: str  # what actually ran (model id + runtime)
+    versions: dict[str, str]
+    created: float
+    report: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False)
+
+
+def artifact_dir(data_dir: str | os.PathLike[str]) -> Path:
+    return Path(data_dir) / "nlu"
+
+
+def read_stamp(art: Path) -> Stamp | None:
+    try:
+        return Stamp(**json.loads((art / "stamp.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def stale_reason(art: Path, nlu_data: Path, encoder: str, runtime: str) -> str | None:
+    """Why the artifact must be (re)built, or None when it is current."""
+    stamp = read_stamp(art)
+    if stamp is None or not (art / "engine.pkl").exists():
+        return "missing"
+    if stamp.format != FORMAT:
+        return "format changed"
+    if stamp.data_sha256 != data_hash(nlu_data):
+        return "training data changed"
+    if (stamp.encoder, stamp.runtime) != (encoder, runtime):
+        return "encoder changed"
+    if stamp.versions != library_versions():
+        return "library versions changed"
+    return None
+
+
+@dataclass
+class Loaded:
+    engine: Engine
+    encoder: Encoder
+    stamp: Stamp
+    trained: bool  # True when this call trained it
+
+
+def train(
+    nlu_data: Path,
+    art: Path,
+    encoder_name: str,
+    runtime: str,
+    step: Callable[[str], None] = lambda _: None,
+) -> Loaded:
+    """Train and atomically replace the artifact (a crash mid-way leaves the old one)."""
+    t0 = time.perf_counter()
+    art.parent.mkdir(parents=True, exist_ok=True)
+    digest = data_hash(nlu_data)
+    tmp = Path(tempfile.mkdtemp(prefix=".nlu-", dir=art.parent))
+    try:
+        encoder = load_encoder(encoder_name, runtime, tmp / "encoder", allow_export=True)
+        step("encoder")
+        td = load_training_data(nlu_data)
+        step("data")
+        engine, report = train_engine(td, encoder, step)
+        stamp = Stamp(
+            format=FORMAT,
+            data_sha256=digest,
+            encoder=encoder_name,
+            runtime=runtime,
+            encoder_id=encoder.id,
+            versions=library_versions(),
+            created=time.time(),
+            report=dataclasses.asdict(report)
+            | {"total_seconds": round(time.perf_counter() - t0, 3)},
+        )
+        with (tmp / "engine.pkl").open("wb") as fh:
+            pickle.dump(engine, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        (tmp / "stamp.json").write_text(stamp.to_json())
+        old = art.with_name(art.name + ".old")
+        if art.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            art.rename(old)
+        tmp.rename(art)
+        shutil.rmtree(old, ignore_errors=True)
+        step("save")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # The encoder's files moved with the folder; reopen from the final place.
+    encoder = load_encoder(encoder_name, runtime, art / "encoder", allow_export=False)
+    log.info(
+        "nlu.trained", seconds=stamp.report["total_seconds"], threshold=report.chosen_threshold
+    )
+    return Loaded(engine, encoder, stamp, trained=True)
+
+
+def load(art: Path, encoder_name: str, runtime: str) -> Loaded:
+    stamp = read_stamp(art)
+    if stamp is None:
+        raise FileNotFoundError(f"{art}/stamp.json")
+    encoder = load_encoder(encoder_name, runtime, art / "encoder", allow_export=False)
+    if encoder.id != stamp.encoder_id:
+        raise RuntimeError(f"encoder {encoder.id} differs from the trained {stamp.encoder_id}")
+    with (art / "engine.pkl").open("rb") as fh:
+        engine = pickle.load(fh)  # our own file, written by train() above
+    return Loaded(engine, encoder, stamp, trained=False)
+
+
+def load_or_train(
+    nlu_data: Path,
+    art: Path,
+    encoder_name: str,
+    runtime: str,
+    force: bool = False,
+    allow_train: bool = True,
+    step: Callable[[str], None] = lambda _: None,
+) -> Loaded:
+    reason = "forced" if force else stale_reason(art, nlu_data, encoder_name, runtime)
+    if reason is None:
+        try:
+            return load(art, encoder_name, runtime)
+        except Exception as e:  # corrupt or incompatible: rebuild rather than fail
+            reason = f"unloadable: {e}"
+    if not allow_train:
+        raise RuntimeError(f"NLU artifact in {art} is not usable ({reason}); run `replydesk train`")
+    log.info("nlu.training", reason=reason)
+    return train(nlu_data, art, encoder_name, runtime, step)
+
+
+def report_of(loaded: Loaded) -> TrainReport | None:
+    r = dict(loaded.stamp.report)
+    r.pop("total_seconds", None)
+    try:
+        return TrainReport(**r)
+    except TypeError:
+        return None

@@ -1,0 +1,174 @@
+"""Training data loader: Rasa YAML intents, the FAQ bank, sentiment examples, and the hash.
+
+Layout of ``nlu_data/`` (docs/nlu.md): ``nlu/*.yml`` Rasa 3.x NLU files, ``faq.yml`` the FAQ
+bank, ``sentiment.yml`` negativity examples. ``responses/`` and ``config.yml`` are not
+read here, so editing reply templates or the Rasa pipeline does not retrain the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Rasa entity annotations: [text](entity) or [text]{"entity": ...}
+_ENTITY = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\{[^}]*\})")
+
+
+class NluDataError(Exception):
+    """A training data file is missing or malformed; the message names the file."""
+
+
+@dataclass(slots=True)
+class Faq:
+    id: str
+    questions: dict[str, list[str]]  # language -> phrasings
+    answers: dict[str, str]  # language -> answer
+    intent: str | None = None
+
+    def answer(self, language: str) -> str:
+        return (
+            self.answers.get(language)
+            or self.answers.get("en")
+            or next(iter(self.answers.values()))
+        )
+
+    def question(self, language: str) -> str:
+        qs = self.questions.get(language) or self.questions.get("en") or [""]
+        return qs[0]
+
+
+@dataclass(slots=True)
+class TrainingData:
+    examples: list[tuple[str, str]] = field(default_factory=list)  # (text, intent)
+    faqs: list[Faq] = field(default_factory=list)
+    sentiment: list[tuple[str, str]] = field(default_factory=list)  # (text, label)
+
+    @property
+    def intents(self) -> list[str]:
+        return sorted({i for _, i in self.examples})
+
+
+def default_data_dir() -> Path:
+    return Path("nlu_data")
+
+
+def data_files(root: str | Path) -> list[Path]:
+    """Every file the embedded model is trained from, in a stable order."""
+    root = Path(root)
+    files = sorted((root / "nlu").glob("**/*.yml")) + sorted((root / "nlu").glob("**/*.yaml"))
+    files += [p for p in (root / "faq.yml", root / "sentiment.yml") if p.exists()]
+    return files
+
+
+def data_hash(root: str | Path) -> str:
+    """sha256 over the relative names and contents of :func:`data_files`."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for p in data_files(root):
+        h.update(p.relative_to(root).as_posix().encode())
+        h.update(b"\0")
+        h.update(p.read_bytes())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _examples_block(value: Any, where: str) -> list[str]:
+    if isinstance(value, list):  # Rasa's long form: [{text: ..., metadata: ...}]
+        lines = [v["text"] if isinstance(v, dict) else str(v) for v in value]
+    elif isinstance(value, str):
+        lines = [ln.strip()[2:] for ln in value.splitlines() if ln.strip().startswith("- ")]
+    else:
+        raise NluDataError(f"{where}: examples must be a '- text' block")
+    return [_ENTITY.sub(r"\1", ln).strip() for ln in lines if ln.strip()]
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise NluDataError(f"{path}: {e}") from e
+    if not isinstance(data, dict):
+        raise NluDataError(f"{path}: top level must be a mapping")
+    return data
+
+
+def parse_rasa_nlu(path: Path) -> list[tuple[str, str]]:
+    """(text, intent) pairs of a Rasa 3.x NLU file; synonyms, regexes, lookups are skipped."""
+    out: list[tuple[str, str]] = []
+    for i, item in enumerate(_load_yaml(path).get("nlu") or []):
+        if not isinstance(item, dict) or "intent" not in item:
+            continue
+        intent = str(item["intent"])
+        out += [(t, intent) for t in _examples_block(item.get("examples", ""), f"{path} nlu[{i}]")]
+    return out
+
+
+def parse_faq(path: Path) -> list[Faq]:
+    faqs: list[Faq] = []
+    for i, f in enumerate(_load_yaml(path).get("faqs") or []):
+        where = f"{path} faqs[{i}]"
+        try:
+            questions = {str(k): [str(q) for q in v] for k, v in f["questions"].items()}
+            answers = {str(k): str(v).strip() for k, v in f["answer"].items()}
+            faq = Faq(id=str(f["id"]), questions=questions, answers=answers, intent=f.get("intent"))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise NluDataError(f"{where}: needs id, questions.<lang>[], answer.<lang>") from e
+        if not answers or not any(questions.values()):
+            raise NluDataError(f"{where}: empty questions or answer")
+        faqs.append(faq)
+    ids = [f.id for f in faqs]
+    if len(ids) != len(set(ids)):
+        raise NluDataError(f"{path}: duplicate faq id")
+    return faqs
+
+
+def parse_sentiment(path: Path) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for i, item in enumerate(_load_yaml(path).get("sentiment") or []):
+        label = str(item.get("label", ""))
+        if label not in ("negative", "neutral", "positive"):
+            raise NluDataError(f"{path} sentiment[{i}]: label must be negative|neutral|positive")
+        out += [
+            (t, label) for t in _examples_block(item.get("examples", ""), f"{path} sentiment[{i}]")
+        ]
+    return out
+
+
+def load_training_data(root: str | Path) -> TrainingData:
+    root = Path(root)
+    nlu_files = [p for p in data_files(root) if p.parent != root]
+    if not nlu_files:
+        raise NluDataError(f"{root}/nlu: no Rasa NLU files (*.yml) found")
+    td = TrainingData()
+    for p in nlu_files:
+        td.examples += parse_rasa_nlu(p)
+    if (root / "faq.yml").exists():
+        td.faqs = parse_faq(root / "faq.yml")
+    if (root / "sentiment.yml").exists():
+        td.sentiment = parse_sentiment(root / "sentiment.yml")
+    if len(td.intents) < 2:
+        raise NluDataError(f"{root}: need at least two intents")
+    return td
+
+
+def load_labelled(path: str | Path) -> list[tuple[str, str]]:
+    """Test data for ``replydesk eval``: a Rasa NLU YAML file or folder, or CSV ``text,intent``."""
+    path = Path(path)
+    if path.is_dir():
+        return [x for p in sorted(path.glob("**/*.yml")) for x in parse_rasa_nlu(p)]
+    if path.suffix.lower() in (".yml", ".yaml"):
+        return parse_rasa_nlu(path)
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if rows and [c.strip().lower() for c in rows[0][:2]] in (
+        ["text", "intent"],
+        ["text", "category"],
+    ):
+        rows = rows[1:]
+    return [(r[0], r[1].strip()) for r in rows if len(r) >= 2 and r[0].strip()]

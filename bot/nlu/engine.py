@@ -1,0 +1,242 @@
+"""The embedded engine: featurizer + intent model + FAQ index + negativity, trained together.
+
+``Engine`` is what the artifact pickles; the encoder is not inside it (it lives in its own
+file and is passed to :meth:`Engine.analyze`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.metrics import f1_score
+from sklearn.model_selection import cross_val_predict
+
+from bot.nlu.classifier import HeldOut, IntentModel, fit_lr, make_lr
+from bot.nlu.data import TrainingData
+from bot.nlu.encoder import Encoder
+from bot.nlu.faq import FaqIndex, choose_threshold
+from bot.nlu.features import FeatureWeights, Featurizer
+from bot.nlu.lang import detect_language
+from bot.nlu.types import OUT_OF_SCOPE, FaqHit, IntentScore, NluResult
+
+# Intent examples that also teach the negativity detector (beyond sentiment.yml and the
+# FAQ questions, which count as neutral).
+NEGATIVE_INTENTS = frozenset({"complaint"})
+NOT_NEGATIVE_INTENTS = frozenset(
+    {"praise", "thanks", "greet", "goodbye", "product_question", "store_info"}
+)
+# Messages that no FAQ answers: negatives when choosing the FAQ answer threshold.
+NO_FAQ_INTENTS = frozenset({"greet", "thanks", "goodbye", "praise", "spam", "out_of_scope"})
+
+Step = Callable[[str], None]
+
+
+@dataclass
+class Thresholds:
+    intent: float
+    faq: float
+    negativity: float
+
+
+@dataclass
+class TrainReport:
+    examples: int
+    intents: int
+    faqs: int
+    sentiment_examples: int
+    held_out_accuracy: float
+    held_out_accuracy_with_oos: float
+    temperature: float
+    ece_before: float
+    ece_after: float
+    chosen_threshold: float
+    auto_answer_precision: float
+    auto_answer_coverage: float
+    negativity_held_out_f1: float
+    faq_threshold: float
+    faq_held_out: dict[str, float]
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self, featurizer: Featurizer, intent: IntentModel, faq: FaqIndex, neg: Any
+    ) -> None:
+        self.featurizer = featurizer
+        self.intent = intent
+        self.faq = faq
+        self.neg = neg  # LogisticRegression, classes [0, 1]: P(negative) = column 1
+
+    def analyze(
+        self,
+        texts: list[str],
+        encoder: Encoder,
+        thresholds: Thresholds,
+        languages: list[str | None] | None = None,
+        faq_k: int = 3,
+    ) -> list[NluResult]:
+        """One encoder call for the whole batch, then cheap linear algebra."""
+        if not texts:
+            return []
+        langs = [
+            lang or detect_language(t)
+            for t, lang in zip(texts, languages or [None] * len(texts), strict=True)
+        ]
+        emb = encoder.encode(texts)
+        char = self.featurizer.char_matrix(texts)
+        x = self.featurizer.transform(texts, emb, char)
+        proba = self.intent.predict_proba(x)
+        neg = self.neg.predict_proba(x)[:, 1]
+        faq_scores = self.faq.scores(emb, char) + self.faq.intent_boost(proba, self.intent.labels)
+        faq_top = self.faq.top_k(faq_scores, faq_k)
+        labels = self.intent.labels
+        out: list[NluResult] = []
+        for i, text in enumerate(texts):
+            order = np.argsort(-proba[i])[:5]
+            ranking = [IntentScore(labels[j], round(float(proba[i, j]), 4)) for j in order]
+            top = ranking[0]
+            intent = top.name if top.confidence >= thresholds.intent else OUT_OF_SCOPE
+            hits = [
+                FaqHit(
+                    faq_id=self.faq.faqs[f].id,
+                    score=round(s, 4),
+                    question=self.faq.faqs[f].question(langs[i]),
+                    answer=self.faq.faqs[f].answer(langs[i]),
+                )
+                for f, s in faq_top[i]
+            ]
+            out.append(
+                NluResult(
+                    text=text,
+                    language=langs[i],
+                    intent=intent,
+                    confidence=top.confidence,
+                    ranking=ranking,
+                    faq=hits,
+                    faq_answerable=bool(hits) and hits[0].score >= thresholds.faq,
+                    negativity=round(float(neg[i]), 4),
+                    is_negative=bool(neg[i] >= thresholds.negativity),
+                    backend="embedded",
+                )
+            )
+        return out
+
+
+def negativity_examples(td: TrainingData) -> tuple[list[str], list[int]]:
+    texts = [t for t, _ in td.sentiment]
+    ys = [int(lab == "negative") for _, lab in td.sentiment]
+    for t, intent in td.examples:
+        if intent in NEGATIVE_INTENTS or intent in NOT_NEGATIVE_INTENTS:
+            texts.append(t)
+            ys.append(int(intent in NEGATIVE_INTENTS))
+    # FAQ phrasings are plain questions about refunds, delays, codes: topic is not tone.
+    for f in td.faqs:
+        for qs in f.questions.values():
+            texts += qs
+            ys += [0] * len(qs)
+    return texts, ys
+
+
+def train_engine(
+    td: TrainingData,
+    encoder: Encoder,
+    step: Step = lambda _: None,
+    c: float = 0.5,
+    weights: FeatureWeights | None = None,
+) -> tuple[Engine, TrainReport]:
+    """Fit everything; ``step(name)`` is called after each stage (progress bar)."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def done(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 3)
+        step(name)
+        return now
+
+    texts = [t for t, _ in td.examples]
+    y = [i for _, i in td.examples]
+    neg_texts, neg_y = negativity_examples(td)
+    faq = FaqIndex(td.faqs)
+    # One encoder pass over every distinct text.
+    uniq = sorted(set(texts) | set(neg_texts) | set(faq.texts))
+    vecs = encoder.encode(uniq)
+    emb_of = {t: vecs[i] for i, t in enumerate(uniq)}
+    t = done("encode", t0)
+
+    def e(ts: list[str]) -> np.ndarray:
+        return np.stack([emb_of[s] for s in ts]) if ts else np.zeros((0, encoder.dim), np.float32)
+
+    featurizer = Featurizer(weights).fit(uniq)
+    x = featurizer.transform(texts, e(texts))
+    t = done("features", t)
+
+    intent = IntentModel(c=c)
+    held: HeldOut = intent.held_out(x, y)
+    t = done("held-out", t)
+    intent.fit(x, y)
+    t = done("intents", t)
+
+    xn = featurizer.transform(neg_texts, e(neg_texts))
+    neg = fit_lr(xn, np.asarray(neg_y), c=4.0)
+    neg_f1 = _held_out_f1(xn, np.asarray(neg_y), c=4.0)
+    t = done("negativity", t)
+
+    faq_stats: dict[str, float] = {}
+    if faq.items:
+        faq.set_vectors(e(faq.texts), featurizer.char_matrix(faq.texts))
+        qs = [it.text for it in faq.items if not it.is_answer]
+        unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
+        eq, cq, eu, cu = (
+            e(qs),
+            featurizer.char_matrix(qs),
+            e(unrelated),
+            featurizer.char_matrix(unrelated),
+        )
+        # Intent probabilities for unrelated messages come from held-out folds would be
+        # fairer; the final model is close enough for a threshold and far cheaper.
+        bq = faq.intent_boost(intent.predict_proba(featurizer.transform(qs, eq, cq)), intent.labels)
+        bu = faq.intent_boost(
+            intent.predict_proba(featurizer.transform(unrelated, eu, cu)), intent.labels
+        )
+        faq.threshold, faq_stats = choose_threshold(faq, eq, cq, eu, cu, bq, bu)
+    done("faq", t)
+
+    in_scope = held.gold != OUT_OF_SCOPE
+    accept = (held.conf >= held.threshold) & (held.pred != OUT_OF_SCOPE)
+    final = np.where(held.conf >= held.threshold, held.pred, OUT_OF_SCOPE)
+    report = TrainReport(
+        examples=len(texts),
+        intents=len(set(y)),
+        faqs=len(td.faqs),
+        sentiment_examples=len(neg_texts),
+        held_out_accuracy=float(np.mean(held.pred == held.gold)),
+        held_out_accuracy_with_oos=float(np.mean(final == held.gold)),
+        temperature=held.temperature,
+        ece_before=held.ece_before,
+        ece_after=held.ece_after,
+        chosen_threshold=held.threshold,
+        auto_answer_precision=float(np.mean(held.pred[accept] == held.gold[accept]))
+        if accept.any()
+        else 0.0,
+        auto_answer_coverage=float(accept[in_scope].mean()) if in_scope.any() else 0.0,
+        negativity_held_out_f1=neg_f1,
+        faq_threshold=faq.threshold,
+        faq_held_out=faq_stats,
+        seconds=round(time.perf_counter() - t0, 3),
+        timings=timings,
+    )
+    return Engine(featurizer, intent, faq, neg), report
+
+
+def _held_out_f1(x: sp.csr_matrix, y: np.ndarray, c: float) -> float:
+    if y.sum() < 5 or (1 - y).sum() < 5:
+        return 0.0
+    pred = cross_val_predict(make_lr(c), x, y, cv=5)
+    return float(f1_score(y, pred))

@@ -1,0 +1,80 @@
+"""Evaluation: accuracy, macro-F1, per-intent P/R/F1, confusions, out-of-scope recall and the
+auto-answer trade-off (precision of what would be answered vs the share answered)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+from bot.nlu.types import OUT_OF_SCOPE
+
+TRADEOFF_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+@dataclass
+class EvalReport:
+    n: int
+    threshold: float
+    accuracy: float
+    macro_f1: float
+    per_intent: dict[str, dict[str, float]]
+    confused: list[tuple[str, str, int]]  # (gold, predicted, count), most frequent first
+    oos_recall: float | None  # None when the test data has no out_of_scope rows
+    tradeoff: list[dict[str, float]] = field(default_factory=list)
+
+
+def evaluate(gold: list[str], top: list[str], conf: list[float], threshold: float) -> EvalReport:
+    """``top``: the classifier's best intent before the threshold; ``conf``: its probability."""
+    g = np.asarray(gold)
+    t = np.asarray(top)
+    c = np.asarray(conf, dtype=float)
+    pred = np.where(c >= threshold, t, OUT_OF_SCOPE)
+    labels = sorted(set(g) | set(pred))
+    p, r, f, s = precision_recall_fscore_support(g, pred, labels=labels, zero_division=0)
+    per = {
+        lab: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
+        for i, lab in enumerate(labels)
+    }
+    gold_labels = sorted(set(g))
+    confused = Counter((a, b) for a, b in zip(g, pred, strict=True) if a != b).most_common(10)
+    oos = g == OUT_OF_SCOPE
+    return EvalReport(
+        n=len(g),
+        threshold=threshold,
+        accuracy=float(np.mean(pred == g)) if len(g) else 0.0,
+        macro_f1=float(f1_score(g, pred, labels=gold_labels, average="macro", zero_division=0)),
+        per_intent=per,
+        confused=[(a, b, n) for (a, b), n in confused],
+        oos_recall=float(np.mean(pred[oos] == OUT_OF_SCOPE)) if oos.any() else None,
+        tradeoff=tradeoff(g, t, c, sorted({*TRADEOFF_GRID, round(threshold, 4)})),
+    )
+
+
+def tradeoff(
+    gold: np.ndarray, top: np.ndarray, conf: np.ndarray, grid: list[float]
+) -> list[dict[str, float]]:
+    """Per threshold: coverage = share of in-scope messages answered automatically,
+    precision = share of answered messages (in scope or not) whose intent is right."""
+    in_scope = gold != OUT_OF_SCOPE
+    rows = []
+    for thr in grid:
+        answered = (conf >= thr) & (top != OUT_OF_SCOPE)
+        rows.append(
+            {
+                "threshold": float(thr),
+                "coverage": float(answered[in_scope].mean()) if in_scope.any() else 0.0,
+                "precision": float(np.mean(top[answered] == gold[answered]))
+                if answered.any()
+                else 1.0,
+                "answered": int(answered.sum()),
+            }
+        )
+    return rows

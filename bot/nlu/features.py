@@ -1,0 +1,89 @@
+"""Feature rows: sentence embedding + character n-grams + word n-grams, side by side.
+
+The embedding carries meaning in English; char_wb 1-4 n-grams carry Chinese (MiniLM is
+English-only), typos and order-number shapes; word uni/bigrams sharpen close intents.
+Each block is L2-normalised and weighted, so a linear model sees comparable scales.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+# Latin words and single CJK characters (so word bigrams over Chinese are char bigrams).
+_WORD = re.compile(r"[a-z0-9']+|[\u3400-\u9fff]")
+_ORDER_NO = re.compile(r"#?\b[a-z]?\d{4,}\b")
+_URL = re.compile(r"https?://\S+|www\.\S+|\b\w+\.(?:ly|me|biz|io)/\S*")
+_HANDLE = re.compile(r"@\w+")
+
+
+def normalise_text(text: str) -> str:
+    """Lower-case, placeholders for handles, links and order numbers (their shape matters,
+    their value does not)."""
+    t = text.lower()
+    t = _URL.sub(" urltoken ", t)
+    t = _HANDLE.sub(" @user ", t)
+    return _ORDER_NO.sub(" ordernum ", t)
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+@dataclass
+class FeatureWeights:
+    emb: float = 1.5
+    char: float = 1.0
+    word: float = 1.0
+
+
+class Featurizer:
+    def __init__(
+        self,
+        weights: FeatureWeights | None = None,
+        min_df: int = 1,
+        max_features: int | None = 200_000,
+    ) -> None:
+        self.weights = weights or FeatureWeights()
+        self.char = TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=(1, 4),
+            sublinear_tf=True,
+            min_df=min_df,
+            max_features=max_features,
+            preprocessor=normalise_text,
+            dtype=np.float32,
+        )
+        self.word = TfidfVectorizer(
+            analyzer="word",
+            tokenizer=_words,
+            token_pattern=None,
+            ngram_range=(1, 2),
+            sublinear_tf=True,
+            min_df=min_df,
+            preprocessor=normalise_text,
+            dtype=np.float32,
+        )
+
+    def fit(self, texts: list[str]) -> Featurizer:
+        self.char.fit(texts)
+        self.word.fit(texts)
+        return self
+
+    def char_matrix(self, texts: list[str]) -> sp.csr_matrix:
+        return sp.csr_matrix(self.char.transform(texts))
+
+    def transform(
+        self, texts: list[str], emb: np.ndarray, char: sp.csr_matrix | None = None
+    ) -> sp.csr_matrix:
+        w = self.weights
+        blocks = [sp.csr_matrix(emb * w.emb)]
+        if w.char:
+            blocks.append((char if char is not None else self.char_matrix(texts)) * w.char)
+        if w.word:
+            blocks.append(sp.csr_matrix(self.word.transform(texts)) * w.word)
+        return sp.hstack(blocks, format="csr", dtype=np.float32)

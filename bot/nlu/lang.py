@@ -1,0 +1,100 @@
+"""Language by script: enough to pick the answer language and to route Weibo vs X traffic."""
+
+from __future__ import annotations
+
+import re
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\uac00-\ud7af]")
+_LATIN = re.compile(r"[A-Za-z]")
+_OTHER_LETTER = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u0dff\u0e00-\u0e7f]")
+# Handles, links, hashtags and order numbers say nothing about the language.
+_NOISE = re.compile(r"@\w+|https?://\S+|#\w+|\b[A-Z]\d{4,}\b")
+# Frequent function words of the Latin-script languages customers most often use besides
+# English; two hits and no English ones mean "other".
+_NON_EN = frozenset(
+    [
+        "el",
+        "la",
+        "los",
+        "las",
+        "que",
+        "por",
+        "para",
+        "una",
+        "pero",
+        "muy",
+        "est",
+        "le",
+        "les",
+        "des",
+        "une",
+        "pas",
+        "est",
+        "avec",
+        "pour",
+        "der",
+        "die",
+        "das",
+        "und",
+        "nicht",
+        "ist",
+        "ein",
+        "eine",
+        "mit",
+        "não",
+        "uma",
+        "com",
+        "por",
+        "que",
+        "você",
+        "ich",
+        "wir",
+        "sie",
+    ]
+)
+_EN = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "is",
+        "are",
+        "my",
+        "i",
+        "you",
+        "your",
+        "to",
+        "of",
+        "and",
+        "it",
+        "for",
+        "not",
+        "can",
+        "do",
+        "what",
+        "where",
+        "how",
+    ]
+)
+
+
+def detect_language(text: str) -> str:
+    """ "zh" if Chinese characters dominate, "en" for Latin script, "other" otherwise."""
+    clean = _NOISE.sub(" ", text)
+    cjk = len(_CJK.findall(clean))
+    if _KANA_HANGUL.search(clean):
+        return "other"
+    latin = len(_LATIN.findall(clean))
+    other = len(_OTHER_LETTER.findall(clean))
+    if cjk and cjk * 2 >= latin:  # a CJK character carries about a word's worth of meaning
+        return "zh"
+    if other > latin:
+        return "other"
+    if latin:
+        words = re.findall(r"[a-zà-ÿ]+", clean.lower())
+        non_en = sum(w in _NON_EN for w in words)
+        if non_en >= 2 and not any(w in _EN for w in words):
+            return "other"
+        return "en"
+    return "zh" if cjk else "en"  # emoji-only or empty: English is the fallback

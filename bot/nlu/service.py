@@ -1,0 +1,184 @@
+"""NluService: what the worker calls. Loads (or trains) the artifact at start, then parses
+messages through a micro-batcher; the Rasa backend, when configured, supplies the intent
+while FAQ hits and negativity still come from the embedded engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from bot.nlu.artifact import Loaded, artifact_dir, load_or_train
+from bot.nlu.metrics import NLU_PARSE_SECONDS
+from bot.nlu.types import NluResult
+
+if TYPE_CHECKING:
+    from bot.config import NluConfig
+    from bot.nlu.batcher import MicroBatcher
+    from bot.nlu.engine import Thresholds
+    from bot.nlu.rasa import RasaClient
+
+log = structlog.get_logger(__name__)
+
+BACKENDS = ("embedded", "rasa")
+
+
+def resolve_data_dir(cfg: NluConfig, nlu_data_dir: str | None = None) -> Path:
+    return Path(nlu_data_dir or cfg.data_path or "nlu_data")
+
+
+class NluService:
+    def __init__(
+        self,
+        cfg: NluConfig,
+        data_dir: str,
+        nlu_data_dir: str | None = None,
+        *,
+        preloaded: Loaded | None = None,
+    ) -> None:
+        """``preloaded``: an already loaded artifact (tests, benchmarks) instead of data_dir's."""
+        if cfg.backend not in BACKENDS:
+            raise ValueError(f"nlu.backend: {cfg.backend!r} is not one of {', '.join(BACKENDS)}")
+        self.cfg = cfg
+        self.nlu_data = resolve_data_dir(cfg, nlu_data_dir)
+        self.artifact = artifact_dir(data_dir)
+        self.loaded: Loaded | None = None
+        self._preloaded = preloaded
+        self.thresholds: Thresholds | None = None
+        self._batcher: MicroBatcher[tuple[str, str | None], NluResult] | None = None
+        self._rasa: RasaClient | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._batcher is not None and self.loaded is not None
+
+    @property
+    def encoder_calls(self) -> int:
+        return self.loaded.encoder.calls if self.loaded else 0
+
+    async def start(self, force_train: bool = False) -> None:
+        """Load the artifact, training it first when missing or stale (in a thread)."""
+        if self.ready:
+            return
+        from bot.nlu.batcher import MicroBatcher
+        from bot.nlu.engine import Thresholds
+
+        t0 = time.perf_counter()
+        loaded = self._preloaded
+        if loaded is None:
+            loaded = await asyncio.to_thread(
+                load_or_train,
+                self.nlu_data,
+                self.artifact,
+                self.cfg.encoder,
+                self.cfg.runtime,
+                force_train,
+                self.cfg.train_on_start,
+            )
+        self.loaded = loaded
+        await asyncio.to_thread(loaded.encoder.encode, ["warm up"])  # lazy weights
+        engine = loaded.engine
+        self.thresholds = Thresholds(
+            intent=self.cfg.intent_threshold
+            if self.cfg.intent_threshold is not None
+            else engine.intent.threshold,
+            faq=self.cfg.faq_threshold
+            if self.cfg.faq_threshold is not None
+            else engine.faq.threshold,
+            negativity=self.cfg.negativity_threshold,
+        )
+        self._batcher = MicroBatcher(self._analyze, self.cfg.batch_max, self.cfg.batch_wait_ms)
+        self._batcher.start()
+        if self.cfg.backend == "rasa":
+            from bot.nlu.rasa import RasaClient
+
+            self._rasa = RasaClient(self.cfg.rasa_url, self.cfg.rasa_timeout_s)
+            await self._rasa.start()
+        log.info(
+            "nlu.ready",
+            backend=self.cfg.backend,
+            encoder=loaded.encoder.id,
+            trained=loaded.trained,
+            intent_threshold=self.thresholds.intent,
+            seconds=round(time.perf_counter() - t0, 2),
+        )
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
+        if self._rasa is not None:
+            await self._rasa.close()
+            self._rasa = None
+
+    def _analyze(self, items: list[tuple[str, str | None]]) -> list[NluResult]:
+        assert self.loaded is not None and self.thresholds is not None
+        return self.loaded.engine.analyze(
+            [t for t, _ in items],
+            self.loaded.encoder,
+            self.thresholds,
+            [lang for _, lang in items],
+            self.cfg.faq_top_k,
+        )
+
+    def parse_batch_sync(self, texts: list[str], language: str | None = None) -> list[NluResult]:
+        """Blocking batch parse with the embedded engine (CLI, eval, benchmarks)."""
+        t0 = time.perf_counter()
+        out = self._analyze([(t, language) for t in texts])
+        ms = (time.perf_counter() - t0) * 1000 / max(1, len(texts))
+        for r in out:
+            r.timing_ms = round(ms, 3)
+        return out
+
+    async def parse(self, text: str, language: str | None = None) -> NluResult:
+        if self._batcher is None:
+            raise RuntimeError("NluService.start() was not awaited")
+        t0 = time.perf_counter()
+        if self._rasa is None:
+            result = await self._batcher.submit((text, language))
+        else:
+            result = await self._parse_rasa(text, language)
+        result.timing_ms = round((time.perf_counter() - t0) * 1000, 3)
+        NLU_PARSE_SECONDS.labels(backend=result.backend).observe(result.timing_ms / 1000)
+        return result
+
+    async def _parse_rasa(self, text: str, language: str | None) -> NluResult:
+        from bot.nlu.rasa import RasaError
+
+        assert self._rasa is not None and self._batcher is not None
+        embedded = asyncio.ensure_future(self._batcher.submit((text, language)))
+        try:
+            rasa = await self._rasa.parse(text)
+        except RasaError:
+            result = await embedded
+            return replace(result, backend="embedded-fallback")
+        result = await embedded
+        return replace(
+            result,
+            intent=rasa.intent,
+            confidence=rasa.confidence,
+            ranking=rasa.ranking,
+            backend="rasa",
+        )
+
+    def info(self) -> dict[str, Any]:
+        """For health checks and `replydesk parse`: what is loaded and how it was trained."""
+        if self.loaded is None:
+            return {"ready": False}
+        st = self.loaded.stamp
+        return {
+            "ready": self.ready,
+            "backend": self.cfg.backend,
+            "encoder": st.encoder_id,
+            "data_sha256": st.data_sha256,
+            "thresholds": vars(self.thresholds) if self.thresholds else None,
+            "trained_at": st.created,
+        }
+
+
+def build_service(cfg: NluConfig, data_dir: str, nlu_data_dir: str | None = None) -> NluService:
+    return NluService(cfg, data_dir, nlu_data_dir)

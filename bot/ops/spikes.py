@@ -1,0 +1,356 @@
+"""Crisis alerts: a per-account spike in negative messages, raised once and cleared.
+
+Each account has, in Redis (all under ``keys.ns("ops", ...)``):
+
+* ``negb:{account}``   hash bucket-index → negatives in that bucket (``ops.bucket_s``);
+* ``spike:{account}``  hash with the baseline (EWMA of negatives per bucket), the last
+  bucket folded into it, and the active alert id, threshold and peak;
+* ``negrecent:{account}`` zset of the window's negative messages (compact JSON), so a
+  raised alert can take the messages that made it;
+* ``alerts`` zset of alert ids by raise time; ``alert:{id}`` hash; ``alert:{id}:events``
+  list of the spike's messages (the window at raise time, then every negative message
+  while it stays active).
+
+One Lua script counts, folds the baseline and decides the transition atomically, so any
+number of worker processes can call it and exactly one caller sees ``raised`` (and later
+``cleared``); only that caller does the side effects: the metric, an event on
+``keys.events`` for the console banner, and a queued notification. Those follow the
+script, so a process killed in between leaves the alert recorded (``/api/v1/alerts``,
+the gauge) without its banner event or notification: at most once, never twice.
+
+Window count >= max(factor * max(baseline, floor), min_count) raises; falling below
+``clear_ratio`` of that threshold clears. The baseline is frozen while an alert is active
+so that a long crisis does not become the new normal and clear itself.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bot import metrics
+from bot.config import OpsConfig
+from bot.models import InboundEvent
+from bot.ops import notify
+from bot.redis import Keys, Redis
+
+log = structlog.get_logger(__name__)
+
+# Idle accounts' spike state disappears after this long.
+STATE_TTL_S = 30 * 24 * 3600
+EVENTS_STREAM_MAXLEN = 10_000
+
+# KEYS: 1 state, 2 buckets, 3 recent, 4 alerts index, 5 new alert hash, 6 new alert events
+# ARGV: 1 now, 2 bucket_s, 3 nwin, 4 alpha, 5 floor, 6 factor, 7 min_count, 8 clear_ratio,
+#       9 increment (0|1), 10 item json, 11 events_max, 12 new alert id, 13 account, 14 ttl
+# Returns {transition, alert id, window count, baseline, threshold, peak} as strings.
+_SPIKE_LUA = """
+local now = tonumber(ARGV[1])
+local bs = tonumber(ARGV[2])
+local nwin = tonumber(ARGV[3])
+local alpha = tonumber(ARGV[4])
+local floor = tonumber(ARGV[5])
+local factor = tonumber(ARGV[6])
+local min_count = tonumber(ARGV[7])
+local clear_ratio = tonumber(ARGV[8])
+local events_max = tonumber(ARGV[11])
+local ttl = tonumber(ARGV[14])
+local cur = math.floor(now / bs)
+local st = redis.call('HMGET', KEYS[1], 'ewma', 'last', 'alert', 'thr', 'peak')
+local ewma = tonumber(st[1]) or 0
+local last = tonumber(st[2]) or (cur - 1)
+local active = st[3] or ''
+if ARGV[9] == '1' then
+  redis.call('HINCRBY', KEYS[2], tostring(cur), 1)
+  redis.call('ZADD', KEYS[3], now, ARGV[10])
+end
+local raw = redis.call('HGETALL', KEYS[2])
+local order, counts = {}, {}
+for i = 1, #raw, 2 do
+  local b = tonumber(raw[i])
+  counts[b] = tonumber(raw[i + 1])
+  order[#order + 1] = b
+end
+table.sort(order)
+-- Fold completed buckets (last, cur-1] into the EWMA; empty buckets count as zero.
+if cur - 1 > last then
+  if active == '' then
+    local p = last
+    for _, b in ipairs(order) do
+      if b > last and b < cur then
+        ewma = ewma * (1 - alpha) ^ (b - p - 1)
+        ewma = (1 - alpha) * ewma + alpha * counts[b]
+        p = b
+      end
+    end
+    ewma = ewma * (1 - alpha) ^ (cur - 1 - p)
+  end
+  last = cur - 1
+end
+local count = 0
+for _, b in ipairs(order) do
+  if b > cur - nwin and b <= cur then
+    count = count + counts[b]
+  elseif b <= cur - nwin and b <= last then
+    redis.call('HDEL', KEYS[2], tostring(b))
+  end
+end
+local win_start = (cur - nwin + 1) * bs
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. win_start)
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(events_max + 1))
+local base = ewma * nwin
+local thr = math.max(factor * math.max(base, floor), min_count)
+local result = 'none'
+local peak = tonumber(st[5]) or 0
+if active == '' then
+  if count >= thr then
+    result = 'raised'
+    active = ARGV[12]
+    peak = count
+    redis.call('HSET', KEYS[1], 'alert', active, 'thr', tostring(thr), 'peak', tostring(peak))
+    redis.call('HSET', KEYS[5], 'id', active, 'account', ARGV[13], 'status', 'active',
+      'raised_at', ARGV[1], 'count', tostring(count), 'baseline', tostring(base),
+      'threshold', tostring(thr))
+    redis.call('ZADD', KEYS[4], now, active)
+    local items = redis.call('ZRANGEBYSCORE', KEYS[3], win_start, '+inf')
+    for i = 1, #items, 100 do
+      redis.call('RPUSH', KEYS[6], unpack(items, i, math.min(i + 99, #items)))
+    end
+  end
+else
+  thr = tonumber(st[4]) or thr
+  if count < thr * clear_ratio then
+    result = 'cleared'
+    redis.call('HDEL', KEYS[1], 'alert', 'thr', 'peak')
+  else
+    result = 'active'
+    if count > peak then
+      peak = count
+      redis.call('HSET', KEYS[1], 'peak', tostring(peak))
+    end
+  end
+end
+redis.call('HSET', KEYS[1], 'ewma', tostring(ewma), 'last', tostring(last))
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+return {result, active, tostring(count), tostring(base), tostring(thr), tostring(peak)}
+"""
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def ops_key(keys: Keys, *parts: str) -> str:
+    return keys.ns("ops", *parts)
+
+
+@dataclass(slots=True)
+class SpikeState:
+    transition: str  # none | raised | active | cleared
+    alert_id: str
+    count: int
+    baseline: float
+    threshold: float
+    peak: int
+
+
+def message_item(event: InboundEvent, *, intent: str, now: float) -> str:
+    """What an alert keeps of a message: enough for agents to read the spike together."""
+    return json.dumps(
+        {
+            "key": event.key,
+            "event_id": event.event_id,
+            "platform": event.platform,
+            "kind": event.kind,
+            "author": event.author.handle or event.author.id,
+            "followers": event.author.followers,
+            "text": event.text[:500],
+            "intent": intent,
+            "at": round(now, 3),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+class SpikeDetector:
+    def __init__(self, redis: Redis, keys: Keys, cfg: OpsConfig) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.cfg = cfg
+        self._script = redis.register_script(_SPIKE_LUA)
+        self._alpha = 1.0 - 0.5 ** (cfg.bucket_s / cfg.baseline_half_life_s)
+
+    async def observe(self, account: str, *, now: float, item: str | None = None) -> SpikeState:
+        """Count one negative message (``item``) or just re-evaluate (``item`` None), and
+        perform the side effects of a transition this call made."""
+        new_id = f"{int(now)}-{secrets.token_hex(4)}"
+        k = self.keys
+        raw = await self._script(
+            keys=[
+                ops_key(k, "spike", account),
+                ops_key(k, "negb", account),
+                ops_key(k, "negrecent", account),
+                ops_key(k, "alerts"),
+                ops_key(k, "alert", new_id),
+                ops_key(k, "alert", new_id, "events"),
+            ],
+            args=[
+                repr(float(now)),
+                self.cfg.bucket_s,
+                self.cfg.window_s // self.cfg.bucket_s,
+                repr(self._alpha),
+                repr(float(self.cfg.baseline_floor)),
+                repr(float(self.cfg.factor)),
+                self.cfg.min_count,
+                repr(float(self.cfg.clear_ratio)),
+                "1" if item is not None else "0",
+                item or "",
+                self.cfg.alert_events_max,
+                new_id,
+                account,
+                STATE_TTL_S,
+            ],
+        )
+        tr, alert_id, count, base, thr, peak = (_s(v) for v in raw)
+        state = SpikeState(tr, alert_id, int(count), float(base), float(thr), int(float(peak)))
+        metrics.NEGATIVE_WINDOW.labels(account).set(state.count)
+        metrics.NEGATIVE_BASELINE.labels(account).set(state.baseline)
+        metrics.CRISIS_ACTIVE.labels(account).set(1 if tr in ("raised", "active") else 0)
+        if tr == "raised":
+            await self._raised(account, state, now=now)
+        elif tr == "cleared":
+            await self._cleared(account, state, now=now)
+        elif tr == "active" and item is not None:
+            # Later messages of the same spike join it (outside the script: its key
+            # depends on the alert id the script only now returned).
+            ev_key = ops_key(k, "alert", alert_id, "events")
+            tx = self.redis.pipeline(transaction=True)
+            tx.rpush(ev_key, item)
+            tx.ltrim(ev_key, -self.cfg.alert_events_max, -1)
+            await tx.execute()
+        return state
+
+    async def _raised(self, account: str, st: SpikeState, *, now: float) -> None:
+        metrics.CRISIS_ALERTS.labels(account, "raised").inc()
+        log.warning(
+            "crisis_alert_raised",
+            alert_id=st.alert_id,
+            account=account,
+            window_count=st.count,
+            baseline=round(st.baseline, 2),
+            threshold=round(st.threshold, 2),
+        )
+        text = (
+            f":rotating_light: replydesk crisis alert for account {account}: "
+            f"{st.count} negative messages in the last {self.cfg.window_s // 60} min "
+            f"(baseline {st.baseline:.1f}, threshold {st.threshold:.0f}). Alert {st.alert_id}."
+        )
+        await self._announce("alert.raised", account, st, now=now, text=text)
+
+    async def _cleared(self, account: str, st: SpikeState, *, now: float) -> None:
+        await self.redis.hset(
+            ops_key(self.keys, "alert", st.alert_id),
+            mapping={"status": "cleared", "cleared_at": repr(now), "peak": str(st.peak)},
+        )
+        metrics.CRISIS_ALERTS.labels(account, "cleared").inc()
+        log.info("crisis_alert_cleared", alert_id=st.alert_id, account=account, peak=st.peak)
+        text = (
+            f":white_check_mark: replydesk crisis alert {st.alert_id} for account {account} "
+            f"cleared (peak {st.peak} negative messages per window)."
+        )
+        await self._announce("alert.cleared", account, st, now=now, text=text)
+
+    async def _announce(
+        self, kind: str, account: str, st: SpikeState, *, now: float, text: str
+    ) -> None:
+        payload = {
+            "alert_id": st.alert_id,
+            "account": account,
+            "window_count": st.count,
+            "baseline": round(st.baseline, 3),
+            "threshold": round(st.threshold, 3),
+            "peak": st.peak,
+            "at": now,
+        }
+        # The console shows an active alert as a banner; fields mirror the ticket events.
+        await self.redis.xadd(
+            self.keys.events,
+            {
+                "type": kind,
+                "account": account,
+                "alert_id": st.alert_id,
+                "data": json.dumps(payload),
+            },
+            maxlen=EVENTS_STREAM_MAXLEN,
+            approximate=True,
+        )
+        await notify.enqueue(
+            self.redis, self.keys, kind="crisis", text=text, data={"event": kind, **payload}
+        )
+
+
+async def get_alert(
+    redis: Redis, keys: Keys, alert_id: str, *, events: int = 200
+) -> dict[str, Any] | None:
+    raw = await redis.hgetall(ops_key(keys, "alert", alert_id))
+    if not raw:
+        return None
+    alert = _alert_dict({_s(k): _s(v) for k, v in raw.items()})
+    ev_key = ops_key(keys, "alert", alert_id, "events")
+    tx = redis.pipeline(transaction=False)
+    tx.llen(ev_key)
+    tx.lrange(ev_key, -max(1, events), -1)
+    n, items = await tx.execute()
+    alert["message_count"] = int(n)
+    alert["messages"] = [json.loads(i) for i in items] if events > 0 else []
+    return alert
+
+
+async def list_alerts(
+    redis: Redis,
+    keys: Keys,
+    *,
+    status: str | None = None,
+    account: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Alerts, newest first, without their messages (``get_alert`` has them)."""
+    ids = await redis.zrevrange(ops_key(keys, "alerts"), 0, max(limit * 4, 200) - 1)
+    tx = redis.pipeline(transaction=False)
+    for i in ids:
+        tx.hgetall(ops_key(keys, "alert", _s(i)))
+        tx.llen(ops_key(keys, "alert", _s(i), "events"))
+    res = await tx.execute()
+    out: list[dict[str, Any]] = []
+    for raw, n in zip(res[::2], res[1::2], strict=True):
+        if not raw:
+            continue
+        a = _alert_dict({_s(k): _s(v) for k, v in raw.items()})
+        if (status and a["status"] != status) or (account and a["account"] != account):
+            continue
+        a["message_count"] = int(n)
+        out.append(a)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _alert_dict(h: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": h.get("id", ""),
+        "account": h.get("account", ""),
+        "status": h.get("status", ""),
+        "raised_at": float(h.get("raised_at", 0)),
+        "cleared_at": float(h["cleared_at"]) if h.get("cleared_at") else None,
+        "window_count": int(h.get("count", 0)),
+        "peak": int(h.get("peak", h.get("count", 0))),
+        "baseline": float(h.get("baseline", 0)),
+        "threshold": float(h.get("threshold", 0)),
+    }

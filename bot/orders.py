@@ -1,0 +1,74 @@
+"""The order-lookup hook: how the bot asks the shop system about an order.
+
+Request: ``GET {dialog.order_lookup_url}?order=A12345`` with
+``Authorization: Bearer <secret order_lookup_token>`` (when set) and
+``Accept: application/json``.
+
+Response: 200 with ``{"order": "A12345", "status": "shipped", "eta": "2026-11-25",
+"tracking_url": "https://..."}`` (``status`` one of processing, shipped, delivered,
+cancelled, returned, or any word, shown as is; ``eta`` and ``tracking_url`` optional);
+404 when there is no such order. Anything else (other status, timeout, bad JSON) is an
+:class:`OrderLookupError` and the bot hands the question to an agent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import aiohttp
+
+# A12345, AB-123456, #123456, 1234567890
+ORDER_RE = re.compile(r"(?<![A-Za-z0-9])(?:#\s?)?([A-Za-z]{1,3}-?\d{4,12}|\d{6,14})(?![A-Za-z0-9])")
+
+
+def find_order_number(text: str) -> str | None:
+    m = ORDER_RE.search(text)
+    return m.group(1).upper() if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderInfo:
+    order: str
+    status: str
+    eta: str = ""
+    tracking_url: str = ""
+
+
+class OrderLookupError(Exception):
+    """The order system did not give a usable answer."""
+
+
+class OrderLookup:
+    def __init__(
+        self, http: aiohttp.ClientSession, url: str, token: str = "", *, timeout_s: float = 2.0
+    ) -> None:
+        self.http = http
+        self.url = url
+        self.token = token
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def lookup(self, order: str) -> OrderInfo | None:
+        """The order, or None when the shop says it does not exist (404)."""
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            async with self.http.get(
+                self.url, params={"order": order}, headers=headers, timeout=self.timeout
+            ) as r:
+                if r.status == 404:
+                    return None
+                if r.status != 200:
+                    raise OrderLookupError(f"HTTP {r.status}")
+                data = await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise OrderLookupError(type(e).__name__) from e
+        if not isinstance(data, dict) or not isinstance(data.get("status"), str):
+            raise OrderLookupError("response has no status")
+        return OrderInfo(
+            order=str(data.get("order") or order),
+            status=data["status"],
+            eta=str(data.get("eta") or ""),
+            tracking_url=str(data.get("tracking_url") or ""),
+        )

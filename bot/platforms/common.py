@@ -1,0 +1,124 @@
+"""What the X, Weibo and Mastodon adapters share: API base, length rule, rate limits,
+and turning an HTTP answer into a result or a :class:`SendError`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+
+from bot import textfit
+from bot.config import AccountConfig, ConfigError
+from bot.models import OutboundReply
+from bot.platforms.base import PlatformAdapter, SendError
+from bot.ratelimit import Limit, apply_overrides, retry_after
+
+# Response headers worth keeping with a result (rate-limit bookkeeping).
+_RATE_HEADERS = (
+    "x-rate-limit-limit",
+    "x-rate-limit-remaining",
+    "x-rate-limit-reset",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "retry-after",
+)
+
+
+class ApiAdapter(PlatformAdapter):
+    """An adapter that posts to a real platform API."""
+
+    default_api_base: ClassVar[str] = ""
+    # True when the platform dedupes a resent request itself (Mastodon's
+    # Idempotency-Key); otherwise a send whose outcome is unknown is never repeated.
+    idempotent_resend: ClassVar[bool] = False
+    # Secrets an account of this platform must have (checked at start-up).
+    required_secrets: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, account: AccountConfig) -> None:
+        super().__init__(account)
+        base = account.api_base or self.default_api_base
+        if not base:
+            raise ConfigError(f"accounts[{account.id}].api_base: required for {self.name} accounts")
+        self.api_base = base.rstrip("/")
+        for name in self.required_secrets:
+            account.secret(name)  # ConfigError naming the key when missing
+        self.rule = textfit.rule(self.name)
+
+    # -- outbound helpers ------------------------------------------------------
+    def endpoint(self, reply: OutboundReply) -> str:
+        """Rate-limit bucket name of the API call that delivers ``reply``."""
+        raise NotImplementedError
+
+    def default_limits(self, reply: OutboundReply) -> list[Limit]:
+        return []
+
+    def limits_for(self, reply: OutboundReply) -> list[Limit]:
+        return apply_overrides(self.default_limits(reply), self.account.options)
+
+    def limit(self, kind: str) -> int:
+        return self.rule.limit(kind)
+
+    def fit(self, text: str, kind: str) -> str:
+        limit = self.limit(kind)
+        return textfit.fit(
+            text,
+            lambda s: textfit.count(s, self.rule) <= limit,
+            language=self.account.language,
+            kind=kind,
+            more=self.account.options.get("more_link") or None,
+        )
+
+    def compose(self, reply: OutboundReply) -> str:
+        """The exact text that will be posted for ``reply`` (fitted to the limit)."""
+        return self.fit(reply.text, reply.kind)
+
+    async def ready(self, http: aiohttp.ClientSession) -> None:
+        """One-time preparation before the first send (e.g. reading instance limits)."""
+
+
+def rate_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    low = {k.lower(): v for k, v in headers.items()}
+    return {k: low[k] for k in _RATE_HEADERS if k in low}
+
+
+async def read_json(resp: aiohttp.ClientResponse, platform: str) -> Any:
+    """The body as JSON, or a SendError that carries the platform's own error text."""
+    text = await resp.text()
+    if resp.status >= 400:
+        raise http_error(resp.status, resp.headers, text)
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {"_text": text[:200]}
+
+
+def error_text(body: str) -> str:
+    """The platform's message: X ``detail``/``errors``, Weibo ``error``, Mastodon ``error``."""
+    try:
+        d = json.loads(body)
+    except (json.JSONDecodeError, ValueError):
+        return body.strip()[:300]
+    if isinstance(d, dict):
+        parts = []
+        for k in ("title", "detail", "error", "error_description", "error_code"):
+            if d.get(k) not in (None, ""):
+                parts.append(f"{k}={d[k]}")
+        errs = d.get("errors")
+        if isinstance(errs, list):
+            for e in errs[:3]:
+                if isinstance(e, dict):
+                    parts.append(str(e.get("message") or e.get("detail") or e))
+        if parts:
+            return "; ".join(parts)[:500]
+    return body.strip()[:300]
+
+
+def http_error(status: int, headers: Mapping[str, str], body: str) -> SendError:
+    msg = f"HTTP {status}: {error_text(body)}"
+    if status == 429 or status >= 500:
+        return SendError(msg, status=status, retry_after=retry_after(headers, time.time()))
+    return SendError(msg, status=status, permanent=True)

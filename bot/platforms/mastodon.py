@@ -1,0 +1,256 @@
+"""Mastodon: mentions and DMs from the streaming API (bot.platforms.mastodon_stream) or
+admin webhooks, replies through ``POST /api/v1/statuses`` (platforms.md §3).
+
+``api_base`` is the instance URL and is required. Secrets: ``access_token`` (the bot
+user's token: ``read:statuses read:notifications write:statuses``) and, only for admin
+webhooks, ``webhook_secret``. Options: ``max_characters`` (default: read from the
+instance, else 500), ``mention_visibility`` (``unlisted``), ``streaming`` (true),
+``streaming_base`` (default: the instance's ``urls.streaming``), ``stream_reconnect_min_s``
+/ ``stream_reconnect_max_s`` / ``stream_idle_timeout_s``, ``rate_limits``, ``more_link``.
+
+Events from the stream and from a webhook use the **status id** as event id, so the
+same post seen both ways is stored once.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from html.parser import HTMLParser
+from typing import Any, ClassVar
+
+import aiohttp
+import structlog
+
+from bot import textfit
+from bot.models import Author, InboundEvent, OutboundReply
+from bot.platforms.base import HttpReply, PayloadError, SendError, SendResult, SignatureError
+from bot.platforms.common import ApiAdapter, rate_headers, read_json
+from bot.platforms.signing import hmac_sha256_hex, same
+from bot.ratelimit import Limit
+
+log = structlog.get_logger(__name__)
+
+SIGNATURE_HEADER = "X-Hub-Signature"
+# 300 requests / 5 min per account for all of /api/* (§3.4).
+API_LIMITS = [Limit("api", 300, 300)]
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac_sha256_hex(secret, body)
+
+
+class _Text(HTMLParser):
+    """Status HTML → plain text: tags dropped (mention and link text kept), <br> and
+    paragraph breaks as newlines, entities unescaped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "br":
+            self.parts.append("\n")
+        elif tag == "p" and self.parts:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def html_to_text(content: str) -> str:
+    p = _Text()
+    p.feed(content)
+    p.close()
+    return html.unescape("".join(p.parts)).strip()
+
+
+def _created(s: Any) -> float:
+    try:
+        return datetime.fromisoformat(str(s).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def id_newer(a: str, b: str | None) -> bool:
+    """Mastodon ids are numeric strings (snowflakes): compare by length, then text."""
+    return b is None or (len(a), a) > (len(b), b)
+
+
+class MastodonAdapter(ApiAdapter):
+    name = "mastodon"
+    idempotent_resend = True  # Idempotency-Key = reply_id makes a resend safe (1 h)
+    required_secrets: ClassVar[tuple[str, ...]] = ("access_token",)
+
+    def __init__(self, account: Any) -> None:
+        super().__init__(account)
+        opts = account.options
+        self.max_characters = int(opts.get("max_characters") or 500)
+        self._limits_known = "max_characters" in opts
+        self.streaming = bool(opts.get("streaming", True))
+        self.streaming_base = str(opts.get("streaming_base") or "").rstrip("/")
+        self._ready = False
+
+    # -- instance --------------------------------------------------------------
+    async def ready(self, http: aiohttp.ClientSession) -> None:
+        """Read ``max_characters`` and the streaming host from the instance, once."""
+        if self._ready:
+            return
+        self._ready = True
+        try:
+            async with http.get(f"{self.api_base}/api/v2/instance") as resp:
+                if resp.status != 200:
+                    return
+                conf = (await resp.json()).get("configuration") or {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            log.warning(
+                "mastodon_instance_unreadable", account=self.account.id, error=type(e).__name__
+            )
+            return
+        mc = (conf.get("statuses") or {}).get("max_characters")
+        if not self._limits_known and isinstance(mc, int) and mc > 0:
+            self.max_characters = mc
+        streaming = (conf.get("urls") or {}).get("streaming")
+        if not self.streaming_base and isinstance(streaming, str) and streaming:
+            self.streaming_base = streaming.replace("wss://", "https://", 1).replace(
+                "ws://", "http://", 1
+            )
+
+    def limit(self, kind: str) -> int:
+        return self.max_characters
+
+    # -- inbound: admin webhooks ----------------------------------------------
+    def verify(self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes) -> None:
+        secret = self.account.secrets.get("webhook_secret")
+        if secret is None or not secret.get():
+            raise SignatureError("admin webhooks are not configured (no webhook_secret)")
+        given = headers.get(SIGNATURE_HEADER, "")
+        if not given or not same(given.lower(), sign(secret.get(), body)):
+            raise SignatureError(f"bad or missing {SIGNATURE_HEADER}")
+
+    def parse(self, body: bytes) -> list[InboundEvent]:
+        try:
+            d = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PayloadError("body is not JSON") from e
+        if not isinstance(d, dict) or not isinstance(d.get("object"), dict):
+            raise PayloadError("expected {event, created_at, object}")
+        if d.get("event") != "status.created":
+            log.debug("mastodon_webhook_ignored", webhook_event=str(d.get("event")))
+            return []
+        ev = self.status_event(d["object"])
+        return [ev] if ev is not None else []
+
+    def accepted(self) -> HttpReply:
+        return HttpReply(body=b"", status=200, content_type="text/plain")
+
+    # -- inbound: shared by stream, catch-up and webhook ----------------------
+    def notification_event(self, n: Mapping[str, Any]) -> InboundEvent | None:
+        if n.get("type") != "mention" or not isinstance(n.get("status"), dict):
+            return None
+        return self.status_event(n["status"])
+
+    def _mentions_me(self, status: Mapping[str, Any]) -> bool:
+        me_id, me_handle = self.account.user_id, self.account.handle.lstrip("@").lower()
+        for m in status.get("mentions") or []:
+            if not isinstance(m, dict):
+                continue
+            if me_id and str(m.get("id")) == me_id:
+                return True
+            if me_handle and str(m.get("acct", "")).lower() == me_handle:
+                return True
+        return False
+
+    def status_event(self, status: Mapping[str, Any]) -> InboundEvent | None:
+        acc = status.get("account") or {}
+        sid = str(status.get("id") or "")
+        if not sid or not isinstance(acc, dict):
+            raise PayloadError("status: id and account required")
+        if self.account.user_id and str(acc.get("id")) == self.account.user_id:
+            return None  # our own post
+        if acc.get("acct", "").lower() == self.account.handle.lstrip("@").lower():
+            return None
+        if not self._mentions_me(status):
+            return None
+        direct = status.get("visibility") == "direct"
+        lang = status.get("language")
+        return InboundEvent(
+            platform=self.name,
+            account=self.account.id,
+            kind="dm" if direct else "mention",
+            event_id=sid,
+            author=Author(
+                id=str(acc.get("id") or ""),
+                handle=str(acc.get("acct") or ""),
+                followers=int(acc.get("followers_count") or 0),
+            ),
+            text=html_to_text(str(status.get("content") or "")),
+            language=lang if isinstance(lang, str) and lang else None,
+            conversation_id=f"dm:{acc.get('id')}"
+            if direct
+            else str(status.get("in_reply_to_id") or sid),
+            reply_to_id=sid,
+            created_at=_created(status.get("created_at")),
+            raw=dict(status),
+        )
+
+    # -- outbound --------------------------------------------------------------
+    def endpoint(self, reply: OutboundReply) -> str:
+        return "api"
+
+    def default_limits(self, reply: OutboundReply) -> list[Limit]:
+        return list(API_LIMITS)
+
+    def compose(self, reply: OutboundReply) -> str:
+        """``@acct`` first (direct posts reach only mentioned accounts; a public reply
+        notifies the user), then the text fitted into what is left."""
+        handle = reply.recipient_handle.lstrip("@")
+        text = reply.text.strip()
+        if not handle:
+            return self.fit(text, reply.kind)
+        prefix = f"@{handle} "
+        if text.lower().startswith(prefix.lower()):
+            text = text[len(prefix) :]
+        room = self.limit(reply.kind) - textfit.count(prefix, self.rule)
+        body = textfit.fit(
+            text,
+            lambda s: textfit.count(s, self.rule) <= room,
+            language=self.account.language,
+            kind=reply.kind,
+            more=self.account.options.get("more_link") or None,
+        )
+        return prefix + body
+
+    async def send(self, http: aiohttp.ClientSession, reply: OutboundReply) -> SendResult:
+        if reply.kind == "dm" and not reply.text.startswith("@"):
+            # A direct status reaches only the accounts it mentions: without the @acct
+            # it would be visible to nobody but us.
+            raise SendError(
+                "a direct reply needs the user's @acct (recipient_handle)", permanent=True
+            )
+        body: dict[str, Any] = {
+            "status": reply.text,
+            "visibility": "direct"
+            if reply.kind == "dm"
+            else str(self.account.options.get("mention_visibility") or "unlisted"),
+        }
+        if reply.in_reply_to_id:
+            body["in_reply_to_id"] = reply.in_reply_to_id
+        if self.account.language:
+            body["language"] = self.account.language.split("-")[0]
+        headers = {
+            "Authorization": f"Bearer {self.account.secret('access_token')}",
+            # The instance keeps keys ~1 h: a resend after an ambiguous failure is a no-op.
+            "Idempotency-Key": reply.reply_id,
+        }
+        async with http.post(
+            f"{self.api_base}/api/v1/statuses", json=body, headers=headers
+        ) as resp:
+            data = await read_json(resp, self.name)
+            meta = rate_headers(resp.headers)
+        return SendResult(
+            platform_id=str(data.get("id") or "") if isinstance(data, dict) else "", rate_limit=meta
+        )

@@ -1,0 +1,230 @@
+"""Outbound rate limits: per-account, per-endpoint token buckets in Redis.
+
+A bucket holds ``burst`` tokens and refills at ``(limit - burst) / window``, so any
+window of ``window_s`` seconds admits at most ``burst + (limit - burst) = limit``
+requests however they are spread: the platform's "N per window" holds, whichever way
+its windows are aligned. Several buckets can guard one call (X: 100 per 15 min *and*
+300 per 3 h); they are checked and charged together by one Lua script, so every sender
+process shares them atomically.
+
+The platform's own answer wins over our model: ``remaining: 0`` with a reset time, or a
+429's ``Retry-After``, block the endpoint's bucket until then. Callers wait (async)
+rather than fail; waits are counted in metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bot import metrics
+from bot.redis import Keys, Redis
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``limit`` calls per ``window_s`` seconds on ``endpoint``."""
+
+    endpoint: str
+    limit: int
+    window_s: float
+    burst: int | None = None
+
+    @property
+    def capacity(self) -> int:
+        if self.burst is not None:
+            return max(1, min(self.burst, self.limit))
+        return max(1, min(self.limit // 10, 20))
+
+    @property
+    def refill_per_ms(self) -> float:
+        # A bucket with burst == limit still refills (slowly) rather than never.
+        return max(self.limit - self.capacity, 1) / (self.window_s * 1000.0)
+
+    @classmethod
+    def from_option(cls, endpoint: str, base: Limit | None, opt: Mapping[str, Any]) -> Limit:
+        return cls(
+            endpoint=endpoint,
+            limit=int(opt.get("limit", base.limit if base else 60)),
+            window_s=float(opt.get("window_s", base.window_s if base else 60.0)),
+            burst=int(opt["burst"]) if "burst" in opt else (base.burst if base else None),
+        )
+
+
+def apply_overrides(defaults: Sequence[Limit], options: Mapping[str, Any]) -> list[Limit]:
+    """Account option ``rate_limits: {endpoint: {limit, window_s, burst} | false}``."""
+    over = options.get("rate_limits") or {}
+    out = []
+    for lim in defaults:
+        o = over.get(lim.endpoint)
+        if o is False:
+            continue  # explicitly disabled
+        out.append(Limit.from_option(lim.endpoint, lim, o) if isinstance(o, Mapping) else lim)
+    return out
+
+
+# KEYS: bucket hashes. ARGV: now_ms, then per bucket capacity, refill per ms, ttl ms.
+# Returns 0 when a token was taken from every bucket, else the ms to wait (nothing taken).
+_ACQUIRE_LUA = """
+local now = tonumber(ARGV[1])
+local wait = 0
+local state = {}
+for i, key in ipairs(KEYS) do
+  local cap = tonumber(ARGV[3 * i - 1])
+  local rate = tonumber(ARGV[3 * i])
+  local v = redis.call('HMGET', key, 'tokens', 'ts', 'blocked_until')
+  local tokens = tonumber(v[1]) or cap
+  local ts = tonumber(v[2]) or now
+  local blocked = tonumber(v[3]) or 0
+  if now > ts then tokens = math.min(cap, tokens + (now - ts) * rate) end
+  state[i] = tokens
+  local w = 0
+  if blocked > now then w = blocked - now end
+  if tokens < 1 then w = math.max(w, math.ceil((1 - tokens) / rate)) end
+  if w > wait then wait = w end
+end
+if wait > 0 then return wait end
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'tokens', tostring(state[i] - 1), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, tonumber(ARGV[3 * i + 1]))
+end
+return 0
+"""
+
+# KEYS: bucket. ARGV: blocked-until ms, ttl ms. Only ever extends a block.
+_BLOCK_LUA = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'blocked_until')) or 0
+if tonumber(ARGV[1]) > cur then
+  redis.call('HSET', KEYS[1], 'blocked_until', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return 0
+"""
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        max_sleep_s: float = 5.0,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.clock = clock
+        self.sleep = sleep
+        self.max_sleep_s = max_sleep_s
+        self._acquire = redis.register_script(_ACQUIRE_LUA)
+        # One waiter per bucket set polls Redis; the others queue here (FIFO) instead of
+        # all waking at once for the same token.
+        self._queues: dict[tuple[str, ...], asyncio.Lock] = {}
+        self._block = redis.register_script(_BLOCK_LUA)
+
+    async def try_acquire(self, account: str, limits: Sequence[Limit]) -> float:
+        """Take one token from every bucket, or none; returns 0 or the seconds to wait."""
+        if not limits:
+            return 0.0
+        args: list[Any] = [int(self.clock() * 1000)]
+        for lim in limits:
+            args += [lim.capacity, repr(lim.refill_per_ms), int(lim.window_s * 2000) + 60_000]
+        keys = [self.keys.bucket(account, lim.endpoint) for lim in limits]
+        wait_ms = int(await self._acquire(keys=keys, args=args))
+        return wait_ms / 1000.0
+
+    async def acquire(self, account: str, limits: Sequence[Limit], *, platform: str = "") -> float:
+        """Wait until every bucket has a token and take it; returns the seconds waited."""
+        if not limits:
+            return 0.0
+        waited = 0.0
+        wait = await self.try_acquire(account, limits)  # the common case: no wait, no lock
+        if wait > 0:
+            qkey = (account, *(lim.endpoint for lim in limits))
+            async with self._queues.setdefault(qkey, asyncio.Lock()):
+                while True:
+                    wait = await self.try_acquire(account, limits)
+                    if wait <= 0:
+                        break
+                    step = min(wait, self.max_sleep_s)
+                    await self.sleep(step)
+                    waited += step
+        if waited:
+            metrics.OUTBOUND_RATELIMIT_WAITS.labels(platform).inc()
+            metrics.OUTBOUND_RATELIMIT_WAIT.labels(platform).observe(waited)
+        return waited
+
+    async def block(
+        self, account: str, endpoint: str, until: float, window_s: float = 3600
+    ) -> None:
+        """No call on ``endpoint`` before epoch ``until`` (platform said so)."""
+        ttl = int(max(until - self.clock(), 0) * 1000 + window_s * 1000)
+        await self._block(keys=[self.keys.bucket(account, endpoint)], args=[int(until * 1000), ttl])
+
+    async def observe(
+        self, account: str, limits: Sequence[Limit], headers: Mapping[str, str]
+    ) -> None:
+        """Honour ``x-rate-limit-*`` / ``X-RateLimit-*``: remaining 0 blocks until reset."""
+        remaining, reset = parse_rate_headers(headers, self.clock())
+        if remaining is not None and remaining <= 0 and reset is not None and limits:
+            await self.block(account, limits[0].endpoint, reset)
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def parse_rate_headers(headers: Mapping[str, str], now: float) -> tuple[int | None, float | None]:
+    """(remaining, reset as epoch seconds) from X (epoch) or Mastodon (ISO 8601) headers."""
+    h = _lower(headers)
+    rem_raw = h.get("x-rate-limit-remaining", h.get("x-ratelimit-remaining"))
+    reset_raw = h.get("x-rate-limit-reset", h.get("x-ratelimit-reset"))
+    remaining: int | None = None
+    reset: float | None = None
+    if rem_raw is not None:
+        try:
+            remaining = int(float(rem_raw))
+        except ValueError:
+            remaining = None
+    if reset_raw:
+        reset = _parse_time(reset_raw, now)
+    return remaining, reset
+
+
+def _parse_time(v: str, now: float) -> float | None:
+    v = v.strip()
+    try:
+        x = float(v)
+    except ValueError:
+        try:
+            return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    # Epoch seconds, or (some servers) seconds from now.
+    return x if x > 1e9 else now + x
+
+
+def retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date), else from a reset
+    header when the request was refused for rate (429)."""
+    h = _lower(headers)
+    ra = h.get("retry-after")
+    if ra:
+        try:
+            return max(0.0, float(ra))
+        except ValueError:
+            try:
+                return max(0.0, email.utils.parsedate_to_datetime(ra).timestamp() - now)
+            except (TypeError, ValueError):
+                pass
+    _, reset = parse_rate_headers(headers, now)
+    if reset is not None:
+        return max(0.0, math.ceil(reset - now))
+    return None

@@ -1,0 +1,300 @@
+"""Platform length rules: counting and fitting a reply into the limit.
+
+Each platform's rule is plain data (:class:`Rule`, exported as JSON by :func:`rules_for`)
+so the agent console's JavaScript counter can mirror it exactly; the shared test vectors
+in ``tests/data/textfit_vectors.json`` hold both implementations to the same answers.
+
+* X: twitter-text v3 weighted length after NFC. Code points in the weight-100 ranges
+  count 1, every other code point 2; every URL 23; every emoji (ZWJ sequences, skin
+  tones, flags, keycaps) 2.
+* Mastodon: grapheme clusters; URLs with a scheme count 23; a remote ``@user@domain``
+  counts as ``@user`` (StatusLengthValidator).
+* Weibo: grapheme clusters (a Latin letter counting as a full 汉字 is the safe side of
+  the legacy "2 Latin = 1 汉字" rule); URLs count as written.
+
+Matching order for every platform: URL, then (Mastodon) mention, then one grapheme
+cluster. Emoji are recognised per grapheme cluster (JS: ``Intl.Segmenter``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import regex
+
+# A URL must not start inside a word, an e-mail address or another URL.
+_URL_START = r"(?<![A-Za-z0-9@./_-])"
+# ASCII URL body; the last character may not be trailing punctuation.
+_URL_TAIL = r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*[A-Za-z0-9_~/#=&%+-])?"
+_TLDS = "com|net|org|io|co|cn|jp|me|ly|app|dev|info|biz|us|uk|de|fr|social|shop|store|tv|ai"
+URL_SCHEME = (
+    _URL_START + r"https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?(?:/" + _URL_TAIL + ")?"
+)
+URL_ANY = (
+    _URL_START
+    + r"(?:https?://|www\.)?(?:[A-Za-z0-9-]+\.)+(?:[A-Za-z]{2,24})(?::[0-9]+)?(?:/"
+    + _URL_TAIL
+    + ")?"
+)
+# twitter-text links bare domains only for known TLDs; a short list keeps JS and Python equal.
+URL_X = (
+    _URL_START
+    + r"(?:(?:https?://)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|(?:www\.)?(?:[A-Za-z0-9-]+\.)+(?:"
+    + _TLDS
+    + r")(?![A-Za-z0-9-]))(?::[0-9]+)?(?:/"
+    + _URL_TAIL
+    + ")?"
+)
+MENTION_REMOTE = r"(?<![A-Za-z0-9_/@])@(?<user>[A-Za-z0-9_]+)@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+# A grapheme cluster is an emoji when it holds a pictograph or flag letter...
+EMOJI_BASE = r"\p{Extended_Pictographic}|\p{Regional_Indicator}|\u20E3"
+# ...and is drawn as one: default emoji presentation, VS16, keycap, flag, ZWJ or skin tone.
+EMOJI_FORM = (
+    r"\p{Emoji_Presentation}|\uFE0F|\u20E3|\p{Regional_Indicator}|\u200D|\p{Emoji_Modifier}"
+)
+
+X_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+
+
+@dataclass(frozen=True)
+class Rule:
+    platform: str
+    limits: dict[str, int]
+    unit: str = "grapheme"  # "grapheme" (1 per cluster) or "weighted" (twitter-text)
+    url_pattern: str = ""
+    url_length: int | None = None
+    mention_pattern: str = ""  # matches count as "@" + the group named "user"
+    emoji_weight: int | None = None  # weighted units per emoji cluster
+    scale: int = 1
+    default_weight: int = 1
+    ranges: tuple[tuple[int, int], ...] = ()  # inclusive code point ranges at weight == scale
+    range_weight: int = 1
+    _compiled: Any = field(default=None, compare=False, repr=False)
+
+    def limit(self, kind: str) -> int:
+        return self.limits.get(kind, min(self.limits.values()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "normalize": "NFC",
+            "unit": self.unit,
+            "limits": dict(self.limits),
+            "url_pattern": self.url_pattern,
+            "url_length": self.url_length,
+            "mention_pattern": self.mention_pattern,
+            "emoji_base_pattern": EMOJI_BASE,
+            "emoji_form_pattern": EMOJI_FORM,
+            "emoji_weight": self.emoji_weight,
+            "scale": self.scale,
+            "default_weight": self.default_weight,
+            "ranges": [list(r) for r in self.ranges],
+            "range_weight": self.range_weight,
+            "order": ["url", "mention", "grapheme"],
+        }
+
+    def with_limits(self, **limits: int) -> Rule:
+        return Rule(**{**_fields(self), "limits": {**self.limits, **limits}})
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._compiled is None:
+            parts = []
+            if self.url_pattern:
+                parts.append(f"(?P<url>{self.url_pattern})")
+            if self.mention_pattern:
+                parts.append(f"(?P<mention>{self.mention_pattern})")
+            parts.append(r"(?P<g>\X)")
+            object.__setattr__(self, "_compiled", regex.compile("|".join(parts), regex.V1))
+        return self._compiled
+
+
+def _fields(rule: Rule) -> dict[str, Any]:
+    return {k: getattr(rule, k) for k in rule.__dataclass_fields__ if k != "_compiled"}
+
+
+RULES: dict[str, Rule] = {
+    "x": Rule(
+        platform="x",
+        limits={"mention": 280, "dm": 10000},
+        unit="weighted",
+        url_pattern=URL_X,
+        url_length=23,
+        emoji_weight=200,
+        scale=100,
+        default_weight=200,
+        ranges=X_RANGES,
+        range_weight=100,
+    ),
+    "mastodon": Rule(
+        platform="mastodon",
+        limits={"mention": 500, "dm": 500},
+        url_pattern=URL_SCHEME,
+        url_length=23,
+        mention_pattern=MENTION_REMOTE,
+    ),
+    # DMs and mention replies (sent as messages) are "< 300"; public comments "<= 140".
+    "weibo": Rule(platform="weibo", limits={"mention": 299, "dm": 299, "comment": 140}),
+}
+# Platforms without their own rule (generic, sandbox) are effectively unlimited.
+_DEFAULT = Rule(platform="default", limits={"mention": 100_000, "dm": 100_000})
+
+_EMOJI_BASE = regex.compile(EMOJI_BASE)
+_EMOJI_FORM = regex.compile(EMOJI_FORM)
+
+
+def rule(platform: str) -> Rule:
+    return RULES.get(platform, _DEFAULT)
+
+
+def rules_for(platform: str, **limits: int) -> dict[str, Any]:
+    """JSON-ready description of ``platform``'s rule (for the console's JS counter)."""
+    r = rule(platform)
+    return (r.with_limits(**limits) if limits else r).as_dict()
+
+
+def is_emoji(cluster: str) -> bool:
+    return bool(_EMOJI_BASE.search(cluster)) and bool(_EMOJI_FORM.search(cluster))
+
+
+def _weight(r: Rule, cp: int) -> int:
+    for lo, hi in r.ranges:
+        if lo <= cp <= hi:
+            return r.range_weight
+    return r.default_weight
+
+
+def _token_count(r: Rule, kind: str | None, tok: str, group: str | None) -> int:
+    """Units (before scaling) for one token."""
+    if kind == "url" and r.url_length is not None:
+        return r.url_length * r.scale
+    if kind == "mention":
+        return sum(_token_count(r, "g", g, None) for g in regex.findall(r"\X", "@" + (group or "")))
+    if r.unit == "grapheme":
+        return r.scale
+    if r.emoji_weight is not None and is_emoji(tok):
+        return r.emoji_weight
+    return sum(_weight(r, ord(c)) for c in tok)
+
+
+def count(text: str, platform_or_rule: str | Rule) -> int:
+    """The platform's length of ``text``."""
+    r = rule(platform_or_rule) if isinstance(platform_or_rule, str) else platform_or_rule
+    text = unicodedata.normalize("NFC", text)
+    total = 0
+    for m in r.tokenizer.finditer(text):
+        kind = m.lastgroup
+        total += _token_count(r, kind, m.group(0), m.group("user") if kind == "mention" else None)
+    return -(-total // r.scale)
+
+
+# -- fitting --------------------------------------------------------------------
+
+SUFFIXES = {
+    "en": {"mention": "DM us for details", "dm": "Reply for details"},
+    "zh": {"mention": "详情请私信我们", "dm": "详情请回复我们"},
+}
+_SENTENCE_END = set(".!?。！？…")
+_CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\u3000-\u303F\uFF00-\uFFEF]")
+
+
+def _is_cjk(s: str) -> bool:
+    return bool(s) and bool(_CJK.match(s))
+
+
+def _lang(text: str, language: str) -> str:
+    if language.lower().startswith(("zh", "ja")):
+        return "zh"
+    letters = [c for c in text if not c.isspace()]
+    cjk = sum(1 for c in letters if _is_cjk(c))
+    return "zh" if letters and cjk / len(letters) >= 0.3 else "en"
+
+
+def _atoms(text: str) -> list[str]:
+    """Units that are never split: URLs and grapheme clusters."""
+    return [m.group(0) for m in regex.finditer(f"(?:{URL_ANY})|\\X", text, regex.V1)]
+
+
+def _cuts(atoms: list[str]) -> list[tuple[int, bool]]:
+    """Allowed cut points (atom count, at sentence end), ascending."""
+    out: list[tuple[int, bool]] = []
+    for i in range(1, len(atoms)):
+        prev, nxt = atoms[i - 1], atoms[i]
+        if prev.isspace():
+            continue
+        sentence = prev[-1] in _SENTENCE_END and (nxt.isspace() or _is_cjk(nxt) or _is_cjk(prev))
+        if sentence or nxt.isspace() or _is_cjk(prev) or _is_cjk(nxt):
+            out.append((i, sentence))
+    out.append((len(atoms), atoms[-1][-1] in _SENTENCE_END if atoms else True))
+    return out
+
+
+def _compose(prefix: str, at_sentence: bool, suffix: str, lang: str) -> str:
+    prefix = prefix.rstrip()
+    if not prefix:
+        return suffix
+    tail = "" if at_sentence else "…"
+    sep = "" if lang == "zh" and not suffix.isascii() else " "
+    return f"{prefix}{tail}{sep}{suffix}"
+
+
+def fit(
+    text: str,
+    fits: Callable[[str], bool],
+    *,
+    language: str = "en",
+    kind: str = "mention",
+    more: str | None = None,
+) -> str:
+    """``text`` if it fits, else its longest prefix ending at a sentence or word
+    boundary (CJK: between characters) followed by a pointer to more (``more``, e.g. a
+    help-centre link, or "DM us for details" / "详情请私信我们"). A sentence boundary is
+    preferred when it keeps at least 60% of what a word boundary would."""
+    text = unicodedata.normalize("NFC", text).strip()
+    if fits(text):
+        return text
+    lang = _lang(text, language)
+    suffix = more or SUFFIXES[lang]["dm" if kind == "dm" else "mention"]
+    atoms = _atoms(text)
+    cuts = _cuts(atoms)
+
+    def candidate(ci: int) -> str:
+        n, sentence = cuts[ci]
+        return _compose("".join(atoms[:n]), sentence, suffix, lang)
+
+    # fits() is monotone in the prefix length: binary search the longest cut that fits.
+    lo, hi, best = 0, len(cuts) - 1, -1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if fits(candidate(mid)):
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    if best < 0:
+        return suffix if fits(suffix) else _hard_cut(suffix, fits)
+    word_len = cuts[best][0]
+    for ci in range(best, -1, -1):
+        n, sentence = cuts[ci]
+        if n < 0.6 * word_len:
+            break
+        if sentence:
+            return candidate(ci)
+    return candidate(best)
+
+
+def _hard_cut(text: str, fits: Callable[[str], bool]) -> str:
+    """Last resort when even the pointer does not fit: whole graphemes only."""
+    g = regex.findall(r"\X", text)
+    while g and not fits("".join(g)):
+        g.pop()
+    return "".join(g)
+
+
+def fitter(platform: str, kind: str, limit: int | None = None) -> Callable[[str], bool]:
+    """A ``fits`` predicate for ``platform``/``kind`` (``limit`` overrides the rule)."""
+    r = rule(platform)
+    lim = r.limit(kind) if limit is None else limit
+    return lambda s: count(s, r) <= lim

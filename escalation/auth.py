@@ -1,0 +1,98 @@
+"""Who is calling the agent API: a bearer token, or the console's session cookie.
+
+:func:`authenticate` is the one entry point (the API and the console both use it):
+
+* ``Authorization: Bearer <token>`` → the agent whose token hashes to it;
+* otherwise the ``replydesk_session`` cookie → a session created by
+  :func:`create_session` (the console's login calls it after checking a token).
+  Requests authenticated by cookie that change state (POST/PUT/PATCH/DELETE) must also
+  send the session's CSRF token in ``X-CSRF-Token``; :func:`authenticate` returns None
+  when it is missing or wrong, so a cross-site form can never act as the agent.
+
+Sessions live in Redis (``sessions:{id}`` JSON with the agent name and CSRF token,
+expiring after ``escalation.session_ttl_s``); a revoked agent's sessions stop working at
+once because the agent record is checked on every request.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bot import keys as K
+from bot.platforms.signing import same
+from bot.redis import Keys, Redis
+from escalation.agents import Agent, AgentStore
+
+SESSION_COOKIE = "replydesk_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DEFAULT_SESSION_TTL_S = 12 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    session_id: str
+    agent: str
+    csrf_token: str
+
+
+def _session_key(keys: Keys, session_id: str) -> str:
+    return keys.ns("sessions", session_id)
+
+
+async def create_session(
+    redis: Redis, keys: Keys, agent: Agent, *, ttl_s: int = DEFAULT_SESSION_TTL_S
+) -> Session:
+    """A new console session for ``agent``; set ``session_id`` as the cookie."""
+    s = Session(secrets.token_urlsafe(32), agent.name, secrets.token_urlsafe(24))
+    await redis.set(
+        _session_key(keys, s.session_id),
+        json.dumps({"agent": s.agent, "csrf": s.csrf_token}),
+        ex=ttl_s,
+    )
+    return s
+
+
+async def get_session(redis: Redis, keys: Keys, session_id: str) -> Session | None:
+    if not session_id or len(session_id) > 128:
+        return None
+    raw = await redis.get(_session_key(keys, session_id))
+    if raw is None:
+        return None
+    d = json.loads(raw)
+    return Session(session_id, d["agent"], d["csrf"])
+
+
+async def delete_session(redis: Redis, keys: Keys, session_id: str) -> None:
+    await redis.delete(_session_key(keys, session_id))
+
+
+def _bearer(request: web.Request) -> str | None:
+    h = request.headers.get("Authorization", "")
+    scheme, _, token = h.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def authenticate(request: web.Request) -> Agent | None:
+    """The calling agent, or None (→ 401). Bearer token first, then the session cookie."""
+    redis, keys = request.app[K.REDIS], request.app[K.KEYS]
+    store = AgentStore(redis, keys)
+    token = _bearer(request)
+    if token is not None:
+        return await store.by_token(token)
+    sid = request.cookies.get(SESSION_COOKIE)
+    if not sid:
+        return None
+    session = await get_session(redis, keys, sid)
+    if session is None:
+        return None
+    if request.method not in SAFE_METHODS:
+        given = request.headers.get(CSRF_HEADER, "")
+        if not given or not same(given, session.csrf_token):
+            return None
+    agent = await store.get(session.agent)
+    return agent if agent is not None and not agent.revoked else None

@@ -1,0 +1,433 @@
+"""The OpenAPI 3.1 document of the agent API (served at /api/v1/openapi.json).
+
+Hand-written so it reads as documentation; tests check every route is described.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.ops.openapi import PATHS as OPS_PATHS  # /alerts, /insights (bot.ops)
+
+_ERR = {"$ref": "#/components/responses/Error"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _ticket_resp(desc: str = "The ticket after the change") -> dict[str, Any]:
+    return {
+        "description": desc,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"ticket": _ref("Ticket")},
+                    "required": ["ticket"],
+                }
+            }
+        },
+    }
+
+
+def _action(summary: str, *, body: dict[str, Any] | None = None, extra: str = "") -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": extra,
+        "parameters": [{"$ref": "#/components/parameters/TicketId"}],
+        "responses": {
+            "200": _ticket_resp(),
+            "401": _ERR,
+            "403": _ERR,
+            "404": _ERR,
+            "409": _ERR,
+            "422": _ERR,
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return {"post": op}
+
+
+_CLOCK = {
+    "type": "object",
+    "properties": {
+        "state": {"enum": ["not_started", "running", "at_risk", "breached", "met", "missed"]},
+        "started_at": {"type": ["number", "null"]},
+        "due_at": {"type": ["number", "null"]},
+        "at_risk_at": {"type": ["number", "null"]},
+        "stopped_at": {"type": ["number", "null"]},
+        "remaining_s": {"type": ["number", "null"]},
+    },
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "replydesk agent API",
+        "version": "1",
+        "description": (
+            "Support agents work escalated conversations here. Authenticate with "
+            "`Authorization: Bearer <token>` (from `replydesk agents add`) or the console's "
+            "`replydesk_session` cookie plus `X-CSRF-Token` on POSTs. Times are epoch seconds. "
+            'Errors are `{"error": {"code", "message", ...}}`.'
+        ),
+    },
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearer": []}, {"session": []}],
+    "paths": {
+        "/me": {
+            "get": {
+                "summary": "The calling agent",
+                "responses": {
+                    "200": {
+                        "description": "Agent",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": {"agent": _ref("Agent")}}
+                            }
+                        },
+                    },
+                    "401": _ERR,
+                },
+            }
+        },
+        "/tickets": {
+            "get": {
+                "summary": "The queue, ordered by the next SLA due time (resolved: newest first)",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"enum": ["open", "resolved"], "default": "open"},
+                    },
+                    {"name": "priority", "in": "query", "schema": _ref("Priority")},
+                    {"name": "account", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "assignee",
+                        "in": "query",
+                        "description": "agent name, `me`, or `none` (unclaimed)",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Tickets",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "tickets": {"type": "array", "items": _ref("Ticket")}
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": _ERR,
+                    "422": _ERR,
+                },
+            }
+        },
+        "/tickets/{id}": {
+            "get": {
+                "summary": "A ticket with its conversation, notes and history",
+                "parameters": [{"$ref": "#/components/parameters/TicketId"}],
+                "responses": {
+                    "200": {
+                        "description": "Ticket detail",
+                        "content": {"application/json": {"schema": _ref("TicketDetail")}},
+                    },
+                    "401": _ERR,
+                    "404": _ERR,
+                },
+            }
+        },
+        "/tickets/{id}/claim": _action(
+            "Claim (or renew the claim on) a ticket",
+            extra="A claim is a lease of escalation.claim_lease_s seconds; claim again to renew. "
+            "409 `claimed` with `owner` when another agent holds a live claim.",
+        ),
+        "/tickets/{id}/release": _action("Give up the claim (supervisors may release anyone's)"),
+        "/tickets/{id}/reply": {
+            "post": {
+                **_action(
+                    "Reply to the customer through the platform",
+                    body={
+                        "type": "object",
+                        "required": ["text"],
+                        "properties": {
+                            "text": {"type": "string", "minLength": 1, "maxLength": 5000},
+                            "channel": {
+                                "enum": ["dm", "public"],
+                                "description": "default: where the customer last wrote",
+                            },
+                            "idempotency_key": {
+                                "type": "string",
+                                "pattern": "^[A-Za-z0-9._:-]{1,64}$",
+                                "description": "or the Idempotency-Key header; a retry with the same key sends nothing new",
+                            },
+                        },
+                    },
+                    extra="Claims an unclaimed ticket; 409 when another agent holds it. Stops the "
+                    "first-response and next-response clocks. Delivered by the outbox sender.",
+                )["post"],
+                "responses": {
+                    "200": {
+                        "description": "Queued",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "ticket": _ref("Ticket"),
+                                        "reply_id": {"type": "string"},
+                                        "created": {"type": "boolean"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": _ERR,
+                    "404": _ERR,
+                    "409": _ERR,
+                    "422": _ERR,
+                },
+            }
+        },
+        "/tickets/{id}/notes": {
+            "post": {
+                "summary": "Add an internal note (never sent to the customer)",
+                "parameters": [{"$ref": "#/components/parameters/TicketId"}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["text"],
+                                "properties": {"text": {"type": "string", "maxLength": 5000}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {
+                        "description": "The note",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "object", "properties": {"note": _ref("Note")}}
+                            }
+                        },
+                    },
+                    "401": _ERR,
+                    "404": _ERR,
+                    "422": _ERR,
+                },
+            }
+        },
+        "/tickets/{id}/assign": _action(
+            "Assign to an agent (supervisor)",
+            body={
+                "type": "object",
+                "required": ["agent"],
+                "properties": {"agent": {"type": "string"}},
+            },
+        ),
+        "/tickets/{id}/priority": _action(
+            "Change the priority (supervisor); running SLA deadlines are recomputed",
+            body={
+                "type": "object",
+                "required": ["priority"],
+                "properties": {"priority": _ref("Priority")},
+            },
+        ),
+        "/tickets/{id}/resolve": _action(
+            "Resolve: stops every clock and hands the conversation back to the bot"
+        ),
+        "/tickets/{id}/reopen": _action(
+            "Reopen a resolved ticket (409 when the customer has a newer open ticket)"
+        ),
+        "/events": {
+            "get": {
+                "summary": "Server-sent events: ticket changes and SLA alerts",
+                "description": (
+                    "`text/event-stream`. Each event has `id` (resume with Last-Event-ID or "
+                    "?since=), `event` (ticket.created, ticket.message, ticket.claimed, "
+                    "ticket.renewed, ticket.released, ticket.assigned, ticket.priority, "
+                    "ticket.note, ticket.replied, ticket.resolved, ticket.reopened, "
+                    "sla.at_risk, sla.breach) and `data` (JSON: ticket_id, status, priority, "
+                    "at, and per type: assignee, clock, due_at, from, reason, author). "
+                    "Comment lines keep the connection alive."
+                ),
+                "responses": {
+                    "200": {"description": "event stream", "content": {"text/event-stream": {}}}
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI"}},
+            }
+        },
+        **OPS_PATHS,
+    },
+    "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "replydesk_session"},
+        },
+        "parameters": {
+            "TicketId": {
+                "name": "id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^T[0-9]+$"},
+            }
+        },
+        "responses": {
+            "Error": {
+                "description": "Error",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "error": {
+                                    "type": "object",
+                                    "required": ["code", "message"],
+                                    "properties": {
+                                        "code": {
+                                            "type": "string",
+                                            "description": "unauthorized, forbidden, not_found, bad_json, too_large, "
+                                            "invalid, claimed (with owner), not_open, not_resolved, "
+                                            "conversation_has_ticket, busy",
+                                        },
+                                        "message": {"type": "string"},
+                                        "owner": {"type": "string"},
+                                        "field": {"type": "string"},
+                                    },
+                                }
+                            },
+                        }
+                    }
+                },
+            }
+        },
+        "schemas": {
+            "Priority": {"enum": ["low", "normal", "high", "urgent"]},
+            "Agent": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "role": {"enum": ["agent", "supervisor"]},
+                },
+            },
+            "Ticket": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "status": {"enum": ["open", "resolved"]},
+                    "priority": _ref("Priority"),
+                    "platform": {"type": "string"},
+                    "account": {"type": "string"},
+                    "channel": {
+                        "enum": ["mention", "dm"],
+                        "description": "where the ticket started",
+                    },
+                    "customer": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "handle": {"type": "string"},
+                            "followers": {"type": "integer"},
+                            "verified": {"type": "boolean"},
+                        },
+                    },
+                    "reason": {
+                        "type": "string",
+                        "description": "complaint, negative, human_request, unclear, ...",
+                    },
+                    "reasons": {
+                        "type": "object",
+                        "description": "the bot's decision reasons: rule, intent, confidence, faq_score, negativity",
+                    },
+                    "created_at": {"type": "number"},
+                    "updated_at": {"type": "number"},
+                    "resolved_at": {"type": ["number", "null"]},
+                    "assignee": {
+                        "type": ["string", "null"],
+                        "description": "holder of a live claim",
+                    },
+                    "lease_until": {"type": ["number", "null"]},
+                    "messages": {"type": "integer"},
+                    "due_at": {
+                        "type": ["number", "null"],
+                        "description": "earliest running SLA deadline",
+                    },
+                    "sla": {
+                        "type": "object",
+                        "properties": {
+                            "first_response": _CLOCK,
+                            "next_response": _CLOCK,
+                            "resolution": _CLOCK,
+                        },
+                    },
+                    "reply_window": {
+                        "type": ["object", "null"],
+                        "description": "null when the platform has none. Weibo: dm {closes_at, open, "
+                        "closing_soon, remaining_s} (48 h after the customer's last DM) and "
+                        "mention {replies_left, open} (one reply per mention)",
+                    },
+                },
+            },
+            "Message": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "at": {"type": "number"},
+                    "from": {"enum": ["customer", "bot", "agent"]},
+                    "agent": {"type": "string"},
+                    "kind": {"enum": ["mention", "dm"]},
+                    "text": {"type": "string"},
+                },
+            },
+            "Note": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "at": {"type": "number"},
+                    "author": {"type": "string", "description": "agent name, or `system`"},
+                    "text": {"type": "string"},
+                },
+            },
+            "TicketDetail": {
+                "type": "object",
+                "properties": {
+                    "ticket": _ref("Ticket"),
+                    "conversation": {"type": "array", "items": _ref("Message")},
+                    "notes": {"type": "array", "items": _ref("Note")},
+                    "history": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "at": {"type": "number"},
+                                "actor": {"type": "string"},
+                                "action": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}

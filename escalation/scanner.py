@@ -1,0 +1,141 @@
+"""The SLA scanner: turns due deadlines into at-risk and breach alerts, each once.
+
+Deadlines sit in the ``sla:due`` sorted set. Any number of processes may run a scanner;
+a Redis lock with an expiry (``lock:sla-scanner``) lets one scan at a time. Even without
+the lock an alert fires once: the ticket transaction that records it as fired (per run
+of the clock) also removes its deadline member, and a second caller finds it fired.
+Nothing is held in process memory, so alerts survive restarts of Redis (AOF) and of the
+scanner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bot import metrics
+from bot.redis import Keys, Redis
+from escalation.tickets import TicketStore, _s
+
+log = structlog.get_logger(__name__)
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Notifier:
+    """Posts alerts to a webhook as JSON with a Slack-compatible ``text`` field."""
+
+    def __init__(
+        self, http: aiohttp.ClientSession | None, url: str | None, *, public_url: str = ""
+    ) -> None:
+        self.http = http
+        self.url = url
+        self.public_url = public_url.rstrip("/")
+
+    async def send(self, alert: dict[str, Any]) -> None:
+        if not self.url or self.http is None:
+            metrics.NOTIFICATIONS.labels("sla", "disabled").inc()
+            return
+        what = "breached" if alert["kind"] == "breach" else "at risk"
+        clock = alert["clock"].replace("_", " ")
+        link = f" {self.public_url}/console/tickets/{alert['ticket_id']}" if self.public_url else ""
+        body = {
+            "text": f":rotating_light: SLA {what}: {clock} on ticket {alert['ticket_id']} "
+            f"({alert['platform']}/{alert['account']}, priority {alert['priority']}){link}",
+            **alert,
+        }
+        try:
+            async with self.http.post(
+                self.url, json=body, timeout=aiohttp.ClientTimeout(total=5)
+            ) as r:
+                ok = r.status < 300
+        except (aiohttp.ClientError, TimeoutError):
+            ok = False
+        metrics.NOTIFICATIONS.labels("sla", "ok" if ok else "error").inc()
+        if not ok:
+            log.warning("sla_notify_failed", ticket_id=alert["ticket_id"])
+
+
+class SlaScanner:
+    def __init__(
+        self,
+        store: TicketStore,
+        notifier: Notifier | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        lock_ttl_s: float = 30.0,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.redis: Redis = store.redis
+        self.keys: Keys = store.keys
+        self.notifier = notifier
+        self.now = clock
+        self.lock_ttl_ms = int(lock_ttl_s * 1000)
+        self.token = name or secrets.token_hex(8)
+
+    @property
+    def lock_key(self) -> str:
+        return self.keys.lock("sla-scanner")
+
+    async def _acquire(self) -> bool:
+        got = await self.redis.set(self.lock_key, self.token, nx=True, px=self.lock_ttl_ms)
+        if got:
+            return True
+        # Re-entrant for the holder: extend our own lock.
+        cur = await self.redis.get(self.lock_key)
+        if cur is not None and _s(cur) == self.token:
+            await self.redis.pexpire(self.lock_key, self.lock_ttl_ms)
+            return True
+        return False
+
+    async def release(self) -> None:
+        await self.redis.eval(_RELEASE_LUA, 1, self.lock_key, self.token)
+
+    async def scan_once(self, *, use_lock: bool = True) -> list[dict[str, Any]]:
+        """Fire every alert due by now; returns the alerts this call fired."""
+        if use_lock and not await self._acquire():
+            return []
+        fired: list[dict[str, Any]] = []
+        for member in await self.store.due_alerts(self.now()):
+            # The ticket transaction that marks the alert fired (per clock run) also
+            # removes its member, so exactly one concurrent caller gets the alert.
+            alert = await self.store.fire_alert(member)
+            if alert is None:
+                await self.store.take_alert(member)  # stale: the clock stopped or restarted
+                continue
+            fired.append(alert)
+            metrics.SLA_ALERTS.labels(alert["kind"], alert["clock"], alert["priority"]).inc()
+            log.info(
+                "sla_alert", ticket_id=alert["ticket_id"], kind=alert["kind"], clock=alert["clock"]
+            )
+            if self.notifier is not None:
+                await self.notifier.send(alert)
+        with contextlib.suppress(Exception):
+            await self.store.refresh_gauges()
+        return fired
+
+    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
+        log.info("sla_scanner_started")
+        try:
+            while not stop.is_set():
+                try:
+                    await self.scan_once()
+                except Exception as e:
+                    log.warning("sla_scan_failed", error=type(e).__name__)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.release()
+            log.info("sla_scanner_stopped")

@@ -1,0 +1,153 @@
+/* Console pieces shared by the queue, ticket and supervisor pages:
+ * the live event stream, SLA countdowns and small renderers. */
+"use strict";
+
+const Console = (() => {
+  const { el, api } = RD;
+
+  // Server time minus browser time, learned from each API answer (remaining_s is
+  // computed at the server's now), so countdowns agree with the SLA scanner.
+  let skew = 0;
+
+  function learnSkew(ticket) {
+    for (const c of Object.values(ticket.sla || {})) {
+      if (c.due_at && c.remaining_s !== null && c.remaining_s !== undefined) {
+        skew = (c.due_at - c.remaining_s) - Date.now() / 1000;
+        return;
+      }
+    }
+  }
+
+  function now() {
+    return Date.now() / 1000 + skew;
+  }
+
+  /** The running clock due first: {name, due_at, at_risk_at, state} or null. */
+  function nextClock(ticket) {
+    let best = null;
+    for (const [name, c] of Object.entries(ticket.sla || {})) {
+      if (!c.due_at || !["running", "at_risk", "breached"].includes(c.state)) continue;
+      if (!best || c.due_at < best.due_at) best = { name, ...c };
+    }
+    return best;
+  }
+
+  const SLA_LABEL = { ok: "on time", "at-risk": "at risk", breached: "breached" };
+
+  function slaState(due, atRisk, serverState) {
+    const t = now();
+    if (serverState === "breached" || t >= due) return "breached";
+    if (serverState === "at_risk" || (atRisk && t >= atRisk)) return "at-risk";
+    return "ok";
+  }
+
+  function paintCountdown(node) {
+    const due = Number(node.dataset.due);
+    const state = slaState(due, Number(node.dataset.atRisk) || 0, node.dataset.serverState);
+    const left = due - now();
+    const text = left >= 0 ? RD.duration(left) : `${RD.duration(-left)} over`;
+    node.className = `sla sla-${state}`;
+    node.dataset.sla = state;
+    node.textContent = text;
+    node.title = `${node.dataset.clock.replace("_", " ")}: ${SLA_LABEL[state]}`;
+    node.setAttribute("aria-label", `${node.title}, ${text}`);
+    const row = node.closest("tr");
+    if (row) {
+      row.classList.toggle("at-risk", state === "at-risk");
+      row.classList.toggle("breached", state === "breached");
+    }
+  }
+
+  /** A live countdown for one clock (or the ticket's next one). */
+  function countdown(ticket, clock) {
+    const c = clock || nextClock(ticket);
+    if (!c) return el("span", { class: "sla sla-none", dataset: { sla: "none" } }, ticket.status === "resolved" ? "resolved" : "—");
+    const node = el("span", {
+      class: "sla",
+      dataset: { due: c.due_at, atRisk: c.at_risk_at || "", serverState: c.state, clock: c.name },
+    });
+    paintCountdown(node);
+    return node;
+  }
+
+  setInterval(() => document.querySelectorAll(".sla[data-due]").forEach(paintCountdown), 1000);
+
+  function priorityBadge(p) {
+    return el("span", { class: `badge prio-${p}` }, p);
+  }
+
+  function kindBadge(kind) {
+    return el("span", { class: `badge kind-${kind}` }, kind === "mention" ? "public" : "DM");
+  }
+
+  function customerLabel(t) {
+    const c = t.customer || {};
+    return "@" + (c.handle || c.id || "?");
+  }
+
+  /** Subscribe to /api/v1/events; calls onEvent(type, data) for every event. */
+  function live(onEvent) {
+    const badge = document.getElementById("live");
+    const set = (on, text) => {
+      if (!badge) return;
+      badge.classList.toggle("on", on);
+      badge.classList.toggle("off", !on);
+      badge.textContent = text;
+    };
+    const types = [
+      "ticket.created", "ticket.message", "ticket.claimed", "ticket.renewed", "ticket.released",
+      "ticket.assigned", "ticket.priority", "ticket.note", "ticket.replied", "ticket.resolved",
+      "ticket.reopened", "sla.at_risk", "sla.breach",
+    ];
+    const src = new EventSource("/api/v1/events");
+    src.addEventListener("open", () => set(true, "live"));
+    src.addEventListener("error", async () => {
+      set(false, "reconnecting…");
+      try {
+        await api("GET", "/api/v1/me");
+      } catch (err) {
+        if (err.status === 401) window.location.assign("/console/login");
+      }
+    });
+    const handler = (ev) => {
+      let data = {};
+      try {
+        data = JSON.parse(ev.data);
+      } catch (_e) {
+        return;
+      }
+      onEvent(ev.type, data);
+    };
+    for (const t of types) src.addEventListener(t, handler);
+    src.addEventListener("message", handler);
+    return src;
+  }
+
+  /** fn, called at most once per `ms`, trailing. */
+  function debounce(fn, ms) {
+    let timer = null;
+    return (...args) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fn(...args), ms);
+    };
+  }
+
+  function me() {
+    const n = document.querySelector('meta[name="agent-name"]');
+    const r = document.querySelector('meta[name="agent-role"]');
+    return { name: n ? n.content : "", role: r ? r.content : "agent" };
+  }
+
+  function ticketLink(id) {
+    return el("a", { href: "/console/tickets/" + encodeURIComponent(id), class: "ticket-id" }, id);
+  }
+
+  async function signedOutGuard(err) {
+    if (err && err.status === 401) window.location.assign("/console/login");
+  }
+
+  return {
+    learnSkew, now, nextClock, countdown, paintCountdown, priorityBadge, kindBadge,
+    customerLabel, live, debounce, me, ticketLink, signedOutGuard,
+  };
+})();

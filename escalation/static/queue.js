@@ -1,0 +1,75 @@
+/* The queue: open tickets by SLA due time, filtered, refreshed live from the event stream. */
+"use strict";
+
+(() => {
+  const { el, api, setStatus } = RD;
+  const C = Console;
+  const form = document.getElementById("filters");
+  const body = document.getElementById("queue-body");
+  const empty = document.getElementById("queue-empty");
+  const status = document.getElementById("queue-status");
+  let known = null; // ticket ids shown last time, to highlight new ones
+
+  // Filters live in the address, so a reload or a shared link keeps them.
+  const params = new URLSearchParams(window.location.search);
+  for (const name of ["status", "assignee", "account", "priority"]) {
+    const v = params.get(name);
+    if (v !== null && form.elements[name]) form.elements[name].value = v;
+  }
+
+  function query() {
+    const q = new URLSearchParams();
+    for (const name of ["status", "assignee", "account", "priority"]) {
+      const v = form.elements[name].value;
+      if (v) q.set(name, v);
+    }
+    return q;
+  }
+
+  function row(t) {
+    const holder = t.assignee
+      ? el("span", { class: t.assignee === C.me().name ? "mine" : "" }, t.assignee === C.me().name ? `${t.assignee} (you)` : t.assignee)
+      : el("span", { class: "hint" }, "unassigned");
+    return el("tr", { dataset: { ticketId: t.id, priority: t.priority } },
+      el("td", { "data-label": "Due" }, C.countdown(t)),
+      el("td", { "data-label": "Ticket" }, C.ticketLink(t.id), " ", C.kindBadge(t.channel)),
+      el("td", { "data-label": "Customer", class: "handle" }, C.customerLabel(t)),
+      el("td", { "data-label": "Account" }, `${t.platform} · ${t.account}`),
+      el("td", { "data-label": "Priority" }, C.priorityBadge(t.priority)),
+      el("td", { "data-label": "Reason", class: "reason" }, t.reason || "—"),
+      el("td", { "data-label": "Held by" }, holder),
+    );
+  }
+
+  async function load() {
+    const q = query();
+    try {
+      const data = await api("GET", "/api/v1/tickets?" + q.toString());
+      const rows = data.tickets.map((t) => {
+        C.learnSkew(t);
+        const r = row(t);
+        if (known && !known.has(t.id)) r.classList.add("flash");
+        return r;
+      });
+      known = new Set(data.tickets.map((t) => t.id));
+      body.replaceChildren(...rows);
+      empty.hidden = rows.length > 0;
+      setStatus(status, "");
+    } catch (err) {
+      await C.signedOutGuard(err);
+      setStatus(status, "Could not load the queue: " + err.message, "error");
+    }
+  }
+
+  form.addEventListener("change", () => {
+    const q = query();
+    const qs = q.toString();
+    window.history.replaceState(null, "", qs ? "?" + qs : window.location.pathname);
+    known = null;
+    load();
+  });
+
+  const reload = C.debounce(load, 150);
+  C.live(() => reload());
+  load();
+})();

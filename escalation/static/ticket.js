@@ -1,0 +1,316 @@
+/* One ticket: conversation, reasons, clocks, notes, and the agent's actions. */
+"use strict";
+
+(() => {
+  const { el, api, setStatus, clockTime, duration } = RD;
+  const C = Console;
+  const root = document.getElementById("ticket-root");
+  const tid = root.dataset.ticketId;
+  const base = "/api/v1/tickets/" + encodeURIComponent(tid);
+  const me = C.me();
+  const $ = (id) => document.getElementById(id);
+  const actionStatus = $("action-status");
+  const replyText = $("reply-text");
+  const counter = $("counter");
+  const sendBtn = $("send-reply");
+
+  let ticket = null;
+  let rules = null; // textfit rules by account
+  let replyKey = newKey(); // one idempotency key per reply being written
+  let channelChosen = false;
+
+  function newKey() {
+    return "c" + Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  const WHO = { customer: "Customer", bot: "Bot", agent: "Agent" };
+  const CLOCK = { first_response: "First response", next_response: "Next response", resolution: "Resolution" };
+
+  function holderOf(t) {
+    return t.assignee || "";
+  }
+
+  function renderHolder(t) {
+    const h = $("holder");
+    const holder = holderOf(t);
+    if (t.status === "resolved") {
+      h.className = "holder free";
+      h.textContent = `Resolved ${clockTime(t.resolved_at)}. Reopen it to work on it again.`;
+    } else if (holder === me.name) {
+      h.className = "holder mine";
+      h.textContent = `You hold this ticket${t.lease_until ? " until " + clockTime(t.lease_until) : ""}.`;
+    } else if (holder) {
+      h.className = "holder other";
+      h.textContent = `Held by ${holder}. Only they can reply or resolve it until they release it`
+        + (me.role === "supervisor" ? " (or you reassign it)." : ".");
+    } else {
+      h.className = "holder free";
+      h.textContent = "Unassigned: claim it to work on it.";
+    }
+  }
+
+  function renderButtons(t) {
+    const holder = holderOf(t);
+    const open = t.status === "open";
+    const mine = holder === me.name;
+    const sup = me.role === "supervisor";
+    $("claim").hidden = !open || (holder && !mine);
+    $("claim").textContent = mine ? "Renew claim" : "Claim";
+    $("release").hidden = !open || !holder || (!mine && !sup);
+    $("resolve").hidden = !open || (holder && !mine && !sup);
+    $("reopen").hidden = open;
+    const canReply = open && (!holder || mine);
+    for (const n of $("reply-form").elements) n.disabled = !canReply;
+    updateCounter();
+  }
+
+  function renderMessage(m) {
+    const who = m.from === "agent" && m.agent ? `Agent ${m.agent}` : (WHO[m.from] || m.from);
+    return el("li", { class: `msg msg-${m.from}` },
+      el("div", { class: "msg-meta" },
+        el("span", { class: "who" }, m.from === "customer" ? `${who} ${C.customerLabel(ticket)}` : who),
+        C.kindBadge(m.kind),
+        el("time", { datetime: new Date(m.at * 1000).toISOString() }, clockTime(m.at)),
+      ),
+      el("p", { class: "msg-text" }, m.text),
+    );
+  }
+
+  function renderNote(n) {
+    return el("li", { class: "msg msg-note" },
+      el("div", { class: "msg-meta" }, el("span", { class: "who" }, n.author),
+        el("time", { datetime: new Date(n.at * 1000).toISOString() }, clockTime(n.at))),
+      el("p", { class: "msg-text" }, n.text),
+    );
+  }
+
+  const ACTION = {
+    created: "opened the ticket", claimed: "claimed it", renewed: "renewed the claim",
+    released: "released it", assigned: "assigned it", priority: "changed the priority",
+    replied: "replied", resolved: "resolved it", reopened: "reopened it",
+    "sla.at_risk": "flagged an SLA at risk", "sla.breach": "flagged an SLA breach",
+  };
+
+  function renderHistory(h) {
+    let what = ACTION[h.action] || h.action;
+    if (h.action === "assigned" && h.to) what += ` to ${h.to}`;
+    if (h.action === "priority" && h.to) what += ` from ${h.from} to ${h.to}`;
+    if (h.clock) what += ` (${(CLOCK[h.clock] || h.clock).toLowerCase()})`;
+    return el("li", {},
+      el("time", { datetime: new Date(h.at * 1000).toISOString() }, clockTime(h.at)), " ",
+      el("strong", {}, h.actor), " ", what);
+  }
+
+  function fact(dl, term, ...value) {
+    dl.append(el("dt", {}, term), el("dd", {}, ...value));
+  }
+
+  function renderFacts(t) {
+    const dl = $("facts");
+    dl.replaceChildren();
+    const c = t.customer || {};
+    fact(dl, "Customer", C.customerLabel(t), c.verified ? " ✓ verified" : "", ` · ${c.followers || 0} followers`);
+    fact(dl, "Account", `${t.account} (${t.platform})`);
+    fact(dl, "Opened by", t.channel === "mention" ? "a public mention" : "a direct message");
+    fact(dl, "Reason", t.reason || "—");
+    fact(dl, "Created", clockTime(t.created_at));
+    fact(dl, "Messages", String(t.messages));
+  }
+
+  function renderClocks(t) {
+    const dl = $("clocks");
+    dl.replaceChildren();
+    for (const [name, c] of Object.entries(t.sla || {})) {
+      let value;
+      if (["running", "at_risk", "breached"].includes(c.state) && c.due_at) {
+        value = C.countdown(t, { name, ...c });
+      } else if (c.state === "met") value = el("span", { class: "sla sla-ok" }, "met");
+      else if (c.state === "missed") value = el("span", { class: "sla sla-breached" }, "missed");
+      else value = el("span", { class: "sla sla-none" }, "not started");
+      dl.append(el("dt", {}, CLOCK[name] || name), el("dd", { dataset: { clock: name } }, value));
+    }
+  }
+
+  function renderWindow(t) {
+    const w = t.reply_window;
+    const p = $("window");
+    p.replaceChildren();
+    p.className = "hint";
+    if (!w) {
+      p.append(`${t.platform}: no reply window limits.`);
+      return;
+    }
+    if (w.dm) {
+      const txt = w.dm.open
+        ? `Direct messages: open for ${duration(w.dm.remaining_s)} (until ${clockTime(w.dm.closes_at)}).`
+        : `Direct messages: closed since ${clockTime(w.dm.closes_at)}.`;
+      p.append(el("span", { class: w.dm.closing_soon || !w.dm.open ? "error-text" : "" }, txt), " ");
+    }
+    if (w.mention) {
+      p.append(w.mention.open ? "Public reply: 1 reply left to this mention." : "Public reply: already used for this mention.");
+    }
+    if (!w.dm && !w.mention) p.append(`${w.platform}: no window is running.`);
+  }
+
+  function renderReasons(t) {
+    const box = $("reasons");
+    box.replaceChildren();
+    const entries = Object.entries(t.reasons || {});
+    if (!entries.length) {
+      box.append(el("p", { class: "hint" }, "No reasons recorded."));
+      return;
+    }
+    const dl = el("dl", { class: "facts" });
+    for (const [k, v] of entries) {
+      let shown = v;
+      if (typeof v === "number") shown = Number.isInteger(v) ? String(v) : v.toFixed(2);
+      else if (typeof v !== "string") shown = JSON.stringify(v);
+      dl.append(el("dt", {}, k), el("dd", {}, el("code", {}, shown)));
+    }
+    box.append(dl);
+  }
+
+  function render(data) {
+    ticket = data.ticket;
+    C.learnSkew(ticket);
+    document.title = `Ticket ${ticket.id} · ${C.customerLabel(ticket)} · replydesk`;
+    const st = $("t-status");
+    st.textContent = ticket.status;
+    st.className = `badge state-${ticket.status}`;
+    $("t-priority").replaceWith(Object.assign(C.priorityBadge(ticket.priority), { id: "t-priority" }));
+    renderHolder(ticket);
+    renderButtons(ticket);
+    $("conversation").replaceChildren(...data.conversation.map(renderMessage));
+    $("notes").replaceChildren(...data.notes.map(renderNote));
+    $("history").replaceChildren(...(data.history || []).slice(-30).reverse().map(renderHistory));
+    renderFacts(ticket);
+    renderClocks(ticket);
+    renderWindow(ticket);
+    renderReasons(ticket);
+    if (!channelChosen) {
+      const ch = ticket.channel === "mention" ? "public" : "dm";
+      const radio = document.querySelector(`input[name="channel"][value="${ch}"]`);
+      if (radio) radio.checked = true;
+    }
+    const prio = $("set-priority");
+    if (prio && document.activeElement !== prio) prio.value = ticket.priority;
+    const assignTo = $("assign-to");
+    if (assignTo && ticket.assignee && document.activeElement !== assignTo) assignTo.value = ticket.assignee;
+    updateCounter();
+  }
+
+  async function load() {
+    try {
+      render(await api("GET", base));
+    } catch (err) {
+      await C.signedOutGuard(err);
+      $("holder").className = "holder other";
+      $("holder").textContent = err.status === 404 ? `There is no ticket ${tid}.` : "Could not load the ticket: " + err.message;
+    }
+  }
+
+  // -- the character counter: the same counting the sender uses -------------------
+  function channelKind() {
+    const r = document.querySelector('input[name="channel"]:checked');
+    return r && r.value === "public" ? "mention" : "dm";
+  }
+
+  function updateCounter() {
+    if (!ticket || !rules || !rules[ticket.account]) {
+      counter.textContent = `${replyText.value.length} characters`;
+      return;
+    }
+    const rule = rules[ticket.account];
+    const kind = channelKind();
+    const n = TextCount.count(replyText.value, rule);
+    const limit = TextCount.limit(rule, kind);
+    const over = n > limit;
+    counter.textContent = over ? `${n} / ${limit} – ${n - limit} over the limit` : `${n} / ${limit}`;
+    counter.classList.toggle("over", over);
+    counter.dataset.count = String(n);
+    counter.dataset.limit = String(limit);
+    if (!replyText.disabled) sendBtn.disabled = over || !replyText.value.trim();
+  }
+
+  replyText.addEventListener("input", updateCounter);
+  for (const r of document.querySelectorAll('input[name="channel"]')) {
+    r.addEventListener("change", () => {
+      channelChosen = true;
+      updateCounter();
+    });
+  }
+
+  // -- actions ----------------------------------------------------------------------
+  async function act(label, path, body) {
+    setStatus(actionStatus, `${label}…`);
+    try {
+      const data = await api("POST", `${base}/${path}`, body || {});
+      setStatus(actionStatus, `${label}: done.`, "ok");
+      await load();
+      return data;
+    } catch (err) {
+      await C.signedOutGuard(err);
+      const owner = err.body && err.body.error && err.body.error.owner;
+      const msg = err.code === "claimed" && owner
+        ? `${label} refused: the ticket is held by ${owner}.`
+        : `${label} refused: ${err.message}`;
+      setStatus(actionStatus, msg, "error");
+      await load();
+      return null;
+    }
+  }
+
+  $("claim").addEventListener("click", () => act("Claim", "claim"));
+  $("release").addEventListener("click", () => act("Release", "release"));
+  $("resolve").addEventListener("click", () => act("Resolve", "resolve"));
+  $("reopen").addEventListener("click", () => act("Reopen", "reopen"));
+
+  $("reply-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const text = replyText.value;
+    if (!text.trim()) return;
+    const channel = channelKind() === "mention" ? "public" : "dm";
+    sendBtn.disabled = true;
+    const ok = await act("Reply", "reply", { text, channel, idempotency_key: replyKey });
+    if (ok) {
+      replyText.value = "";
+      replyKey = newKey();
+      setStatus(actionStatus, "Reply queued for delivery.", "ok");
+    }
+    updateCounter();
+  });
+
+  $("note-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const box = $("note-text");
+    if (!box.value.trim()) return;
+    if (await act("Note", "notes", { text: box.value })) box.value = "";
+  });
+
+  const assignForm = $("assign-form");
+  if (assignForm) {
+    assignForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      act("Reassign", "assign", { agent: $("assign-to").value });
+    });
+    $("priority-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      act("Priority", "priority", { priority: $("set-priority").value });
+    });
+    api("GET", "/console/api/agents").then((data) => {
+      $("assign-to").replaceChildren(...data.agents.map((a) => el("option", { value: a.name }, `${a.name} (${a.role})`)));
+      if (ticket && ticket.assignee) $("assign-to").value = ticket.assignee;
+    }).catch(() => {});
+  }
+
+  api("GET", "/console/rules.json").then((data) => {
+    rules = data.accounts;
+    updateCounter();
+  }).catch(() => {});
+
+  const reload = C.debounce(load, 100);
+  C.live((type, data) => {
+    if (data.ticket_id === tid) reload();
+  });
+  load();
+})();

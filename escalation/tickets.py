@@ -1,0 +1,918 @@
+"""The ticket store: one open ticket per conversation, SLA clocks, claims, replies.
+
+Redis layout (every name through ``keys.ns``):
+
+* ``ticket:{id}`` hash: the ticket's fields (``Ticket``), clocks as JSON;
+* ``ticket:{id}:msgs`` / ``:notes`` / ``:history`` lists of JSON entries;
+* ``ticket:{id}:applied`` set of idempotency keys (event keys, reply keys) already applied;
+* ``conv_ticket:{platform}:{account}:{user}`` → the conversation's open ticket id: while it
+  exists a human owns the conversation and the bot stays silent;
+* ``event_ticket:{event key}`` → the ticket an event opened or joined (re-runs find it);
+* ``tickets:open`` / ``tickets:resolved`` sorted sets (open: by the next SLA due time;
+  resolved: by resolution time);
+* ``sla:due`` sorted set of alert members ``{id}|{clock}|{gen}|{at_risk|breach}`` scored
+  by when they fire (the scanner pops them).
+
+Every change is one optimistic transaction (WATCH the ticket, compute, MULTI/EXEC, retry
+on conflict), so two agents can never both hold a live claim, both answer one message,
+or resolve and reply past each other. Change events go to the ``events`` stream in the
+same transaction for the API's server-sent events.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+from redis.exceptions import WatchError
+
+from bot import metrics
+from bot.config import EscalationConfig
+from bot.models import InboundEvent, OutboundReply
+from bot.ops.insights import record_first_response
+from bot.redis import Keys, Redis
+from escalation.sla import CLOCKS, PRIORITIES, Clock, SlaPolicies, bump
+from escalation.windows import reply_window
+
+log = structlog.get_logger(__name__)
+
+Clock_ = Callable[[], float]
+T = TypeVar("T")
+EVENTS_MAXLEN = 10_000
+EVENT_TTL_S = 30 * 24 * 3600
+MAX_LIST = 500
+# A bare acknowledgement from the customer does not restart the next-response clock.
+_TRIVIAL = {
+    "thanks",
+    "thank you",
+    "thx",
+    "ty",
+    "ok",
+    "okay",
+    "k",
+    "kk",
+    "cool",
+    "great",
+    "got it",
+    "thanks!",
+    "ok!",
+    "👍",
+    "🙏",
+    "谢谢",
+    "谢谢你",
+    "多谢",
+    "好的",
+    "好",
+    "嗯",
+    "收到",
+    "ok谢谢",
+    "好的谢谢",
+}
+
+
+def is_trivial(text: str) -> bool:
+    t = text.strip().lower().rstrip("!.。！~ ")
+    return t in _TRIVIAL or (len(t) <= 2 and not t.isalnum())
+
+
+class TicketError(Exception):
+    """A refused change; ``status`` and ``code`` map to the API's error body."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def _not_found(tid: str) -> TicketError:
+    return TicketError(404, "not_found", f"no ticket {tid!r}")
+
+
+@dataclass(slots=True)
+class Ticket:
+    id: str
+    status: str = "open"  # open | resolved
+    priority: str = "normal"
+    platform: str = ""
+    account: str = ""
+    conv: str = ""  # platform:account:user
+    user_id: str = ""
+    user_handle: str = ""
+    followers: int = 0
+    verified: bool = False
+    channel: str = "dm"  # kind of the message that opened it: mention | dm
+    reason: str = ""
+    reasons: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    assignee: str = ""
+    lease_until: float = 0.0
+    # Where a reply goes by default: the latest customer message.
+    last_kind: str = "dm"
+    last_event_id: str = ""
+    last_reply_to_id: str = ""
+    last_conversation_id: str = ""
+    last_customer_at: float = 0.0
+    last_dm_at: float = 0.0
+    last_dm_conversation_id: str = ""
+    mention_replied: str = ""  # event id of the last mention that got a public reply
+    first_response_at: float = 0.0
+    resolved_at: float = 0.0
+    messages: int = 0
+    clocks: dict[str, Clock] = field(default_factory=lambda: {c: Clock() for c in CLOCKS})
+
+    def to_hash(self) -> dict[str, str]:
+        d = asdict(self)
+        out: dict[str, str] = {}
+        for k, v in d.items():
+            if k in ("reasons", "clocks"):
+                out[k] = json.dumps(v, ensure_ascii=False)
+            elif isinstance(v, bool):
+                out[k] = "1" if v else "0"
+            else:
+                out[k] = str(v)
+        return out
+
+    @classmethod
+    def from_hash(cls, h: Mapping[Any, Any]) -> Ticket:
+        d = {_s(k): _s(v) for k, v in h.items()}
+        t = cls(id=d["id"])
+        for f in t.__dataclass_fields__:
+            if f not in d or f == "id":
+                continue
+            cur = getattr(t, f)
+            raw = d[f]
+            if f == "reasons":
+                t.reasons = json.loads(raw)
+            elif f == "clocks":
+                t.clocks = {k: Clock.from_dict(v) for k, v in json.loads(raw).items()}
+            elif isinstance(cur, bool):
+                setattr(t, f, raw == "1")
+            elif isinstance(cur, int):
+                setattr(t, f, int(float(raw)))
+            elif isinstance(cur, float):
+                setattr(t, f, float(raw))
+            else:
+                setattr(t, f, raw)
+        return t
+
+    def claimed_by(self, now: float) -> str:
+        return self.assignee if self.assignee and self.lease_until > now else ""
+
+    def next_due(self) -> float | None:
+        dues = [c.due for c in self.clocks.values() if c.running and c.due is not None]
+        return min(dues) if dues else None
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass
+class _Change:
+    """What one transaction writes besides the ticket hash."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+    conv_set: bool = False
+    conv_delete: bool = False
+    write: bool = True
+
+
+class TicketStore:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        cfg: EscalationConfig | None = None,
+        *,
+        clock: Clock_ = time.time,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.cfg = cfg or EscalationConfig()
+        self.sla = SlaPolicies(self.cfg)
+        self.now = clock
+
+    # -- key names -------------------------------------------------------------
+    def k_ticket(self, tid: str) -> str:
+        return self.keys.ns("ticket", tid)
+
+    def k_list(self, tid: str, what: str) -> str:
+        return self.keys.ns("ticket", tid, what)
+
+    def k_conv(self, conv: str) -> str:
+        return self.keys.ns("conv_ticket", conv)
+
+    def k_event(self, event_key: str) -> str:
+        return self.keys.ns("event_ticket", event_key)
+
+    @property
+    def k_open(self) -> str:
+        return self.keys.ns("tickets", "open")
+
+    @property
+    def k_resolved(self) -> str:
+        return self.keys.ns("tickets", "resolved")
+
+    @property
+    def k_due(self) -> str:
+        return self.keys.ns("sla", "due")
+
+    @property
+    def k_seq(self) -> str:
+        return self.keys.ns("tickets", "seq")
+
+    @staticmethod
+    def conv_of(platform: str, account: str, user: str) -> str:
+        return f"{platform}:{account}:{user}"
+
+    # -- reads -----------------------------------------------------------------
+    async def get(self, tid: str) -> Ticket | None:
+        if not _valid_id(tid):
+            return None
+        h = await self.redis.hgetall(self.k_ticket(tid))
+        return Ticket.from_hash(h) if h else None
+
+    async def open_ticket_for(self, conv: str) -> str | None:
+        v = await self.redis.get(self.k_conv(conv))
+        return _s(v) if v is not None else None
+
+    async def ticket_for_event(self, event_key: str) -> tuple[str, bool] | None:
+        """(ticket id, whether this event opened it) for an event already applied."""
+        v = await self.redis.get(self.k_event(event_key))
+        if v is None:
+            return None
+        tid, _, how = _s(v).partition("|")
+        return tid, how == "created"
+
+    async def lists(self, tid: str) -> dict[str, list[dict[str, Any]]]:
+        tx = self.redis.pipeline(transaction=False)
+        for what in ("msgs", "notes", "history"):
+            tx.lrange(self.k_list(tid, what), 0, -1)
+        msgs, notes, history = await tx.execute()
+        return {
+            "messages": [json.loads(m) for m in msgs],
+            "notes": [json.loads(n) for n in notes],
+            "history": [json.loads(h) for h in history],
+        }
+
+    async def search(
+        self,
+        *,
+        status: str = "open",
+        priority: str | None = None,
+        account: str | None = None,
+        assignee: str | None = None,
+        limit: int = 100,
+    ) -> list[Ticket]:
+        """Tickets ordered by SLA due time (open) or newest resolution (resolved)."""
+        if status == "resolved":
+            ids = await self.redis.zrevrange(self.k_resolved, 0, MAX_LIST * 4)
+        else:
+            ids = await self.redis.zrange(self.k_open, 0, MAX_LIST * 4)
+        if not ids:
+            return []
+        tx = self.redis.pipeline(transaction=False)
+        for i in ids:
+            tx.hgetall(self.k_ticket(_s(i)))
+        out = []
+        now = self.now()
+        for h in await tx.execute():
+            if not h:
+                continue
+            t = Ticket.from_hash(h)
+            if priority and t.priority != priority:
+                continue
+            if account and t.account != account:
+                continue
+            if assignee is not None:
+                owner = t.claimed_by(now)
+                if (assignee == "" and owner) or (assignee and owner != assignee):
+                    continue
+            out.append(t)
+            if len(out) >= limit:
+                break
+        return out
+
+    def view(self, t: Ticket, *, now: float | None = None) -> dict[str, Any]:
+        """The JSON shape of a ticket in the API (see openapi.json ``Ticket``)."""
+        now = self.now() if now is None else now
+        owner = t.claimed_by(now)
+        return {
+            "id": t.id,
+            "status": t.status,
+            "priority": t.priority,
+            "platform": t.platform,
+            "account": t.account,
+            "channel": t.channel,
+            "customer": {
+                "id": t.user_id,
+                "handle": t.user_handle,
+                "followers": t.followers,
+                "verified": t.verified,
+            },
+            "reason": t.reason,
+            "reasons": t.reasons,
+            "created_at": t.created_at,
+            "updated_at": t.updated_at,
+            "resolved_at": t.resolved_at or None,
+            "assignee": owner or None,
+            "lease_until": t.lease_until if owner else None,
+            "messages": t.messages,
+            "sla": self.sla_view(t, now),
+            "due_at": t.next_due(),
+            "reply_window": reply_window(t, now, warn_s=self.cfg.window_warning_s),
+        }
+
+    def sla_view(self, t: Ticket, now: float) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, c in t.clocks.items():
+            if c.start is None:
+                state = "not_started"
+            elif c.running:
+                state = (
+                    "breached"
+                    if c.breached or (c.due is not None and now > c.due)
+                    else (
+                        "at_risk"
+                        if c.at_risk_fired or (c.at_risk_at is not None and now >= c.at_risk_at)
+                        else "running"
+                    )
+                )
+            else:
+                state = "met" if c.met else "missed"
+            out[name] = {
+                "state": state,
+                "started_at": c.start,
+                "due_at": c.due,
+                "at_risk_at": c.at_risk_at,
+                "stopped_at": c.stopped_at,
+                "remaining_s": (c.due - now) if c.running and c.due is not None else None,
+            }
+        return out
+
+    # -- the transaction helper -------------------------------------------------
+    async def _mutate(
+        self,
+        tid: str,
+        fn: Callable[[Ticket, _Change, set[str]], T],
+        *,
+        check_applied: tuple[str, ...] = (),
+    ) -> T:
+        if not _valid_id(tid):
+            raise _not_found(tid)
+        key = self.k_ticket(tid)
+        for _ in range(200):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    h = await pipe.hgetall(key)
+                    if not h:
+                        raise _not_found(tid)
+                    already: set[str] = set()
+                    for k in check_applied:
+                        if await pipe.sismember(self.k_list(tid, "applied"), k):
+                            already.add(k)
+                    t = Ticket.from_hash(h)
+                    before = self._alert_members(t)
+                    ch = _Change()
+                    result = fn(t, ch, already)
+                    pipe.multi()
+                    self._write(pipe, t, ch, before)
+                    await pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+        raise TicketError(503, "busy", "ticket is changing too fast; try again")
+
+    def _write(self, pipe: Any, t: Ticket, ch: _Change, before: dict[str, float]) -> None:
+        if not ch.write:
+            return
+        now = self.now()
+        t.updated_at = now
+        pipe.hset(self.k_ticket(t.id), mapping=t.to_hash())
+        for what, items in (("msgs", ch.messages), ("notes", ch.notes), ("history", ch.history)):
+            if items:
+                pipe.rpush(
+                    self.k_list(t.id, what), *(json.dumps(i, ensure_ascii=False) for i in items)
+                )
+        if ch.applied:
+            pipe.sadd(self.k_list(t.id, "applied"), *ch.applied)
+        after = self._alert_members(t) if t.status == "open" else {}
+        gone = [m for m in before if m not in after]
+        if gone:
+            pipe.zrem(self.k_due, *gone)
+        if after:
+            pipe.zadd(self.k_due, after)
+        if t.status == "open":
+            due = t.next_due()
+            # Tickets with no running deadline sort after every timed one, oldest first.
+            pipe.zadd(self.k_open, {t.id: due if due is not None else 1e12 + t.created_at})
+            pipe.zrem(self.k_resolved, t.id)
+        else:
+            pipe.zrem(self.k_open, t.id)
+            pipe.zadd(self.k_resolved, {t.id: t.resolved_at or now})
+        if ch.conv_set:
+            pipe.set(self.k_conv(t.conv), t.id)
+        if ch.conv_delete:
+            pipe.delete(self.k_conv(t.conv))
+        for etype, data in ch.events:
+            payload = {
+                "ticket_id": t.id,
+                "status": t.status,
+                "priority": t.priority,
+                "at": now,
+                **data,
+            }
+            pipe.xadd(
+                self.keys.events,
+                {"type": etype, "data": json.dumps(payload, ensure_ascii=False)},
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
+
+    def _alert_members(self, t: Ticket) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, c in t.clocks.items():
+            if not c.running:
+                continue
+            if not c.at_risk_fired and c.at_risk_at is not None:
+                out[f"{t.id}|{name}|{c.gen}|at_risk"] = c.at_risk_at
+            if not c.breached and c.due is not None:
+                out[f"{t.id}|{name}|{c.gen}|breach"] = c.due
+        return out
+
+    def _policy(self, t: Ticket) -> Any:
+        return self.sla.policy(t.priority, t.account, t.channel)
+
+    def _reschedule(self, t: Ticket) -> None:
+        p = self._policy(t)
+        for name, c in t.clocks.items():
+            if c.running:
+                self.sla.schedule(c, p, name)
+
+    # -- from the pipeline ------------------------------------------------------
+    async def open_or_append(
+        self,
+        event: InboundEvent,
+        *,
+        reason: str,
+        priority: str,
+        reasons: dict[str, Any],
+    ) -> tuple[str, bool]:
+        """The conversation's open ticket with ``event`` appended, or a new ticket.
+
+        Idempotent per event: a re-run returns the same answer and appends nothing.
+        Returns (ticket id, whether this event created it)."""
+        known = await self.ticket_for_event(event.key)
+        if known is not None:
+            return known
+        conv = self.conv_of(event.platform, event.account, event.author.id)
+        for _ in range(200):
+            tid = await self.open_ticket_for(conv)
+            if tid is not None:
+                try:
+                    await self.append_customer_message(tid, event, conv=conv)
+                    return tid, False
+                except TicketError as e:
+                    if e.code != "stale_conversation":
+                        raise
+                    continue  # resolved meanwhile: open a new one
+            created = await self._create(
+                event, conv, reason=reason, priority=priority, reasons=reasons
+            )
+            if created is not None:
+                return created, True
+        raise TicketError(503, "busy", "conversation is changing too fast")
+
+    async def _create(
+        self, event: InboundEvent, conv: str, *, reason: str, priority: str, reasons: dict[str, Any]
+    ) -> str | None:
+        now = self.now()
+        seq = await self.redis.incr(self.k_seq)
+        tid = f"T{seq}"
+        t = Ticket(
+            id=tid,
+            priority=priority if priority in PRIORITIES else "normal",
+            platform=event.platform,
+            account=event.account,
+            conv=conv,
+            user_id=event.author.id,
+            user_handle=event.author.handle,
+            followers=event.author.followers,
+            verified=event.author.verified,
+            channel="mention" if event.is_public else "dm",
+            reason=reason,
+            reasons=reasons,
+            created_at=now,
+        )
+        self._note_customer(t, event, now)
+        p = self._policy(t)
+        self.sla.start(t.clocks["first_response"], p, "first_response", now)
+        self.sla.start(t.clocks["resolution"], p, "resolution", now)
+        ch = _Change(conv_set=True, applied=[event.key])
+        ch.messages.append(_customer_msg(event, now))
+        ch.history.append({"at": now, "actor": "bot", "action": "created", "reason": reason})
+        ch.events.append(("ticket.created", {"reason": reason}))
+        t.messages = 1
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.k_conv(conv))
+                if await pipe.exists(self.k_conv(conv)):
+                    return None  # another worker opened one first: append to it instead
+                pipe.multi()
+                self._write(pipe, t, ch, {})
+                pipe.set(self.k_event(event.key), f"{tid}|created", ex=EVENT_TTL_S)
+                await pipe.execute()
+            except WatchError:
+                return None
+        metrics.TICKETS_OPENED.labels(t.priority, t.channel).inc()
+        log.info("ticket_created", ticket_id=tid, priority=t.priority, event_id=event.event_id)
+        return tid
+
+    def _note_customer(self, t: Ticket, event: InboundEvent, now: float) -> None:
+        t.last_kind = "mention" if event.is_public else "dm"
+        t.last_event_id = event.event_id
+        t.last_reply_to_id = event.reply_to_id or ""
+        t.last_conversation_id = event.conversation_id
+        t.last_customer_at = event.created_at or now
+        if not event.is_public:
+            t.last_dm_at = event.created_at or now
+            t.last_dm_conversation_id = event.conversation_id
+
+    async def append_customer_message(
+        self, tid: str, event: InboundEvent, *, conv: str = ""
+    ) -> None:
+        def fn(t: Ticket, ch: _Change, already: set[str]) -> None:
+            if event.key in already:
+                ch.write = False
+                return
+            if t.status != "open" or (conv and t.conv != conv):
+                raise TicketError(409, "stale_conversation", "ticket is no longer open")
+            now = self.now()
+            self._note_customer(t, event, now)
+            t.messages += 1
+            nr = t.clocks["next_response"]
+            # Next response runs once a human has answered, from the oldest unanswered
+            # message; a bare "thanks"/"ok" asks for nothing and starts nothing.
+            if t.first_response_at and not nr.running and not is_trivial(event.text):
+                self.sla.start(nr, self._policy(t), "next_response", now)
+            ch.messages.append(_customer_msg(event, now))
+            ch.applied.append(event.key)
+            ch.events.append(("ticket.message", {"from": "customer"}))
+
+        await self._mutate(tid, fn, check_applied=(event.key,))
+        await self.redis.set(self.k_event(event.key), f"{tid}|appended", ex=EVENT_TTL_S)
+
+    async def add_bot_message(self, tid: str, reply: OutboundReply) -> None:
+        """Record the bot's acknowledgement on the ticket. It stops no clock."""
+
+        def fn(t: Ticket, ch: _Change, already: set[str]) -> None:
+            if reply.reply_id in already:
+                ch.write = False
+                return
+            now = self.now()
+            if reply.kind == "mention":
+                t.mention_replied = t.last_event_id
+            t.messages += 1
+            ch.messages.append(
+                {
+                    "id": reply.reply_id,
+                    "at": now,
+                    "from": "bot",
+                    "kind": reply.kind,
+                    "text": reply.text,
+                }
+            )
+            ch.applied.append(reply.reply_id)
+
+        await self._mutate(tid, fn, check_applied=(reply.reply_id,))
+
+    # -- agent actions ----------------------------------------------------------
+    async def claim(self, tid: str, agent: str) -> Ticket:
+        def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
+            now = self.now()
+            if t.status != "open":
+                raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
+            owner = t.claimed_by(now)
+            if owner and owner != agent:
+                raise TicketError(
+                    409, "claimed", f"ticket {tid} is claimed by {owner}", owner=owner
+                )
+            t.assignee, t.lease_until = agent, now + self.cfg.claim_lease_s
+            action = "renewed" if owner == agent else "claimed"
+            ch.history.append({"at": now, "actor": agent, "action": action})
+            ch.events.append((f"ticket.{action}", {"assignee": agent}))
+            return t
+
+        return await self._mutate(tid, fn)
+
+    async def release(self, tid: str, agent: str, *, supervisor: bool = False) -> Ticket:
+        def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
+            now = self.now()
+            owner = t.claimed_by(now)
+            if owner and owner != agent and not supervisor:
+                raise TicketError(
+                    409, "claimed", f"ticket {tid} is claimed by {owner}", owner=owner
+                )
+            t.assignee, t.lease_until = "", 0.0
+            ch.history.append({"at": now, "actor": agent, "action": "released"})
+            ch.events.append(("ticket.released", {}))
+            return t
+
+        return await self._mutate(tid, fn)
+
+    async def assign(self, tid: str, to: str, by: str) -> Ticket:
+        def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
+            now = self.now()
+            if t.status != "open":
+                raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
+            t.assignee, t.lease_until = to, now + self.cfg.claim_lease_s
+            ch.history.append({"at": now, "actor": by, "action": "assigned", "to": to})
+            ch.events.append(("ticket.assigned", {"assignee": to}))
+            return t
+
+        return await self._mutate(tid, fn)
+
+    async def set_priority(self, tid: str, priority: str, by: str) -> Ticket:
+        if priority not in PRIORITIES:
+            raise TicketError(422, "invalid", f"priority must be one of {', '.join(PRIORITIES)}")
+
+        def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
+            now = self.now()
+            old, t.priority = t.priority, priority
+            self._reschedule(t)
+            ch.history.append(
+                {"at": now, "actor": by, "action": "priority", "from": old, "to": priority}
+            )
+            ch.events.append(("ticket.priority", {"from": old}))
+            return t
+
+        return await self._mutate(tid, fn)
+
+    async def add_note(self, tid: str, author: str, text: str) -> dict[str, Any]:
+        def fn(t: Ticket, ch: _Change, _a: set[str]) -> dict[str, Any]:
+            now = self.now()
+            note = {"id": secrets.token_hex(6), "at": now, "author": author, "text": text}
+            ch.notes.append(note)
+            ch.events.append(("ticket.note", {"author": author}))
+            return note
+
+        return await self._mutate(tid, fn)
+
+    async def add_system_note(self, tid: str, key: str, text: str) -> bool:
+        """A note from the system (e.g. an undeliverable reply), once per ``key``."""
+
+        def fn(t: Ticket, ch: _Change, already: set[str]) -> bool:
+            if key in already:
+                ch.write = False
+                return False
+            now = self.now()
+            ch.notes.append({"id": key, "at": now, "author": "system", "text": text})
+            ch.applied.append(key)
+            ch.events.append(("ticket.note", {"author": "system"}))
+            return True
+
+        return await self._mutate(tid, fn, check_applied=(key,))
+
+    async def reply(
+        self, tid: str, agent: str, text: str, *, key: str | None = None, channel: str | None = None
+    ) -> tuple[OutboundReply, bool]:
+        """Record an agent's reply and return it for the outbox; (reply, new).
+
+        The ticket must be open and not claimed by someone else (an unclaimed ticket is
+        claimed by the replier in the same transaction). ``key`` makes a retried request
+        a no-op that returns the first reply."""
+        key = key or secrets.token_hex(8)
+        reply_id = f"ticket:{tid}:agent:{key}"
+        # Filled by the attempt that commits (_mutate may rerun fn on a WATCH conflict),
+        # so the first-response figures are recorded once, after the commit.
+        first: list[tuple[str, str, float, float]] = []
+
+        def fn(t: Ticket, ch: _Change, already: set[str]) -> tuple[OutboundReply, bool]:
+            first.clear()
+            now = self.now()
+            r = self._outbound(t, reply_id, text, channel)
+            if reply_id in already:
+                ch.write = False
+                return r, False
+            if t.status != "open":
+                raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
+            owner = t.claimed_by(now)
+            if owner and owner != agent:
+                raise TicketError(
+                    409, "claimed", f"ticket {tid} is claimed by {owner}", owner=owner
+                )
+            t.assignee, t.lease_until = agent, now + self.cfg.claim_lease_s
+            fr, nr = t.clocks["first_response"], t.clocks["next_response"]
+            if fr.running:
+                self.sla.stop(fr, now)
+                t.first_response_at = now
+                first.append((t.account, t.priority, max(0.0, now - t.created_at), now))
+            self.sla.stop(nr, now)
+            if r.kind == "mention":
+                t.mention_replied = t.last_event_id
+            t.messages += 1
+            ch.messages.append(
+                {
+                    "id": reply_id,
+                    "at": now,
+                    "from": "agent",
+                    "agent": agent,
+                    "kind": r.kind,
+                    "text": text,
+                }
+            )
+            ch.applied.append(reply_id)
+            ch.history.append(
+                {"at": now, "actor": agent, "action": "replied", "reply_id": reply_id}
+            )
+            ch.events.append(("ticket.replied", {"assignee": agent}))
+            return r, True
+
+        result = await self._mutate(tid, fn, check_applied=(reply_id,))
+        if result[1] and first:
+            account, priority, seconds, at = first[0]
+            metrics.FIRST_RESPONSE.labels(priority).observe(seconds)
+            await record_first_response(
+                self.redis, self.keys, account=account, seconds=seconds, now=at
+            )
+        return result
+
+    def _outbound(self, t: Ticket, reply_id: str, text: str, channel: str | None) -> OutboundReply:
+        dm = channel == "dm" or (channel is None and t.last_kind == "dm")
+        return OutboundReply(
+            reply_id=reply_id,
+            platform=t.platform,
+            account=t.account,
+            kind="dm" if dm else "mention",
+            text=text,
+            recipient_id=t.user_id,
+            recipient_handle=t.user_handle,
+            in_reply_to_id=None if dm else (t.last_reply_to_id or t.last_event_id or None),
+            conversation_id=(t.last_dm_conversation_id if dm else t.last_conversation_id) or "",
+            ticket_id=t.id,
+            source="agent",
+        )
+
+    async def resolve(self, tid: str, agent: str, *, supervisor: bool = False) -> Ticket:
+        """Close the ticket and hand the conversation back to the bot."""
+
+        def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
+            now = self.now()
+            if t.status != "open":
+                raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
+            owner = t.claimed_by(now)
+            if owner and owner != agent and not supervisor:
+                raise TicketError(
+                    409, "claimed", f"ticket {tid} is claimed by {owner}", owner=owner
+                )
+            for c in t.clocks.values():
+                self.sla.stop(c, now)
+            t.status, t.resolved_at = "resolved", now
+            t.assignee, t.lease_until = "", 0.0
+            ch.conv_delete = True
+            ch.history.append({"at": now, "actor": agent, "action": "resolved"})
+            ch.events.append(("ticket.resolved", {}))
+            return t
+
+        t = await self._mutate(tid, fn)
+        metrics.TICKETS_RESOLVED.labels(t.priority).inc()
+        return t
+
+    async def reopen(self, tid: str, agent: str) -> Ticket:
+        t0 = await self.get(tid)
+        if t0 is None:
+            raise _not_found(tid)
+        conv_key = self.k_conv(t0.conv)
+
+        def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
+            now = self.now()
+            if t.status != "resolved":
+                raise TicketError(409, "not_resolved", f"ticket {tid} is {t.status}")
+            t.status, t.resolved_at = "open", 0.0
+            self.sla.start(t.clocks["resolution"], self._policy(t), "resolution", now)
+            ch.conv_set = True
+            ch.history.append({"at": now, "actor": agent, "action": "reopened"})
+            ch.events.append(("ticket.reopened", {}))
+            return t
+
+        # The conversation may have a newer open ticket: only one may be open.
+        for _ in range(50):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(conv_key, self.k_ticket(tid))
+                    other = await pipe.get(conv_key)
+                    if other is not None and _s(other) != tid:
+                        raise TicketError(
+                            409,
+                            "conversation_has_ticket",
+                            f"ticket {_s(other)} is open for this customer",
+                        )
+                    h = await pipe.hgetall(self.k_ticket(tid))
+                    t = Ticket.from_hash(h)
+                    before = self._alert_members(t)
+                    ch = _Change()
+                    fn(t, ch, set())
+                    pipe.multi()
+                    self._write(pipe, t, ch, before)
+                    await pipe.execute()
+                    return t
+                except WatchError:
+                    continue
+        raise TicketError(503, "busy", "ticket is changing too fast; try again")
+
+    # -- SLA alerts (the scanner) ----------------------------------------------
+    async def due_alerts(self, now: float, limit: int = 200) -> list[str]:
+        return [
+            _s(m) for m in await self.redis.zrangebyscore(self.k_due, 0, now, start=0, num=limit)
+        ]
+
+    async def take_alert(self, member: str) -> bool:
+        """Remove ``member`` from the due set; True for the one caller that removed it."""
+        return bool(await self.redis.zrem(self.k_due, member))
+
+    async def fire_alert(self, member: str) -> dict[str, Any] | None:
+        """Mark an alert fired on its ticket (once); returns the alert or None if stale."""
+        try:
+            tid, clock, gen_s, kind = member.split("|")
+            gen = int(gen_s)
+        except ValueError:
+            return None
+        if clock not in CLOCKS or kind not in ("at_risk", "breach"):
+            return None
+
+        def fn(t: Ticket, ch: _Change, _a: set[str]) -> dict[str, Any] | None:
+            c = t.clocks[clock]
+            if t.status != "open" or not c.running or c.gen != gen:
+                ch.write = False
+                return None
+            if (kind == "at_risk" and c.at_risk_fired) or (kind == "breach" and c.breached):
+                ch.write = False
+                return None
+            now = self.now()
+            alert = {"clock": clock, "kind": kind, "due_at": c.due, "priority_before": t.priority}
+            if kind == "at_risk":
+                c.at_risk_fired = True
+            else:
+                c.breached = c.at_risk_fired = True
+                new = bump(t.priority)
+                if new != t.priority:
+                    t.priority = new
+                    self._reschedule(t)
+            alert["priority"] = t.priority
+            ch.history.append({"at": now, "actor": "sla", "action": f"sla.{kind}", "clock": clock})
+            ch.events.append((f"sla.{kind}", {"clock": clock, "due_at": c.due}))
+            return alert
+
+        try:
+            res = await self._mutate(tid, fn)
+        except TicketError as e:
+            if e.code == "not_found":
+                return None
+            raise
+        if res is not None:
+            t = await self.get(tid)
+            if t is not None:
+                res.update(
+                    ticket_id=tid, account=t.account, platform=t.platform, customer=t.user_handle
+                )
+        return res
+
+    async def refresh_gauges(self) -> None:
+        ids = await self.redis.zrange(self.k_open, 0, -1)
+        pipe = self.redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.hget(self.k_ticket(_s(i)), "priority")
+        counts = dict.fromkeys(PRIORITIES, 0)
+        for p in await pipe.execute() if ids else []:
+            if p is not None and _s(p) in counts:
+                counts[_s(p)] += 1
+        for priority, n in counts.items():
+            metrics.TICKETS_OPEN.labels(priority).set(n)
+
+
+def _customer_msg(event: InboundEvent, now: float) -> dict[str, Any]:
+    return {
+        "id": event.event_id,
+        "at": event.created_at or now,
+        "from": "customer",
+        "kind": event.kind,
+        "text": event.text,
+        "event_key": event.key,
+    }
+
+
+def _valid_id(tid: str) -> bool:
+    return 1 < len(tid) <= 24 and tid[0] == "T" and tid[1:].isdigit()

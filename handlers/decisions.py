@@ -1,0 +1,88 @@
+"""What the bot decides for one customer message, and why.
+
+Every decision carries ``reasons``: the rule that fired and the NLU evidence behind it
+(intent, confidence, FAQ id and score, negativity), for logs, metrics and the agents
+who pick up a ticket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bot.nlu.types import NluResult
+
+
+def nlu_reasons(nlu: NluResult | None) -> dict[str, Any]:
+    if nlu is None:
+        return {}
+    top = nlu.top_faq
+    return {
+        "intent": nlu.intent,
+        "confidence": round(nlu.confidence, 4),
+        "faq_id": top.faq_id if top else None,
+        "faq_score": round(top.score, 4) if top else None,
+        "negativity": round(nlu.negativity, 4),
+        "negative": nlu.is_negative,
+        "language": nlu.language,
+    }
+
+
+@dataclass(slots=True)
+class Answer:
+    """Reply to the customer with ``text`` (in the message's channel)."""
+
+    text: str
+    reasons: dict[str, Any] = field(default_factory=dict)
+    kind: ClassVar[str] = "answer"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "text": self.text, "reasons": self.reasons}
+
+
+@dataclass(slots=True)
+class Escalate:
+    """Open (or join) the conversation's ticket; ``ack`` is an optional short reply."""
+
+    reason: str
+    priority: str = "normal"
+    ack: str | None = None
+    reasons: dict[str, Any] = field(default_factory=dict)
+    kind: ClassVar[str] = "escalate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "priority": self.priority,
+            "ack": self.ack,
+            "reasons": self.reasons,
+        }
+
+
+@dataclass(slots=True)
+class Ignore:
+    """Say nothing and open nothing (spam, lottery hunting)."""
+
+    reason: str
+    reasons: dict[str, Any] = field(default_factory=dict)
+    kind: ClassVar[str] = "ignore"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "reason": self.reason, "reasons": self.reasons}
+
+
+Decision = Answer | Escalate | Ignore
+
+
+def decision_from_dict(d: dict[str, Any]) -> Decision:
+    kind = d.get("kind")
+    if kind == "answer":
+        return Answer(d["text"], d.get("reasons", {}))
+    if kind == "escalate":
+        return Escalate(
+            d["reason"], d.get("priority", "normal"), d.get("ack"), d.get("reasons", {})
+        )
+    if kind == "ignore":
+        return Ignore(d["reason"], d.get("reasons", {}))
+    raise ValueError(f"unknown decision kind {kind!r}")

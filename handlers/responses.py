@@ -1,0 +1,105 @@
+"""Reply templates from ``nlu_data/responses/{lang}.yml``, per language and persona.
+
+``Responses.sayer(...)`` returns the ``say(key, **vars)`` function handlers receive: it
+picks a variant stably per message (so a re-run says the same thing), fills variables,
+and leaves unknown ``{names}`` empty rather than failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LANGUAGES = ("en", "zh")
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def fill(template: str, variables: Mapping[str, Any]) -> str:
+    try:
+        return string.Formatter().vformat(template, (), _Blank(variables))
+    except (ValueError, IndexError, AttributeError):
+        return template  # a malformed template says itself rather than crash the worker
+
+
+class Responses:
+    def __init__(self, tables: dict[str, dict[str, Any]]) -> None:
+        self.tables = tables
+
+    @classmethod
+    def load(cls, path: str | Path) -> Responses:
+        root = Path(path)
+        tables: dict[str, dict[str, Any]] = {}
+        for lang in LANGUAGES:
+            f = root / f"{lang}.yml"
+            if f.exists():
+                tables[lang] = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+        if "en" not in tables:
+            raise FileNotFoundError(f"no reply templates at {root}/en.yml")
+        return cls(tables)
+
+    def raw(self, key: str, language: str, persona: str = "") -> Any:
+        """The template (list of variants, string or mapping) for ``key``: persona in the
+        language, then the language, then English."""
+        for lang in (language, "en"):
+            table = self.tables.get(lang, {})
+            if persona:
+                v = table.get("personas", {}).get(persona, {}).get(key)
+                if v is not None:
+                    return v
+            if key in table:
+                return table[key]
+        return None
+
+    def sla_promise(self, minutes: float, language: str, *, business: bool = False) -> str:
+        if minutes < 120:
+            duration = fill(str(self.raw("duration_minutes", language)), {"n": round(minutes)})
+        else:
+            duration = fill(str(self.raw("duration_hours", language)), {"n": round(minutes / 60)})
+        key = "sla_promise_business" if business else "sla_promise"
+        return fill(str(self.raw(key, language)), {"duration": duration})
+
+    def sayer(self, *, language: str, persona: str = "", seed: str = "", **base: Any) -> Say:
+        return Say(self, language, persona, seed, base)
+
+
+class Say:
+    """``say(key, **vars)``: the reply text for ``key`` in one message's language and
+    persona; ``say.word(table, key)`` looks a word up in a mapping (e.g. statuses)."""
+
+    def __init__(
+        self, responses: Responses, language: str, persona: str, seed: str, base: dict[str, Any]
+    ) -> None:
+        self.responses = responses
+        self.language = language
+        self.persona = persona
+        self.seed = seed
+        self.base = base
+
+    def __call__(self, key: str, **variables: Any) -> str:
+        v = self.responses.raw(key, self.language, self.persona)
+        if v is None:
+            raise KeyError(f"no reply template {key!r}")
+        if isinstance(v, list):
+            digest = hashlib.sha256(f"{self.seed}:{key}".encode()).digest()
+            v = v[digest[0] % len(v)]
+        return fill(str(v), {**self.base, **variables}).strip()
+
+    def sla_promise(self, priority: str) -> str:
+        """The promise for a ticket of ``priority`` ("an agent will reply within 30
+        minutes"), when the pipeline provided ``promises``; else the base one."""
+        promises = self.base.get("promises") or {}
+        return str(promises.get(priority) or self.base.get("sla_promise", ""))
+
+    def word(self, table: str, key: str) -> str | None:
+        t = self.responses.raw(table, self.language, self.persona)
+        v = t.get(key) if isinstance(t, dict) else None
+        return str(v) if v is not None else None

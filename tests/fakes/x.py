@@ -1,0 +1,140 @@
+"""Fake X API v2: POST /2/tweets and POST /2/dm_conversations/with/{id}/messages."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from aiohttp import web
+
+from bot.platforms import oauth1
+from bot.textfit import count
+from tests.fakes.base import FakePlatform, error_response
+
+
+class FakeX(FakePlatform):
+    def __init__(
+        self,
+        *,
+        token: str,
+        user_id: str = "2244994945",
+        latency_s: float = 0.0,
+        oauth1_keys: tuple[str, str, str, str] | None = None,
+    ) -> None:
+        super().__init__(latency_s=latency_s)
+        self.token = token
+        # (consumer key, consumer secret, token, token secret) accepted for OAuth 1.0a
+        self.oauth1_keys = oauth1_keys
+        self.user_id = user_id
+        self._ids = itertools.count(1_700_000_000_000_000_000)
+        self.tweets: list[dict[str, object]] = []
+        self._texts: set[str] = set()
+        self.dms: list[dict[str, object]] = []
+        self.rate_remaining: int | None = None  # set to report x-rate-limit-remaining
+        self.rate_reset: float = 0.0
+        self.app.router.add_post("/2/tweets", self.post_tweet)
+        self.app.router.add_post("/2/dm_conversations/with/{participant_id}/messages", self.post_dm)
+
+    def _auth_error(self, request: web.Request) -> web.Response | None:
+        if not self._authorized(request):
+            return web.json_response(
+                {
+                    "title": "Unauthorized",
+                    "type": "about:blank",
+                    "status": 401,
+                    "detail": "Unauthorized",
+                },
+                status=401,
+            )
+        if request.content_type != "application/json":
+            return web.json_response(
+                {"title": "Invalid Request", "detail": "JSON body required"}, status=400
+            )
+        return None
+
+    def _authorized(self, request: web.Request) -> bool:
+        value = request.headers.get("Authorization", "")
+        if value == f"Bearer {self.token}":
+            return True
+        fields = oauth1.parse_header(value)
+        if not fields or self.oauth1_keys is None:
+            return False
+        ck, cs, tok, ts = self.oauth1_keys
+        if fields.get("oauth_consumer_key") != ck or fields.get("oauth_token") != tok:
+            return False
+        given = fields.pop("oauth_signature", "")
+        url = str(request.url.with_query(None))
+        expected = oauth1.signature(request.method, url, {**request.query, **fields}, cs, ts)
+        return given == expected
+
+    def _headers(self) -> dict[str, str]:
+        if self.rate_remaining is None:
+            return {}
+        return {
+            "x-rate-limit-limit": "100",
+            "x-rate-limit-remaining": str(self.rate_remaining),
+            "x-rate-limit-reset": str(int(self.rate_reset or time.time() + 900)),
+        }
+
+    async def post_tweet(self, request: web.Request) -> web.StreamResponse:
+        call = await self.record(request)
+        if (err := self._auth_error(request)) is not None:
+            return err
+        s = self.scripted()
+        if s is not None and s.status:
+            return error_response(s)
+        body = call.json
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("text"), str)
+            or set(body) - {"text", "reply"}
+        ):
+            return web.json_response({"title": "Invalid Request", "detail": "bad body"}, status=400)
+        reply = body.get("reply")
+        if reply is not None and (
+            not isinstance(reply, dict) or not isinstance(reply.get("in_reply_to_tweet_id"), str)
+        ):
+            return web.json_response(
+                {"title": "Invalid Request", "detail": "reply.in_reply_to_tweet_id"}, status=400
+            )
+        if count(body["text"], "x") > 280:
+            return web.json_response(
+                {"title": "Forbidden", "detail": "Your Tweet text is too long."}, status=403
+            )
+        if body["text"] in self._texts:
+            return web.json_response(
+                {
+                    "title": "Forbidden",
+                    "detail": "You are not allowed to create a Tweet with duplicate content.",
+                },
+                status=403,
+            )
+        tid = str(next(self._ids))
+        self.tweets.append({"id": tid, **body})
+        self._texts.add(body["text"])
+        await self.after_record(s, request)
+        return web.json_response(
+            {"data": {"id": tid, "text": body["text"]}}, status=201, headers=self._headers()
+        )
+
+    async def post_dm(self, request: web.Request) -> web.StreamResponse:
+        call = await self.record(request)
+        if (err := self._auth_error(request)) is not None:
+            return err
+        s = self.scripted()
+        if s is not None and s.status:
+            return error_response(s)
+        body = call.json
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"]:
+            return web.json_response(
+                {"title": "Invalid Request", "detail": "text required"}, status=400
+            )
+        pid = request.match_info["participant_id"]
+        eid = str(next(self._ids))
+        self.dms.append({"participant_id": pid, "id": eid, **body})
+        await self.after_record(s, request)
+        return web.json_response(
+            {"data": {"dm_conversation_id": f"{pid}-{self.user_id}", "dm_event_id": eid}},
+            status=201,
+            headers=self._headers(),
+        )

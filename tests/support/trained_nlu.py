@@ -1,0 +1,21 @@
+"""A trained NLU artifact shared by every test run on this machine.
+
+The artifact is keyed by the hash of nlu_data and the encoder (bot.nlu.artifact), so it
+is trained once (~45 s) and then only loaded; a change to the data retrains it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def nlu_data_dir() -> str:
+    """A data_dir whose artifact folder holds the trained model (REPLYDESK_TEST_NLU_DIR)."""
+    d = Path(
+        os.environ.get("REPLYDESK_TEST_NLU_DIR")
+        or Path(tempfile.gettempdir()) / "replydesk-test-nlu"
+    )
+    d.mkdir(parents=True, exist_ok=True)
+    return str(d)

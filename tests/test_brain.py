@@ -1,0 +1,126 @@
+"""The real pipeline with a stub NLU: effects, idempotency per event, hand-back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.brain import Brain
+from bot.conversation import ConversationStore
+from bot.models import Author, InboundEvent
+from escalation.tickets import TicketStore
+from handlers.responses import Responses
+from tests.support.escalation import FakeClock, event
+from tests.support.nlu_values import StubNlu
+
+RESPONSES = Responses.load(Path(__file__).resolve().parents[1] / "nlu_data" / "responses")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def brain(redis: Any, keys: Any, settings: Any, clock: FakeClock) -> Brain:
+    return Brain(
+        redis,
+        keys,
+        settings,
+        StubNlu(),
+        tickets=TicketStore(redis, keys, settings.escalation, clock=clock),
+        responses=RESPONSES,
+        clock=clock,
+    )
+
+
+async def outbox(redis: Any, keys: Any) -> list[dict[str, Any]]:
+    return [json.loads(f[b"reply"]) for _, f in await redis.xrange(keys.outbox)]
+
+
+async def test_faq_answer_is_enqueued_once_even_when_rerun(
+    brain: Brain, redis: Any, keys: Any
+) -> None:
+    ev = event("how do I get a refund?")
+    o1 = await brain.handle(ev)
+    o2 = await brain.handle(ev)  # a worker died before acknowledging: run again
+    assert o1.decision == o2.decision == "answer"
+    assert o1.reply_ids == o2.reply_ids == [f"{ev.key}:0"]
+    sent = await outbox(redis, keys)
+    assert [r["text"] for r in sent] == ["Returns are free within 30 days."]
+    assert o1.reasons["faq_id"] == "return_policy" and o1.reasons["intent"] == "returns_refunds"
+    conv = await ConversationStore(redis, keys, idle_s=60).load("generic", "acme", "42")
+    assert [t.who for t in conv.turns] == ["customer", "bot"]
+    # The context expires after the configured idle time.
+    ttl = await redis.ttl(keys.conv("generic", "acme", "42"))
+    assert 0 < ttl <= brain.settings.dialog.conversation_idle_s
+
+
+async def test_complaint_then_follow_up_then_resolve_hands_back(
+    brain: Brain, redis: Any, keys: Any
+) -> None:
+    complaint = event("@acme worst service ever", kind="mention")
+    o = await brain.handle(complaint)
+    assert o.decision == "escalate" and o.ticket_id and len(o.reply_ids) == 1
+    ack = (await outbox(redis, keys))[0]
+    assert ack["kind"] == "mention" and "DM" in ack["text"] and ack["ticket_id"] == o.ticket_id
+    again = await brain.handle(complaint)
+    assert again.ticket_id == o.ticket_id and again.reply_ids == o.reply_ids
+    follow = event("hello? where is my order", kind="dm")
+    o2 = await brain.handle(follow)
+    assert o2.decision == "append" and o2.ticket_id == o.ticket_id and o2.reply_ids == []
+    await brain.handle(follow)
+    assert len(await outbox(redis, keys)) == 1  # the bot stayed silent
+    lists = await brain.tickets.lists(o.ticket_id or "")
+    assert [m["from"] for m in lists["messages"]] == ["customer", "bot", "customer"]
+    await brain.tickets.resolve(o.ticket_id or "", "ann")
+    o3 = await brain.handle(event("hello there"))
+    assert o3.decision == "answer" and "@alice" in (await outbox(redis, keys))[-1]["text"]
+
+
+async def test_unclear_twice_escalates_low(brain: Brain, redis: Any, keys: Any) -> None:
+    o1 = await brain.handle(event("hmm so about that thing"))
+    assert o1.decision == "answer" and o1.reasons["rule"] == "clarify"
+    o2 = await brain.handle(event("you know, the thing"))
+    assert o2.decision == "escalate" and o2.reasons["rule"] == "unclear_twice"
+    t = await brain.tickets.get(o2.ticket_id or "")
+    assert t is not None and t.priority == "low" and t.reason == "unclear"
+
+
+async def test_decision_replayed_after_a_crash_between_effects(
+    brain: Brain, redis: Any, keys: Any
+) -> None:
+    ev = event("I want to talk to a human")
+    decision = await brain._decide(ev)
+    # The first run stored the decision and died before any effect.
+    await redis.set(keys.ns("decided", ev.key), json.dumps(decision.to_dict()))
+    o = await brain.handle(ev)
+    assert o.decision == "escalate" and len(o.reply_ids) == 1
+    assert brain.nlu.calls == 1  # type: ignore[attr-defined]  # not decided again
+    o_again = await brain.handle(ev)
+    assert o_again.ticket_id == o.ticket_id and len(await outbox(redis, keys)) == 1
+
+
+async def test_spam_ignored_and_follow_events_are_state(
+    brain: Brain, redis: Any, keys: Any
+) -> None:
+    o = await brain.handle(event("转发抽奖 @acme"))
+    assert o.decision == "ignore" and await outbox(redis, keys) == []
+    follow = InboundEvent("weibo", "acme", "follow", "f1", Author("42", "alice"))
+    assert (await brain.handle(follow)).decision == "state"
+    assert await redis.exists(keys.user_state("weibo", "acme", "42"))
+
+
+def test_pipeline_setting_is_validated() -> None:
+    from bot.config import ConfigError
+    from tests.conftest import make_settings
+
+    with pytest.raises(ConfigError, match=r"dialog\.pipeline"):
+        make_settings("redis://127.0.0.1:1/0", **{"dialog.pipeline": "magic"})
+    assert (
+        make_settings("redis://127.0.0.1:1/0", **{"dialog.pipeline": "brain"}).dialog.pipeline
+        == "brain"
+    )

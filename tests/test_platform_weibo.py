@@ -1,0 +1,281 @@
+"""Weibo: the official signature example, push parsing, and replies inside the window."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.app import build_app
+from bot.models import Author, InboundEvent, OutboundReply
+from bot.outbox import sent_record
+from bot.platforms import windows
+from bot.platforms.weibo import encode_data, signature
+from tests.conftest import make_settings
+from tests.fakes import FakeWeibo
+from tests.fakes.harness import (
+    WEIBO_TOKEN,
+    FakeClock,
+    accounts,
+    dead_entries,
+    deliver,
+    inbound_events,
+    make_sender,
+    weibo_query,
+)
+
+TEXT = {
+    "type": "text",
+    "receiver_id": 1902538057,
+    "sender_id": 2489518277,
+    "created_at": "Mon Jul 16 18:09:20 +0800 2012",
+    "text": "the content of a general message",
+    "data": {},
+}
+
+
+def test_official_signature_example() -> None:
+    assert (
+        signature("xyz123xyz", "1397022061823", "57155157")
+        == "90e4c22c90a58f26526c2dd5b6c56c8822edeaa1"
+    )
+
+
+def test_data_encoding_matches_the_official_curl() -> None:
+    assert (
+        encode_data({"text": "纯文本回复"})
+        == "%7B%22text%22%3A%22%E7%BA%AF%E6%96%87%E6%9C%AC%E5%9B%9E%E5%A4%8D%22%7D"
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client, redis_server, redis, tmp_path):  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        redis_server.url, tmp_path, accounts=accounts(weibo_base="http://127.0.0.1:9")
+    )
+    return await aiohttp_client(build_app(settings, role="web"))
+
+
+async def test_handshake_echoes_echostr(client) -> None:  # type: ignore[no-untyped-def]
+    # The official GET: http://yoururl?nonce=57155157&timestamp=1397022061823&echostr=dnPdpTZz85&signature=90e4...
+    resp = await client.get(
+        "/webhooks/weibo/brandwb?nonce=57155157&timestamp=1397022061823&echostr=dnPdpTZz85"
+        "&signature=90e4c22c90a58f26526c2dd5b6c56c8822edeaa1"
+    )
+    assert resp.status == 200 and await resp.text() == "dnPdpTZz85"
+    bad = await client.get(
+        "/webhooks/weibo/brandwb", params={**weibo_query(), "signature": "0" * 40, "echostr": "x"}
+    )
+    assert bad.status == 401
+
+
+async def push(client: Any, payload: dict[str, Any], query: dict[str, str] | None = None) -> Any:
+    q = weibo_query(timestamp=str(payload.get("_ts", "1397022061823"))) if query is None else query
+    return await client.post(
+        "/webhooks/weibo/brandwb", params=q, data=json.dumps(payload, ensure_ascii=False).encode()
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {**weibo_query(), "signature": "deadbeef"},
+        weibo_query(secret="other"),
+        {**weibo_query(), "nonce": "1"},
+    ],
+)
+async def test_bad_signature_is_401_and_stores_nothing(client, redis, keys, query) -> None:  # type: ignore[no-untyped-def]
+    resp = await push(client, TEXT, query)
+    assert resp.status == 401
+    assert await redis.xlen(keys.inbound) == 0
+
+
+async def test_text_becomes_dm_with_derived_id_and_empty_answer(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(2):  # Weibo retries: deduped on sender_id + created_at
+        resp = await push(client, TEXT)
+        assert resp.status == 200 and await resp.read() == b""
+    (ev,) = await inbound_events(redis, keys)
+    assert ev["kind"] == "dm" and ev["event_id"] == "2489518277:Mon Jul 16 18:09:20 +0800 2012"
+    assert ev["author"]["id"] == "2489518277" and ev["text"] == "the content of a general message"
+    assert ev["created_at"] == 1342433360.0
+
+
+async def test_mention_follow_unfollow_and_unknown_types(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    mention = {
+        **TEXT,
+        "type": "mention",
+        "text": "@品牌客服 快递丢了",
+        "created_at": "Mon Jul 16 18:10:00 +0800 2012",
+    }
+    follow = {
+        **TEXT,
+        "type": "event",
+        "text": "关注事件消息",
+        "data": {"subtype": "follow"},
+        "created_at": "Mon Jul 16 18:11:00 +0800 2012",
+    }
+    unfollow = {
+        **follow,
+        "data": {"subtype": "unfollow"},
+        "created_at": "Mon Jul 16 18:12:00 +0800 2012",
+    }
+    menu = {
+        **follow,
+        "data": {"subtype": "click", "key": "menu1"},
+        "created_at": "Mon Jul 16 18:13:00 +0800 2012",
+    }
+    odd = {**TEXT, "type": "hologram", "created_at": "Mon Jul 16 18:14:00 +0800 2012"}
+    own = {**TEXT, "sender_id": 1902538057, "receiver_id": 2489518277}
+    for p in (mention, follow, unfollow, menu, odd, own):
+        assert (await push(client, p)).status == 200
+    evs = await inbound_events(redis, keys)
+    assert [e["kind"] for e in evs] == ["mention", "follow", "unfollow"]
+    assert evs[0]["reply_to_id"] == evs[0]["event_id"] and evs[0]["text"] == "@品牌客服 快递丢了"
+    assert evs[1]["text"] == ""
+
+
+# -- outbound and the reply window ---------------------------------------------
+
+
+@pytest.fixture
+async def fake_weibo(aiohttp_server):  # type: ignore[no-untyped-def]
+    fake = FakeWeibo(token=WEIBO_TOKEN)
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    return fake
+
+
+@pytest.fixture
+async def env(fake_weibo, redis_server, redis, keys, tmp_path):  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        redis_server.url, tmp_path, accounts=accounts(weibo_base=fake_weibo.url)
+    )
+    clock = FakeClock(start=1_700_000_000.0)
+    async with aiohttp.ClientSession() as http:
+        yield settings, clock, http
+
+
+def inbound(kind: str, at: float, n: int = 1) -> InboundEvent:
+    return InboundEvent(
+        platform="weibo",
+        account="brandwb",
+        kind=kind,  # type: ignore[arg-type]
+        event_id=f"2489518277:t{n}",
+        author=Author(id="2489518277", handle=""),
+        text="你好",
+        reply_to_id=f"2489518277:t{n}" if kind == "mention" else None,
+        created_at=at,
+        received_at=at,
+    )
+
+
+def answer(ev: InboundEvent, text: str = "纯文本回复", n: int = 0) -> OutboundReply:
+    return OutboundReply.answering(ev, text, n=n)
+
+
+async def test_dm_reply_in_window_is_sent_form_encoded(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http = env
+    ev = inbound("dm", clock.now - 3600)
+    await windows.record(redis, keys, ev)
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, answer(ev))
+    (call,) = fake_weibo.calls
+    assert call.query == {"access_token": WEIBO_TOKEN}
+    assert call.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    # Byte for byte the official curl's body (receiver_id, type, data).
+    assert call.body.decode() == (
+        "receiver_id=2489518277&type=text&data=%7B%22text%22%3A%22%E7%BA%AF%E6%96%87%E6%9C%AC%E5%9B%9E%E5%A4%8D%22%7D"
+    )
+    rec = await sent_record(redis, keys, answer(ev).reply_id)
+    assert rec is not None and rec["platform_id"] == fake_weibo.messages[0]["id"]
+    # The window is unlimited for 48 h: a second reply to the same DM goes out too.
+    await deliver(sender, answer(ev, "第二条", n=1))
+    assert len(fake_weibo.messages) == 2
+
+
+async def test_mention_gets_exactly_one_reply(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http = env
+    ev = inbound("mention", clock.now - 60)
+    await windows.record(redis, keys, ev)
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, answer(ev))
+    await deliver(sender, answer(ev, "again", n=1))
+    assert [m["text"] for m in fake_weibo.messages] == ["纯文本回复"]
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"] == windows.REASONS["mention_used"]
+
+
+async def test_expired_window_calls_hook_not_api(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http = env
+    ev = inbound("dm", clock.now - 48 * 3600 - 1)
+    await windows.record(redis, keys, ev)
+    notes: list[tuple[str, str]] = []
+
+    async def note(r: OutboundReply, reason: str) -> None:
+        notes.append((r.reply_id, reason))
+
+    sender = make_sender(settings, redis, keys, http, clock, on_undeliverable=note)
+    await deliver(sender, answer(ev))
+    assert fake_weibo.calls == []
+    assert notes == [(answer(ev).reply_id, windows.REASONS["expired"])]
+    assert await redis.xlen(keys.dead) == 0
+    pending = await redis.xpending(keys.outbox, keys.SENDERS)
+    assert pending["pending"] == 0
+
+
+async def test_unfollow_closes_window_and_default_is_dead_letter(
+    env, fake_weibo, redis, keys
+) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http = env
+    dm = inbound("dm", clock.now - 600)
+    await windows.record(redis, keys, dm)
+    await windows.record(redis, keys, inbound("unfollow", clock.now - 300, n=2))
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, answer(dm))
+    assert fake_weibo.calls == []
+    (dead,) = await dead_entries(redis, keys)
+    assert (
+        dead["error"]
+        == windows.REASONS["unfollowed"]
+        == "reply window closed: the user unfollowed the account"
+    )
+    # Following again reopens it.
+    await windows.record(redis, keys, inbound("follow", clock.now - 10, n=3))
+    await deliver(sender, answer(dm, "welcome back", n=1))
+    assert [m["text"] for m in fake_weibo.messages] == ["welcome back"]
+
+
+async def test_failed_mention_reply_gives_the_credit_back(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http = env
+    ev = inbound("mention", clock.now - 60)
+    await windows.record(redis, keys, ev)
+    fake_weibo.fail_next(400, {"error": "receiver invalid", "error_code": 20003})
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, answer(ev))
+    (dead,) = await dead_entries(redis, keys)
+    assert "error_code=20003" in dead["error"] and "receiver invalid" in dead["error"]
+    state = await windows.describe(redis, keys, "weibo", "brandwb", "2489518277", now=clock.now)
+    assert state["mentions_answerable"] == ["2489518277:t1"]
+
+
+async def test_rate_limit_error_code_is_retried(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http = env
+    ev = inbound("dm", clock.now - 60)
+    await windows.record(redis, keys, ev)
+    fake_weibo.fail_next(403, {"error": "User requests out of rate limit!", "error_code": 10023})
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, answer(ev))
+    assert len(fake_weibo.messages) == 1 and await redis.xlen(keys.dead) == 0
+
+
+async def test_long_reply_fits_under_300(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http = env
+    ev = inbound("dm", clock.now - 60)
+    await windows.record(redis, keys, ev)
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, answer(ev, "您的包裹正在派送中，请耐心等待。" * 40))
+    (msg,) = fake_weibo.messages
+    assert len(str(msg["text"])) < 300 and str(msg["text"]).endswith("详情请回复我们")

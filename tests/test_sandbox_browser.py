@@ -1,0 +1,156 @@
+"""The customer sandbox in headless chromium, through the real pipeline.
+
+The first test runs the real brain (embedded NLU trained from nlu_data, the handlers,
+the ticket store): a FAQ in English and in Chinese answered by the bot, a complaint
+escalated with a ticket link, and an agent's answer from the console arriving back in
+the sandbox. The NLU artifact is shared per machine (tests/support/trained_nlu.py), so
+only the first run on a machine trains it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as sync_redis
+
+from tests.conftest import make_settings
+from tests.support.browser import (
+    LiveServer,
+    RulePipeline,
+    chromium,
+    csp_violations,
+    sandbox_accounts,
+    shot,
+)
+from tests.support.trained_nlu import nlu_data_dir
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _expect(timeout_ms: int = 15_000) -> Any:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=timeout_ms)
+    return expect
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as b:
+        yield b
+
+
+def _flush(url: str) -> None:
+    c = sync_redis.Redis.from_url(url)
+    c.flushall()
+    c.close()
+
+
+def _send(page: Any, text: str, *, kind: str = "a direct message") -> None:
+    page.get_by_label(kind).check()
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_role("button", name="Send").click()
+
+
+def test_real_pipeline_faq_complaint_and_agent_answer(browser: Any, redis_server: Any) -> None:
+    expect = _expect()
+    _flush(redis_server.url)
+    settings = make_settings(
+        redis_server.url,
+        nlu_data_dir(),  # redis.data_dir: where the trained NLU artifact is kept
+        **{
+            "accounts": sandbox_accounts(),
+            "sandbox.enabled": True,
+            "dialog.pipeline": "brain",
+            "dialog.responses_path": str(ROOT / "nlu_data" / "responses"),
+            "nlu.data_path": str(ROOT / "nlu_data"),
+        },
+    )
+    with LiveServer(settings) as srv:
+        token = srv.add_agent("ann", "supervisor")
+        customer = browser.new_context(viewport={"width": 1100, "height": 860}).new_page()
+        csp = csp_violations(customer)
+        customer.goto(f"{srv.url}/sandbox")
+
+        # A FAQ, answered by the bot through webhook → stream → worker → outbox → sandbox.
+        _send(customer, "What are your opening hours?")
+        expect(customer.locator(".msg-bot .msg-text")).to_contain_text("10:00-22:00")
+        expect(customer.locator(".outcome").first).to_have_text("Answered by the bot")
+
+        # A complaint: escalated, with the ticket's link.
+        _send(
+            customer,
+            "My order arrived broken and nobody answers. This is terrible, I want a refund!",
+        )
+        outcome = customer.locator(".outcome").nth(1)
+        expect(outcome).to_contain_text("Escalated to an agent")
+        tid = outcome.locator("a.ticket-link").inner_text().removeprefix("ticket ")
+        assert re.fullmatch(r"T\d+", tid)
+
+        # The agent follows the link, signs in, lands on the ticket and answers.
+        agent = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        agent.goto(f"{srv.url}/console/tickets/{tid}")
+        agent.get_by_label("Agent token").fill(token)
+        agent.get_by_role("button", name="Sign in").click()
+        expect(agent.locator("#ticket-title")).to_have_text(f"Ticket {tid}")
+        expect(agent.locator("#conversation .msg-customer")).to_contain_text("arrived broken")
+        expect(agent.locator("#reasons")).to_contain_text("negativity")
+        agent.get_by_label("direct message").check()
+        agent.get_by_label("Message", exact=True).fill(
+            "I'm sorry about that! A replacement ships today, no need to return the broken one."
+        )
+        agent.get_by_role("button", name="Send reply").click()
+        expect(customer.locator(".msg-agent .msg-text")).to_contain_text(
+            "A replacement ships today"
+        )
+        shot(customer, "sandbox-real-pipeline")
+        shot(agent, "console-ticket-real-pipeline")
+
+        # The Chinese, Weibo-like account answers in Chinese.
+        customer.get_by_label("Brand account").select_option("acme-cn")
+        expect(customer.locator("#messages .msg")).to_have_count(0)
+        _send(customer, "营业时间是几点")
+        expect(customer.locator(".msg-bot .msg-text")).to_contain_text("10:00-22:00营业")
+        expect(customer.locator(".msg-bot .msg-text")).to_have_attribute("lang", "zh")
+        shot(customer, "sandbox-chinese-account")
+        assert not csp, csp
+        customer.context.close()
+        agent.context.close()
+
+
+def test_switching_account_and_new_customer(
+    browser: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    expect = _expect()
+    _flush(redis_server.url)
+    settings = make_settings(
+        redis_server.url, tmp_path, **{"accounts": sandbox_accounts(), "sandbox.enabled": True}
+    )
+    with LiveServer(settings, pipeline_factory=RulePipeline) as srv:
+        page = browser.new_context().new_page()
+        page.goto(f"{srv.url}/sandbox")
+        page.get_by_role("button", name="a FAQ").click()
+        expect(page.get_by_label("Message", exact=True)).to_have_value(
+            "What are your opening hours?"
+        )
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator(".msg-bot")).to_have_count(1)
+        page.get_by_label("Brand account").select_option("acme-cn")
+        expect(page.locator("#messages .msg")).to_have_count(0)
+        page.get_by_role("button", name="a FAQ").click()
+        expect(page.get_by_label("Message", exact=True)).to_have_value("你们的营业时间是什么？")
+        page.get_by_label("Brand account").select_option("acme")
+        expect(page.locator(".msg-bot")).to_have_count(1)  # the conversation is kept per account
+        page.reload()
+        expect(page.locator(".msg-bot")).to_have_count(1)  # and across reloads
+        page.get_by_role("button", name="New customer").click()
+        expect(page.locator("#compose-status")).to_have_text("You are a new customer now.")
+        expect(page.locator("#messages .msg")).to_have_count(0)
+        page.reload()
+        expect(page.locator("#messages .msg")).to_have_count(0)
+        page.context.close()

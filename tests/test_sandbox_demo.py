@@ -1,0 +1,80 @@
+"""The demo bootstrap (``make run``): sandbox accounts, a persisted secret, a supervisor token."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from bot.app import build_app
+from bot.demo import DEMO_AGENT, SECRETS_FILE, enable_demo, install_demo
+from escalation.agents import AgentStore
+from tests.conftest import make_settings
+
+
+def test_enable_demo_adds_accounts_with_a_persisted_secret(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    s = make_settings(redis_server.url, tmp_path, accounts=[])
+    assert s.sandbox.enabled is False  # off unless configured
+    enable_demo(s)
+    assert s.sandbox.enabled
+    accounts = {a.id: a for a in s.accounts}
+    assert set(accounts) == {"acme", "acme-cn"}
+    assert {a.platform for a in accounts.values()} == {"sandbox"}
+    assert (
+        accounts["acme"].options["like"] == "x" and accounts["acme-cn"].options["like"] == "weibo"
+    )
+    assert accounts["acme-cn"].language == "zh"
+    path = tmp_path / SECRETS_FILE
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    secret = accounts["acme"].secret("signing_secret")
+    assert json.loads(path.read_text())["signing_secret"] == secret
+
+    again = make_settings(redis_server.url, tmp_path, accounts=[])
+    enable_demo(again)
+    assert again.account("acme").secret("signing_secret") == secret  # type: ignore[union-attr]
+
+
+def test_enable_demo_keeps_configured_accounts(redis_server: Any, tmp_path: Path) -> None:
+    s = make_settings(redis_server.url, tmp_path)  # has a generic "acme"
+    enable_demo(s)
+    assert s.account("acme").platform == "generic"  # type: ignore[union-attr]
+    assert s.account("acme-cn").platform == "sandbox"  # type: ignore[union-attr]
+
+
+async def test_install_demo_prints_addresses_and_a_working_token(
+    aiohttp_client: Any, redis_server: Any, redis: Any, keys: Any, tmp_path: Path
+) -> None:
+    s = make_settings(redis_server.url, tmp_path, accounts=[])
+    s.server.port = 8123
+    enable_demo(s)
+    out = io.StringIO()
+    app = build_app(s, role="web")
+    install_demo(app, out=out)
+    client = await aiohttp_client(app)
+    text = out.getvalue()
+    assert "http://127.0.0.1:8123/sandbox" in text and "http://127.0.0.1:8123/console" in text
+    token = re.search(r"\((demo-supervisor)\): (\S+)", text).group(2)  # type: ignore[union-attr]
+    agent = await AgentStore(redis, keys).by_token(token)
+    assert agent is not None and agent.name == DEMO_AGENT and agent.is_supervisor
+    assert (await client.get("/sandbox")).status == 200
+    await client.close()
+
+    # A restart prints the same token; a lost state file gets a fresh one.
+    out2 = io.StringIO()
+    app2 = build_app(s, role="web")
+    install_demo(app2, out=out2)
+    await (await aiohttp_client(app2)).close()
+    assert token in out2.getvalue()
+    (tmp_path / SECRETS_FILE).unlink()
+    out3 = io.StringIO()
+    app3 = build_app(s, role="web")
+    install_demo(app3, out=out3)
+    await (await aiohttp_client(app3)).close()
+    assert token not in out3.getvalue()
+    assert await AgentStore(redis, keys).by_token(token) is None

@@ -1,0 +1,326 @@
+"""Scale-out: two web and two worker processes on one Redis, a burst of events, one
+worker SIGKILLed mid-burst, and still exactly one reply per event.
+
+The processes are real ``replydesk`` CLI runs (``serve --role web|worker``) configured by
+a YAML file; the platform is a fake generic API in this test process that records every
+POST and, as the generic format documents, treats ``Idempotency-Key`` as the reply's
+identity.
+
+* ``echo``: the workers run the echo pipeline of tests/support/scale_proc.py (the real
+  CLI and app, a deterministic brain: one reply per event), so the assertions are exact;
+* ``brain``: unmodified
+  ``replydesk serve --role worker`` with the real pipeline; every reply the outcomes name
+  is published exactly once and nothing else is. It uses the NLU artifact shared by
+  every test run on the machine (tests/support/trained_nlu.py): the first run on a fresh
+  machine trains it (about a minute); later runs take about 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from bot.pipeline import Outcome
+from bot.redis import Keys
+from tests.conftest import GENERIC_SECRET
+from tests.support.redis_server import free_port
+from tests.support.trained_nlu import nlu_data_dir
+from tests.support.webhooks import generic_event, signed
+
+ROOT = Path(__file__).resolve().parent.parent
+N_EVENTS = 200
+KEYS = Keys("{rd}")  # the hash-tagged prefix a Redis Cluster deployment uses
+# For the brain: questions it answers from the FAQ bank, greetings, and a complaint.
+TEXTS = [
+    "what is your return policy?",
+    "how long does shipping take?",
+    "hi there",
+    "你们的退货政策是什么？",
+    "my order arrived broken and nobody answers, terrible service",
+]
+
+
+class FakePlatform:
+    """The generic platform's reply endpoint: records posts, dedupes on Idempotency-Key."""
+
+    def __init__(self) -> None:
+        self.posts: Counter[str] = Counter()
+        self.published: dict[str, str] = {}
+
+    async def replies(self, request: web.Request) -> web.Response:
+        key = request.headers["Idempotency-Key"]
+        body = await request.json()
+        self.posts[key] += 1
+        self.published.setdefault(key, body["text"])
+        return web.json_response({"id": f"p-{key}"})
+
+
+class Proc:
+    def __init__(
+        self, name: str, role: str, port: int, proc: asyncio.subprocess.Process, log: Path
+    ) -> None:
+        self.name, self.role, self.port, self.proc, self.log = name, role, port, proc, log
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+async def start(name: str, role: str, config: Path, tmp: Path, module: str) -> Proc:
+    port = free_port()
+    log = tmp / f"{name}.log"
+    env = {**os.environ, "SCALE_DELAY_S": "0.1", "PYTHONPATH": str(ROOT)}
+    env.pop("REDIS_URL", None)
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, "--config", str(config),
+            "serve", "--role", role, "--host", "127.0.0.1", "--port", str(port),
+            cwd=ROOT, env=env, stdout=out, stderr=out,
+        )  # fmt: skip
+    return Proc(name, role, port, proc, log)
+
+
+async def wait_until(
+    pred: Callable[[], Awaitable[bool]], what: str, within_s: float = 30.0
+) -> None:
+    deadline = time.monotonic() + within_s
+    while not await pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def ready(http: aiohttp.ClientSession, p: Proc) -> bool:
+    assert p.proc.returncode is None, f"{p.name} exited:\n{p.log.read_text()[-3000:]}"
+    try:
+        async with http.get(p.url + "/readyz") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def group(redis: Any, stream: str, name: bytes) -> dict[str, Any]:
+    for g in await redis.xinfo_groups(stream):
+        if g["name"] == name:
+            return dict(g)
+    return {"pending": 0, "lag": 0, "entries-read": 0}
+
+
+async def acked(redis: Any) -> int:
+    g = await group(redis, KEYS.inbound, b"workers")
+    return int(g.get("entries-read") or 0) - int(g["pending"])
+
+
+async def pending_of(redis: Any, pid: int) -> int:
+    """Entries the process's consumers (named ...-<pid>-...) hold."""
+    held = 0
+    for stream, grp in ((KEYS.inbound, "workers"), (KEYS.outbox, "senders")):
+        for c in await redis.xinfo_consumers(stream, grp):
+            if f"-{pid}-" in c["name"].decode():
+                held += int(c["pending"])
+    return held
+
+
+def write_config(path: Path, redis_url: str, api_base: str, extra: dict[str, Any]) -> None:
+    cfg: dict[str, Any] = {
+        "log_level": "info",
+        "redis": {"url": redis_url, "data_dir": str(path.parent / "var"), "key_prefix": "{rd}"},
+        "worker": {
+            "concurrency": 8,
+            "visibility_timeout_s": 1.0,
+            "claim_interval_s": 0.2,
+            "block_ms": 100,
+            "max_attempts": 5,
+        },
+        "dialog": {"pipeline": "pass-through"},
+        "accounts": [
+            {
+                "id": "acme",
+                "platform": "generic",
+                "user_id": "1000",
+                "handle": "acme",
+                "api_base": api_base,
+                "secrets": {"signing_secret": GENERIC_SECRET},
+            }
+        ],
+    }
+    for dotted, value in extra.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+
+
+async def stop_all(procs: list[Proc]) -> list[int | None]:
+    """SIGTERM every process still running; SIGKILL what has not exited after 30 s."""
+    for p in procs:
+        if p.proc.returncode is None:
+            p.proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(p.proc.wait() for p in procs)), timeout=30)
+    codes = [p.proc.returncode for p in procs]
+    for p in procs:
+        if p.proc.returncode is None:
+            p.proc.send_signal(signal.SIGUSR1)  # scale_proc prints its tasks' stacks
+            await asyncio.sleep(1.0)
+            p.proc.kill()
+            await p.proc.wait()
+            with p.log.open("a") as f:
+                f.write("\n[test] did not exit within 30 s of SIGTERM\n")
+    return codes
+
+
+@pytest.fixture
+async def platform(aiohttp_server: Any) -> tuple[FakePlatform, str]:
+    fake = FakePlatform()
+    app = web.Application()
+    app.router.add_post("/replies", fake.replies)
+    server = await aiohttp_server(app)
+    return fake, str(server.make_url(""))
+
+
+async def burst_with_a_killed_worker(
+    redis: Any, fake: FakePlatform, config: Path, tmp: Path, *, worker_module: str
+) -> dict[str, Outcome]:
+    """Run the scenario; returns each event's outcome after everything settled."""
+    procs = await asyncio.gather(
+        start("web-1", "web", config, tmp, "bot.cli"),
+        start("web-2", "web", config, tmp, "bot.cli"),
+        start("worker-1", "worker", config, tmp, worker_module),
+        start("worker-2", "worker", config, tmp, worker_module),
+    )
+    webs = [p for p in procs if p.role == "web"]
+    victim, survivor = (p for p in procs if p.role == "worker")
+    try:
+        async with aiohttp.ClientSession() as http:
+            for p in procs:
+                await wait_until(lambda p=p: ready(http, p), f"{p.name} /readyz", within_s=60)
+
+            sem = asyncio.Semaphore(32)
+
+            async def post(i: int, web_proc: Proc) -> None:
+                event = generic_event(f"e{i}", TEXTS[i % len(TEXTS)], author_id=str(5000 + i))
+                body, headers = signed(GENERIC_SECRET, event)
+                url = web_proc.url + "/webhooks/generic/acme"
+                async with sem, http.post(url, data=body, headers=headers) as r:
+                    assert r.status == 200, await r.text()
+
+            # First half of the burst, spread over both web processes.
+            await asyncio.gather(*(post(i, webs[i % 2]) for i in range(N_EVENTS // 2)))
+
+            # Kill one worker while it holds events.
+            async def victim_busy() -> bool:
+                return await acked(redis) >= 20 and await pending_of(redis, victim.proc.pid) > 0
+
+            await wait_until(victim_busy, "the victim to hold events after the first 20")
+            victim.proc.send_signal(signal.SIGKILL)
+            await victim.proc.wait()
+            held = await pending_of(redis, victim.proc.pid)
+            assert held > 0, "the killed worker held no entries: the kill was not mid-burst"
+
+            # Second half, plus the platform redelivering every 7th event to the other web.
+            await asyncio.gather(
+                *(post(i, webs[i % 2]) for i in range(N_EVENTS // 2, N_EVENTS)),
+                *(post(i, webs[(i + 1) % 2]) for i in range(0, N_EVENTS, 7)),
+            )
+
+            async def settled() -> bool:
+                inbound = await group(redis, KEYS.inbound, b"workers")
+                outbox = await group(redis, KEYS.outbox, b"senders")
+                return (
+                    await acked(redis) >= N_EVENTS
+                    and inbound["pending"] == 0
+                    and outbox["pending"] == 0
+                    and not outbox.get("lag")
+                )
+
+            await wait_until(settled, "every event handled and every reply sent", within_s=90)
+
+            # Every surviving process serves its own /metrics.
+            for p in (*webs, survivor):
+                async with http.get(p.url + "/metrics") as r:
+                    assert r.status == 200 and "replydesk_stream_lag" in await r.text()
+    finally:
+        codes = await stop_all(procs)
+    logs = {p.name: p.log.read_text()[-2000:] for p in procs}
+    assert [codes[0], codes[1], codes[3]] == [0, 0, 0], logs  # graceful drain on SIGTERM
+
+    # No loss: every event stored once (redeliveries deduped) and handled once to the end.
+    assert await redis.xlen(KEYS.inbound) == N_EVENTS
+    assert await redis.xlen(KEYS.dead) == 0, await redis.xrange(KEYS.dead)
+    outcomes = {}
+    for i in range(N_EVENTS):
+        raw = await redis.get(KEYS.outcome(f"generic:acme:e{i}"))
+        assert raw is not None, f"event e{i} has no outcome"
+        outcomes[f"e{i}"] = Outcome.from_json(raw)
+    # No double reply: the platform saw each reply id the outcomes name, once (a second
+    # POST with the same Idempotency-Key is an idempotent resend the platform absorbs).
+    expected = {r for o in outcomes.values() for r in o.reply_ids}
+    assert set(fake.published) == expected
+    assert set(Counter(fake.posts.values())) <= {1, 2}, fake.posts
+    return outcomes
+
+
+@pytest.mark.timeout(150)
+async def test_echo_pipeline_two_webs_two_workers_kill_one(
+    redis_server: Any, redis: Any, platform: tuple[FakePlatform, str], tmp_path: Path
+) -> None:
+    fake, api_base = platform
+    config = tmp_path / "replydesk.yml"
+    write_config(config, redis_server.url, api_base, {})
+    outcomes = await burst_with_a_killed_worker(
+        redis, fake, config, tmp_path, worker_module="tests.support.scale_proc"
+    )
+    assert all(o.decision == "answer" and len(o.reply_ids) == 1 for o in outcomes.values())
+    assert len(fake.published) == N_EVENTS
+    assert all(fake.published[f"generic:acme:{e}:0"] == f"echo {e}" for e in outcomes)
+    handled = await redis.hgetall(KEYS.ns("test", "handled"))
+    assert len(handled) == N_EVENTS  # only the killed worker's events ran twice
+
+
+@pytest.mark.timeout(300)
+async def test_real_pipeline_two_webs_two_workers_kill_one(
+    redis_server: Any, redis: Any, platform: tuple[FakePlatform, str], tmp_path: Path
+) -> None:
+    from bot.config import NluConfig
+    from bot.nlu.artifact import load_or_train
+
+    data_dir = nlu_data_dir()
+    cfg = NluConfig()
+    # Train (first run on this machine) or just check the shared artifact, off the loop.
+    await asyncio.to_thread(
+        load_or_train, ROOT / "nlu_data", Path(data_dir) / "nlu", cfg.encoder, cfg.runtime
+    )
+    fake, api_base = platform
+    config = tmp_path / "replydesk.yml"
+    write_config(
+        config,
+        redis_server.url,
+        api_base,
+        {
+            "redis.data_dir": data_dir,
+            "dialog.pipeline": "brain",
+            "nlu.train_on_start": False,
+            "nlu.data_path": str(ROOT / "nlu_data"),
+        },
+    )
+    outcomes = await burst_with_a_killed_worker(
+        redis, fake, config, tmp_path, worker_module="bot.cli"
+    )
+    decisions = Counter(o.decision for o in outcomes.values())
+    assert decisions["answer"] >= N_EVENTS // 2, decisions  # FAQ questions and greetings
+    assert decisions["escalate"] >= 1, decisions  # the complaints

@@ -1,0 +1,368 @@
+"""The sender's reliability: retries and backoff, Retry-After, permanent errors, rate
+limits, and exactly one reply when a sender dies between sending and acknowledging."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot import metrics
+from bot.outbox import enqueue_reply, sent_record
+from bot.ratelimit import Limit, RateLimiter, parse_rate_headers, retry_after
+from bot.streams import list_dead, replay_dead
+from tests.conftest import make_settings
+from tests.fakes import FakeMastodon, FakeX, max_in_window
+from tests.fakes.harness import (
+    MASTO_TOKEN,
+    X_TOKEN,
+    FakeClock,
+    accounts,
+    dead_entries,
+    deliver,
+    make_sender,
+    reply,
+)
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+async def fakes(aiohttp_server):  # type: ignore[no-untyped-def]
+    x = FakeX(token=X_TOKEN)
+    m = FakeMastodon(token=MASTO_TOKEN)
+    sx = await aiohttp_server(x.app)
+    sm = await aiohttp_server(m.app)
+    m.base_url = str(sm.make_url("")).rstrip("/")
+    return x, m, str(sx.make_url("")).rstrip("/"), m.base_url
+
+
+@pytest.fixture
+async def env(fakes, redis_server, redis, keys, tmp_path):  # type: ignore[no-untyped-def]
+    x, m, xu, mu = fakes
+    settings = make_settings(redis_server.url, tmp_path, accounts=accounts(xu, masto_base=mu))
+    clock = FakeClock()
+    async with aiohttp.ClientSession() as http:
+        yield settings, clock, http, x, m
+
+
+def mention(n: str = "e1", **kw: Any):  # type: ignore[no-untyped-def]
+    return reply("x", "brandx", "mention", event=n, in_reply_to_id="1050118621198921728", **kw)
+
+
+async def test_429_waits_for_retry_after_then_sends_once(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    x.fail_next(429, {"title": "Too Many Requests"}, headers={"Retry-After": "7"})
+    before = sample("replydesk_outbound_retries_total", platform="x")
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention())
+    assert len(x.calls) == 2 and len(x.tweets) == 1
+    assert sum(clock.sleeps) >= 7  # waited at least what the platform asked
+    assert sample("replydesk_outbound_retries_total", platform="x") == before + 1
+    assert await sent_record(redis, keys, mention().reply_id) is not None
+
+
+async def test_repeated_429s_are_waits_not_failures(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    n = settings.worker.max_attempts + 2
+    x.fail_next(429, {"title": "Too Many Requests"}, headers={"Retry-After": "60"}, times=n)
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention())
+    assert len(x.calls) == n + 1 and len(x.tweets) == 1 and await redis.xlen(keys.dead) == 0
+    assert sum(clock.sleeps) >= 60 * n
+
+
+async def test_429_with_reset_header_blocks_the_endpoint(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    reset = clock.now + 120
+    x.fail_next(
+        429,
+        {"title": "Too Many Requests"},
+        headers={"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(reset))},
+    )
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention())
+    assert len(x.tweets) == 1
+    assert x.calls[1].at >= x.calls[0].at and clock.now >= int(reset) - 1
+
+
+async def test_5xx_retries_with_backoff_then_succeeds(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    x.fail_next(503, {"title": "Service Unavailable"}, times=2)
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention())
+    assert len(x.calls) == 3 and len(x.tweets) == 1
+    # exponential with jitter: try n waits in [base*2^(n-1)/2, base*2^(n-1)], base 0.5 s
+    assert 0.25 <= clock.sleeps[0] <= 0.5 and 0.5 <= clock.sleeps[1] <= 1.0
+    assert await redis.xlen(keys.dead) == 0
+
+
+async def test_5xx_until_out_of_attempts_goes_dead(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    x.fail_next(500, {"title": "Internal Error"}, times=10)
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention())
+    assert len(x.calls) == settings.worker.max_attempts
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("HTTP 500") and dead["source"] == "outbox"
+
+
+async def test_permanent_4xx_goes_dead_with_platform_error_no_retry(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention("e1", text="same words"))
+    before = sample("replydesk_outbound_errors_total", platform="x", status_class="4xx")
+    await deliver(sender, mention("e2", text="same words"))  # X refuses duplicate content
+    assert len(x.calls) == 2 and clock.sleeps == []
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"] == (
+        "HTTP 403: title=Forbidden; detail=You are not allowed to create a Tweet with duplicate content."
+    )
+    assert sample("replydesk_outbound_errors_total", platform="x", status_class="4xx") == before + 1
+    assert await sent_record(redis, keys, mention("e2").reply_id) is None
+
+
+async def test_intent_and_result_recorded_but_not_acked_is_not_resent(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    sender = make_sender(settings, redis, keys, http, clock)
+    r = mention()
+    # A sender that sent and recorded, then died before XACK: simulate its last write.
+    await redis.set(keys.sending(r.reply_id), json.dumps({"at": clock.now}))
+    await redis.set(keys.sent(r.reply_id), json.dumps({"platform_id": "123", "sent_at": clock.now}))
+    await deliver(sender, r)
+    assert x.calls == []
+    assert (await redis.xpending(keys.outbox, keys.SENDERS))["pending"] == 0
+
+
+async def test_intent_without_result_on_x_is_dead_not_resent(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    sender = make_sender(settings, redis, keys, http, clock)
+    r = mention()
+    await redis.set(keys.sending(r.reply_id), json.dumps({"at": clock.now - 5}))
+    await deliver(sender, r)
+    assert x.calls == []
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("delivery unknown:") and "Check the x account" in dead["error"]
+
+
+async def test_replaying_an_unknown_delivery_sends_it(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """After a human checked the account and replays the dead letter, it is sent."""
+    settings, clock, http, x, _ = env
+    sender = make_sender(settings, redis, keys, http, clock)
+    r = mention()
+    await enqueue_reply(redis, keys, r)
+    ((first_id, _),) = await redis.xrange(keys.outbox)
+    intent = {"at": clock.now - 5, "msg_id": first_id.decode()}  # what a dead sender left
+    await redis.set(keys.sending(r.reply_id), json.dumps(intent))
+    await deliver(sender)
+    assert x.calls == []
+    (dead_id, _), *_ = await list_dead(redis, keys)
+    await replay_dead(redis, keys, dead_id)
+    await deliver(sender)
+    assert len(x.tweets) == 1 and await sent_record(redis, keys, r.reply_id) is not None
+
+
+async def test_intent_without_result_on_mastodon_resends_with_same_key(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, _, m = env
+    sender = make_sender(settings, redis, keys, http, clock)
+    r = reply("mastodon", "brandm", "mention", recipient_handle="alice", in_reply_to_id="9")
+    m.hang_next()  # the instance posts it, but the answer never arrives
+    task = asyncio.create_task(deliver(sender, r))
+    await asyncio.wait_for(m.hanging.wait(), 5)
+    task.cancel()  # the sender "crashes" while waiting for the answer
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await redis.get(keys.sending(r.reply_id)) is not None
+    # Another sender takes the entry over after the visibility timeout.
+    claimer = make_sender(settings, redis, keys, http, clock, consumer="sender-2")
+    await asyncio.sleep(settings.worker.visibility_timeout_s + 0.1)
+    claimed = await redis.xautoclaim(keys.outbox, keys.SENDERS, "sender-2", 0, count=10)
+    for msg_id, fields in claimed[1]:
+        await claimer.handle_entry(
+            msg_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}
+        )
+    posts = m.calls_to("/api/v1/statuses")
+    assert len(posts) == 2 and {c.headers["Idempotency-Key"] for c in posts} == {r.reply_id}
+    assert len(m.statuses) == 1  # the instance deduplicated the resend
+    rec = await sent_record(redis, keys, r.reply_id)
+    assert rec is not None and rec["platform_id"] == m.statuses[0]["id"]
+
+
+async def test_connection_lost_after_send_on_x_is_unknown(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    x.drop_next()
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention())
+    assert len(x.tweets) == 1 and len(x.calls) == 1  # posted once, never again
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("delivery unknown: ServerDisconnectedError")
+
+
+async def test_unreachable_platform_is_retried_then_dead(
+    redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.redis_server import free_port
+
+    settings = make_settings(
+        redis_server.url, tmp_path, accounts=accounts(f"http://127.0.0.1:{free_port()}")
+    )
+    clock = FakeClock()
+    async with aiohttp.ClientSession() as http:
+        sender = make_sender(settings, redis, keys, http, clock)
+        await deliver(sender, mention())
+    (dead,) = await dead_entries(redis, keys)
+    assert (
+        "ClientConnectorError" in dead["error"]
+        and len(clock.sleeps) == settings.worker.max_attempts - 1
+    )
+
+
+# -- a real process killed between the platform call and the acknowledgement ----
+
+SENDER_PROC = "tests.fakes.sender_proc"
+
+
+def _spawn_sender(redis_url: str, x_base: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REDIS_URL": redis_url, "X_BASE": x_base}
+    return subprocess.Popen([sys.executable, "-m", SENDER_PROC], env=env, cwd=os.getcwd())
+
+
+async def test_sigkill_between_send_and_ack_never_sends_twice(
+    env, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    x.hang_next()  # X posts the tweet, the answer never reaches the sender
+    r = mention()
+    await enqueue_reply(redis, keys, r)
+    proc = _spawn_sender(redis_server.url, settings.accounts[0].api_base)
+    try:
+        await asyncio.wait_for(x.hanging.wait(), 20)
+        assert await redis.get(keys.sending(r.reply_id)) is not None  # intent recorded first
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # A fresh sender picks the entry up after the visibility timeout.
+    sender = make_sender(settings, redis, keys, http, clock, consumer="sender-after")
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender.run(stop))
+    deadline = time.monotonic() + 15
+    while await redis.xlen(keys.dead) == 0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert len(x.tweets) == 1 and len(x.calls_to("/2/tweets")) == 1
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("delivery unknown:")
+
+
+# -- rate limits ----------------------------------------------------------------
+
+
+async def test_bucket_never_exceeds_the_limit_in_any_window(redis, keys) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock(start=1000.0)
+    rl = RateLimiter(redis, keys, clock=clock.time, sleep=clock.sleep)
+    lim = [Limit("tweets", 10, 60, burst=3)]
+    grants = []
+    for _ in range(40):
+        await rl.acquire("acct", lim, platform="x")
+        grants.append(clock.now)
+    assert max_in_window(grants, 60) <= 10
+    assert grants[2] == 1000.0 and grants[3] > 1000.0  # the burst, then the refill rate
+    # ...and then steadily at (limit - burst) / window: 37 more at 7 per minute.
+    assert abs((grants[-1] - grants[0]) - 37 * 60 / 7) < 1
+
+
+async def test_multiple_buckets_are_charged_together(redis, keys) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock(start=0.0)
+    rl = RateLimiter(redis, keys, clock=clock.time, sleep=clock.sleep)
+    short, long = Limit("tweets", 5, 10, burst=5), Limit("tweets_3h", 6, 100, burst=6)
+    assert [await rl.try_acquire("a", [short, long]) for _ in range(6)][:5] == [0.0] * 5
+    # The 6th is refused by the short bucket; the long one was not charged for it.
+    waited = await rl.acquire("a", [short, long])
+    assert waited > 0
+    assert await rl.try_acquire("a", [long]) > 0  # 6 of 6 taken: 5 + the waited one
+
+
+async def test_server_headers_block_until_reset(redis, keys) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock(start=1_700_000_000.0)
+    rl = RateLimiter(redis, keys, clock=clock.time, sleep=clock.sleep)
+    lim = [Limit("api", 300, 300)]
+    await rl.observe(
+        "m", lim, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "2023-11-14T22:14:20.000Z"}
+    )
+    waited = await rl.acquire("m", lim, platform="mastodon")
+    assert clock.now >= 1_700_000_060.0 and waited >= 59
+
+
+def test_header_parsing() -> None:
+    now = 1_700_000_000.0
+    assert parse_rate_headers(
+        {"x-rate-limit-remaining": "3", "x-rate-limit-reset": "1700000900"}, now
+    ) == (3, 1700000900.0)
+    assert parse_rate_headers(
+        {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "2023-11-14T22:28:20Z"}, now
+    ) == (0, now + 900)
+    assert retry_after({"Retry-After": "12"}, now) == 12
+    assert retry_after({"Retry-After": "Tue, 14 Nov 2023 22:13:40 GMT"}, now) == 20
+    assert retry_after({"x-rate-limit-reset": str(int(now + 30))}, now) == 30
+    assert retry_after({}, now) is None
+
+
+async def test_account_options_override_limits(redis_server, redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bot.platforms import adapter_for
+
+    accs = accounts(
+        x={"rate_limits": {"tweets": {"limit": 5, "window_s": 60, "burst": 1}, "tweets_3h": False}}
+    )
+    settings = make_settings(redis_server.url, tmp_path, accounts=accs)
+    a = adapter_for(settings.accounts[0])
+    assert a.limits_for(mention()) == [Limit("tweets", 5, 60.0, 1)]  # type: ignore[attr-defined]
+    assert [lim.endpoint for lim in a.limits_for(reply("x", "brandx", "dm"))] == ["dm", "dm_24h"]  # type: ignore[attr-defined]
+
+
+async def test_stop_during_rate_limit_wait_drains_at_once(
+    fakes, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    x, _, xu, _ = fakes
+    opts = {"rate_limits": {"tweets": {"limit": 1, "window_s": 3600, "burst": 1}}}
+    settings = make_settings(redis_server.url, tmp_path, accounts=accounts(xu, x=opts))
+    async with aiohttp.ClientSession() as http:
+        from bot.outbox import Sender
+        from bot.platforms import adapter_for
+
+        adapters = {a.id: adapter_for(a) for a in settings.accounts}
+        sender = Sender(redis, keys, settings.worker, adapters, http, consumer="s1")
+        for n in ("e1", "e2"):
+            await enqueue_reply(redis, keys, mention(n, text=f"text {n}"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sender.run(stop))
+        deadline = time.monotonic() + 10
+        while not (
+            len(x.tweets) == 1
+            and sample(
+                "replydesk_outbound_sends_total", platform="x", kind="mention", result="sent"
+            )
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the second reply is now waiting for a token (an hour)
+        started = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert time.monotonic() - started < 3
+    assert len(x.tweets) == 1 and await redis.xlen(keys.dead) == 0
+    assert (await redis.xpending(keys.outbox, keys.SENDERS))["pending"] == 1  # left for a reclaim
+    assert await redis.get(keys.sending(mention("e2").reply_id)) is None
