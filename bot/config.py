@@ -117,7 +117,12 @@ class NluConfig:
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_timeout_s: float = 2.0
     batch_max: int = 32
-    batch_wait_ms: float = 2.0
+    # Threads per encoder; 1 keeps the worker's event loop responsive (bench.e2e), more
+    # helps only a process that does nothing but encode (training, batch evaluation).
+    threads: int = 1
+    # 0: a batch starts at once with what is queued, and messages arriving while it runs
+    # form the next one (batches grow with load, a lone message never waits).
+    batch_wait_ms: float = 0.0
     # Training data folder; empty means ./nlu_data next to the working directory.
     data_path: str = ""
     # Train at start when the artifact is missing or stale (otherwise fail).

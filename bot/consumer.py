@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from bot import metrics
+from bot.config import WorkerConfig
 from bot.redis import Redis
 from bot.streams import ensure_group
 
@@ -29,26 +30,17 @@ class StreamConsumer:
     role = "consumer"
 
     def __init__(
-        self,
-        redis: Redis,
-        *,
-        stream: str,
-        group: str,
-        consumer: str,
-        concurrency: int,
-        visibility_timeout_s: float,
-        block_ms: int,
-        claim_interval_s: float,
+        self, redis: Redis, *, stream: str, group: str, consumer: str, cfg: WorkerConfig
     ) -> None:
         self.redis = redis
         self.stream = stream
         self.group = group
         self.consumer = consumer
-        self._slots = asyncio.Semaphore(concurrency)
-        self._concurrency = concurrency
-        self._vt_ms = max(1, int(visibility_timeout_s * 1000))
-        self._block_ms = block_ms
-        self._claim_interval = claim_interval_s
+        self.cfg = cfg
+        self._concurrency = cfg.concurrency
+        self._vt_ms = max(1, int(cfg.visibility_timeout_s * 1000))
+        self._block_ms = cfg.block_ms
+        self._claim_interval = cfg.claim_interval_s
         self._inflight: set[asyncio.Task[None]] = set()
 
     async def handle_entry(self, msg_id: str, fields: dict[str, str]) -> None:

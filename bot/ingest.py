@@ -212,23 +212,17 @@ class IngestRoutes:
             return "too_large", _error(413, f"body larger than {self._max} bytes")
         try:
             adapter.verify(request.headers, request.query, raw)
-        except SignatureError as e:
-            log.info(
-                "webhook_refused",
-                reason="signature",
-                platform=adapter.name,
-                account=adapter.account.id,
-            )
-            return "unauthorized", _error(401, str(e))
-        try:
             events = adapter.parse(raw)
-        except PayloadError as e:
+        except (SignatureError, PayloadError) as e:
+            unauthorized = isinstance(e, SignatureError)
             log.info(
                 "webhook_refused",
-                reason="malformed",
+                reason="signature" if unauthorized else "malformed",
                 platform=adapter.name,
                 account=adapter.account.id,
             )
+            if unauthorized:
+                return "unauthorized", _error(401, str(e))
             return "malformed", _error(400, str(e))
         try:
             assert self.writer is not None, "ingest writer not started"

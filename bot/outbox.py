@@ -106,13 +106,9 @@ class Sender(StreamConsumer):
             stream=keys.outbox,
             group=keys.SENDERS,
             consumer=consumer or consumer_name("sender"),
-            concurrency=cfg.concurrency,
-            visibility_timeout_s=cfg.visibility_timeout_s,
-            block_ms=cfg.block_ms,
-            claim_interval_s=cfg.claim_interval_s,
+            cfg=cfg,
         )
         self.keys = keys
-        self.cfg = cfg
         self.adapters = adapters  # by account id
         self.http = http
         self.clock = clock

@@ -41,13 +41,9 @@ class InboundWorker(StreamConsumer):
             stream=keys.inbound,
             group=keys.WORKERS,
             consumer=consumer or consumer_name("worker"),
-            concurrency=cfg.concurrency,
-            visibility_timeout_s=cfg.visibility_timeout_s,
-            block_ms=cfg.block_ms,
-            claim_interval_s=cfg.claim_interval_s,
+            cfg=cfg,
         )
         self.keys = keys
-        self.cfg = cfg
         self.pipeline = pipeline
 
     async def handle_entry(self, msg_id: str, fields: dict[str, str]) -> None:

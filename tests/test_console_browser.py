@@ -468,3 +468,33 @@ def _serious(violations: list[dict[str, Any]]) -> list[str]:
         for v in violations
         if v.get("impact") in ("critical", "serious")
     ]
+
+
+def test_crisis_banner_appears_and_clears_live(browser: Any, server: LiveServer) -> None:
+    """A negative spike (bot.ops) shows as a banner on the open queue, without a reload,
+    and goes away when the alert clears."""
+    from bot import keys as K
+    from bot.config import OpsConfig
+    from bot.ops.spikes import SpikeDetector
+
+    expect = _expect()
+    cfg = OpsConfig(bucket_s=60, window_s=300, min_count=3, factor=3.0)
+    t0 = 1_800_000_000.0
+
+    async def burst(app: Any, now: float, n: int) -> None:
+        det = SpikeDetector(app[K.REDIS], app[K.KEYS], cfg)
+        for i in range(n):
+            await det.observe("acme", now=now, item=json.dumps({"event": f"e{now}-{i}"}))
+        if n == 0:
+            await det.observe("acme", now=now)
+
+    page = agent_page(browser, server, "ann")
+    banner = page.locator("#crisis")
+    expect(banner).to_be_hidden()
+    server.call(lambda app: burst(app, t0, 8))
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("acme")
+    shot(page, "console-crisis-banner")
+    server.call(lambda app: burst(app, t0 + 3600, 0))  # an hour of quiet: the alert clears
+    expect(banner).to_be_hidden()
+    page.context.close()

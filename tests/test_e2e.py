@@ -136,7 +136,7 @@ async def received(platform: Any, n: int) -> list[dict[str, Any]]:
     return list(platform.got)
 
 
-async def test_full_conversation(client: Any, platform: Any) -> None:
+async def test_full_conversation(client: Any, platform: Any, capsys: Any) -> None:
     auth = {"Authorization": f"Bearer {client.token}"}
 
     # 1. A confident FAQ question by DM is answered.
@@ -194,6 +194,12 @@ async def test_full_conversation(client: Any, platform: Any) -> None:
     assert ins["messages"] == 4
     assert "complaint" in {row["intent"] for row in ins["top_intents"]}
     assert ins["first_response"]["count"] == 1
+
+    # Message text is personal data: the logs carry ids, never what anyone wrote.
+    logs = capsys.readouterr()
+    assert "event_done" in logs.out + logs.err
+    for text in ("how do I return an item", "Checking A12345 now", "hello"):
+        assert text not in logs.out + logs.err
 
 
 # -- the same through the Weibo adapter -------------------------------------------

@@ -1,6 +1,7 @@
-"""Micro-batching: concurrent callers wait up to ``wait_ms`` (or until ``max_size``) and are
-served by one call of ``fn`` in a worker thread. One encoder call for 16 messages costs
-little more than for one, and the event loop never blocks on the model."""
+"""Micro-batching: concurrent callers are served by one call of ``fn`` in a worker thread.
+A batch takes what is queued (waiting up to ``wait_ms`` for more, if set); messages that
+arrive while a batch runs form the next. One encoder call for 16 messages costs little
+more than for one, and the event loop never blocks on the model."""
 
 from __future__ import annotations
 

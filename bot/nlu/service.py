@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bot.nlu.artifact import Loaded, artifact_dir, load_or_train
+from bot.nlu.encoder import set_threads
 from bot.nlu.metrics import NLU_PARSE_SECONDS
 from bot.nlu.types import NluResult
 
@@ -68,6 +69,7 @@ class NluService:
         from bot.nlu.engine import Thresholds
 
         t0 = time.perf_counter()
+        set_threads(self.cfg.threads)
         loaded = self._preloaded
         if loaded is None:
             loaded = await asyncio.to_thread(

@@ -69,7 +69,27 @@
     load();
   });
 
+  // Crisis banner: active negative-spike alerts (bot.ops), raised and cleared live.
+  const crisis = document.getElementById("crisis");
+  const crisisList = document.getElementById("crisis-list");
+
+  async function loadAlerts() {
+    try {
+      const data = await api("GET", "/api/v1/alerts?status=active");
+      const items = data.alerts.map((a) => el("li", { dataset: { alertId: a.id } },
+        el("strong", {}, a.account), `: ${a.window_count} negative mentions in the last window `,
+        `(usual ${a.baseline.toFixed(1)}), since ${new Date(a.raised_at * 1000).toLocaleTimeString()}. `,
+        "Acknowledge publicly at most, move customers to DM, and hand it to a person."));
+      crisisList.replaceChildren(...items);
+      crisis.hidden = items.length === 0;
+    } catch (err) {
+      await C.signedOutGuard(err);
+    }
+  }
+
   const reload = C.debounce(load, 150);
-  C.live(() => reload());
+  const reloadAlerts = C.debounce(loadAlerts, 150);
+  C.live((type) => (type.startsWith("alert.") ? reloadAlerts() : reload()));
   load();
+  loadAlerts();
 })();
