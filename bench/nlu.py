@@ -620,6 +620,11 @@ def main() -> None:
         help="results file (merged across runs)",
     )
     args = ap.parse_args()
+    # Training and evaluation are batch jobs: all cores. The speed step measures the
+    # service as deployed (NluService.start applies nlu.threads).
+    from bot.nlu.encoder import set_threads
+
+    set_threads(os.cpu_count() or 1)
     only = set(args.only.split(","))
     encs = args.encoders.split(",")
     CACHE.mkdir(parents=True, exist_ok=True)
