@@ -34,6 +34,7 @@ from bot.ops.recorder import record_message
 from bot.orders import OrderLookup
 from bot.outbox import enqueue_reply
 from bot.pipeline import Outcome
+from bot.platforms import windows
 from bot.redis import Keys, Redis
 from escalation.sla import PRIORITIES
 from escalation.tickets import TicketStore
@@ -42,11 +43,6 @@ from handlers.policy import decide
 from handlers.responses import Responses, Say
 
 log = structlog.get_logger(__name__)
-
-try:  # reply windows (Weibo 48 h) from the platforms package
-    from bot.platforms import windows as _windows
-except ImportError:  # pragma: no cover - the platforms package always ships it now
-    _windows = None  # type: ignore[assignment]
 
 
 class Nlu(Protocol):
@@ -89,8 +85,7 @@ class Brain:
         return bool(self.nlu.ready)
 
     async def handle(self, event: InboundEvent) -> Outcome:
-        if _windows is not None:
-            await _windows.record(self.redis, self.keys, event)
+        await windows.record(self.redis, self.keys, event)
         if not event.is_message:
             return Outcome("state", {"rule": f"user_{event.kind}"})
         decided_key = self.keys.ns("decided", event.key)

@@ -18,7 +18,7 @@ from typing import Any
 from bot.config import ConfigError, Settings, load_settings
 from bot.log import setup_logging
 
-# Modules that contribute subcommands; absent ones are skipped.
+# Modules that contribute their own subcommands.
 COMMAND_MODULES = ("bot.nlu.commands", "escalation.commands", "bot.ops.commands")
 
 
@@ -147,13 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_config_check)
 
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue  # that subsystem is not installed
-            raise
-        mod.add_commands(sub)
+        importlib.import_module(name).add_commands(sub)
     return p
 
 

@@ -16,14 +16,10 @@ import structlog
 
 from bot import metrics
 from bot.config import WorkerConfig
-from bot.redis import Redis
+from bot.redis import Redis, as_str
 from bot.streams import ensure_group
 
 log = structlog.get_logger(__name__)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class StreamConsumer:
@@ -69,7 +65,7 @@ class StreamConsumer:
                     continue
                 for _stream, entries in resp or []:
                     for msg_id, fields in entries:
-                        self._spawn(_s(msg_id), fields)
+                        self._spawn(as_str(msg_id), fields)
         finally:
             reclaimer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -93,7 +89,7 @@ class StreamConsumer:
         return self._concurrency - len(self._inflight)
 
     def _spawn(self, msg_id: str, fields: dict[Any, Any]) -> None:
-        decoded = {_s(k): _s(v) for k, v in fields.items()}
+        decoded = {as_str(k): as_str(v) for k, v in fields.items()}
         task = asyncio.create_task(self._guarded(msg_id, decoded))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -126,14 +122,14 @@ class StreamConsumer:
             resp: Any = await self.redis.xautoclaim(
                 self.stream, self.group, self.consumer, self._vt_ms, start_id=start, count=free
             )
-            start, entries = _s(resp[0]), resp[1]
+            start, entries = as_str(resp[0]), resp[1]
             for msg_id, fields in entries:
                 if fields is None:  # deleted from the stream meanwhile
                     continue
                 claimed += 1
                 metrics.WORKER_RECLAIMED.inc()
-                log.info("entry_reclaimed", role=self.role, stream_id=_s(msg_id))
-                self._spawn(_s(msg_id), fields)
+                log.info("entry_reclaimed", role=self.role, stream_id=as_str(msg_id))
+                self._spawn(as_str(msg_id), fields)
             if start == "0-0":
                 break
         return claimed

@@ -93,6 +93,11 @@ class Keys:
         return ":".join((self.prefix, *parts))
 
 
+def as_str(v: Any) -> str:
+    """A Redis reply value as text (the client returns bytes: decode_responses is off)."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def connect(url: str, **kwargs: Any) -> Redis:
     """A client that reconnects: a Redis restart (failover, upgrade) costs a retry,
     not a failed request."""

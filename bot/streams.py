@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from bot import metrics
-from bot.redis import Keys, Redis
+from bot.redis import Keys, Redis, as_str
 
 
 def consumer_name(role: str) -> str:
@@ -28,10 +28,6 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> None:
     except ResponseError as e:
         if "BUSYGROUP" not in str(e):
             raise
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 async def count_attempt(redis: Redis, keys: Keys, msg_id: str) -> int:
@@ -50,7 +46,7 @@ async def note_failure(redis: Redis, keys: Keys, msg_id: str, error: str) -> Non
 
 async def last_error(redis: Redis, keys: Keys, msg_id: str) -> str:
     v = await redis.hget(keys.attempts(msg_id), "error")
-    return _s(v) if v is not None else ""
+    return as_str(v) if v is not None else ""
 
 
 async def move_to_dead(
@@ -80,12 +76,12 @@ async def move_to_dead(
     tx.delete(keys.attempts(msg_id))
     dead_id, *_ = await tx.execute()
     metrics.DEAD_LETTERS.labels(source).inc()
-    return _s(dead_id)
+    return as_str(dead_id)
 
 
 async def list_dead(redis: Redis, keys: Keys, count: int = 100) -> list[tuple[str, dict[str, str]]]:
     rows: Any = await redis.xrange(keys.dead, count=count)
-    return [(_s(i), {_s(k): _s(v) for k, v in f.items()}) for i, f in rows]
+    return [(as_str(i), {as_str(k): as_str(v) for k, v in f.items()}) for i, f in rows]
 
 
 _REPLAY_TARGET = {"inbound": ("inbound", "event"), "outbox": ("outbox", "reply")}
@@ -96,7 +92,7 @@ async def replay_dead(redis: Redis, keys: Keys, dead_id: str) -> str:
     rows: Any = await redis.xrange(keys.dead, min=dead_id, max=dead_id)
     if not rows:
         raise KeyError(dead_id)
-    fields = {_s(k): _s(v) for k, v in rows[0][1].items()}
+    fields = {as_str(k): as_str(v) for k, v in rows[0][1].items()}
     stream_attr, field = _REPLAY_TARGET.get(fields.get("source", ""), (None, None))
     if stream_attr is None or field not in fields:
         raise ValueError(f"dead entry {dead_id} has no replayable payload")
@@ -104,7 +100,7 @@ async def replay_dead(redis: Redis, keys: Keys, dead_id: str) -> str:
     tx.xadd(getattr(keys, stream_attr), {field: fields[field]})
     tx.xdel(keys.dead, dead_id)
     new_id, _ = await tx.execute()
-    return _s(new_id)
+    return as_str(new_id)
 
 
 async def stream_stats(redis: Redis, stream: str, group: str) -> tuple[int, int, int]:
@@ -116,7 +112,7 @@ async def stream_stats(redis: Redis, stream: str, group: str) -> tuple[int, int,
     except ResponseError:
         return length, 0, 0
     for g in groups:
-        if _s(g.get("name", "")) == group:
+        if as_str(g.get("name", "")) == group:
             pending = int(g.get("pending", 0) or 0)
             raw_lag = g.get("lag")
             lag = int(raw_lag) if raw_lag is not None else 0

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from bot.redis import Keys, Redis
+from bot.redis import Keys, Redis, as_str
 
 Role = Literal["agent", "supervisor"]
 ROLES: tuple[Role, ...] = ("agent", "supervisor")
@@ -44,10 +44,6 @@ class AgentError(Exception):
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 class AgentStore:
@@ -93,7 +89,7 @@ class AgentStore:
         name = await self.redis.hget(self._tokens, hash_token(token))
         if name is None:
             return None
-        agent = await self.get(_s(name))
+        agent = await self.get(as_str(name))
         return agent if agent is not None and not agent.revoked else None
 
     async def all(self) -> list[Agent]:

@@ -22,11 +22,12 @@ from aiohttp import web
 from bot import keys as K
 from bot import metrics
 from bot.outbox import enqueue_reply
+from bot.redis import as_str
 from escalation.agents import NAME_RE, Agent, AgentStore
 from escalation.auth import authenticate
 from escalation.openapi import OPENAPI
 from escalation.sla import PRIORITIES
-from escalation.tickets import TicketError, TicketStore, _s
+from escalation.tickets import TicketError, TicketStore
 from escalation.windows import describe_window
 
 log = structlog.get_logger(__name__)
@@ -290,7 +291,7 @@ async def events(request: web.Request, agent: Agent) -> web.StreamResponse:
         raise ApiError(422, "invalid", "Last-Event-ID: expected a stream id like 1700000000000-0")
     if not last:
         newest: Any = await redis.xrevrange(stream, count=1)
-        last = _s(newest[0][0]) if newest else "0-0"
+        last = as_str(newest[0][0]) if newest else "0-0"
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -313,8 +314,8 @@ async def _pump(resp: web.StreamResponse, redis: Any, stream: str, last: str) ->
             continue
         for _stream, entries in res:
             for sid, fields in entries:
-                last = _s(sid)
-                f = {_s(k): _s(v) for k, v in fields.items()}
+                last = as_str(sid)
+                f = {as_str(k): as_str(v) for k, v in fields.items()}
                 chunk = f"id: {last}\nevent: {f.get('type', 'message')}\ndata: {f.get('data', '{}')}\n\n"
                 await resp.write(chunk.encode())
 

@@ -21,8 +21,8 @@ import aiohttp
 import structlog
 
 from bot import metrics
-from bot.redis import Keys, Redis
-from escalation.tickets import TicketStore, _s
+from bot.redis import Keys, Redis, as_str
+from escalation.tickets import TicketStore
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +94,7 @@ class SlaScanner:
             return True
         # Re-entrant for the holder: extend our own lock.
         cur = await self.redis.get(self.lock_key)
-        if cur is not None and _s(cur) == self.token:
+        if cur is not None and as_str(cur) == self.token:
             await self.redis.pexpire(self.lock_key, self.lock_ttl_ms)
             return True
         return False

@@ -35,7 +35,7 @@ from bot import metrics
 from bot.config import EscalationConfig
 from bot.models import InboundEvent, OutboundReply
 from bot.ops.insights import record_first_response
-from bot.redis import Keys, Redis
+from bot.redis import Keys, Redis, as_str
 from escalation.sla import CLOCKS, PRIORITIES, Clock, SlaPolicies, bump
 from escalation.windows import reply_window
 
@@ -142,7 +142,7 @@ class Ticket:
 
     @classmethod
     def from_hash(cls, h: Mapping[Any, Any]) -> Ticket:
-        d = {_s(k): _s(v) for k, v in h.items()}
+        d = {as_str(k): as_str(v) for k, v in h.items()}
         t = cls(id=d["id"])
         for f in t.__dataclass_fields__:
             if f not in d or f == "id":
@@ -169,10 +169,6 @@ class Ticket:
     def next_due(self) -> float | None:
         dues = [c.due for c in self.clocks.values() if c.running and c.due is not None]
         return min(dues) if dues else None
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 @dataclass
@@ -246,14 +242,14 @@ class TicketStore:
 
     async def open_ticket_for(self, conv: str) -> str | None:
         v = await self.redis.get(self.k_conv(conv))
-        return _s(v) if v is not None else None
+        return as_str(v) if v is not None else None
 
     async def ticket_for_event(self, event_key: str) -> tuple[str, bool] | None:
         """(ticket id, whether this event opened it) for an event already applied."""
         v = await self.redis.get(self.k_event(event_key))
         if v is None:
             return None
-        tid, _, how = _s(v).partition("|")
+        tid, _, how = as_str(v).partition("|")
         return tid, how == "created"
 
     async def lists(self, tid: str) -> dict[str, list[dict[str, Any]]]:
@@ -285,7 +281,7 @@ class TicketStore:
             return []
         tx = self.redis.pipeline(transaction=False)
         for i in ids:
-            tx.hgetall(self.k_ticket(_s(i)))
+            tx.hgetall(self.k_ticket(as_str(i)))
         out = []
         now = self.now()
         for h in await tx.execute():
@@ -814,11 +810,11 @@ class TicketStore:
                 try:
                     await pipe.watch(conv_key, self.k_ticket(tid))
                     other = await pipe.get(conv_key)
-                    if other is not None and _s(other) != tid:
+                    if other is not None and as_str(other) != tid:
                         raise TicketError(
                             409,
                             "conversation_has_ticket",
-                            f"ticket {_s(other)} is open for this customer",
+                            f"ticket {as_str(other)} is open for this customer",
                         )
                     h = await pipe.hgetall(self.k_ticket(tid))
                     t = Ticket.from_hash(h)
@@ -836,7 +832,8 @@ class TicketStore:
     # -- SLA alerts (the scanner) ----------------------------------------------
     async def due_alerts(self, now: float, limit: int = 200) -> list[str]:
         return [
-            _s(m) for m in await self.redis.zrangebyscore(self.k_due, 0, now, start=0, num=limit)
+            as_str(m)
+            for m in await self.redis.zrangebyscore(self.k_due, 0, now, start=0, num=limit)
         ]
 
     async def take_alert(self, member: str) -> bool:
@@ -894,11 +891,11 @@ class TicketStore:
         ids = await self.redis.zrange(self.k_open, 0, -1)
         pipe = self.redis.pipeline(transaction=False)
         for i in ids:
-            pipe.hget(self.k_ticket(_s(i)), "priority")
+            pipe.hget(self.k_ticket(as_str(i)), "priority")
         counts = dict.fromkeys(PRIORITIES, 0)
         for p in await pipe.execute() if ids else []:
-            if p is not None and _s(p) in counts:
-                counts[_s(p)] += 1
+            if p is not None and as_str(p) in counts:
+                counts[as_str(p)] += 1
         for priority, n in counts.items():
             metrics.TICKETS_OPEN.labels(priority).set(n)
 

@@ -11,25 +11,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bot.platforms import windows as _pw
+from bot.platforms.windows import ONE_REPLY_PER_MENTION, WINDOW_S
 from bot.redis import Keys, Redis
 
 if TYPE_CHECKING:
     from escalation.tickets import Ticket
 
-DM_WINDOW_S: dict[str, float] = {"weibo": 48 * 3600.0}
-ONE_REPLY_PER_MENTION = frozenset({"weibo"})
-
-try:  # the platforms package's window state, when present
-    from bot.platforms import windows as _pw
-
-    DM_WINDOW_S.update(getattr(_pw, "WINDOW_S", {}))
-except ImportError:  # pragma: no cover
-    _pw = None  # type: ignore[assignment]
-
 
 def reply_window(t: Ticket, now: float, *, warn_s: float) -> dict[str, Any] | None:
     """None when the platform has no window; otherwise when and whether it closes."""
-    window = DM_WINDOW_S.get(t.platform)
+    window = WINDOW_S.get(t.platform)
     if window is None and t.platform not in ONE_REPLY_PER_MENTION:
         return None
     out: dict[str, Any] = {"platform": t.platform}
@@ -51,7 +43,7 @@ async def describe_window(
     redis: Redis, keys: Keys, t: Ticket, now: float, *, warn_s: float
 ) -> dict[str, Any] | None:
     """The window from the platforms package's Redis state, with ``closing_soon``."""
-    if _pw is None or not _pw.applies(t.platform):
+    if not _pw.applies(t.platform):
         return reply_window(t, now, warn_s=warn_s)
     d = await _pw.describe(redis, keys, t.platform, t.account, t.user_id, now=now)
     closes = d.get("closes_at")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from bot.nlu.metrics import NLU_BATCH_SIZE
+from bot.metrics import NLU_BATCH_SIZE
 
 In = TypeVar("In")
 Out = TypeVar("Out")

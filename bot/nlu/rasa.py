@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import aiohttp
 import structlog
 
-from bot.nlu.metrics import NLU_RASA_FALLBACKS
+from bot.metrics import NLU_RASA_FALLBACKS
 from bot.nlu.types import OUT_OF_SCOPE, IntentScore
 
 log = structlog.get_logger(__name__)

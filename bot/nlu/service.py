@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from bot.metrics import NLU_PARSE_SECONDS
 from bot.nlu.artifact import Loaded, artifact_dir, load_or_train
 from bot.nlu.encoder import set_threads
-from bot.nlu.metrics import NLU_PARSE_SECONDS
 from bot.nlu.types import NluResult
 
 if TYPE_CHECKING:

@@ -22,16 +22,12 @@ from typing import Any
 from bot.config import OpsConfig
 from bot.ops.spikes import ops_key
 from bot.ops.terms import terms as message_terms
-from bot.redis import Keys, Redis
+from bot.redis import Keys, Redis, as_str
 
 # Decisions that did not need an answer at all; left out of the auto-answer rate.
 NOT_ANSWERABLE = frozenset({"ignore", "recorded", "state"})
 MIN_RISING_COUNT = 3
 FIRST_RESPONSE_KEEP_S = 30 * 24 * 3600
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _ttl(cfg: OpsConfig) -> int:
@@ -125,7 +121,7 @@ async def account_insights(
 
     def add(dst: Counter[str], h: dict[Any, Any]) -> None:
         for k, v in h.items():
-            dst[_s(k)] += int(v)
+            dst[as_str(k)] += int(v)
 
     stats: Counter[str] = Counter()
     all_r: Counter[str] = Counter()
@@ -145,7 +141,7 @@ async def account_insights(
     decisions = {k[2:]: v for k, v in stats.items() if k.startswith("d:")}
     intents = Counter({k[2:]: v for k, v in stats.items() if k.startswith("i:")})
     answerable = sum(v for d, v in decisions.items() if d not in NOT_ANSWERABLE)
-    fr = sorted(float(_s(m).split(":", 1)[0]) for m in fr_raw)
+    fr = sorted(float(as_str(m).split(":", 1)[0]) for m in fr_raw)
     return {
         "account": account,
         "now": now,

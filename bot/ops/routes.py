@@ -1,8 +1,7 @@
 """Ops routes (``/api/v1/alerts``, ``/api/v1/insights``) and the alert monitor task.
 
-Both routes need an agent (escalation.auth's ``authenticate``, passed in by the
-composition root or imported lazily so ``bot`` does not depend on ``escalation`` at
-import time). In worker roles a background task re-evaluates every account each
+Both routes need an agent (escalation.auth's ``authenticate``, imported when a request
+comes so ``bot`` does not import ``escalation`` at import time). In worker roles a background task re-evaluates every account each
 ``ops.tick_s`` (alerts clear when traffic stops, not only on the next message) and
 delivers queued notifications.
 """
@@ -11,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -28,19 +26,14 @@ from bot.ops.spikes import SpikeDetector, get_alert, list_alerts
 
 log = structlog.get_logger(__name__)
 
-Authenticate = Callable[[web.Request], Awaitable[Any]]
 Clock = Callable[[], float]
-AUTHENTICATE: web.AppKey[Authenticate] = web.AppKey("ops_authenticate")
 CLOCK: web.AppKey[Clock] = web.AppKey("ops_clock")
 
 
-def register_ops_routes(
-    app: web.Application, *, authenticate: Authenticate | None = None, clock: Clock = time.time
-) -> None:
+def register_ops_routes(app: web.Application, *, clock: Clock = time.time) -> None:
     """Add the ops routes (``all``/``web`` roles) and the alert monitor task (``all``/
     ``worker``). Call it before the agent API registers its ``/api/v1`` catch-all."""
     configure(app[K.SETTINGS].ops)
-    app[AUTHENTICATE] = authenticate or _default_authenticate
     app[CLOCK] = clock
     if app[K.ROLE] in ("all", "web"):
         app.router.add_get("/api/v1/alerts", alerts_view)
@@ -48,14 +41,6 @@ def register_ops_routes(
         app.router.add_get("/api/v1/insights", insights_view)
     if app[K.ROLE] in ("all", "worker"):
         app.cleanup_ctx.append(_monitor_ctx)
-
-
-async def _default_authenticate(request: web.Request) -> Any:
-    try:
-        from escalation.auth import authenticate
-    except ImportError:  # no agent accounts installed: nobody gets in
-        return None
-    return await authenticate(request)
 
 
 def _error(status: int, code: str, message: str) -> web.HTTPException:
@@ -66,9 +51,9 @@ def _error(status: int, code: str, message: str) -> web.HTTPException:
 
 
 async def _require_agent(request: web.Request) -> Any:
-    agent = request.app[AUTHENTICATE](request)
-    if inspect.isawaitable(agent):
-        agent = await agent
+    from escalation.auth import authenticate
+
+    agent = await authenticate(request)
     if not agent:
         raise _error(401, "unauthorized", "a valid bearer token or session is required")
     return agent

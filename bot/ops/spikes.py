@@ -36,7 +36,7 @@ from bot import metrics
 from bot.config import OpsConfig
 from bot.models import InboundEvent
 from bot.ops import notify
-from bot.redis import Keys, Redis
+from bot.redis import Keys, Redis, as_str
 
 log = structlog.get_logger(__name__)
 
@@ -142,10 +142,6 @@ return {result, active, tostring(count), tostring(base), tostring(thr), tostring
 """
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def ops_key(keys: Keys, *parts: str) -> str:
     return keys.ns("ops", *parts)
 
@@ -218,7 +214,7 @@ class SpikeDetector:
                 STATE_TTL_S,
             ],
         )
-        tr, alert_id, count, base, thr, peak = (_s(v) for v in raw)
+        tr, alert_id, count, base, thr, peak = (as_str(v) for v in raw)
         state = SpikeState(tr, alert_id, int(count), float(base), float(thr), int(float(peak)))
         metrics.NEGATIVE_WINDOW.labels(account).set(state.count)
         metrics.NEGATIVE_BASELINE.labels(account).set(state.baseline)
@@ -302,7 +298,7 @@ async def get_alert(
     raw = await redis.hgetall(ops_key(keys, "alert", alert_id))
     if not raw:
         return None
-    alert = _alert_dict({_s(k): _s(v) for k, v in raw.items()})
+    alert = _alert_dict({as_str(k): as_str(v) for k, v in raw.items()})
     ev_key = ops_key(keys, "alert", alert_id, "events")
     tx = redis.pipeline(transaction=False)
     tx.llen(ev_key)
@@ -325,14 +321,14 @@ async def list_alerts(
     ids = await redis.zrevrange(ops_key(keys, "alerts"), 0, max(limit * 4, 200) - 1)
     tx = redis.pipeline(transaction=False)
     for i in ids:
-        tx.hgetall(ops_key(keys, "alert", _s(i)))
-        tx.llen(ops_key(keys, "alert", _s(i), "events"))
+        tx.hgetall(ops_key(keys, "alert", as_str(i)))
+        tx.llen(ops_key(keys, "alert", as_str(i), "events"))
     res = await tx.execute()
     out: list[dict[str, Any]] = []
     for raw, n in zip(res[::2], res[1::2], strict=True):
         if not raw:
             continue
-        a = _alert_dict({_s(k): _s(v) for k, v in raw.items()})
+        a = _alert_dict({as_str(k): as_str(v) for k, v in raw.items()})
         if (status and a["status"] != status) or (account and a["account"] != account):
             continue
         a["message_count"] = int(n)

@@ -24,16 +24,12 @@ from bot import textfit
 from bot.models import OutboundReply
 from bot.platforms.base import SendError, SendResult
 from bot.platforms.generic import GenericAdapter
-from bot.redis import Keys, Redis
+from bot.redis import Keys, Redis, as_str
 
 LIKES = ("x", "weibo", "mastodon")
 # A sandbox conversation is a demo: keep the last turns for a week.
 INBOX_MAXLEN = 500
 INBOX_TTL_S = 7 * 24 * 3600
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +97,7 @@ class SandboxInbox:
         tx.xadd(key, fields, maxlen=INBOX_MAXLEN, approximate=True)  # type: ignore[arg-type]
         tx.expire(key, INBOX_TTL_S)
         res = await tx.execute()
-        return _s(res[0])
+        return as_str(res[0])
 
     async def deliver(self, reply: OutboundReply) -> str:
         """Append a bot or agent reply once per reply_id; returns its entry id."""
@@ -109,7 +105,7 @@ class SandboxInbox:
         if not await self.redis.set(marker, "", nx=True, ex=INBOX_TTL_S):
             prev = await self.redis.get(marker)
             if prev:
-                return _s(prev)
+                return as_str(prev)
         entry_id = await self.append(
             reply.account,
             reply.recipient_id,
@@ -130,10 +126,10 @@ class SandboxInbox:
         rows = await self.redis.xrange(self.key(account, customer_id), min=start, count=count)
         out: list[InboxEntry] = []
         for entry_id, raw in rows or []:
-            f = {_s(k): _s(v) for k, v in (raw or {}).items()}
+            f = {as_str(k): as_str(v) for k, v in (raw or {}).items()}
             out.append(
                 InboxEntry(
-                    entry_id=_s(entry_id),
+                    entry_id=as_str(entry_id),
                     who=f.get("who", ""),
                     kind=f.get("kind", ""),
                     text=f.get("text", ""),

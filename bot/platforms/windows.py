@@ -23,7 +23,8 @@ from bot.models import InboundEvent, OutboundReply
 from bot.redis import Keys, Redis
 
 WINDOW_S: dict[str, float] = {"weibo": 48 * 3600.0}
-WINDOWS_S = WINDOW_S  # the name escalation/windows.py reads
+# Platforms where an @-mention allows a single reply within the window.
+ONE_REPLY_PER_MENTION = frozenset({"weibo"})
 STATE_TTL_S = 7 * 24 * 3600
 
 REASONS = {
