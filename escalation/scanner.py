@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import structlog
 
 from bot import metrics
+from bot.ops import notify
 from bot.redis import Keys, Redis, as_str
 from escalation.tickets import TicketStore
 
@@ -33,37 +33,28 @@ return 0
 
 
 class Notifier:
-    """Posts alerts to a webhook as JSON with a Slack-compatible ``text`` field."""
+    """Queues each alert for the notification webhook (``bot.ops.notify``, the same durable
+    queue as crisis alerts): a slow or failing webhook never stalls a scan, and delivery
+    is retried by whichever worker pops it."""
 
-    def __init__(
-        self, http: aiohttp.ClientSession | None, url: str | None, *, public_url: str = ""
-    ) -> None:
-        self.http = http
-        self.url = url
+    def __init__(self, *, public_url: str = "") -> None:
         self.public_url = public_url.rstrip("/")
 
-    async def send(self, alert: dict[str, Any]) -> None:
-        if not self.url or self.http is None:
-            metrics.NOTIFICATIONS.labels("sla", "disabled").inc()
-            return
+    def message(self, alert: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The Slack-compatible text and the structured fields for one alert."""
         what = "breached" if alert["kind"] == "breach" else "at risk"
         clock = alert["clock"].replace("_", " ")
         link = f" {self.public_url}/console/tickets/{alert['ticket_id']}" if self.public_url else ""
-        body = {
-            "text": f":rotating_light: SLA {what}: {clock} on ticket {alert['ticket_id']} "
-            f"({alert['platform']}/{alert['account']}, priority {alert['priority']}){link}",
-            **alert,
-        }
-        try:
-            async with self.http.post(
-                self.url, json=body, timeout=aiohttp.ClientTimeout(total=5)
-            ) as r:
-                ok = r.status < 300
-        except (aiohttp.ClientError, TimeoutError):
-            ok = False
-        metrics.NOTIFICATIONS.labels("sla", "ok" if ok else "error").inc()
-        if not ok:
-            log.warning("sla_notify_failed", ticket_id=alert["ticket_id"])
+        text = (
+            f":rotating_light: SLA {what}: {clock} on ticket {alert['ticket_id']} "
+            f"({alert['platform']}/{alert['account']}, priority {alert['priority']}){link}"
+        )
+        data = {k: v for k, v in alert.items() if k != "kind"} | {"alert": alert["kind"]}
+        return text, data
+
+    async def send(self, redis: Redis, keys: Keys, alert: dict[str, Any]) -> None:
+        text, data = self.message(alert)
+        await notify.enqueue(redis, keys, kind="sla", text=text, data=data)
 
 
 class SlaScanner:
@@ -120,7 +111,7 @@ class SlaScanner:
                 "sla_alert", ticket_id=alert["ticket_id"], kind=alert["kind"], clock=alert["clock"]
             )
             if self.notifier is not None:
-                await self.notifier.send(alert)
+                await self.notifier.send(self.redis, self.keys, alert)
         with contextlib.suppress(Exception):
             await self.store.refresh_gauges()
         return fired

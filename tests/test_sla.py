@@ -11,8 +11,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from bot import metrics
-from bot.config import EscalationConfig, SlaPolicyConfig
+from bot.config import EscalationConfig, Secret, SlaPolicyConfig
 from bot.models import OutboundReply
+from bot.ops import notify
 from escalation.scanner import Notifier, SlaScanner
 from escalation.sla import BusinessCalendar, SlaPolicies
 from escalation.tickets import TicketStore, is_trivial
@@ -190,7 +191,7 @@ async def test_at_risk_and_breach_fire_once_each_with_two_scanners(
     s2 = TicketStore(other, keys, cfg(), clock=clock)
     tid = await open_ticket(s1, clock)
     async with aiohttp.ClientSession() as http:
-        n = Notifier(http, str(hook.make_url("/hook")))
+        n = Notifier()
         a, b = SlaScanner(s1, n, clock=clock), SlaScanner(s2, n, clock=clock)
         fired: list[dict[str, Any]] = []
 
@@ -218,11 +219,13 @@ async def test_at_risk_and_breach_fire_once_each_with_two_scanners(
         ]
         t = await s1.get(tid)
         assert t is not None and t.priority == "high"  # bumped on breach
-        assert (
-            len(hook.got) == 2
-            and "SLA breached" in hook.got[1]["text"]
-            and hook.got[1]["ticket_id"] == tid
-        )
+        # Queued on the durable notification queue, posted by the ops delivery loop.
+        url = Secret(str(hook.make_url("/hook")))
+        assert await notify.deliver_pending(redis, keys, http, url) == 2
+        assert await notify.deliver_pending(redis, keys, http, url) == 0
+        assert len(hook.got) == 2 and "SLA breached" in hook.got[1]["text"]
+        sent = hook.got[1]["replydesk"]
+        assert sent["kind"] == "sla" and sent["alert"] == "breach" and sent["ticket_id"] == tid
         c = await clocks(s1, tid)
         assert c["first_response"]["state"] == "breached"
         # Once each on the events stream (for the console) and in the metrics.

@@ -1,4 +1,4 @@
-"""Outgoing notifications (crisis alerts) to a Slack-compatible incoming webhook.
+"""Outgoing notifications (crisis and SLA alerts) to a Slack-compatible incoming webhook.
 
 Raising an alert only queues the notification in Redis (``ops:notify`` list), so the hot
 path does no HTTP and the one process that raised it need not be the one that posts.
@@ -84,7 +84,7 @@ class _HttpError(Exception):
 async def _post(
     http: aiohttp.ClientSession, url: str, item: dict[str, Any], timeout_s: float
 ) -> None:
-    body = {"text": item["text"], "replydesk": {"kind": item["kind"], **item.get("data", {})}}
+    body = {"text": item["text"], "replydesk": {**item.get("data", {}), "kind": item["kind"]}}
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with http.post(url, json=body, timeout=timeout) as resp:
         if resp.status >= 300:
