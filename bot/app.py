@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import keys as K
-from bot import metrics
+from bot import metrics, retention
 from bot.brain import LazyBrain, build_brain
 from bot.config import Settings
 from bot.ingest import IngestRoutes, IngestWriter
@@ -148,6 +148,9 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(worker.run(stop), name="inbound-worker"),
         asyncio.create_task(sender.run(stop), name="outbox-sender"),
     ]
+    if s.worker.stream_retention_s > 0:
+        trim = retention.run(app[K.REDIS], app[K.KEYS], s.worker.stream_retention_s, stop)
+        tasks.append(asyncio.create_task(trim, name="stream-retention"))
     try:
         yield
     finally:

@@ -95,6 +95,9 @@ class WorkerConfig:
     claim_interval_s: float = 5.0
     # How long a stored outcome (decision + reasons) is kept for lookups and replays.
     outcome_ttl_s: int = 7 * 24 * 3600
+    # Acknowledged inbound/outbox stream entries older than this are trimmed
+    # (bot/retention.py; entries a consumer group still needs never are). 0: keep all.
+    stream_retention_s: float = 7 * 24 * 3600
 
 
 @dataclass

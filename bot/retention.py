@@ -1,0 +1,70 @@
+"""Stream retention: drop acknowledged entries of the inbound and outbox streams once
+they are older than ``worker.stream_retention_s``, so Redis memory stays bounded.
+
+An entry is only removed when every consumer group is past it: below the group's last
+delivered id and below its oldest pending (delivered, unacknowledged) entry. New and
+in-flight events are never touched, whatever their age; a stream without a group is left
+alone. Dead letters keep their own copy of the event (bot.streams.move_to_dead), so a
+replay never needs the trimmed original.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+
+from bot.redis import Keys, Redis, as_str
+
+log = structlog.get_logger(__name__)
+
+StreamId = tuple[int, int]
+
+
+def _parse(raw: Any) -> StreamId:
+    ms, _, seq = as_str(raw).partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def safe_trim_point(redis: Redis, stream: str, older_than_ms: int) -> StreamId | None:
+    """The lowest id any group still needs, capped by the age cut-off; None: keep all."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except Exception:  # no such stream yet
+        return None
+    if not groups:
+        return None
+    point: StreamId = (older_than_ms, 0)
+    for g in groups:
+        ms, seq = _parse(g["last-delivered-id"])
+        point = min(point, (ms, seq + 1))  # everything up to and including it was delivered
+        if int(g["pending"]):
+            summary = await redis.xpending(stream, g["name"])
+            point = min(point, _parse(summary["min"]))
+    return point
+
+
+async def trim_stream(redis: Redis, stream: str, *, keep_s: float, now: float) -> int:
+    """Trim ``stream`` below its safe point; returns how many entries were removed."""
+    point = await safe_trim_point(redis, stream, int((now - keep_s) * 1000))
+    if point is None or point <= (0, 0):
+        return 0
+    return int(await redis.xtrim(stream, minid=f"{point[0]}-{point[1]}", approximate=False))
+
+
+async def run(
+    redis: Redis, keys: Keys, keep_s: float, stop: asyncio.Event, interval_s: float = 600.0
+) -> None:
+    while not stop.is_set():
+        for stream in (keys.inbound, keys.outbox):
+            try:
+                removed = await trim_stream(redis, stream, keep_s=keep_s, now=time.time())
+                if removed:
+                    log.info("stream_trimmed", stream=stream, removed=removed)
+            except Exception as e:  # Redis hiccup: try again next round
+                log.warning("stream_trim_failed", stream=stream, error=type(e).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -1,0 +1,86 @@
+"""Stream retention never drops what a consumer group still needs (bot/retention.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bot.redis import Keys
+from bot.retention import trim_stream
+
+DAY = 24 * 3600.0
+
+
+async def ids(redis: Any, stream: str) -> list[str]:
+    return [i.decode() for i, _ in await redis.xrange(stream)]
+
+
+async def test_only_acknowledged_old_entries_are_trimmed(redis: Any, keys: Keys) -> None:
+    s = keys.inbound
+    for ms in range(1, 7):  # six entries from 1970: far older than any retention
+        await redis.xadd(s, {"event": str(ms)}, id=f"{ms}000-0")
+    await redis.xgroup_create(s, "workers", id="0")
+    await redis.xreadgroup("workers", "c1", {s: ">"}, count=4)  # 1-4 delivered
+    await redis.xack(s, "workers", "1000-0", "2000-0")  # 3 and 4 still in flight
+    assert await trim_stream(redis, s, keep_s=DAY, now=time.time()) == 2
+    assert await ids(redis, s) == ["3000-0", "4000-0", "5000-0", "6000-0"]
+
+    # Acknowledging moves the safe point up to the group's last delivered entry, not past
+    # it: 5 and 6 were never delivered.
+    await redis.xack(s, "workers", "3000-0", "4000-0")
+    assert await trim_stream(redis, s, keep_s=DAY, now=time.time()) == 2
+    assert await ids(redis, s) == ["5000-0", "6000-0"]
+
+    # A second group that has read nothing holds everything.
+    await redis.xgroup_create(s, "audit", id="0")
+    await redis.xreadgroup("workers", "c1", {s: ">"})
+    await redis.xack(s, "workers", "5000-0", "6000-0")
+    assert await trim_stream(redis, s, keep_s=DAY, now=time.time()) == 0
+    assert await ids(redis, s) == ["5000-0", "6000-0"]
+
+
+async def test_recent_entries_stay_even_when_acknowledged(redis: Any, keys: Keys) -> None:
+    s = keys.outbox
+    await redis.xgroup_create(s, "senders", id="0", mkstream=True)
+    for n in range(3):
+        await redis.xadd(s, {"reply": str(n)})
+    got = await redis.xreadgroup("senders", "c1", {s: ">"})
+    await redis.xack(s, "senders", *[i for i, _ in got[0][1]])
+    assert await trim_stream(redis, s, keep_s=DAY, now=time.time()) == 0
+    assert len(await ids(redis, s)) == 3
+    # A day later they are past retention and every group is done with them.
+    assert await trim_stream(redis, s, keep_s=DAY, now=time.time() + DAY + 60) == 3
+
+
+async def test_streams_without_groups_or_missing_are_left_alone(redis: Any, keys: Keys) -> None:
+    await redis.xadd(keys.inbound, {"event": "x"}, id="1000-0")
+    assert await trim_stream(redis, keys.inbound, keep_s=0, now=time.time()) == 0
+    assert await trim_stream(redis, keys.ns("no", "such"), keep_s=0, now=time.time()) == 0
+    assert await ids(redis, keys.inbound) == ["1000-0"]
+
+
+async def test_worker_role_trims_on_start(
+    aiohttp_client: Any, redis_server: Any, redis: Any, tmp_path: Any
+) -> None:
+    """Wired into the worker: old acknowledged entries are gone once it has started,
+    the entry still pending is kept."""
+    import asyncio
+
+    from bot.app import build_app
+    from tests.conftest import make_settings
+
+    # Long visibility timeout: the worker must not reclaim (and settle) the pending entry.
+    settings = make_settings(redis_server.url, tmp_path, **{"worker.visibility_timeout_s": 600.0})
+    keys = Keys(settings.redis.key_prefix)
+    s = keys.inbound
+    await redis.xgroup_create(s, keys.WORKERS, id="0", mkstream=True)
+    for ms in (1000, 2000, 3000):
+        await redis.xadd(s, {"event": "{}"}, id=f"{ms}-0")
+    await redis.xreadgroup(keys.WORKERS, "gone", {s: ">"})
+    await redis.xack(s, keys.WORKERS, "1000-0", "2000-0")  # 3000 stays pending
+    await aiohttp_client(build_app(settings, role="worker"))
+    for _ in range(100):
+        if await ids(redis, s) == ["3000-0"]:
+            break
+        await asyncio.sleep(0.05)
+    assert await ids(redis, s) == ["3000-0"]
