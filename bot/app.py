@@ -31,6 +31,7 @@ from bot.pipeline import PassThroughPipeline, Pipeline
 from bot.platforms import adapter_for
 from bot.platforms.mastodon_stream import run_mastodon_streams
 from bot.platforms.sandbox import SandboxAdapter
+from bot.platforms.x import link_shared_webhooks
 from bot.redis import Keys, open_redis
 from bot.streams import refresh_stream_gauges
 from bot.worker import InboundWorker
@@ -61,6 +62,7 @@ def build_app(
     app[K.KEYS] = Keys(settings.redis.key_prefix)
     app[K.SERVICES] = {}
     app[K.ADAPTERS] = {a.id: adapter_for(a) for a in settings.accounts}
+    link_shared_webhooks(app[K.ADAPTERS].values())  # several X accounts, one app webhook
 
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_http_ctx)

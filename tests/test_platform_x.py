@@ -286,3 +286,32 @@ async def test_oauth1_account_signs_its_calls(
         )
     (dead,) = await dead_entries(redis, keys)
     assert dead["error"].startswith("HTTP 401")
+
+
+async def test_one_app_webhook_serves_every_configured_account(  # type: ignore[no-untyped-def]
+    aiohttp_client, redis_server, redis, keys, tmp_path
+) -> None:
+    """X posts all subscribed users' events to the app's single webhook URL: an event for
+    a second configured account of the same app, arriving on the first one's route, is
+    stored for the second; a user of another app (other consumer secret) stays ignored."""
+    accs = accounts("http://127.0.0.1:9")
+    second = copy.deepcopy(accs[0]) | {"id": "brandx_help", "user_id": "783214", "handle": "Help"}
+    other_app = copy.deepcopy(accs[0]) | {"id": "otherapp", "user_id": "555"}
+    other_app["secrets"] = {"consumer_secret": "another app", "access_token": X_TOKEN}
+    settings = make_settings(redis_server.url, tmp_path, accounts=[*accs, second, other_app])
+    client = await aiohttp_client(build_app(settings, role="web"))
+
+    for_second = _tweet(text="@Help my refund?", id_str="77")
+    for_second["for_user_id"] = "783214"
+    for_second["tweet_create_events"][0]["entities"]["user_mentions"] = [
+        {"id_str": "783214", "screen_name": "Help"}
+    ]
+    assert (await post(client, for_second)).status == 200
+    (ev,) = await inbound_events(redis, keys)
+    assert ev["account"] == "brandx_help" and ev["event_id"] == "77"
+
+    for_other_app = copy.deepcopy(for_second)
+    for_other_app["for_user_id"] = "555"
+    for_other_app["tweet_create_events"][0]["id_str"] = "78"
+    assert (await post(client, for_other_app)).status == 200
+    assert len(await inbound_events(redis, keys)) == 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -60,6 +60,8 @@ class XAdapter(ApiAdapter):
     def __init__(self, account: Any) -> None:
         super().__init__(account)
         self.oauth1 = "access_token_secret" in account.secrets
+        # Other configured accounts of the same X app, by user id (link_shared_webhooks).
+        self.siblings: dict[str, XAdapter] = {}
         if self.oauth1:
             account.secret("consumer_key")  # ConfigError naming it when missing
 
@@ -100,7 +102,12 @@ class XAdapter(ApiAdapter):
         if not me:
             raise PayloadError("for_user_id missing")
         if self.account.user_id and me != self.account.user_id:
-            # One app webhook can serve several subscribed users; this route is one account.
+            # X posts every subscribed user's events to the app's one webhook URL. The
+            # signature (same app, same consumer secret) is already checked: hand them to
+            # the account they are for, when it is configured.
+            sibling = self.siblings.get(me)
+            if sibling is not None:
+                return sibling.parse(body)
             log.debug("x_other_user_ignored", account=self.account.id)
             return []
         now = time.time()
@@ -212,3 +219,16 @@ class XAdapter(ApiAdapter):
         d = d if isinstance(d, dict) else {}
         pid = str(d.get("id") or d.get("dm_event_id") or "")
         return SendResult(platform_id=pid, rate_limit=meta)
+
+
+def link_shared_webhooks(adapters: Iterable[Any]) -> None:
+    """Let each X route accept events for the other configured accounts of the same app
+    (same consumer secret): one registered webhook URL then serves all of them."""
+    xs = [a for a in adapters if isinstance(a, XAdapter) and a.account.user_id]
+    for a in xs:
+        app_secret = a.account.secret("consumer_secret")
+        a.siblings = {
+            b.account.user_id: b
+            for b in xs
+            if b is not a and b.account.secret("consumer_secret") == app_secret
+        }
