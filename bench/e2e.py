@@ -23,8 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from bench.report import machine, replace_section
 from bot import keys as K
 from bot.app import build_app
 from bot.config import load_settings
@@ -317,30 +316,6 @@ ROW = (
 )
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if re.search(r"^## End to end\n", current, flags=re.M):
-        current = re.sub(
-            r"^## End to end\n.*?(?=^## |\Z)", lambda _m: text + "\n", current, flags=re.M | re.S
-        )
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current.rstrip("\n") + "\n")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, redis-server with AOF everysec"
-
-
 async def main_async(args: argparse.Namespace) -> None:
     from bot.config import NluConfig
 
@@ -381,7 +356,7 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     print(text)
     if args.write:
-        write_section(text)
+        replace_section("End to end", text)
 
 
 def main() -> None:

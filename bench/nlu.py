@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.report import replace_section
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -673,14 +675,6 @@ def render(results: Row, command: str) -> str:
     return "\n".join(L) + "\n"
 
 
-def write_section(md: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    m = re.search(r"^## NLU\n.*?(?=^## |\Z)", text, flags=re.S | re.M)
-    text = text[: m.start()] + md + text[m.end() :] if m else text.rstrip("\n") + "\n\n" + md
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -734,7 +728,7 @@ def main() -> None:
     md = render(results, cmd)
     print(md)
     if args.write:
-        write_section(md)
+        replace_section("NLU", md)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench.report import machine, replace_section
 from bot.config import load_settings
 from bot.models import OutboundReply
 from bot.outbox import Sender, enqueue_reply
@@ -286,28 +286,6 @@ Machine: {machine}
 """
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if re.search(r"^## Outbound\n", current, flags=re.M):
-        current = re.sub(r"^## Outbound\n.*?(?=^## |\Z)", text, current, flags=re.M | re.S)
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    path.write_text(current.rstrip("\n") + "\n")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, redis-server with AOF everysec"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--replies", type=int, default=2000)
@@ -330,7 +308,8 @@ def main() -> None:
     t = table(results, args)
     print(t)
     if args.write:
-        write_section(
+        replace_section(
+            "Outbound",
             SECTION.format(
                 latency_ms=args.latency * 1000,
                 latency=args.latency,
@@ -341,7 +320,7 @@ def main() -> None:
                 load=load,
                 table=t,
                 machine=machine(),
-            )
+            ),
         )
 
 

@@ -7,7 +7,6 @@ ticket; the follow-up lands on the ticket with no bot reply; an agent claims, re
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from bot.pipeline import Outcome
 from escalation.agents import AgentStore
 from tests.conftest import GENERIC_SECRET, make_settings
 from tests.support.trained_nlu import nlu_data_dir
+from tests.support.waiting import until
 from tests.support.webhooks import generic_event, signed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,30 +109,17 @@ async def send(client: Any, ev: dict[str, Any]) -> None:
     assert r.status == 200
 
 
-async def wait_until(pred: Any, within: float = 30.0) -> None:
-    """Poll ``pred`` (sync or async) until true; a bounded wait for other tasks' work."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        v = pred()
-        if asyncio.iscoroutine(v):
-            v = await v
-        if v:
-            return
-        await asyncio.sleep(0.02)  # another task (worker, sender) must catch up
-    raise AssertionError("condition not met in time")
-
-
 async def outcome(
     client: Any, event_id: str, platform: str = "generic", account: str = "acme"
 ) -> Outcome:
     redis, keys = client.app[K.REDIS], client.app[K.KEYS]
     key = keys.outcome(f"{platform}:{account}:{event_id}")
-    await wait_until(lambda: redis.exists(key))
+    await until(lambda: redis.exists(key))
     return Outcome.from_json(await redis.get(key))
 
 
 async def received(platform: Any, n: int) -> list[dict[str, Any]]:
-    await wait_until(lambda: len(platform.got) >= n)
+    await until(lambda: len(platform.got) >= n)
     return list(platform.got)
 
 
@@ -249,7 +236,7 @@ async def test_weibo_complaint_dm_ack_ticket_and_agent_reply(
     await push(dm)
     o = await outcome(client, f"2489518277:{dm['created_at']}", "weibo", "brandwb")
     assert o.decision == "escalate" and o.ticket_id, o
-    await wait_until(lambda: fake.messages)
+    await until(lambda: fake.messages)
     (ack,) = fake.messages
     assert ack["receiver_id"] == "2489518277" and "客服" in str(ack["text"])
 
@@ -272,5 +259,5 @@ async def test_weibo_complaint_dm_ack_ticket_and_agent_reply(
         f"{API}/tickets/{o.ticket_id}/reply", json={"text": "您好，已为您加急处理。"}, headers=auth
     )
     assert r.status == 200
-    await wait_until(lambda: len(fake.messages) >= 2)
+    await until(lambda: len(fake.messages) >= 2)
     assert fake.messages[1]["text"] == "您好，已为您加急处理。"

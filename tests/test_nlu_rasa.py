@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from bot.config import NluConfig
 from bot.metrics import REGISTRY
 from bot.nlu.artifact import Loaded
 from bot.nlu.service import NluService
+from tests.support.redis_server import free_port
 
 pytest_plugins = ["tests.conftest_nlu"]
 pytestmark = [pytest.mark.rasa, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -31,12 +31,6 @@ pytestmark = [pytest.mark.rasa, pytest.mark.slow, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "rasa.sh"
 VENV = Path(os.environ.get("RASA_VENV", Path.home() / ".cache" / "replydesk-rasa-venv"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -65,7 +59,7 @@ def rasa_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     env = os.environ | {"RASA_VENV": str(VENV)}
     # Train in the foreground (cached by data hash), then serve.
     subprocess.run([str(SCRIPT), "train"], check=True, env=env, timeout=840)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(SCRIPT), "run"],
         env=env | {"RASA_PORT": str(port)},

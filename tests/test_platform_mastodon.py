@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -31,6 +29,7 @@ from tests.fakes.harness import (
     mastodon_signature,
     reply,
 )
+from tests.support.waiting import until
 
 EXAMPLE_CONTENT = (
     '<span class="h-card"><a class="u-url mention" href="https://mastodon.social/@trwnh">'
@@ -205,13 +204,6 @@ async def test_instance_limit_is_read_and_long_text_fitted(env, fake, redis, key
 
 
 # -- streaming ------------------------------------------------------------------
-
-
-async def until(pred: Callable[[], Awaitable[bool]], limit_s: float = 10.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not await pred():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def stream_settings(redis_url: str, tmp_path: Any, base: str) -> Settings:

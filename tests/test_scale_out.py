@@ -22,9 +22,7 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from bot.redis import Keys
 from tests.conftest import GENERIC_SECRET
 from tests.support.redis_server import free_port
 from tests.support.trained_nlu import nlu_data_dir
+from tests.support.waiting import until
 from tests.support.webhooks import generic_event, signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,15 +90,6 @@ async def start(name: str, role: str, config: Path, tmp: Path, module: str) -> P
             cwd=ROOT, env=env, stdout=out, stderr=out,
         )  # fmt: skip
     return Proc(name, role, port, proc, log)
-
-
-async def wait_until(
-    pred: Callable[[], Awaitable[bool]], what: str, within_s: float = 30.0
-) -> None:
-    deadline = time.monotonic() + within_s
-    while not await pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def ready(http: aiohttp.ClientSession, p: Proc) -> bool:
@@ -208,7 +198,7 @@ async def burst_with_a_killed_worker(
     try:
         async with aiohttp.ClientSession() as http:
             for p in procs:
-                await wait_until(lambda p=p: ready(http, p), f"{p.name} /readyz", within_s=60)
+                await until(lambda p=p: ready(http, p), 60, f"{p.name} /readyz")
 
             sem = asyncio.Semaphore(32)
 
@@ -226,7 +216,7 @@ async def burst_with_a_killed_worker(
             async def victim_busy() -> bool:
                 return await acked(redis) >= 20 and await pending_of(redis, victim.proc.pid) > 0
 
-            await wait_until(victim_busy, "the victim to hold events after the first 20")
+            await until(victim_busy, 30, "the victim to hold events after the first 20")
             victim.proc.send_signal(signal.SIGKILL)
             await victim.proc.wait()
             held = await pending_of(redis, victim.proc.pid)
@@ -248,7 +238,7 @@ async def burst_with_a_killed_worker(
                     and not outbox.get("lag")
                 )
 
-            await wait_until(settled, "every event handled and every reply sent", within_s=90)
+            await until(settled, 90, "every event handled and every reply sent")
 
             # Every surviving process serves its own /metrics.
             for p in (*webs, survivor):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from bot.models import Author, InboundEvent
 from bot.pipeline import Outcome, PassThroughPipeline
 from bot.streams import list_dead, replay_dead, stream_stats
 from bot.worker import InboundWorker
+from tests.support.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = WorkerConfig(
@@ -31,18 +31,6 @@ def event(eid: str, text: str = "hi") -> InboundEvent:
         author=Author("42", "alice"),
         text=text,
     )
-
-
-async def until(pred, limit_s: float = 15.0, every: float = 0.05):
-    """Poll an async predicate until it is truthy or the deadline passes."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = await pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(every)
 
 
 async def add(redis, keys, ev: InboundEvent) -> str:
