@@ -20,7 +20,6 @@ from typing import Any
 import structlog
 
 from bot import metrics
-from bot.ops import notify
 from bot.redis import Keys, Redis, as_str
 from escalation.tickets import TicketStore
 
@@ -33,9 +32,10 @@ return 0
 
 
 class Notifier:
-    """Queues each alert for the notification webhook (``bot.ops.notify``, the same durable
-    queue as crisis alerts): a slow or failing webhook never stalls a scan, and delivery
-    is retried by whichever worker pops it."""
+    """Formats alerts for the notification webhook. The ticket transaction that fires an
+    alert also queues its notification (``bot.ops.notify``, the same durable queue as
+    crisis alerts): a slow webhook never stalls a scan, delivery is retried by whichever
+    worker pops it, and a crash cannot fire an alert without queueing it."""
 
     def __init__(self, *, public_url: str = "") -> None:
         self.public_url = public_url.rstrip("/")
@@ -51,10 +51,6 @@ class Notifier:
         )
         data = {k: v for k, v in alert.items() if k != "kind"} | {"alert": alert["kind"]}
         return text, data
-
-    async def send(self, redis: Redis, keys: Keys, alert: dict[str, Any]) -> None:
-        text, data = self.message(alert)
-        await notify.enqueue(redis, keys, kind="sla", text=text, data=data)
 
 
 class SlaScanner:
@@ -101,7 +97,8 @@ class SlaScanner:
         for member in await self.store.due_alerts(self.now()):
             # The ticket transaction that marks the alert fired (per clock run) also
             # removes its member, so exactly one concurrent caller gets the alert.
-            alert = await self.store.fire_alert(member)
+            message = self.notifier.message if self.notifier is not None else None
+            alert = await self.store.fire_alert(member, message)
             if alert is None:
                 await self.store.take_alert(member)  # stale: the clock stopped or restarted
                 continue
@@ -110,8 +107,6 @@ class SlaScanner:
             log.info(
                 "sla_alert", ticket_id=alert["ticket_id"], kind=alert["kind"], clock=alert["clock"]
             )
-            if self.notifier is not None:
-                await self.notifier.send(self.redis, self.keys, alert)
         with contextlib.suppress(Exception):
             await self.store.refresh_gauges()
         return fired

@@ -34,6 +34,7 @@ from redis.exceptions import WatchError
 from bot import metrics
 from bot.config import EscalationConfig
 from bot.models import InboundEvent, OutboundReply
+from bot.ops import notify
 from bot.ops.insights import record_first_response
 from bot.redis import Keys, Redis, as_str
 from escalation.sla import CLOCKS, PRIORITIES, Clock, SlaPolicies, bump
@@ -179,6 +180,8 @@ class _Change:
     notes: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # (kind, text, data) for the notification webhook queue, queued in the same MULTI.
+    notices: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
     conv_set: bool = False
     conv_delete: bool = False
@@ -437,6 +440,8 @@ class TicketStore:
                 maxlen=EVENTS_MAXLEN,
                 approximate=True,
             )
+        for kind, text, data in ch.notices:
+            notify.queue_in(pipe, self.keys, kind=kind, text=text, data=data)
 
     def _alert_members(self, t: Ticket) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -840,8 +845,14 @@ class TicketStore:
         """Remove ``member`` from the due set; True for the one caller that removed it."""
         return bool(await self.redis.zrem(self.k_due, member))
 
-    async def fire_alert(self, member: str) -> dict[str, Any] | None:
-        """Mark an alert fired on its ticket (once); returns the alert or None if stale."""
+    async def fire_alert(
+        self,
+        member: str,
+        notice: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]] | None = None,
+    ) -> dict[str, Any] | None:
+        """Mark an alert fired on its ticket (once); returns the alert or None if stale.
+        ``notice(alert) -> (text, data)``: queue a webhook notification in the same
+        transaction, so a crash can never record the alert without its notification."""
         try:
             tid, clock, gen_s, kind = member.split("|")
             gen = int(gen_s)
@@ -868,24 +879,25 @@ class TicketStore:
                 if new != t.priority:
                     t.priority = new
                     self._reschedule(t)
-            alert["priority"] = t.priority
+            alert.update(
+                priority=t.priority,
+                ticket_id=tid,
+                account=t.account,
+                platform=t.platform,
+                customer=t.user_handle,
+            )
             ch.history.append({"at": now, "actor": "sla", "action": f"sla.{kind}", "clock": clock})
             ch.events.append((f"sla.{kind}", {"clock": clock, "due_at": c.due}))
+            if notice is not None:
+                ch.notices.append(("sla", *notice(alert)))
             return alert
 
         try:
-            res = await self._mutate(tid, fn)
+            return await self._mutate(tid, fn)
         except TicketError as e:
             if e.code == "not_found":
                 return None
             raise
-        if res is not None:
-            t = await self.get(tid)
-            if t is not None:
-                res.update(
-                    ticket_id=tid, account=t.account, platform=t.platform, customer=t.user_handle
-                )
-        return res
 
     async def refresh_gauges(self) -> None:
         ids = await self.redis.zrange(self.k_open, 0, -1)

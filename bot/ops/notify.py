@@ -33,11 +33,17 @@ def queue_key(keys: Keys) -> str:
     return keys.ns("ops", "notify")
 
 
-async def enqueue(redis: Redis, keys: Keys, *, kind: str, text: str, data: dict[str, Any]) -> None:
+def queue_in(pipe: Any, keys: Keys, *, kind: str, text: str, data: dict[str, Any]) -> None:
+    """Add the queueing commands to ``pipe``: a caller's MULTI can then record an alert and
+    its notification together (escalation.tickets does, for SLA alerts)."""
     item = json.dumps({"kind": kind, "text": text, "data": data, "attempts": 0}, ensure_ascii=False)
+    pipe.rpush(queue_key(keys), item)
+    pipe.ltrim(queue_key(keys), -MAX_QUEUED, -1)
+
+
+async def enqueue(redis: Redis, keys: Keys, *, kind: str, text: str, data: dict[str, Any]) -> None:
     tx = redis.pipeline(transaction=True)
-    tx.rpush(queue_key(keys), item)
-    tx.ltrim(queue_key(keys), -MAX_QUEUED, -1)
+    queue_in(tx, keys, kind=kind, text=text, data=data)
     await tx.execute()
 
 
