@@ -338,7 +338,18 @@ def _shipped() -> Any:
     return svc
 
 
-def bench_airline(name: str) -> Row:
+def _shipped_scores(te: list[str], yte: np.ndarray) -> Row:
+    """The shipped detector (trained on nlu_data only) on a test set, at its threshold."""
+    svc = _shipped()
+    assert svc.thresholds is not None
+    shipped = [
+        r.negativity for s in range(0, len(te), 256) for r in svc.parse_batch_sync(te[s : s + 256])
+    ]
+    return _binary_scores(yte, (np.array(shipped) >= svc.thresholds.negativity).astype(int))
+
+
+def _airline_split() -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """The protocol's negative-vs-rest 80/20 split, seed 0: train texts, test texts, labels."""
     from sklearn.model_selection import train_test_split
 
     with (DATA / "airline_sentiment" / "Tweets.csv").open(encoding="utf-8") as fh:
@@ -346,16 +357,16 @@ def bench_airline(name: str) -> Row:
     texts = [r["text"] for r in rows]
     y = np.array([int(r["airline_sentiment"] == "negative") for r in rows])
     tr, te, ytr, yte = train_test_split(texts, y, test_size=0.2, random_state=0)
+    return tr, te, ytr, yte
+
+
+def bench_airline(name: str) -> Row:
+    tr, te, ytr, yte = _airline_split()
     score, t_f1 = _train_negativity(name, tr, ytr)
     p = score(te)
     trained = _binary_scores(yte, (p >= 0.5).astype(int))
     tuned = _binary_scores(yte, (p >= t_f1).astype(int))
-    svc = _shipped()
-    assert svc.thresholds is not None
-    shipped = [
-        r.negativity for s in range(0, len(te), 256) for r in svc.parse_batch_sync(te[s : s + 256])
-    ]
-    ootb = _binary_scores(yte, (np.array(shipped) >= svc.thresholds.negativity).astype(int))
+    ootb = _shipped_scores(te, yte)
     return {
         "encoder": name,
         "test_rows": len(te),
@@ -370,18 +381,13 @@ def bench_airline_finetune(epochs: int = 2, seed: int = 0) -> Row:
     head, cross-entropy, AdamW) gives on the airline split, next to the frozen vectors the
     product trains on. Slow on CPU: about a minute per 1,000 tweets per epoch here."""
     import torch
-    from sklearn.model_selection import train_test_split
     from transformers import AutoModel, AutoTokenizer
 
     from bot.nlu.encoder import resolve_model
 
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    with (DATA / "airline_sentiment" / "Tweets.csv").open(encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    texts = [r["text"] for r in rows]
-    y = np.array([int(r["airline_sentiment"] == "negative") for r in rows])
-    tr, te, ytr, yte = train_test_split(texts, y, test_size=0.2, random_state=0)
+    tr, te, ytr, yte = _airline_split()
     path, _ = resolve_model("minilm")
     tok = AutoTokenizer.from_pretrained(path)
     body = AutoModel.from_pretrained(path)
@@ -443,12 +449,7 @@ def bench_weibo(name: str) -> Row:
     te, yte = read("test.txt")
     score, _ = _train_negativity(name, tr, ytr)
     trained = _binary_scores(yte, (score(te) >= 0.5).astype(int))
-    svc = _shipped()
-    assert svc.thresholds is not None
-    shipped = [
-        r.negativity for s in range(0, len(te), 256) for r in svc.parse_batch_sync(te[s : s + 256])
-    ]
-    ootb = _binary_scores(yte, (np.array(shipped) >= svc.thresholds.negativity).astype(int))
+    ootb = _shipped_scores(te, yte)
     return {
         "encoder": name,
         "test_rows": len(te),

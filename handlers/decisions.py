@@ -7,7 +7,7 @@ who pick up a ticket.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from bot.nlu.types import NluResult
@@ -28,20 +28,27 @@ def nlu_reasons(nlu: NluResult | None) -> dict[str, Any]:
     }
 
 
+class _Serialisable:
+    """``to_dict``: the decision's kind, then its fields in declaration order."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}  # type: ignore[call-overload]  # subclasses are dataclasses
+
+
 @dataclass(slots=True)
-class Answer:
+class Answer(_Serialisable):
     """Reply to the customer with ``text`` (in the message's channel)."""
 
     text: str
     reasons: dict[str, Any] = field(default_factory=dict)
     kind: ClassVar[str] = "answer"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "text": self.text, "reasons": self.reasons}
-
 
 @dataclass(slots=True)
-class Escalate:
+class Escalate(_Serialisable):
     """Open (or join) the conversation's ticket; ``ack`` is an optional short reply."""
 
     reason: str
@@ -50,26 +57,14 @@ class Escalate:
     reasons: dict[str, Any] = field(default_factory=dict)
     kind: ClassVar[str] = "escalate"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "reason": self.reason,
-            "priority": self.priority,
-            "ack": self.ack,
-            "reasons": self.reasons,
-        }
-
 
 @dataclass(slots=True)
-class Ignore:
+class Ignore(_Serialisable):
     """Say nothing and open nothing (spam, lottery hunting)."""
 
     reason: str
     reasons: dict[str, Any] = field(default_factory=dict)
     kind: ClassVar[str] = "ignore"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "reason": self.reason, "reasons": self.reasons}
 
 
 Decision = Answer | Escalate | Ignore

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as sync_redis
 
 from bot import textfit
 from escalation.api import TICKETS
@@ -27,6 +26,8 @@ from tests.support.browser import (
     RulePipeline,
     chromium,
     csp_violations,
+    flush_redis,
+    playwright_expect,
     run_axe,
     sandbox_accounts,
     shot,
@@ -41,28 +42,15 @@ XSS_TEXT = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 
 XSS_HANDLE = '"><img src=x onerror=window.__xss=3>'
 
 
-def _expect() -> Any:
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=15_000)
-    return expect
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as b:
         yield b
 
 
-def _flush(url: str) -> None:
-    c = sync_redis.Redis.from_url(url)
-    c.flushall()
-    c.close()
-
-
 @pytest.fixture
 def server(redis_server: Any, tmp_path: Path) -> Iterator[LiveServer]:
-    _flush(redis_server.url)
+    flush_redis(redis_server.url)
     settings = make_settings(
         redis_server.url, tmp_path, **{"accounts": sandbox_accounts(), "sandbox.enabled": True}
     )
@@ -103,7 +91,7 @@ def agent_page(browser: Any, srv: LiveServer, who: str, **ctx: Any) -> Any:
 
 # -- sign in / out -----------------------------------------------------------------
 def test_sign_in_cookie_and_sign_out(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{server.url}/console")
@@ -154,7 +142,7 @@ def test_state_changes_need_the_csrf_header(browser: Any, server: LiveServer) ->
 
 # -- the loop: sandbox complaint → live queue → claim → held by → reply → resolve ------
 def test_complaint_live_claim_reply_resolve(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     ann = agent_page(browser, server, "ann", viewport={"width": 1280, "height": 860})
     csp = csp_violations(ann)
     expect(ann.locator("#live")).to_have_text("live")
@@ -238,7 +226,7 @@ def test_complaint_live_claim_reply_resolve(browser: Any, server: LiveServer) ->
 
 # -- escaping --------------------------------------------------------------------------
 def test_xss_payloads_render_as_text(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     tid = new_ticket(server, text=XSS_TEXT, handle=XSS_HANDLE)
     page = agent_page(browser, server, "ann")
     csp = csp_violations(page)
@@ -258,7 +246,7 @@ def test_xss_payloads_render_as_text(browser: Any, server: LiveServer) -> None:
 
 
 def test_sandbox_text_is_escaped(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     page = browser.new_context().new_page()
     page.goto(f"{server.url}/sandbox")
     page.get_by_label("Message", exact=True).fill(XSS_TEXT)
@@ -271,8 +259,8 @@ def test_sandbox_text_is_escaped(browser: Any, server: LiveServer) -> None:
 
 # -- SLA countdown colours ------------------------------------------------------------
 def test_countdown_turns_amber_then_red(browser: Any, redis_server: Any, tmp_path: Path) -> None:
-    expect = _expect()
-    _flush(redis_server.url)
+    expect = playwright_expect()
+    flush_redis(redis_server.url)
     # Urgent: 6 s to first response, at risk after 2.4 s; high: 15 s, at risk after 6 s.
     urgent = {"first_response_min": 0.1, "next_response_min": 0.1, "resolution_min": 0.2}
     high = {"first_response_min": 0.25, "next_response_min": 0.25, "resolution_min": 0.5}
@@ -327,7 +315,7 @@ def test_countdown_turns_amber_then_red(browser: Any, redis_server: Any, tmp_pat
 
 # -- the character counter ----------------------------------------------------------
 def test_counter_matches_textfit_vectors(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     tid = new_ticket(server)
     page = agent_page(browser, server, "ann")
     page.goto(f"{server.url}/console/tickets/{tid}")
@@ -357,7 +345,7 @@ def test_counter_matches_textfit_vectors(browser: Any, server: LiveServer) -> No
 
 # -- supervisor -----------------------------------------------------------------------
 def test_supervisor_reassign_priority_and_load(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     t1 = new_ticket(server, user="1")
     new_ticket(server, user="2")
     sue = agent_page(browser, server, "sue")
@@ -385,7 +373,7 @@ def test_supervisor_reassign_priority_and_load(browser: Any, server: LiveServer)
 
 
 def test_queue_filters(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     t1 = new_ticket(server, user="1", account="acme")
     t2 = new_ticket(server, user="2", account="acme-cn")
     page = agent_page(browser, server, "ann")
@@ -413,7 +401,7 @@ def test_queue_filters(browser: Any, server: LiveServer) -> None:
 
 # -- phones and accessibility -----------------------------------------------------------
 def test_phone_layout(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     tid = new_ticket(server)
     page = agent_page(
         browser,
@@ -436,7 +424,7 @@ def test_phone_layout(browser: Any, server: LiveServer) -> None:
 
 
 def test_pages_pass_axe(browser: Any, server: LiveServer) -> None:
-    expect = _expect()
+    expect = playwright_expect()
     tid = new_ticket(server, text="Where is my order? It is late.")
     # axe is injected as a script, which our CSP forbids: this context bypasses it.
     context = browser.new_context(bypass_csp=True)
@@ -477,7 +465,7 @@ def test_crisis_banner_appears_and_clears_live(browser: Any, server: LiveServer)
     from bot.config import OpsConfig
     from bot.ops.spikes import SpikeDetector
 
-    expect = _expect()
+    expect = playwright_expect()
     cfg = OpsConfig(bucket_s=60, window_s=300, min_count=3, factor=3.0)
     t0 = 1_800_000_000.0
 

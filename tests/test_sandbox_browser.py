@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as sync_redis
 
 from tests.conftest import make_settings
 from tests.support.browser import (
@@ -23,6 +22,8 @@ from tests.support.browser import (
     RulePipeline,
     chromium,
     csp_violations,
+    flush_redis,
+    playwright_expect,
     sandbox_accounts,
     shot,
 )
@@ -32,23 +33,10 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _expect(timeout_ms: int = 15_000) -> Any:
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=timeout_ms)
-    return expect
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as b:
         yield b
-
-
-def _flush(url: str) -> None:
-    c = sync_redis.Redis.from_url(url)
-    c.flushall()
-    c.close()
 
 
 def _send(page: Any, text: str, *, kind: str = "a direct message") -> None:
@@ -58,8 +46,8 @@ def _send(page: Any, text: str, *, kind: str = "a direct message") -> None:
 
 
 def test_real_pipeline_faq_complaint_and_agent_answer(browser: Any, redis_server: Any) -> None:
-    expect = _expect()
-    _flush(redis_server.url)
+    expect = playwright_expect()
+    flush_redis(redis_server.url)
     settings = make_settings(
         redis_server.url,
         nlu_data_dir(),  # redis.data_dir: where the trained NLU artifact is kept
@@ -126,8 +114,8 @@ def test_real_pipeline_faq_complaint_and_agent_answer(browser: Any, redis_server
 def test_switching_account_and_new_customer(
     browser: Any, redis_server: Any, tmp_path: Path
 ) -> None:
-    expect = _expect()
-    _flush(redis_server.url)
+    expect = playwright_expect()
+    flush_redis(redis_server.url)
     settings = make_settings(
         redis_server.url, tmp_path, **{"accounts": sandbox_accounts(), "sandbox.enabled": True}
     )

@@ -8,9 +8,10 @@ HTTP client session.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -24,6 +25,17 @@ class SignatureError(Exception):
 
 class PayloadError(Exception):
     """The body is not a payload this platform sends (→ 400, nothing stored)."""
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A webhook body that must be one JSON object, or the PayloadError saying why not."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PayloadError("body is not JSON") from e
+    if not isinstance(data, dict):
+        raise PayloadError("body must be a JSON object")
+    return data
 
 
 class HandshakeError(Exception):

@@ -37,6 +37,7 @@ from bot.platforms.base import (
     SendError,
     SendResult,
     SignatureError,
+    json_object,
 )
 from bot.platforms.signing import hmac_sha256_hex, same
 
@@ -77,12 +78,7 @@ class GenericAdapter(PlatformAdapter):
             raise SignatureError("bad or missing X-Replydesk-Signature")
 
     def parse(self, body: bytes) -> list[InboundEvent]:
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PayloadError("body is not JSON") from e
-        if not isinstance(data, dict):
-            raise PayloadError("body must be a JSON object")
+        data = json_object(body)
         items = data.get("events", [data])
         if not isinstance(items, list) or len(items) > MAX_EVENTS:
             raise PayloadError(f"events must be a list of at most {MAX_EVENTS} objects")

@@ -15,7 +15,6 @@ same post seen both ways is stored once.
 from __future__ import annotations
 
 import html
-import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -27,7 +26,14 @@ import structlog
 
 from bot import textfit
 from bot.models import Author, InboundEvent, OutboundReply
-from bot.platforms.base import HttpReply, PayloadError, SendError, SendResult, SignatureError
+from bot.platforms.base import (
+    HttpReply,
+    PayloadError,
+    SendError,
+    SendResult,
+    SignatureError,
+    json_object,
+)
 from bot.platforms.common import ApiAdapter, rate_headers, read_json
 from bot.platforms.signing import hmac_sha256_hex, same
 from bot.ratelimit import Limit
@@ -132,11 +138,8 @@ class MastodonAdapter(ApiAdapter):
             raise SignatureError(f"bad or missing {SIGNATURE_HEADER}")
 
     def parse(self, body: bytes) -> list[InboundEvent]:
-        try:
-            d = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PayloadError("body is not JSON") from e
-        if not isinstance(d, dict) or not isinstance(d.get("object"), dict):
+        d = json_object(body)
+        if not isinstance(d.get("object"), dict):
             raise PayloadError("expected {event, created_at, object}")
         if d.get("event") != "status.created":
             log.debug("mastodon_webhook_ignored", webhook_event=str(d.get("event")))

@@ -31,6 +31,7 @@ from bot.platforms.base import (
     SendError,
     SendResult,
     SignatureError,
+    json_object,
 )
 from bot.platforms.common import ApiAdapter, error_text, http_error, rate_headers
 from bot.platforms.signing import same
@@ -108,12 +109,7 @@ class WeiboAdapter(ApiAdapter):
         return HttpReply(body=b"", content_type="text/plain")
 
     def parse(self, body: bytes) -> list[InboundEvent]:
-        try:
-            d = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PayloadError("body is not JSON") from e
-        if not isinstance(d, dict):
-            raise PayloadError("body must be a JSON object")
+        d = json_object(body)
         mtype = str(d.get("type") or "")
         sender = str(d.get("sender_id") or "")
         receiver = str(d.get("receiver_id") or "")

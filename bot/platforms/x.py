@@ -22,7 +22,14 @@ import structlog
 
 from bot.models import Author, InboundEvent, OutboundReply
 from bot.platforms import oauth1
-from bot.platforms.base import HandshakeError, HttpReply, PayloadError, SendResult, SignatureError
+from bot.platforms.base import (
+    HandshakeError,
+    HttpReply,
+    PayloadError,
+    SendResult,
+    SignatureError,
+    json_object,
+)
 from bot.platforms.common import ApiAdapter, rate_headers, read_json
 from bot.platforms.signing import hmac_sha256_b64, same
 from bot.ratelimit import Limit
@@ -92,12 +99,7 @@ class XAdapter(ApiAdapter):
             raise SignatureError(f"bad or missing {SIGNATURE_HEADER}")
 
     def parse(self, body: bytes) -> list[InboundEvent]:
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PayloadError("body is not JSON") from e
-        if not isinstance(data, dict):
-            raise PayloadError("body must be a JSON object")
+        data = json_object(body)
         me = str(data.get("for_user_id") or "")
         if not me:
             raise PayloadError("for_user_id missing")

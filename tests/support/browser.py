@@ -234,3 +234,20 @@ def csp_violations(page: Any) -> list[str]:
 
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0", "false")
+
+
+def playwright_expect(timeout_ms: int = 15_000) -> Any:
+    """Playwright's ``expect`` with a timeout generous enough for shared CI machines."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=timeout_ms)
+    return expect
+
+
+def flush_redis(url: str) -> None:
+    """Empty the test Redis from synchronous (browser) tests."""
+    import redis as sync_redis
+
+    c = sync_redis.Redis.from_url(url)
+    c.flushall()
+    c.close()
