@@ -222,6 +222,71 @@ async def test_many_workers_racing_raise_exactly_once(redis: Any, keys: Any) -> 
     assert len(await events_of(redis, keys, "alert.raised")) == 1
 
 
+async def test_a_crash_after_the_script_keeps_banner_and_notification(
+    redis: Any, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies (here: raises) right after the script returns: the alert, its
+    console event and its notification are already written, for the raise and the clear."""
+
+    class Crash(Exception):
+        pass
+
+    def die(*_: Any) -> Any:
+        raise Crash
+
+    n = await quiet_period(redis, keys, start=T0, hours=2)
+    t = T0 + 2 * 3600
+    monkeypatch.setattr(metrics.CRISIS_ALERTS, "labels", die)
+    with pytest.raises(Crash):
+        await burst(redis, keys, start=t, n=40, n0=n)
+    (alert,) = await list_alerts(redis, keys)
+    assert alert["status"] == "active"
+    (raised,) = await events_of(redis, keys, "alert.raised")
+    assert raised["alert_id"] == alert["id"]
+    assert json.loads(raised["data"])["window_count"] == alert["window_count"]
+    (queued,) = [json.loads(x) for x in await redis.lrange(notify.queue_key(keys), 0, -1)]
+    assert queued["kind"] == "crisis" and queued["data"]["event"] == "alert.raised"
+    assert queued["data"]["alert_id"] == alert["id"]
+    assert f"{alert['window_count']} negative messages in the last 10 min" in queued["text"]
+    assert queued["text"].endswith(f"Alert {alert['id']}.")
+
+    with pytest.raises(Crash):
+        await SpikeDetector(redis, keys, CFG).observe("acme", now=t + 3600)
+    (cleared,) = await list_alerts(redis, keys)
+    assert cleared["status"] == "cleared" and cleared["cleared_at"] == t + 3600
+    assert [e["alert_id"] for e in await events_of(redis, keys, "alert.cleared")] == [alert["id"]]
+    queued = [json.loads(x) for x in await redis.lrange(notify.queue_key(keys), 0, -1)]
+    assert [q["data"]["event"] for q in queued] == ["alert.raised", "alert.cleared"]
+    assert f"peak {cleared['peak']} negative" in queued[1]["text"]
+
+
+async def test_a_stale_read_of_the_active_alert_is_retried(
+    redis: Any, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker raised the alert between this caller's read and its script: the
+    script refuses, the caller reads again, and the message joins the raised alert."""
+    n = await quiet_period(redis, keys, start=T0, hours=2)
+    t = T0 + 2 * 3600
+    n = await burst(redis, keys, start=t, n=30, n0=n)
+    (alert,) = await list_alerts(redis, keys)
+    detector = SpikeDetector(redis, keys, CFG)
+    real_hget = redis.hget
+    reads: list[bytes | None] = []
+
+    async def stale_once(*args: Any) -> Any:
+        value = b"" if not reads else await real_hget(*args)
+        reads.append(value)
+        return value
+
+    monkeypatch.setattr(redis, "hget", stale_once)
+    state = await detector.observe("acme", now=t + 300, item='{"text":"late"}')
+    assert state.transition == "active" and state.alert_id == alert["id"]
+    assert reads == [b"", alert["id"].encode()]
+    full = await get_alert(redis, keys, alert["id"], events=1000)
+    assert full is not None and full["messages"][-1] == {"text": "late"}
+    assert len(await list_alerts(redis, keys)) == 1
+
+
 async def test_dms_and_positive_messages_do_not_count(redis: Any, keys: Any) -> None:
     for j in range(30):
         await record_message(

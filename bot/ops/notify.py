@@ -35,7 +35,8 @@ def queue_key(keys: Keys) -> str:
 
 def queue_in(pipe: Any, keys: Keys, *, kind: str, text: str, data: dict[str, Any]) -> None:
     """Add the queueing commands to ``pipe``: a caller's MULTI can then record an alert and
-    its notification together (escalation.tickets does, for SLA alerts)."""
+    its notification together (escalation.tickets does, for SLA alerts). The crisis-alert
+    script in bot.ops.spikes writes the same item shape from Lua."""
     item = json.dumps({"kind": kind, "text": text, "data": data, "attempts": 0}, ensure_ascii=False)
     pipe.rpush(queue_key(keys), item)
     pipe.ltrim(queue_key(keys), -MAX_QUEUED, -1)

@@ -11,12 +11,14 @@ Each account has, in Redis (all under ``keys.ns("ops", ...)``):
   list of the spike's messages (the window at raise time, then every negative message
   while it stays active).
 
-One Lua script counts, folds the baseline and decides the transition atomically, so any
-number of worker processes can call it and exactly one caller sees ``raised`` (and later
-``cleared``); only that caller does the side effects: the metric, an event on
-``keys.events`` for the console banner, and a queued notification. Those follow the
-script, so a process killed in between leaves the alert recorded (``/api/v1/alerts``,
-the gauge) without its banner event or notification: at most once, never twice.
+One Lua script counts, folds the baseline, decides the transition and writes everything
+the transition implies: the alert, its messages, the console banner event on
+``keys.events`` and the queued notification (``ops:notify``). So any number of worker
+processes can call it, exactly one caller sees ``raised`` (and later ``cleared``), and a
+process killed at any point leaves either nothing or the whole transition; only the
+process-local metric and log line follow the script. The caller reads the active alert id
+first (the script needs that alert's keys) and the script refuses with ``retry`` if
+another worker changed it in between.
 
 Window count >= max(factor * max(baseline, floor), min_count) raises; falling below
 ``clear_ratio`` of that threshold clears. The baseline is frozen while an alert is active
@@ -43,11 +45,19 @@ log = structlog.get_logger(__name__)
 # Idle accounts' spike state disappears after this long.
 STATE_TTL_S = 30 * 24 * 3600
 EVENTS_STREAM_MAXLEN = 10_000
+# Tries when another worker raises or clears this account's alert between read and script.
+_RETRIES = 5
 
-# KEYS: 1 state, 2 buckets, 3 recent, 4 alerts index, 5 new alert hash, 6 new alert events
+# KEYS: 1 state, 2 buckets, 3 recent, 4 alerts index, 5 new alert hash, 6 new alert events,
+#       7 active alert hash, 8 active alert events (both = 5, 6 when none is active),
+#       9 console events stream, 10 notification queue
 # ARGV: 1 now, 2 bucket_s, 3 nwin, 4 alpha, 5 floor, 6 factor, 7 min_count, 8 clear_ratio,
-#       9 increment (0|1), 10 item json, 11 events_max, 12 new alert id, 13 account, 14 ttl
-# Returns {transition, alert id, window count, baseline, threshold, peak} as strings.
+#       9 increment (0|1), 10 item json, 11 events_max, 12 new alert id, 13 account, 14 ttl,
+#       15 active alert id the caller read ('' for none), 16 events stream maxlen,
+#       17 notification queue max, 18 raised text format (count, baseline, threshold, id),
+#       19 cleared text format (id, peak)
+# Returns {transition, alert id, window count, baseline, threshold, peak} as strings, or
+# {'retry'} when the active alert is no longer the one the caller read.
 _SPIKE_LUA = """
 local now = tonumber(ARGV[1])
 local bs = tonumber(ARGV[2])
@@ -64,6 +74,9 @@ local st = redis.call('HMGET', KEYS[1], 'ewma', 'last', 'alert', 'thr', 'peak')
 local ewma = tonumber(st[1]) or 0
 local last = tonumber(st[2]) or (cur - 1)
 local active = st[3] or ''
+if active ~= ARGV[15] then
+  return {'retry'}
+end
 if ARGV[9] == '1' then
   redis.call('HINCRBY', KEYS[2], tostring(cur), 1)
   redis.call('ZADD', KEYS[3], now, ARGV[10])
@@ -126,18 +139,41 @@ else
   if count < thr * clear_ratio then
     result = 'cleared'
     redis.call('HDEL', KEYS[1], 'alert', 'thr', 'peak')
+    redis.call('HSET', KEYS[7], 'status', 'cleared', 'cleared_at', ARGV[1], 'peak',
+      tostring(peak))
   else
     result = 'active'
     if count > peak then
       peak = count
       redis.call('HSET', KEYS[1], 'peak', tostring(peak))
     end
+    if ARGV[9] == '1' then
+      -- later messages of the same spike join it
+      redis.call('RPUSH', KEYS[8], ARGV[10])
+      redis.call('LTRIM', KEYS[8], -events_max, -1)
+    end
   end
 end
-redis.call('HSET', KEYS[1], 'ewma', tostring(ewma), 'last', tostring(last))
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[3], ttl)
+if result == 'raised' or result == 'cleared' then
+  local kind, text = 'alert.raised', ''
+  if result == 'raised' then
+    text = string.format(ARGV[18], count, base, thr, active)
+  else
+    kind = 'alert.cleared'
+    text = string.format(ARGV[19], active, peak)
+  end
+  local function r3(x) return tonumber(string.format('%.3f', x)) end
+  local payload = {alert_id = active, account = ARGV[13], window_count = count,
+    baseline = r3(base), threshold = r3(thr), peak = peak, at = now}
+  -- the console shows an active alert as a banner; fields mirror the ticket events
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[16], '*', 'type', kind,
+    'account', ARGV[13], 'alert_id', active, 'data', cjson.encode(payload))
+  -- the same item shape as bot.ops.notify.queue_in
+  payload.event = kind
+  redis.call('RPUSH', KEYS[10], cjson.encode({kind = 'crisis', text = text, data = payload,
+    attempts = 0}))
+  redis.call('LTRIM', KEYS[10], -tonumber(ARGV[17]), -1)
+end
 return {result, active, tostring(count), tostring(base), tostring(thr), tostring(peak)}
 """
 
@@ -184,111 +220,89 @@ class SpikeDetector:
         self._alpha = 1.0 - 0.5 ** (cfg.bucket_s / cfg.baseline_half_life_s)
 
     async def observe(self, account: str, *, now: float, item: str | None = None) -> SpikeState:
-        """Count one negative message (``item``) or just re-evaluate (``item`` None), and
-        perform the side effects of a transition this call made."""
-        new_id = f"{int(now)}-{secrets.token_hex(4)}"
+        """Count one negative message (``item``) or just re-evaluate (``item`` None). The
+        script records a transition with its banner event and notification; this process
+        then updates its metrics and logs it."""
         k = self.keys
-        raw = await self._script(
-            keys=[
-                ops_key(k, "spike", account),
-                ops_key(k, "negb", account),
-                ops_key(k, "negrecent", account),
-                ops_key(k, "alerts"),
-                ops_key(k, "alert", new_id),
-                ops_key(k, "alert", new_id, "events"),
-            ],
-            args=[
-                repr(float(now)),
-                self.cfg.bucket_s,
-                self.cfg.window_s // self.cfg.bucket_s,
-                repr(self._alpha),
-                repr(float(self.cfg.baseline_floor)),
-                repr(float(self.cfg.factor)),
-                self.cfg.min_count,
-                repr(float(self.cfg.clear_ratio)),
-                "1" if item is not None else "0",
-                item or "",
-                self.cfg.alert_events_max,
-                new_id,
-                account,
-                STATE_TTL_S,
-            ],
-        )
+        state_key = ops_key(k, "spike", account)
+        for _ in range(_RETRIES):
+            new_id = f"{int(now)}-{secrets.token_hex(4)}"
+            active = as_str(await self.redis.hget(state_key, "alert") or b"")
+            raw = await self._script(
+                keys=[
+                    state_key,
+                    ops_key(k, "negb", account),
+                    ops_key(k, "negrecent", account),
+                    ops_key(k, "alerts"),
+                    ops_key(k, "alert", new_id),
+                    ops_key(k, "alert", new_id, "events"),
+                    ops_key(k, "alert", active or new_id),
+                    ops_key(k, "alert", active or new_id, "events"),
+                    k.events,
+                    notify.queue_key(k),
+                ],
+                args=[
+                    repr(float(now)),
+                    self.cfg.bucket_s,
+                    self.cfg.window_s // self.cfg.bucket_s,
+                    repr(self._alpha),
+                    repr(float(self.cfg.baseline_floor)),
+                    repr(float(self.cfg.factor)),
+                    self.cfg.min_count,
+                    repr(float(self.cfg.clear_ratio)),
+                    "1" if item is not None else "0",
+                    item or "",
+                    self.cfg.alert_events_max,
+                    new_id,
+                    account,
+                    STATE_TTL_S,
+                    active,
+                    EVENTS_STREAM_MAXLEN,
+                    notify.MAX_QUEUED,
+                    self._raised_text(account),
+                    self._cleared_text(account),
+                ],
+            )
+            if as_str(raw[0]) != "retry":
+                break
+        else:
+            raise RuntimeError(f"crisis state of {account!r} kept changing; gave up")
         tr, alert_id, count, base, thr, peak = (as_str(v) for v in raw)
         state = SpikeState(tr, alert_id, int(count), float(base), float(thr), int(float(peak)))
         metrics.NEGATIVE_WINDOW.labels(account).set(state.count)
         metrics.NEGATIVE_BASELINE.labels(account).set(state.baseline)
         metrics.CRISIS_ACTIVE.labels(account).set(1 if tr in ("raised", "active") else 0)
         if tr == "raised":
-            await self._raised(account, state, now=now)
+            metrics.CRISIS_ALERTS.labels(account, "raised").inc()
+            log.warning(
+                "crisis_alert_raised",
+                alert_id=alert_id,
+                account=account,
+                window_count=state.count,
+                baseline=round(state.baseline, 2),
+                threshold=round(state.threshold, 2),
+            )
         elif tr == "cleared":
-            await self._cleared(account, state, now=now)
-        elif tr == "active" and item is not None:
-            # Later messages of the same spike join it (outside the script: its key
-            # depends on the alert id the script only now returned).
-            ev_key = ops_key(k, "alert", alert_id, "events")
-            tx = self.redis.pipeline(transaction=True)
-            tx.rpush(ev_key, item)
-            tx.ltrim(ev_key, -self.cfg.alert_events_max, -1)
-            await tx.execute()
+            metrics.CRISIS_ALERTS.labels(account, "cleared").inc()
+            log.info("crisis_alert_cleared", alert_id=alert_id, account=account, peak=state.peak)
         return state
 
-    async def _raised(self, account: str, st: SpikeState, *, now: float) -> None:
-        metrics.CRISIS_ALERTS.labels(account, "raised").inc()
-        log.warning(
-            "crisis_alert_raised",
-            alert_id=st.alert_id,
-            account=account,
-            window_count=st.count,
-            baseline=round(st.baseline, 2),
-            threshold=round(st.threshold, 2),
+    # Notification texts as string.format patterns the script fills in (account names are
+    # ours, from the config, but a '%' in one must not become a format directive).
+    def _raised_text(self, account: str) -> str:
+        acct = account.replace("%", "%%")
+        return (
+            f":rotating_light: replydesk crisis alert for account {acct}: "
+            f"%d negative messages in the last {self.cfg.window_s // 60} min "
+            "(baseline %.1f, threshold %.0f). Alert %s."
         )
-        text = (
-            f":rotating_light: replydesk crisis alert for account {account}: "
-            f"{st.count} negative messages in the last {self.cfg.window_s // 60} min "
-            f"(baseline {st.baseline:.1f}, threshold {st.threshold:.0f}). Alert {st.alert_id}."
-        )
-        await self._announce("alert.raised", account, st, now=now, text=text)
 
-    async def _cleared(self, account: str, st: SpikeState, *, now: float) -> None:
-        await self.redis.hset(
-            ops_key(self.keys, "alert", st.alert_id),
-            mapping={"status": "cleared", "cleared_at": repr(now), "peak": str(st.peak)},
-        )
-        metrics.CRISIS_ALERTS.labels(account, "cleared").inc()
-        log.info("crisis_alert_cleared", alert_id=st.alert_id, account=account, peak=st.peak)
-        text = (
-            f":white_check_mark: replydesk crisis alert {st.alert_id} for account {account} "
-            f"cleared (peak {st.peak} negative messages per window)."
-        )
-        await self._announce("alert.cleared", account, st, now=now, text=text)
-
-    async def _announce(
-        self, kind: str, account: str, st: SpikeState, *, now: float, text: str
-    ) -> None:
-        payload = {
-            "alert_id": st.alert_id,
-            "account": account,
-            "window_count": st.count,
-            "baseline": round(st.baseline, 3),
-            "threshold": round(st.threshold, 3),
-            "peak": st.peak,
-            "at": now,
-        }
-        # The console shows an active alert as a banner; fields mirror the ticket events.
-        await self.redis.xadd(
-            self.keys.events,
-            {
-                "type": kind,
-                "account": account,
-                "alert_id": st.alert_id,
-                "data": json.dumps(payload),
-            },
-            maxlen=EVENTS_STREAM_MAXLEN,
-            approximate=True,
-        )
-        await notify.enqueue(
-            self.redis, self.keys, kind="crisis", text=text, data={"event": kind, **payload}
+    @staticmethod
+    def _cleared_text(account: str) -> str:
+        acct = account.replace("%", "%%")
+        return (
+            f":white_check_mark: replydesk crisis alert %s for account {acct} "
+            "cleared (peak %d negative messages per window)."
         )
 
 
