@@ -218,3 +218,57 @@ def test_quantised_encoder_stays_close_to_the_float_model(nlu_artifact: Loaded) 
     cos = (onnx.encode(texts) * reference.encode(texts)).sum(1)
     assert float(np.mean(cos)) >= 0.985, cos
     assert float(np.min(cos)) >= 0.97, cos
+
+
+def test_a_batch_shares_the_slow_encoder_between_threads(nlu_artifact: Loaded) -> None:
+    """The default encoder splits a batch's MiniLM work into chunks that both threads take;
+    every row must still get its own text's vector."""
+    import numpy as np
+
+    from bot.nlu.encoder import ConcatEncoder
+
+    enc = nlu_artifact.encoder
+    assert isinstance(enc, ConcatEncoder) and enc._shared is not None
+    base = [t for ts in PARAPHRASES.values() for t in ts]
+    texts = [f"{t} {'!' * (i % 7)} #{i}" for i, t in enumerate(base * 4)]
+    shared = enc.parts[enc._shared]
+    before = [p.calls for p in enc.parts]
+    together = enc.encode(texts)
+    chunks = -(-len(texts) // enc.STEAL_CHUNK)
+    calls = [p.calls - b for p, b in zip(enc.parts, before, strict=True)]
+    assert calls == [chunks if p is shared else 1 for p in enc.parts]
+
+    one_by_one = np.vstack([enc.encode([t]) for t in texts])
+    sim = together @ one_by_one.T
+    assert (sim.argmax(1) == np.arange(len(texts))).all()
+    assert float(np.diag(sim).min()) >= 0.98
+
+
+def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -> None:
+    """The hot path skips scikit-learn's per-call checks; it must compute the same thing."""
+    import numpy as np
+
+    from bot.nlu.classifier import positive_proba
+    from bot.nlu.features import tfidf_rows
+
+    eng = nlu_artifact.engine
+    base = [t for ts in PARAPHRASES.values() for t in ts]
+    texts = base + ["", "!!!", "😡😡", "订单A12345 @LumoSupport https://t.co/x", "a" * 300]
+    for vec in (eng.featurizer.char, eng.featurizer.word):
+        fast, ref = tfidf_rows(vec, texts), vec.transform(texts)
+        assert fast.shape == ref.shape and fast.dtype == ref.dtype
+        assert abs(fast - ref).max() < 1e-6
+
+    emb = nlu_artifact.encoder.encode(texts)
+    x = eng.featurizer.transform(texts, emb)
+    assert eng.intent.svm is not None
+    ref_p = eng.intent.svm.decision_function(x) / eng.intent.temperature
+    ref_p = np.exp(ref_p - ref_p.max(1, keepdims=True))
+    assert np.allclose(eng.intent.predict_proba(x), ref_p / ref_p.sum(1, keepdims=True))
+    assert np.allclose(positive_proba(eng.neg, x), eng.neg.predict_proba(x)[:, 1])
+
+    char = eng.featurizer.char_matrix(texts)
+    s = eng.faq.alpha * (emb @ eng.faq.emb.T)
+    s = (s + (1 - eng.faq.alpha) * (char @ eng.faq.char.T).toarray()) * eng.faq._item_w
+    per_faq = [s[:, eng.faq._item_faq == f].max(1) for f in range(len(eng.faq.faqs))]
+    assert np.allclose(eng.faq.scores(emb, char), np.column_stack(per_faq), atol=1e-6)

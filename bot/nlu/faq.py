@@ -64,10 +64,15 @@ class FaqIndex:
         if self.alpha < 1.0:
             s = s + (1.0 - self.alpha) * np.asarray((char @ self.char.T).todense())
         s = s * self._item_w
+        # Items are built FAQ by FAQ, each FAQ with at least its question: one reduceat
+        # over the runs instead of a masked max per FAQ.
+        starts = np.flatnonzero(np.diff(self._item_faq, prepend=-1))
+        if np.array_equal(self._item_faq[starts], np.arange(len(self.faqs))):
+            return np.maximum.reduceat(s, starts, axis=1).astype(np.float32)
         out = np.full((emb.shape[0], len(self.faqs)), -1.0, dtype=np.float32)
         for f in range(len(self.faqs)):
             cols = self._item_faq == f
-            out[:, f] = s[:, cols].max(1)
+            out[:, f] = s[:, cols].max(1) if cols.any() else -1.0
         return out
 
     def intent_boost(self, proba: np.ndarray, labels: list[str]) -> np.ndarray:
