@@ -253,7 +253,7 @@ def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -
 
     eng = nlu_artifact.engine
     base = [t for ts in PARAPHRASES.values() for t in ts]
-    texts = base + ["", "!!!", "😡😡", "订单A12345 @LumoSupport https://t.co/x", "a" * 300]
+    texts = [*base, "", "!!!", "😡😡", "订单A12345 @LumoSupport https://t.co/x", "a" * 300]
     for vec in (eng.featurizer.char, eng.featurizer.word):
         fast, ref = tfidf_rows(vec, texts), vec.transform(texts)
         assert fast.shape == ref.shape and fast.dtype == ref.dtype
