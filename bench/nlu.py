@@ -309,15 +309,17 @@ def _binary_scores(y: np.ndarray, pred: np.ndarray) -> Row:
 def _train_negativity(
     name: str, tr: list[str], ytr: np.ndarray, c: float = 4.0
 ) -> tuple[Callable[[list[str]], np.ndarray], float]:
-    """The shipped recipe (features + balanced logistic regression) fitted on ``tr``; also
-    the F1-best threshold on its 5-fold predictions over ``tr`` (test rows never seen)."""
+    """The shipped recipe (leading @mentions stripped, features + balanced logistic
+    regression) fitted on ``tr``; also the F1-best threshold on its 5-fold predictions over
+    ``tr`` (test rows never seen)."""
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     from bot.nlu.classifier import fit_lr, make_lr
-    from bot.nlu.features import Featurizer
+    from bot.nlu.features import Featurizer, strip_reply_prefix
 
     enc = encoder(name)
+    tr = [strip_reply_prefix(t) for t in tr]
     f = Featurizer(min_df=2).fit(tr)
     x = f.transform(tr, enc.encode(tr))
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
@@ -325,7 +327,12 @@ def _train_negativity(
     grid = np.round(np.arange(0.2, 0.81, 0.02), 2)
     best = float(grid[int(np.argmax([f1_score(ytr, cv >= t) for t in grid]))])
     m = fit_lr(x, ytr, c)
-    return (lambda xs: m.predict_proba(f.transform(xs, enc.encode(xs)))[:, 1]), best
+
+    def score(xs: list[str]) -> np.ndarray:
+        xs = [strip_reply_prefix(t) for t in xs]
+        return m.predict_proba(f.transform(xs, enc.encode(xs)))[:, 1]
+
+    return score, best
 
 
 def _shipped() -> Any:

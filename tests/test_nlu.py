@@ -272,3 +272,40 @@ def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -
     s = (s + (1 - eng.faq.alpha) * (char @ eng.faq.char.T).toarray()) * eng.faq._item_w
     per_faq = [s[:, eng.faq._item_faq == f].max(1) for f in range(len(eng.faq.faqs))]
     assert np.allclose(eng.faq.scores(emb, char), np.column_stack(per_faq), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("@LumoSupport where is my order", "where is my order"),
+        ("@LumoSupport @jane_doe: how long do refunds take", "how long do refunds take"),
+        ("@Lumo官方 我的快递怎么还没到", "我的快递怎么还没到"),
+        ("＠Lumo官方，退款多久能到账", "退款多久能到账"),
+        ("@lumo@mastodon.social hi there", "hi there"),
+        ("@LumoSupport", "@LumoSupport"),  # nothing else to read
+        ("@Lumo官方我的快递", "@Lumo官方我的快递"),  # Weibo reads all of it as the handle
+        ("hey @FedEx lost my parcel", "hey @FedEx lost my parcel"),  # mid-text: kept
+        ("email help@lumo.example", "email help@lumo.example"),
+    ],
+)
+def test_leading_mentions_are_not_what_a_post_says(text: str, said: str) -> None:
+    from bot.nlu.features import strip_reply_prefix
+
+    assert strip_reply_prefix(text) == said
+
+
+async def test_a_mention_parses_like_the_same_words_without_handles(
+    nlu_service: NluService,
+) -> None:
+    """Every public mention starts with @brand (and often @friends): the handles must not
+    move the intent, the FAQ hits or the negativity score."""
+    for words in ("how long do refunds take", "我的快递怎么还没到", "your app keeps crashing"):
+        plain = await _parse(nlu_service, words)
+        for prefix in ("@LumoSupport ", "@LumoSupport @jane_doe ", "@Lumo官方 "):
+            mention = await _parse(nlu_service, prefix + words)
+            assert mention.text == prefix + words
+            assert (mention.intent, mention.confidence) == (plain.intent, plain.confidence)
+            assert [(h.faq_id, h.score) for h in mention.faq] == [
+                (h.faq_id, h.score) for h in plain.faq
+            ]
+            assert mention.negativity == plain.negativity

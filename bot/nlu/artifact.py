@@ -26,7 +26,8 @@ from bot.nlu.engine import Engine, TrainReport, train_engine
 
 log = structlog.get_logger(__name__)
 
-FORMAT = 1
+# 2: texts lose their leading @mentions before training and parsing.
+FORMAT = 2
 STEPS = (
     "encoder",
     "data",

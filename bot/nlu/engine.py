@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from bot.nlu.classifier import HeldOut, IntentModel, fit_lr, make_lr, positive_p
 from bot.nlu.data import TrainingData
 from bot.nlu.encoder import Encoder
 from bot.nlu.faq import FaqIndex, choose_threshold
-from bot.nlu.features import FeatureWeights, Featurizer
+from bot.nlu.features import FeatureWeights, Featurizer, strip_reply_prefix
 from bot.nlu.lang import detect_language
 from bot.nlu.types import OUT_OF_SCOPE, FaqHit, IntentScore, NluResult
 
@@ -84,13 +84,14 @@ class Engine:
         """One encoder call for the whole batch, then cheap linear algebra."""
         if not texts:
             return []
+        said = [strip_reply_prefix(t) for t in texts]
         langs = [
             lang or detect_language(t)
-            for t, lang in zip(texts, languages or [None] * len(texts), strict=True)
+            for t, lang in zip(said, languages or [None] * len(texts), strict=True)
         ]
-        emb = encoder.encode(texts)
-        char = self.featurizer.char_matrix(texts)
-        x = self.featurizer.transform(texts, emb, char)
+        emb = encoder.encode(said)
+        char = self.featurizer.char_matrix(said)
+        x = self.featurizer.transform(said, emb, char)
         proba = self.intent.predict_proba(x)
         neg = positive_proba(self.neg, x)
         faq_scores = self.faq.scores(emb, char) + self.faq.intent_boost(proba, self.intent.labels)
@@ -160,6 +161,12 @@ def train_engine(
         step(name)
         return now
 
+    # Trained on what posts say, as they are parsed (analyze strips the same way).
+    td = replace(
+        td,
+        examples=[(strip_reply_prefix(t), i) for t, i in td.examples],
+        sentiment=[(strip_reply_prefix(t), lab) for t, lab in td.sentiment],
+    )
     texts = [t for t, _ in td.examples]
     y = [i for _, i in td.examples]
     neg_texts, neg_y = negativity_examples(td)

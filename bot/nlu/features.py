@@ -22,6 +22,19 @@ _URL = re.compile(r"https?://\S+|www\.\S+|\b\w+\.(?:ly|me|biz|io)/\S*")
 _HANDLE = re.compile(r"@\w+")
 
 
+# The @mentions a post starts with (X and Weibo handles, Mastodon's @user@instance) say
+# whom it is addressed to, not what it says. Left in, they moved sentence vectors enough
+# to change the FAQ hit of "@brand @friend where is my order". Weibo ends a handle at a
+# space or punctuation, so "@品牌我的快递" is all handle and stays as it is.
+_REPLY_PREFIX = re.compile(r"^(?:\s*[@＠][\w.\-]+(?:@[\w.\-]+)?[\s,:;，：、]*)+")
+
+
+def strip_reply_prefix(text: str) -> str:
+    """``text`` without the @mentions it starts with, unless they are all there is."""
+    rest = _REPLY_PREFIX.sub("", text, count=1)
+    return rest if rest.strip() else text
+
+
 def normalise_text(text: str) -> str:
     """Lower-case, placeholders for handles, links and order numbers (their shape matters,
     their value does not)."""

@@ -15,6 +15,7 @@ import structlog
 from bot.metrics import NLU_PARSE_SECONDS
 from bot.nlu.artifact import Loaded, artifact_dir, load_or_train
 from bot.nlu.encoder import set_threads
+from bot.nlu.features import strip_reply_prefix
 from bot.nlu.types import NluResult
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class NluService:
         assert self._rasa is not None and self._batcher is not None
         embedded = asyncio.ensure_future(self._batcher.submit((text, language)))
         try:
-            rasa = await self._rasa.parse(text)
+            rasa = await self._rasa.parse(strip_reply_prefix(text))
         except RasaError:
             result = await embedded
             return replace(result, backend="embedded-fallback")
