@@ -215,6 +215,7 @@ def bench_faq(encoders: list[str]) -> list[Row]:
     from bot.nlu.data import Faq
     from bot.nlu.faq import FaqIndex
     from bot.nlu.features import Featurizer
+    from bot.nlu.lang import detect_language
 
     rows_raw = json.loads((DATA / "covidfaq" / "query_answer_pairs.json").read_text())
     bank = [r for r in rows_raw if r["query_type"] == "faq"]
@@ -253,6 +254,7 @@ def bench_faq(encoders: list[str]) -> list[Row]:
             gold = [a_idx[q["answer"].strip()] for q in test]
             qtexts = [q["question"].strip() for q in test]
             q_emb = enc.encode(qtexts)
+            q_langs = [detect_language(t) for t in qtexts]
             for label, alpha, with_answers in (
                 ("NN on questions (baseline)", 1.0, False),
                 ("questions + answers, emb only", 1.0, True),
@@ -261,8 +263,12 @@ def bench_faq(encoders: list[str]) -> list[Row]:
                 faqs = build(extra, with_answers)
                 idx = FaqIndex(faqs, alpha=alpha)
                 f = Featurizer().fit(idx.texts)
-                idx.set_vectors(enc.encode(idx.texts), f.char_matrix(idx.texts))
-                m = metrics(idx.scores(q_emb, f.char_matrix(qtexts)), gold)
+                shipped = alpha < 1.0
+                # As the engine trains it: per-language weights of the encoder's parts.
+                parts = [p.dim for p in getattr(enc, "parts", [])] if shipped else []
+                idx.set_vectors(enc.encode(idx.texts), f.char_matrix(idx.texts), parts)
+                idx.fit_language_weights()
+                m = metrics(idx.scores(q_emb, f.char_matrix(qtexts), q_langs), gold)
                 out.append(
                     {"encoder": enc.id, "setting": setting, "method": label, "queries": len(test)}
                     | m

@@ -309,3 +309,34 @@ async def test_a_mention_parses_like_the_same_words_without_handles(
                 (h.faq_id, h.score) for h in plain.faq
             ]
             assert mention.negativity == plain.negativity
+
+
+def test_faq_scores_weigh_encoder_parts_per_language(nlu_artifact: Loaded) -> None:
+    """With ``minilm+usem3`` each language's FAQ similarity is a weighted mean of the two
+    encoders' cosines, chosen at training; equal weights are the plain cosine."""
+    import numpy as np
+
+    faq = nlu_artifact.engine.faq
+    assert faq.parts == [p.dim for p in nlu_artifact.encoder.parts]  # type: ignore[attr-defined]
+    assert set(faq.lang_weights) == {"en", "zh"}
+    texts = ["how long do refunds take", "退款多久能到账"]
+    emb = nlu_artifact.encoder.encode(texts)
+    char = nlu_artifact.engine.featurizer.char_matrix(texts)
+    saved = dict(faq.lang_weights)
+    try:
+        faq.lang_weights = {"en": [0.5, 0.5], "zh": [0.5, 0.5]}
+        assert np.allclose(faq.item_scores(emb, char, ["en", "zh"]), faq.item_scores(emb, char))
+        faq.lang_weights = {"en": [1.0, 0.0], "zh": [0.0, 1.0]}
+        got = faq.item_scores(emb, char, ["en", "zh"])
+        d = faq.parts[0]
+        minilm = 2 * emb[0, :d] @ faq.emb[:, :d].T
+        usem = 2 * emb[1, d:] @ faq.emb[:, d:].T
+        chars = (char @ faq.char.T).toarray()
+        for row, cos in ((0, minilm), (1, usem)):
+            want = (faq.alpha * cos + (1 - faq.alpha) * chars[row]) * faq._item_w
+            assert np.allclose(got[row], want, atol=1e-6)
+    finally:
+        faq.lang_weights = saved
+    # The training report keeps each language's leave-one-out hit@1 with its weights.
+    report = nlu_artifact.stamp.report["faq_held_out"]
+    assert report["loo_hit1_en"] > 0.6 and report["loo_hit1_zh"] > 0.6

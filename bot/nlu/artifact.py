@@ -27,7 +27,8 @@ from bot.nlu.engine import Engine, TrainReport, train_engine
 log = structlog.get_logger(__name__)
 
 # 2: texts lose their leading @mentions before training and parsing.
-FORMAT = 2
+# 3: FAQ retrieval weighs the encoder parts per language.
+FORMAT = 3
 STEPS = (
     "encoder",
     "data",

@@ -94,7 +94,9 @@ class Engine:
         x = self.featurizer.transform(said, emb, char)
         proba = self.intent.predict_proba(x)
         neg = positive_proba(self.neg, x)
-        faq_scores = self.faq.scores(emb, char) + self.faq.intent_boost(proba, self.intent.labels)
+        faq_scores = self.faq.scores(emb, char, langs) + self.faq.intent_boost(
+            proba, self.intent.labels
+        )
         faq_top = self.faq.top_k(faq_scores, faq_k)
         labels = self.intent.labels
         out: list[NluResult] = []
@@ -197,7 +199,9 @@ def train_engine(
 
     faq_stats: dict[str, float] = {}
     if faq.items:
-        faq.set_vectors(e(faq.texts), featurizer.char_matrix(faq.texts))
+        parts = [p.dim for p in getattr(encoder, "parts", [])]
+        faq.set_vectors(e(faq.texts), featurizer.char_matrix(faq.texts), parts)
+        faq_lang_hit = faq.fit_language_weights()
         qs = [it.text for it in faq.items if not it.is_answer]
         unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
         eq, cq, eu, cu = (
@@ -212,7 +216,9 @@ def train_engine(
         bu = faq.intent_boost(
             intent.predict_proba(featurizer.transform(unrelated, eu, cu)), intent.labels
         )
-        faq.threshold, faq_stats = choose_threshold(faq, eq, cq, eu, cu, bq, bu)
+        langs_u = [detect_language(t) for t in unrelated]
+        faq.threshold, faq_stats = choose_threshold(faq, eq, cq, eu, cu, bq, bu, langs_u)
+        faq_stats.update({f"loo_hit1_{lang}": h for lang, h in faq_lang_hit.items()})
     done("faq", t)
 
     in_scope = held.gold != OUT_OF_SCOPE
