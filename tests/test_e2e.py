@@ -189,6 +189,28 @@ async def test_full_conversation(client: Any, platform: Any, capsys: Any) -> Non
         assert text not in logs.out + logs.err
 
 
+async def test_a_mention_with_handles_gets_the_faq_its_words_ask_for(
+    client: Any, platform: Any
+) -> None:
+    """Public mentions start with @handles; the answer must follow what the words ask."""
+    words = "how long do refunds take?"
+    await send(client, generic_event("d1", words, author_id="8", handle="cat"))
+    await send(
+        client,
+        generic_event(
+            "m1", f"@acme @bestie {words}", kind="mention", author_id="9", reply_to_id="post-9"
+        ),
+    )
+    dm, mention = await outcome(client, "d1"), await outcome(client, "m1")
+    assert dm.decision == "answer" and dm.reasons["faq_id"], dm.reasons
+    assert mention.decision == "answer", mention.reasons
+    # The handles change nothing the NLU decided on, down to the scores.
+    same = ("intent", "confidence", "faq_id", "faq_score", "negativity", "language")
+    assert {k: mention.reasons[k] for k in same} == {k: dm.reasons[k] for k in same}
+    replies = {r["kind"]: r for r in await received(platform, 2)}
+    assert replies["mention"]["in_reply_to_id"] == "post-9"
+
+
 # -- the same through the Weibo adapter -------------------------------------------
 def weibo_time(t: float) -> str:
     return time.strftime("%a %b %d %H:%M:%S +0800 %Y", time.gmtime(t + 8 * 3600))
