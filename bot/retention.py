@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import structlog
+from redis.exceptions import ResponseError
 
 from bot.redis import Keys, Redis, as_str
 
@@ -33,7 +34,7 @@ async def safe_trim_point(redis: Redis, stream: str, older_than_ms: int) -> Stre
     """The lowest id any group still needs, capped by the age cut-off; None: keep all."""
     try:
         groups = await redis.xinfo_groups(stream)
-    except Exception:  # no such stream yet
+    except ResponseError:  # no such stream yet (a lost connection is the caller's to log)
         return None
     if not groups:
         return None
