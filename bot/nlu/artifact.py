@@ -28,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 # 2: texts lose their leading @mentions before training and parsing.
 # 3: FAQ retrieval weighs the encoder parts per language.
-FORMAT = 3
+# 4: FAQ scoring per language is a Blend (alpha, part weights, prototype weight).
+FORMAT = 4
 STEPS = (
     "encoder",
     "data",

@@ -201,7 +201,7 @@ def train_engine(
     if faq.items:
         parts = [p.dim for p in getattr(encoder, "parts", [])]
         faq.set_vectors(e(faq.texts), featurizer.char_matrix(faq.texts), parts)
-        faq_lang_hit = faq.fit_language_weights()
+        faq_lang_hit = faq.fit_blends()
         qs = [it.text for it in faq.items if not it.is_answer]
         unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
         eq, cq, eu, cu = (
@@ -217,7 +217,7 @@ def train_engine(
             intent.predict_proba(featurizer.transform(unrelated, eu, cu)), intent.labels
         )
         langs_u = [detect_language(t) for t in unrelated]
-        faq.threshold, faq_stats = choose_threshold(faq, eq, cq, eu, cu, bq, bu, langs_u)
+        faq.threshold, faq_stats = choose_threshold(faq, eu, cu, bq, bu, langs_u)
         faq_stats.update({f"loo_hit1_{lang}": h for lang, h in faq_lang_hit.items()})
     done("faq", t)
 

@@ -3,8 +3,8 @@
 
 Secrets: ``app_secret`` (the APPKEY's secret: signs the handshake and every push) and
 ``access_token`` (the fan-service token, used for ``messages/reply.json``).
-Options: ``rate_limits`` overrides (Weibo publishes no numbers; the default is a
-conservative 30 / min), ``more_link``.
+Options: ``rate_limits`` overrides (no figure is published for ``messages/reply.json``;
+the default 30 / min is a burst guard, docs/accounts.md), ``more_link``.
 
 Replies to DMs *and* to mentions go through ``messages/reply.json``; the sender first
 checks the reply window (bot.platforms.windows): Weibo refuses anything outside it.
