@@ -191,7 +191,8 @@ class FaqIndex:
         # rescale to the mean of the other n - 1; with none left, the best item stands.
         own = self._item_faq[q]
         w = np.array([self._means[lang][i, f] for i, f, lang in zip(q, own, langs, strict=True)])
-        proto[rows, own] = np.where(w < 1.0, proto[rows, own] / (1.0 - w), best[rows, own])
+        rest = np.maximum(1.0 - w, 1e-9)  # 0 when the query was its FAQ's only phrasing
+        proto[rows, own] = np.where(w < 1.0, proto[rows, own] / rest, best[rows, own])
         return ((1 - beta) * best + beta * proto).astype(np.float32)
 
     def _betas(self, langs: list[str] | None, n: int) -> np.ndarray:
