@@ -404,3 +404,44 @@ def test_faq_score_mixes_best_phrasing_with_the_faqs_prototype(nlu_artifact: Loa
             assert np.allclose(loo[row], want, atol=1e-5)
     finally:
         faq.blends = saved
+
+
+def test_training_data_problems_are_reported(nlu_data_dir: Path) -> None:
+    """Data that trains but teaches badly is named: one text under two labels, a FAQ that
+    would answer in another language, labels with too few examples."""
+    from bot.nlu.data import Faq, TrainingData, data_warnings
+
+    assert data_warnings(load_training_data(nlu_data_dir)) == []  # our own data is clean
+    many = [(f"where is parcel number {i}", "order_status") for i in range(12)]
+    td = TrainingData(
+        examples=[
+            *many,
+            ("Where is my  order?", "order_status"),
+            ("where is my order", "shipping"),
+            ("😡😡", "complaint"),
+            ("👍", "praise"),
+            *[(f"ship {i}", "shipping") for i in range(12)],
+            ("hi", "greet"),
+        ],
+        faqs=[
+            Faq(
+                "refund_time",
+                {"en": ["a", "b", "c", "d"], "zh": ["退款", "多久", "到账", "几天"]},
+                {"en": "5 days"},
+                intent="returns_refunds",
+            ),
+            Faq("track", {"en": ["track my order", "a"]}, {"en": "use the link"}),
+        ],
+        sentiment=[("so slow!!", "negative"), ("So slow!!", "neutral"), ("ok", "positive")],
+    )
+    assert data_warnings(td) == [
+        "example 'Where is my  order?' is under order_status, shipping",
+        "FAQ phrasing 'a' is under refund_time, track",
+        "sentiment example 'so slow!!' is under negative, not negative",
+        "intent complaint has 1 examples (fewer than 10)",
+        "intent greet has 1 examples (fewer than 10)",
+        "intent praise has 1 examples (fewer than 10)",
+        "faq refund_time: intent returns_refunds has no examples",
+        "faq refund_time: zh phrasings but no zh answer",
+        "faq track: 2 en phrasings (fewer than 4)",
+    ]

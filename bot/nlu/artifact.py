@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from bot.nlu.data import data_hash, load_training_data
+from bot.nlu.data import data_hash, data_warnings, load_training_data
 from bot.nlu.encoder import Encoder, load_encoder
 from bot.nlu.engine import Engine, TrainReport, train_engine
 
@@ -151,6 +151,9 @@ def train(
     log.info(
         "nlu.trained", seconds=stamp.report["total_seconds"], threshold=report.chosen_threshold
     )
+    if problems := data_warnings(td):
+        # `replydesk train` prints them (training text, so only the count here).
+        log.warning("nlu.data.warnings", count=len(problems))
     return Loaded(engine, encoder, stamp, trained=True)
 
 

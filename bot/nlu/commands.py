@@ -41,9 +41,11 @@ def _paths(settings: Settings, data: str | None = None) -> tuple[Path, Path]:
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bot.nlu.artifact import STEPS, load_or_train, report_of
+    from bot.nlu.data import data_warnings, load_training_data
 
     nlu_data, art = _paths(settings, args.data)
     console = Console(stderr=True)
@@ -79,6 +81,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             f"negativity held-out F1 {r.negativity_held_out_f1:.3f}\n"
             f"training time {r.seconds:.1f}s (+ encoder load/export), artifact {art}"
         )
+    for w in data_warnings(load_training_data(nlu_data)):
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,60 @@ def load_training_data(root: str | Path) -> TrainingData:
     if len(td.intents) < 2:
         raise NluDataError(f"{root}: need at least two intents")
     return td
+
+
+# Below these, the classifier and the FAQ blends learn from too few phrasings (docs/nlu.md).
+MIN_INTENT_EXAMPLES = 10
+MIN_FAQ_PHRASINGS = 4
+
+
+def _key(text: str) -> str:
+    """What the classifier sees alike: case, spacing and punctuation (not emoji) ignored."""
+    plain = _ENTITY.sub(r"\1", text).lower()
+    return " ".join(
+        "".join(c for c in plain if not unicodedata.category(c).startswith("P")).split()
+    )
+
+
+def data_warnings(td: TrainingData) -> list[str]:
+    """Problems in training data that still trains: contradictions (one text under two
+    labels teaches neither), FAQs that would answer in another language, and labels with
+    too few examples. ``replydesk train`` prints them; the worker logs how many."""
+    out: list[str] = []
+
+    def clashes(pairs: list[tuple[str, str]], what: str) -> None:
+        seen: dict[str, tuple[str, set[str]]] = {}
+        for text, label in pairs:
+            seen.setdefault(_key(text), (text, set()))[1].add(label)
+        out.extend(
+            f"{what} {text!r} is under {', '.join(sorted(labels))}"
+            for text, labels in seen.values()
+            if len(labels) > 1
+        )
+
+    clashes(td.examples, "example")
+    clashes([(q, f.id) for f in td.faqs for qs in f.questions.values() for q in qs], "FAQ phrasing")
+    negative = [(t, "negative" if lab == "negative" else "not negative") for t, lab in td.sentiment]
+    clashes(negative, "sentiment example")
+    counts: dict[str, int] = {}
+    for _, intent in td.examples:
+        counts[intent] = counts.get(intent, 0) + 1
+    out += [
+        f"intent {i} has {n} examples (fewer than {MIN_INTENT_EXAMPLES})"
+        for i, n in sorted(counts.items())
+        if n < MIN_INTENT_EXAMPLES
+    ]
+    for f in td.faqs:
+        if f.intent is not None and f.intent not in counts:
+            out.append(f"faq {f.id}: intent {f.intent} has no examples")
+        for lang, qs in sorted(f.questions.items()):
+            if lang not in f.answers:
+                out.append(f"faq {f.id}: {lang} phrasings but no {lang} answer")
+            if len(qs) < MIN_FAQ_PHRASINGS:
+                out.append(
+                    f"faq {f.id}: {len(qs)} {lang} phrasings (fewer than {MIN_FAQ_PHRASINGS})"
+                )
+    return out
 
 
 def load_labelled(path: str | Path) -> list[tuple[str, str]]:
