@@ -194,6 +194,10 @@ def test_training_report_has_threshold_and_calibration(nlu_artifact: Loaded) -> 
     assert 0.0 < r["chosen_threshold"] < 1.0
     assert r["ece_after"] <= r["ece_before"]
     assert nlu_artifact.stamp.encoder_id and nlu_artifact.stamp.versions["scikit-learn"]
+    faq = r["faq_held_out"]  # the answer F1 is the F1 of the precision and recall it reports
+    assert faq["f1"] == pytest.approx(
+        2 * faq["precision"] * faq["recall"] / (faq["precision"] + faq["recall"]), abs=2e-3
+    )
 
 
 def test_quantised_encoder_stays_close_to_the_float_model(nlu_artifact: Loaded) -> None:
