@@ -449,3 +449,37 @@ def test_training_data_problems_are_reported(nlu_data_dir: Path) -> None:
         "faq refund_time: zh phrasings but no zh answer",
         "faq track: 2 en phrasings (fewer than 4)",
     ]
+
+
+def test_fitted_blends_have_the_best_leave_one_out_hit_rate(nlu_artifact: Loaded) -> None:
+    """Training keeps, per language, a blend no other one beats on leave-one-out hit@1,
+    and among those tied, none ranks the right FAQ higher on average."""
+    import dataclasses
+    import itertools
+
+    import numpy as np
+
+    from bot.nlu.faq import ALPHAS, PROTO_WEIGHTS, Blend
+
+    faq = nlu_artifact.engine.faq
+    fitted = dict(faq.blends)
+
+    def hit_and_mrr(lang: str, blend: Blend) -> tuple[float, float]:
+        q = [i for i, it in enumerate(faq.items) if it.language == lang and not it.is_answer]
+        faq.blends = {**fitted, lang: blend}
+        s = faq.loo_scores(q, [lang] * len(q))
+        rank = 1 + (s > s[np.arange(len(q)), faq._item_faq[q]][:, None]).sum(1)
+        return float(np.mean(rank == 1)), float(np.mean(1.0 / rank))
+
+    try:
+        for lang, chosen in fitted.items():
+            got = hit_and_mrr(lang, chosen)
+            for alpha, parts, proto in itertools.product(
+                ALPHAS, [(), (1.0, 0.0), (0.0, 1.0)], PROTO_WEIGHTS
+            ):
+                other = hit_and_mrr(
+                    lang, dataclasses.replace(chosen, alpha=alpha, parts=parts, proto=proto)
+                )
+                assert other <= (got[0], got[1] + 1e-9), (lang, alpha, parts, proto)
+    finally:
+        faq.blends = fitted
