@@ -11,6 +11,7 @@ import csv
 import hashlib
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,9 +192,7 @@ def data_warnings(td: TrainingData) -> list[str]:
     clashes([(q, f.id) for f in td.faqs for qs in f.questions.values() for q in qs], "FAQ phrasing")
     negative = [(t, "negative" if lab == "negative" else "not negative") for t, lab in td.sentiment]
     clashes(negative, "sentiment example")
-    counts: dict[str, int] = {}
-    for _, intent in td.examples:
-        counts[intent] = counts.get(intent, 0) + 1
+    counts = Counter(intent for _, intent in td.examples)
     out += [
         f"intent {i} has {n} examples (fewer than {MIN_INTENT_EXAMPLES})"
         for i, n in sorted(counts.items())

@@ -84,9 +84,12 @@ class FaqIndex:
     def _mean_matrix(self, lang: str) -> sp.csr_matrix:
         """(n items, n faqs): item scores @ it = each FAQ's mean over its phrasings in
         ``lang`` (over all its phrasings when it has none in ``lang``)."""
+        phrasings: list[list[int]] = [[] for _ in self.faqs]
+        for i, it in enumerate(self.items):  # one pass, not one per FAQ
+            if not it.is_answer:
+                phrasings[it.faq].append(i)
         rows, cols, vals = [], [], []
-        for f in range(len(self.faqs)):
-            mine = [i for i, it in enumerate(self.items) if it.faq == f and not it.is_answer]
+        for f, mine in enumerate(phrasings):
             same = [i for i in mine if self.items[i].language == lang] or mine
             rows += same
             cols += [f] * len(same)
