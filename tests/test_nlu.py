@@ -483,3 +483,83 @@ def test_fitted_blends_have_the_best_leave_one_out_hit_rate(nlu_artifact: Loaded
                 assert other <= (got[0], got[1] + 1e-9), (lang, alpha, parts, proto)
     finally:
         faq.blends = fitted
+
+
+def test_confidence_signals_match_a_direct_computation() -> None:
+    """Nearest-example signals are computed with a grouped reduction; check them against
+    plain loops, with an intent that has no examples (as in a fold that left it out)."""
+    import numpy as np
+    from scipy.special import softmax
+
+    from bot.nlu.confidence import KNN, Neighbours, signals
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(40, 6)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    y_idx = rng.choice([0, 1, 3], size=40)  # intent 2 is absent
+    nb = Neighbours(emb, y_idx, 4, parts=[2, 4])
+    q = emb[:5] + 0.1
+    z = rng.normal(size=(5, 4)) * 3
+    z[:, 2] = -np.inf
+    f = signals(z, q, nb)
+    p = softmax(z, axis=1)
+    for i in range(5):
+        top = int(np.argmax(z[i]))
+        sims = emb @ q[i]
+        same = sims[y_idx == top].max()
+        other = max(sims[y_idx == k].max() for k in (0, 1, 3) if k != top)
+        halves = [(emb[:, a:b] @ q[i, a:b])[y_idx == top].max() for a, b in ((0, 2), (2, 6))]
+        near = np.argsort(-sims)[:KNN]
+        assert f[i, 0] == pytest.approx(p[i].max())
+        assert f[i, 4] == pytest.approx(same, abs=1e-5)
+        assert f[i, 5] == pytest.approx(other, abs=1e-5)
+        assert f[i, 6:8] == pytest.approx(halves, abs=1e-5)
+        assert f[i, 8] == pytest.approx(np.mean(y_idx[near] == top))
+    assert (nb.best_per_intent(q @ emb.T)[:, 2] == -1).all()
+
+
+def test_an_intent_never_taught_gets_lower_confidence_than_the_softmax_gives(
+    nlu_artifact: Loaded, nlu_data_dir: Path
+) -> None:
+    """The shipped confidence learns what a message about something untaught looks like:
+    with one intent missing from training, it separates that intent's messages from
+    held-out messages it answers right better than the softmax probability does."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from bot.nlu.classifier import IntentModel
+    from bot.nlu.features import strip_reply_prefix
+
+    td = load_training_data(nlu_data_dir)
+    texts = [strip_reply_prefix(t) for t, _ in td.examples]
+    y = np.array([i for _, i in td.examples])
+    enc = nlu_artifact.encoder
+    emb = enc.encode(texts)
+    x = nlu_artifact.engine.featurizer.transform(texts, emb)
+    rng = np.random.default_rng(0)
+    for unknown in ("store_info", "order_status"):
+        test = (y != unknown) & (rng.random(len(y)) < 0.2)
+        tr = (y != unknown) & ~test
+        m = IntentModel()
+        held = m.held_out(x[tr], list(y[tr]), emb[tr], [p.dim for p in enc.parts])
+        m.fit(x[tr], list(y[tr]), emb[tr])
+        assert m.confidence is not None and 0.0 <= held.unseen_answered <= 1.0
+        ev = test | (y == unknown)
+        p, conf = m.predict(x[ev], emb[ev])
+        right = np.array(m.labels)[p.argmax(1)] == y[ev]
+        assert roc_auc_score(right, conf) > roc_auc_score(right, p.max(1)), unknown
+
+
+def test_nlu_threads_also_limit_numpys_blas() -> None:
+    """Idle BLAS threads took the cores from the encoders (docs/benchmarks.md)."""
+    from threadpoolctl import threadpool_info
+
+    from bot.nlu.encoder import _threads, set_threads
+
+    before = _threads()
+    try:
+        set_threads(1)
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
+    finally:
+        set_threads(before)

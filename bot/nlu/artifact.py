@@ -29,7 +29,8 @@ log = structlog.get_logger(__name__)
 # 2: texts lose their leading @mentions before training and parsing.
 # 3: FAQ retrieval weighs the encoder parts per language.
 # 4: FAQ scoring per language is a Blend (alpha, part weights, prototype weight).
-FORMAT = 4
+# 5: intent confidence comes from a model over softmax and nearest-example signals.
+FORMAT = 5
 STEPS = (
     "encoder",
     "data",

@@ -76,7 +76,9 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             f"held-out accuracy {r.held_out_accuracy:.3f}; calibration ECE {r.ece_before:.3f} -> "
             f"{r.ece_after:.3f} (temperature {r.temperature:.3f})\n"
             f"out-of-scope threshold chosen on held-out data: {r.chosen_threshold:.2f} "
-            f"(auto-answer precision {r.auto_answer_precision:.3f} at coverage {r.auto_answer_coverage:.3f})\n"
+            f"(auto-answer precision {r.auto_answer_precision:.3f} at coverage {r.auto_answer_coverage:.3f}); "
+            f"messages on intents it was not taught, still answered: {r.unseen_answered:.3f} "
+            f"({r.unseen_answered_softmax:.3f} by the softmax probability)\n"
             f"FAQ answer threshold {r.faq_threshold:.2f} (leave-one-out {r.faq_held_out}); "
             f"negativity held-out F1 {r.negativity_held_out_f1:.3f}\n"
             f"training time {r.seconds:.1f}s (+ encoder load/export), artifact {art}"
@@ -131,7 +133,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         report = evaluate(
             [i for _, i in rows],
             [r.ranking[0].name for r in results],
-            [r.ranking[0].confidence for r in results],
+            [r.confidence for r in results],
             svc.thresholds.intent,
         )
         title = f"eval on {args.data}"
@@ -166,17 +168,18 @@ def _cross_validate(settings: Settings, folds: int) -> EvalReport:
     )
     texts = [t for t, _ in td.examples]
     y = np.array([i for _, i in td.examples])
-    x = Featurizer().fit(texts).transform(texts, enc.encode(texts))
+    emb = enc.encode(texts)
+    parts = [p.dim for p in getattr(enc, "parts", [])]
+    x = Featurizer().fit(texts).transform(texts, emb)
     top = np.empty(len(y), dtype=object)
     conf = np.zeros(len(y))
     thresholds = []
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, y):
         m = IntentModel()
-        m.held_out(x[tr], list(y[tr]))
-        m.fit(x[tr], list(y[tr]))
-        p = m.predict_proba(x[te])
+        m.held_out(x[tr], list(y[tr]), emb[tr], parts)
+        m.fit(x[tr], list(y[tr]), emb[tr])
+        p, conf[te] = m.predict(x[te], emb[te])
         top[te] = np.array(m.labels)[p.argmax(1)]
-        conf[te] = p.max(1)
         thresholds.append(m.threshold)
     thr = settings.nlu.intent_threshold
     thr = float(np.median(thresholds)) if thr is None else thr

@@ -57,6 +57,8 @@ class TrainReport:
     chosen_threshold: float
     auto_answer_precision: float
     auto_answer_coverage: float
+    unseen_answered: float  # held-out rows of intents left out of their fold's training
+    unseen_answered_softmax: float  # the same, had the softmax probability been used
     negativity_held_out_f1: float
     faq_threshold: float
     faq_held_out: dict[str, float]
@@ -92,7 +94,7 @@ class Engine:
         emb = encoder.encode(said)
         char = self.featurizer.char_matrix(said)
         x = self.featurizer.transform(said, emb, char)
-        proba = self.intent.predict_proba(x)
+        proba, conf = self.intent.predict(x, emb)
         neg = positive_proba(self.neg, x)
         faq_scores = self.faq.scores(emb, char, langs) + self.faq.intent_boost(
             proba, self.intent.labels
@@ -103,8 +105,7 @@ class Engine:
         for i, text in enumerate(texts):
             order = np.argsort(-proba[i])[:5]
             ranking = [IntentScore(labels[j], round(float(proba[i, j]), 4)) for j in order]
-            top = ranking[0]
-            intent = top.name if top.confidence >= thresholds.intent else OUT_OF_SCOPE
+            intent = ranking[0].name if conf[i] >= thresholds.intent else OUT_OF_SCOPE
             hits = [
                 FaqHit(
                     faq_id=self.faq.faqs[f].id,
@@ -119,7 +120,7 @@ class Engine:
                     text=text,
                     language=langs[i],
                     intent=intent,
-                    confidence=top.confidence,
+                    confidence=round(float(conf[i]), 4),
                     ranking=ranking,
                     faq=hits,
                     faq_answerable=bool(hits) and hits[0].score >= thresholds.faq,
@@ -186,10 +187,11 @@ def train_engine(
     x = featurizer.transform(texts, e(texts))
     t = done("features", t)
 
+    parts = [p.dim for p in getattr(encoder, "parts", [])]
     intent = IntentModel(c=c)
-    held: HeldOut = intent.held_out(x, y)
+    held: HeldOut = intent.held_out(x, y, e(texts), parts)
     t = done("held-out", t)
-    intent.fit(x, y)
+    intent.fit(x, y, e(texts))
     t = done("intents", t)
 
     xn = featurizer.transform(neg_texts, e(neg_texts))
@@ -199,7 +201,6 @@ def train_engine(
 
     faq_stats: dict[str, float] = {}
     if faq.items:
-        parts = [p.dim for p in getattr(encoder, "parts", [])]
         faq.set_vectors(e(faq.texts), featurizer.char_matrix(faq.texts), parts)
         faq_lang_hit = faq.fit_blends()
         qs = [it.text for it in faq.items if not it.is_answer]
@@ -239,6 +240,8 @@ def train_engine(
         if accept.any()
         else 0.0,
         auto_answer_coverage=float(accept[in_scope].mean()) if in_scope.any() else 0.0,
+        unseen_answered=held.unseen_answered,
+        unseen_answered_softmax=held.unseen_answered_softmax,
         negativity_held_out_f1=neg_f1,
         faq_threshold=faq.threshold,
         faq_held_out=faq_stats,

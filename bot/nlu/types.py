@@ -29,7 +29,7 @@ class NluResult:
     language: str  # "en" | "zh" | "other"
     # Top intent, or "out_of_scope" when its confidence is below the intent threshold.
     intent: str
-    confidence: float
+    confidence: float  # P(top intent is right): bot/nlu/confidence.py, not ranking[0]'s softmax
     ranking: list[IntentScore] = field(default_factory=list)  # top 5, best first
     faq: list[FaqHit] = field(default_factory=list)  # top k, best first
     faq_answerable: bool = False  # top FAQ hit >= faq threshold
