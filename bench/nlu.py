@@ -79,6 +79,7 @@ def fit_intents(x: Any, y: list[str], c: float) -> Any:
 def bench_banking(encoders: list[str]) -> list[Row]:
     from sklearn.metrics import f1_score
 
+    from bot.nlu.classifier import IntentModel
     from bot.nlu.features import FeatureWeights, Featurizer
 
     tr_x, tr_y, te_x, te_y = banking()
@@ -96,10 +97,15 @@ def bench_banking(encoders: list[str]) -> list[Row]:
             ("emb x2 + char + word", FeatureWeights(2.0, 1.0, 1.0), 0.5),
         ]
         for label, w, c in combos:
+            shipped = label.endswith("(shipped weights)")
             t1 = time.perf_counter()
             f = Featurizer(w, min_df=1).fit(tr_x)
             x_tr = f.transform(tr_x, e_tr)
-            m = fit_intents(x_tr, tr_y, c)
+            if shipped:  # as `replydesk train` does: held-out folds, confidence, final fit
+                m = IntentModel(c=c)
+                m.train(x_tr, tr_y, e_tr, [p.dim for p in getattr(enc, "parts", [])])
+            else:
+                m = fit_intents(x_tr, tr_y, c)
             t_fit = time.perf_counter() - t1
             p = m.predict_proba(f.transform(te_x, e_te))
             pred = np.array(m.labels)[p.argmax(1)]
@@ -113,6 +119,7 @@ def bench_banking(encoders: list[str]) -> list[Row]:
                     "train_s": round(t_enc + t_fit, 1),
                     "encode_s": round(t_enc, 1),
                     "fit_s": round(t_fit, 1),
+                    "full_training": shipped,
                 }
             )
             log(f"banking {rows[-1]}")
@@ -175,8 +182,7 @@ def bench_oos(name: str) -> Row:
     x_tr = f.transform(tr_x, e_tr)
     m = IntentModel()
     # Temperature and confidence model from train folds (no OOS rows there).
-    held_out = m.held_out(x_tr, tr_y, e_tr, [p.dim for p in getattr(enc, "parts", [])])
-    m.fit(x_tr, tr_y, e_tr)
+    held_out = m.train(x_tr, tr_y, e_tr, [p.dim for p in getattr(enc, "parts", [])])
     fit_s = time.perf_counter() - t0
     p, shipped = m.predict(f.transform(te_x, e_te), e_te)
     pred = np.array(m.labels)[p.argmax(1)]
@@ -240,8 +246,7 @@ def bench_unseen(name: str) -> Row:
         test = (y != unknown) & (rng.random(len(y)) < 0.2)
         tr = (y != unknown) & ~test
         m = IntentModel()
-        m.held_out(x[tr], list(y[tr]), emb[tr], parts)
-        m.fit(x[tr], list(y[tr]), emb[tr])
+        m.train(x[tr], list(y[tr]), emb[tr], parts)
         ev = test | (y == unknown)
         p, conf = m.predict(x[ev], emb[ev])
         right = np.array(m.labels)[p.argmax(1)] == y[ev]
@@ -742,14 +747,22 @@ def render(results: Row, command: str) -> str:
             )
         best = max(results["banking"], key=lambda r: r["accuracy"])
         ok = "met" if best["accuracy"] >= 0.94 else "NOT met"
+        full = [r for r in results["banking"] if r.get("full_training")]
+        slowest = max(full, key=lambda r: r["train_s"]) if full else None
         L += [
             "",
-            f"Best {best['accuracy'] * 100:.2f} %: goal {ok}. Training-time goal < 60 s, counting "
-            f"encoding and the final fit only: {'met' if best['train_s'] < 60 else 'NOT met'} "
-            f"({best['train_s']} s for that row). Full training also runs the held-out folds "
-            "and the confidence model (the out-of-scope section gives their time): NOT met.",
-            "",
+            f'Best {best["accuracy"] * 100:.2f} %: goal {ok}. "train s" counts encoding and '
+            "the classifier's fit. The shipped-weights rows time the whole intent training "
+            "of `replydesk train` (held-out folds, confidence model, final fit); the others "
+            "time the final fit only.",
         ]
+        if slowest:
+            met = "met" if slowest["train_s"] < 60 else "NOT met"
+            L.append(
+                f"Training-time goal < 60 s, whole training, slowest encoder "
+                f"({slowest['encoder']}): {met} ({slowest['train_s']} s)."
+            )
+        L.append("")
     if "cv" in results:
         cols = [k for k in results["cv"][0] if k.startswith(("en ", "zh "))]
         L += [
@@ -890,10 +903,12 @@ def render(results: Row, command: str) -> str:
             f"| Rasa 3.6.21 DIET, {r['epochs']} epochs | {r['accuracy'] * 100:.2f} % | {r['macro_f1']:.4f} | {r['train_s']} s |",
         ]
         if "banking" in results:
-            best = max(results["banking"], key=lambda x: x["accuracy"])
-            L.append(
-                f"| embedded ({best['encoder']}) | {best['accuracy'] * 100:.2f} % | {best['macro_f1']:.4f} | {best['train_s']} s |"
-            )
+            # What `replydesk train` ships: the shipped weights, whole training timed.
+            rows = [x for x in results["banking"] if x.get("full_training")]
+            for x in rows or [max(results["banking"], key=lambda x: x["accuracy"])]:
+                L.append(
+                    f"| embedded ({x['encoder']}, {x['features']}) | {x['accuracy'] * 100:.2f} % | {x['macro_f1']:.4f} | {x['train_s']} s |"
+                )
         L += ["", r["note"], ""]
     return "\n".join(L) + "\n"
 

@@ -189,6 +189,65 @@ def test_changed_data_file_triggers_retraining(
     assert stale_reason(art, nlu_data_dir, cfg.encoder, cfg.runtime) is None
 
 
+def test_an_artifact_that_no_longer_parses_is_retrained(
+    nlu_artifact: Loaded,
+    nlu_data_dir: Path,
+    nlu_data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same FORMAT and stamp, but the pickled engine lacks what the code now reads (as
+    after a change to a pickled class): loading retrains rather than failing on a message."""
+    import pickle
+
+    art = tmp_path / "nlu"
+    shutil.copytree(nlu_data_root / "nlu", art)
+    cfg = NluConfig()
+    assert stale_reason(art, nlu_data_dir, cfg.encoder, cfg.runtime) is None
+    with (art / "engine.pkl").open("rb") as fh:
+        engine = pickle.load(fh)
+    del engine.intent.neighbours.blocks  # an attribute an older layout did not have
+    with (art / "engine.pkl").open("wb") as fh:
+        pickle.dump(engine, fh)
+
+    with pytest.raises(RuntimeError, match="does not parse"):
+        art_mod.load(art, cfg.encoder, cfg.runtime)
+    calls: list[Path] = []
+
+    def fake_train(nlu_data: Path, art_dir: Path, *a: object, **k: object) -> Loaded:
+        calls.append(art_dir)
+        return nlu_artifact
+
+    monkeypatch.setattr(art_mod, "train", fake_train)
+    assert load_or_train(nlu_data_dir, art, cfg.encoder, cfg.runtime) is nlu_artifact
+    assert calls == [art]
+
+
+def test_training_reports_progress_within_its_long_stages(
+    nlu_artifact: Loaded, nlu_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`replydesk train` draws its bar from these calls: every stage is one of STEPS, in
+    order, and encoding and the intent fits report shares of their work as they go."""
+    from dataclasses import replace
+
+    from bot.nlu import engine as engine_mod
+
+    td = load_training_data(nlu_data_dir)
+    td = replace(td, examples=td.examples[::3], sentiment=td.sentiment[::3])
+    monkeypatch.setattr(engine_mod, "ENCODE_CHUNK", 64)
+    calls: list[tuple[str, float]] = []
+    engine_mod.train_engine(td, nlu_artifact.encoder, lambda name, done: calls.append((name, done)))
+
+    stages = list(dict.fromkeys(name for name, _ in calls))
+    assert stages == [s for s in art_mod.STEPS if s in stages]
+    assert {"encode", "features", "intents", "negativity", "faq"} <= set(stages)
+    for stage in stages:
+        shares = [done for name, done in calls if name == stage]
+        assert shares == sorted(shares) and shares[-1] == 1.0 and all(0 < d <= 1 for d in shares)
+    assert len([1 for name, _ in calls if name == "encode"]) > 3  # one per chunk of 64
+    assert len([1 for name, _ in calls if name == "intents"]) == 5 + 1 + 1  # fits, then done
+
+
 def test_training_report_has_threshold_and_calibration(nlu_artifact: Loaded) -> None:
     r = nlu_artifact.stamp.report
     assert 0.0 < r["chosen_threshold"] < 1.0
@@ -541,8 +600,7 @@ def test_an_intent_never_taught_gets_lower_confidence_than_the_softmax_gives(
         test = (y != unknown) & (rng.random(len(y)) < 0.2)
         tr = (y != unknown) & ~test
         m = IntentModel()
-        held = m.held_out(x[tr], list(y[tr]), emb[tr], [p.dim for p in enc.parts])
-        m.fit(x[tr], list(y[tr]), emb[tr])
+        held = m.train(x[tr], list(y[tr]), emb[tr], [p.dim for p in enc.parts])
         assert m.confidence is not None and 0.0 <= held.unseen_answered <= 1.0
         ev = test | (y == unknown)
         p, conf = m.predict(x[ev], emb[ev])

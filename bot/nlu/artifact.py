@@ -13,7 +13,6 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import structlog
 
 from bot.nlu.data import data_hash, data_warnings, load_training_data
 from bot.nlu.encoder import Encoder, load_encoder
-from bot.nlu.engine import Engine, TrainReport, train_engine
+from bot.nlu.engine import Engine, Step, Thresholds, TrainReport, train_engine
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +35,6 @@ STEPS = (
     "data",
     "encode",
     "features",
-    "held-out",
     "intents",
     "negativity",
     "faq",
@@ -110,7 +108,7 @@ def train(
     art: Path,
     encoder_name: str,
     runtime: str,
-    step: Callable[[str], None] = lambda _: None,
+    step: Step = lambda *_: None,
 ) -> Loaded:
     """Train and atomically replace the artifact (a crash mid-way leaves the old one)."""
     t0 = time.perf_counter()
@@ -119,9 +117,9 @@ def train(
     tmp = Path(tempfile.mkdtemp(prefix=".nlu-", dir=art.parent))
     try:
         encoder = load_encoder(encoder_name, runtime, tmp / "encoder", allow_export=True)
-        step("encoder")
+        step("encoder", 1.0)
         td = load_training_data(nlu_data)
-        step("data")
+        step("data", 1.0)
         engine, report = train_engine(td, encoder, step)
         stamp = Stamp(
             format=FORMAT,
@@ -143,7 +141,7 @@ def train(
             art.rename(old)
         tmp.rename(art)
         shutil.rmtree(old, ignore_errors=True)
-        step("save")
+        step("save", 1.0)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -167,6 +165,12 @@ def load(art: Path, encoder_name: str, runtime: str) -> Loaded:
         raise RuntimeError(f"encoder {encoder.id} differs from the trained {stamp.encoder_id}")
     with (art / "engine.pkl").open("rb") as fh:
         engine = pickle.load(fh)  # our own file, written by train() above
+    # A pickle unpickles even when the classes it names have changed shape under the same
+    # FORMAT; one parse finds that here, where load_or_train retrains, not on a message.
+    try:
+        engine.analyze(["hello"], encoder, Thresholds(0.5, 0.5, 0.5))
+    except Exception as e:
+        raise RuntimeError(f"engine.pkl does not parse ({type(e).__name__}: {e})") from e
     return Loaded(engine, encoder, stamp, trained=False)
 
 
@@ -177,7 +181,7 @@ def load_or_train(
     runtime: str,
     force: bool = False,
     allow_train: bool = True,
-    step: Callable[[str], None] = lambda _: None,
+    step: Step = lambda *_: None,
 ) -> Loaded:
     reason = "forced" if force else stale_reason(art, nlu_data, encoder_name, runtime)
     if reason is None:

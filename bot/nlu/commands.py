@@ -58,8 +58,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     ) as progress:
         task = progress.add_task("loading", total=len(STEPS))
 
-        def step(name: str) -> None:
-            progress.update(task, advance=1, description=name)
+        def step(name: str, done: float) -> None:
+            progress.update(task, completed=STEPS.index(name) + done, description=name)
 
         loaded = load_or_train(
             nlu_data, art, settings.nlu.encoder, settings.nlu.runtime, force=args.force, step=step
@@ -176,8 +176,7 @@ def _cross_validate(settings: Settings, folds: int) -> EvalReport:
     thresholds = []
     for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, y):
         m = IntentModel()
-        m.held_out(x[tr], list(y[tr]), emb[tr], parts)
-        m.fit(x[tr], list(y[tr]), emb[tr])
+        m.train(x[tr], list(y[tr]), emb[tr], parts)
         p, conf[te] = m.predict(x[te], emb[te])
         top[te] = np.array(m.labels)[p.argmax(1)]
         thresholds.append(m.threshold)

@@ -36,10 +36,10 @@ class Neighbours:
         self.present = np.flatnonzero(counts > 0)
         self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[self.present]
         self.n_labels = n_labels
-        # Column ranges of the encoder's parts (minilm+usem3): each part's nearest example
-        # is a signal of its own. One part adds nothing beyond the whole.
-        # Kept as one contiguous block per part: a message's cosine to an example is the
-        # sum of the parts' dot products, and column slices of one matrix cost a copy.
+        # One contiguous block per encoder part (minilm+usem3): each part's nearest example
+        # is a signal of its own, the whole cosine is the sum of the parts' dot products,
+        # and column slices of one matrix would cost a copy per call. A single part adds
+        # nothing beyond the whole.
         bounds = [int(b) for b in np.cumsum([0, *parts])] if parts and len(parts) > 1 else []
         self.parts = list(itertools.pairwise(bounds)) or [(0, emb.shape[1])]
         self.blocks = [

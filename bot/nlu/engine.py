@@ -33,7 +33,9 @@ NOT_NEGATIVE_INTENTS = frozenset(
 # Messages that no FAQ answers: negatives when choosing the FAQ answer threshold.
 NO_FAQ_INTENTS = frozenset({"greet", "thanks", "goodbye", "praise", "spam", "out_of_scope"})
 
-Step = Callable[[str], None]
+# step(stage, share of it done): 1.0 when a stage ends, shares in between for the long ones.
+Step = Callable[[str, float], None]
+ENCODE_CHUNK = 512  # texts per encoder call at training, so the progress bar moves
 
 
 @dataclass
@@ -150,18 +152,18 @@ def negativity_examples(td: TrainingData) -> tuple[list[str], list[int]]:
 def train_engine(
     td: TrainingData,
     encoder: Encoder,
-    step: Step = lambda _: None,
+    step: Step = lambda *_: None,
     c: float = 0.5,
     weights: FeatureWeights | None = None,
 ) -> tuple[Engine, TrainReport]:
-    """Fit everything; ``step(name)`` is called after each stage (progress bar)."""
+    """Fit everything, reporting progress through ``step``."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
     def done(name: str, since: float) -> float:
         now = time.perf_counter()
         timings[name] = round(now - since, 3)
-        step(name)
+        step(name, 1.0)
         return now
 
     # Trained on what posts say, as they are parsed (analyze strips the same way).
@@ -176,7 +178,10 @@ def train_engine(
     faq = FaqIndex(td.faqs)
     # One encoder pass over every distinct text.
     uniq = sorted(set(texts) | set(neg_texts) | set(faq.texts))
-    vecs = encoder.encode(uniq)
+    vecs = np.zeros((len(uniq), encoder.dim), dtype=np.float32)
+    for s in range(0, len(uniq), ENCODE_CHUNK):
+        vecs[s : s + ENCODE_CHUNK] = encoder.encode(uniq[s : s + ENCODE_CHUNK])
+        step("encode", min(1.0, (s + ENCODE_CHUNK) / len(uniq)))
     emb_of = {t: vecs[i] for i, t in enumerate(uniq)}
     t = done("encode", t0)
 
@@ -189,9 +194,7 @@ def train_engine(
 
     parts = [p.dim for p in getattr(encoder, "parts", [])]
     intent = IntentModel(c=c)
-    held: HeldOut = intent.held_out(x, y, e(texts), parts)
-    t = done("held-out", t)
-    intent.fit(x, y, e(texts))
+    held: HeldOut = intent.train(x, y, e(texts), parts, progress=lambda f: step("intents", f))
     t = done("intents", t)
 
     xn = featurizer.transform(neg_texts, e(neg_texts))
