@@ -13,6 +13,7 @@ from bot.nlu import NluResult, NluService
 from bot.nlu import artifact as art_mod
 from bot.nlu.artifact import Loaded, load_or_train, stale_reason
 from bot.nlu.data import load_training_data
+from bot.nlu.engine import Thresholds
 from bot.nlu.lang import detect_language
 
 pytest_plugins = ["tests.conftest_nlu"]
@@ -187,6 +188,45 @@ def test_changed_data_file_triggers_retraining(
     assert calls == [data]
     # Editing reply templates or the Rasa pipeline does not retrain.
     assert stale_reason(art, nlu_data_dir, cfg.encoder, cfg.runtime) is None
+
+
+def test_retraining_after_a_data_edit_encodes_only_new_texts(
+    nlu_artifact: Loaded,
+    nlu_data_dir: Path,
+    nlu_data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The old artifact's encoder export and sentence vectors are reused: no export, and
+    only the added example goes through the encoder; the result parses it."""
+    from bot.nlu import encoder as encoder_mod
+    from bot.nlu import reuse
+
+    def no_export(*a: object, **k: object) -> Path:
+        raise AssertionError("exported the encoder again")
+
+    monkeypatch.setattr(encoder_mod, "export_onnx", no_export)
+    data, art = tmp_path / "nlu_data", tmp_path / "nlu"
+    shutil.copytree(nlu_data_dir, data)
+    shutil.copytree(nlu_data_root / "nlu", art)
+    cfg = NluConfig()
+    smalltalk = data / "nlu" / "smalltalk.yml"
+    new = "thanks a bunch for the quick fix"
+    smalltalk.write_text(smalltalk.read_text(encoding="utf-8") + f"    - {new}\n", encoding="utf-8")
+    loaded = load_or_train(data, art, cfg.encoder, cfg.runtime)
+    assert loaded.trained
+    assert loaded.stamp.report["texts_encoded"] == 1
+    assert loaded.stamp.report["texts_reused"] > 1000
+    vectors = reuse.read_vectors(art, loaded.encoder.id)
+    assert new in vectors and reuse.read_vectors(art, "another-encoder") == {}
+    # Each reused vector belongs to its text. Not equal to a fresh encoding: int8 dynamic
+    # quantisation scales each ONNX run by its largest activation, so a text's vector
+    # moves a little with the texts it is batched with (cosine 0.987 at worst here).
+    sample = [new, *list(vectors)[:20]]
+    fresh = loaded.encoder.encode(sample)
+    assert min(float(fresh[i] @ vectors[t]) for i, t in enumerate(sample)) > 0.95
+    top = loaded.engine.analyze([new], loaded.encoder, Thresholds(0.0, 1.0, 1.0))[0]
+    assert "thanks" in [r.name for r in top.ranking[:2]]
 
 
 def test_an_artifact_that_no_longer_parses_is_retrained(

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from bot.nlu import reuse
 from bot.nlu.data import data_hash, data_warnings, load_training_data
 from bot.nlu.encoder import Encoder, load_encoder
 from bot.nlu.engine import Engine, Step, Thresholds, TrainReport, train_engine
@@ -109,18 +110,35 @@ def train(
     encoder_name: str,
     runtime: str,
     step: Step = lambda *_: None,
+    reuse_old: bool = True,
 ) -> Loaded:
-    """Train and atomically replace the artifact (a crash mid-way leaves the old one)."""
+    """Train and atomically replace the artifact (a crash mid-way leaves the old one).
+    With ``reuse_old``, the old artifact's encoder export and vectors are reused when
+    they were made by the same encoder and libraries (bot/nlu/reuse.py)."""
     t0 = time.perf_counter()
     art.parent.mkdir(parents=True, exist_ok=True)
     digest = data_hash(nlu_data)
     tmp = Path(tempfile.mkdtemp(prefix=".nlu-", dir=art.parent))
     try:
-        encoder = load_encoder(encoder_name, runtime, tmp / "encoder", allow_export=True)
+        old = read_stamp(art)
+        reusable = (
+            reuse_old
+            and old is not None
+            and (
+                (old.encoder, old.runtime, old.versions)
+                == (encoder_name, runtime, library_versions())
+            )
+        )
+        if reusable:
+            reuse.copy_export(art, tmp)
+        inner = load_encoder(encoder_name, runtime, tmp / "encoder", allow_export=True)
+        known = reuse.read_vectors(art, inner.id) if reusable else {}
+        encoder = reuse.RememberingEncoder(inner, known)
         step("encoder", 1.0)
         td = load_training_data(nlu_data)
         step("data", 1.0)
         engine, report = train_engine(td, encoder, step)
+        encoder.save(tmp)
         stamp = Stamp(
             format=FORMAT,
             data_sha256=digest,
@@ -130,30 +148,38 @@ def train(
             versions=library_versions(),
             created=time.time(),
             report=dataclasses.asdict(report)
-            | {"total_seconds": round(time.perf_counter() - t0, 3)},
+            | {
+                "total_seconds": round(time.perf_counter() - t0, 3),
+                "texts_encoded": encoder.encoded,
+                "texts_reused": len(encoder.used) - encoder.encoded,
+            },
         )
         with (tmp / "engine.pkl").open("wb") as fh:
             pickle.dump(engine, fh, protocol=pickle.HIGHEST_PROTOCOL)
         (tmp / "stamp.json").write_text(stamp.to_json())
-        old = art.with_name(art.name + ".old")
+        prev = art.with_name(art.name + ".old")
         if art.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            art.rename(old)
+            shutil.rmtree(prev, ignore_errors=True)
+            art.rename(prev)
         tmp.rename(art)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(prev, ignore_errors=True)
         step("save", 1.0)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     # The encoder's files moved with the folder; reopen from the final place.
-    encoder = load_encoder(encoder_name, runtime, art / "encoder", allow_export=False)
+    final = load_encoder(encoder_name, runtime, art / "encoder", allow_export=False)
     log.info(
-        "nlu.trained", seconds=stamp.report["total_seconds"], threshold=report.chosen_threshold
+        "nlu.trained",
+        seconds=stamp.report["total_seconds"],
+        threshold=report.chosen_threshold,
+        texts_encoded=stamp.report["texts_encoded"],
+        texts_reused=stamp.report["texts_reused"],
     )
     if problems := data_warnings(td):
         # `replydesk train` prints them (training text, so only the count here).
         log.warning("nlu.data.warnings", count=len(problems))
-    return Loaded(engine, encoder, stamp, trained=True)
+    return Loaded(engine, final, stamp, trained=True)
 
 
 def load(art: Path, encoder_name: str, runtime: str) -> Loaded:
@@ -192,12 +218,15 @@ def load_or_train(
     if not allow_train:
         raise RuntimeError(f"NLU artifact in {art} is not usable ({reason}); run `replydesk train`")
     log.info("nlu.training", reason=reason)
-    return train(nlu_data, art, encoder_name, runtime, step)
+    # A forced or unloadable retraining starts from nothing.
+    fresh = force or reason.startswith("unloadable")
+    return train(nlu_data, art, encoder_name, runtime, step, reuse_old=not fresh)
 
 
 def report_of(loaded: Loaded) -> TrainReport | None:
     r = dict(loaded.stamp.report)
-    r.pop("total_seconds", None)
+    for extra in ("total_seconds", "texts_encoded", "texts_reused"):
+        r.pop(extra, None)
     try:
         return TrainReport(**r)
     except TypeError:

@@ -81,7 +81,9 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             f"({r.unseen_answered_softmax:.3f} by the softmax probability)\n"
             f"FAQ answer threshold {r.faq_threshold:.2f} (leave-one-out {r.faq_held_out}); "
             f"negativity held-out F1 {r.negativity_held_out_f1:.3f}\n"
-            f"training time {r.seconds:.1f}s (+ encoder load/export), artifact {art}"
+            f"training time {r.seconds:.1f}s (+ encoder load/export); texts encoded "
+            f"{loaded.stamp.report.get('texts_encoded', '?')}, reused from the previous "
+            f"artifact {loaded.stamp.report.get('texts_reused', '?')}; artifact {art}"
         )
     for w in data_warnings(load_training_data(nlu_data)):
         console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
