@@ -221,7 +221,7 @@ def test_retraining_after_a_data_edit_encodes_only_new_texts(
     assert new in vectors and reuse.read_vectors(art, "another-encoder") == {}
     # Each reused vector belongs to its text. Not equal to a fresh encoding: int8 dynamic
     # quantisation scales each ONNX run by its largest activation, so a text's vector
-    # moves a little with the texts it is batched with (cosine 0.987 at worst here).
+    # moves a little with the texts it is batched with (docs/nlu.md, Encoder).
     sample = [new, *list(vectors)[:20]]
     fresh = loaded.encoder.encode(sample)
     assert min(float(fresh[i] @ vectors[t]) for i, t in enumerate(sample)) > 0.95
@@ -252,15 +252,17 @@ def test_an_artifact_that_no_longer_parses_is_retrained(
 
     with pytest.raises(RuntimeError, match="does not parse"):
         art_mod.load(art, cfg.encoder, cfg.runtime)
-    calls: list[Path] = []
+    calls: list[tuple[Path, object]] = []
 
     def fake_train(nlu_data: Path, art_dir: Path, *a: object, **k: object) -> Loaded:
-        calls.append(art_dir)
+        calls.append((art_dir, k.get("reuse_old")))
         return nlu_artifact
 
     monkeypatch.setattr(art_mod, "train", fake_train)
     assert load_or_train(nlu_data_dir, art, cfg.encoder, cfg.runtime) is nlu_artifact
-    assert calls == [art]
+    load_or_train(nlu_data_dir, art, cfg.encoder, cfg.runtime, force=True)
+    # Neither an unloadable artifact nor --force lends its export and vectors.
+    assert calls == [(art, False), (art, False)]
 
 
 def test_training_reports_progress_within_its_long_stages(
