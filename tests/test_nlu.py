@@ -229,6 +229,36 @@ def test_retraining_after_a_data_edit_encodes_only_new_texts(
     assert "thanks" in [r.name for r in top.ranking[:2]]
 
 
+def test_replydesk_train_prints_what_it_reused(
+    nlu_artifact: Loaded, nlu_data_dir: Path, nlu_data_root: Path, tmp_path: Path
+) -> None:
+    """The command end to end: progress bar, report, and the reuse counts after an edit."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    data, var = tmp_path / "nlu_data", tmp_path / "var"
+    shutil.copytree(nlu_data_dir, data)
+    shutil.copytree(nlu_data_root / "nlu", var / "nlu")
+    smalltalk = data / "nlu" / "smalltalk.yml"
+    smalltalk.write_text(
+        smalltalk.read_text(encoding="utf-8") + "    - cheers, that did the trick\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "replydesk.yml"
+    config.write_text(yaml.safe_dump({"redis": {"data_dir": str(var)}}))
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", str(config), "train", "--data", str(data)],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    said = " ".join(out.stderr.split())  # rich wraps lines at the terminal width
+    assert "texts encoded 1, reused from the previous artifact" in said, said[-1500:]
+    assert "out-of-scope threshold chosen on held-out data" in said
+
+
 def test_an_artifact_that_no_longer_parses_is_retrained(
     nlu_artifact: Loaded,
     nlu_data_dir: Path,
