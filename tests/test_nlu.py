@@ -259,6 +259,50 @@ def test_replydesk_train_prints_what_it_reused(
     assert "out-of-scope threshold chosen on held-out data" in said
 
 
+def test_processes_sharing_a_data_dir_train_one_at_a_time(
+    nlu_artifact: Loaded,
+    nlu_data_dir: Path,
+    nlu_data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two callers find the data changed at once: one trains, the other waits for it and
+    loads the result instead of training too (and racing on the folder)."""
+    import json
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bot.nlu.data import data_hash
+
+    data, art = tmp_path / "nlu_data", tmp_path / "nlu"
+    shutil.copytree(nlu_data_dir, data)
+    shutil.copytree(nlu_data_root / "nlu", art)
+    smalltalk = data / "nlu" / "smalltalk.yml"
+    smalltalk.write_text(
+        smalltalk.read_text(encoding="utf-8") + "    - ta very much\n", encoding="utf-8"
+    )
+    trained_by: list[str] = []
+
+    def slow_train(nlu_data: Path, art_dir: Path, *a: object, **k: object) -> Loaded:
+        trained_by.append(threading.current_thread().name)
+        time.sleep(0.5)  # the other caller arrives meanwhile
+        stamp = json.loads((art_dir / "stamp.json").read_text())
+        stamp["data_sha256"] = data_hash(nlu_data)  # now current for the new data
+        (art_dir / "stamp.json").write_text(json.dumps(stamp))
+        return nlu_artifact
+
+    monkeypatch.setattr(art_mod, "train", slow_train)
+    cfg = NluConfig()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(
+            pool.map(lambda _: load_or_train(data, art, cfg.encoder, cfg.runtime), range(2))
+        )
+    assert len(trained_by) == 1
+    [waited] = [r for r in results if r is not nlu_artifact]
+    assert not waited.trained and waited.stamp.data_sha256 == data_hash(data)
+
+
 def test_an_artifact_that_no_longer_parses_is_retrained(
     nlu_artifact: Loaded,
     nlu_data_dir: Path,

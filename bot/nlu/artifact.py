@@ -4,7 +4,9 @@ a stale or missing artifact is retrained, never half-loaded."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib.metadata as md
 import json
 import os
@@ -13,6 +15,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,18 +212,44 @@ def load_or_train(
     allow_train: bool = True,
     step: Step = lambda *_: None,
 ) -> Loaded:
-    reason = "forced" if force else stale_reason(art, nlu_data, encoder_name, runtime)
-    if reason is None:
+    def current() -> Loaded | str:
+        """The artifact if it is current and loads, else why not."""
+        reason = stale_reason(art, nlu_data, encoder_name, runtime)
+        if reason is not None:
+            return reason
         try:
             return load(art, encoder_name, runtime)
         except Exception as e:  # corrupt or incompatible: rebuild rather than fail
-            reason = f"unloadable: {e}"
+            return f"unloadable: {e}"
+
+    found = "forced" if force else current()
+    if isinstance(found, Loaded):
+        return found
     if not allow_train:
-        raise RuntimeError(f"NLU artifact in {art} is not usable ({reason}); run `replydesk train`")
-    log.info("nlu.training", reason=reason)
-    # A forced or unloadable retraining starts from nothing.
-    fresh = force or reason.startswith("unloadable")
-    return train(nlu_data, art, encoder_name, runtime, step, reuse_old=not fresh)
+        raise RuntimeError(f"NLU artifact in {art} is not usable ({found}); run `replydesk train`")
+    with _training_lock(art):
+        # Processes sharing a data_dir (several workers starting after a data edit) train
+        # one at a time; those that waited find the artifact current and load it.
+        if not force and isinstance(found := current(), Loaded):
+            return found
+        assert isinstance(found, str)
+        log.info("nlu.training", reason=found)
+        # A forced or unloadable retraining starts from nothing.
+        fresh = force or found.startswith("unloadable")
+        return train(nlu_data, art, encoder_name, runtime, step, reuse_old=not fresh)
+
+
+@contextlib.contextmanager
+def _training_lock(art: Path) -> Iterator[None]:
+    """An exclusive flock on ``<art>.lock`` beside the artifact (released on exit, or by
+    the kernel if the process dies)."""
+    art.parent.mkdir(parents=True, exist_ok=True)
+    with art.with_name(art.name + ".lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def report_of(loaded: Loaded) -> TrainReport | None:
