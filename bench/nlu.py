@@ -80,6 +80,7 @@ def bench_banking(encoders: list[str]) -> list[Row]:
     from sklearn.metrics import f1_score
 
     from bot.nlu.classifier import IntentModel
+    from bot.nlu.encoder import part_dims
     from bot.nlu.features import FeatureWeights, Featurizer
 
     tr_x, tr_y, te_x, te_y = banking()
@@ -103,7 +104,7 @@ def bench_banking(encoders: list[str]) -> list[Row]:
             x_tr = f.transform(tr_x, e_tr)
             if shipped:  # as `replydesk train` does: held-out folds, confidence, final fit
                 m = IntentModel(c=c)
-                m.train(x_tr, tr_y, e_tr, [p.dim for p in getattr(enc, "parts", [])])
+                m.train(x_tr, tr_y, e_tr, part_dims(enc))
             else:
                 m = fit_intents(x_tr, tr_y, c)
             t_fit = time.perf_counter() - t1
@@ -168,6 +169,7 @@ def bench_own_cv(encoders: list[str], folds: int = 5) -> list[Row]:
 
 def bench_oos(name: str) -> Row:
     from bot.nlu.classifier import IntentModel
+    from bot.nlu.encoder import part_dims
     from bot.nlu.features import Featurizer
 
     cats = json.loads((DATA / "banking77" / "categories.json").read_text())
@@ -182,7 +184,7 @@ def bench_oos(name: str) -> Row:
     x_tr = f.transform(tr_x, e_tr)
     m = IntentModel()
     # Temperature and confidence model from train folds (no OOS rows there).
-    held_out = m.train(x_tr, tr_y, e_tr, [p.dim for p in getattr(enc, "parts", [])])
+    held_out = m.train(x_tr, tr_y, e_tr, part_dims(enc))
     fit_s = time.perf_counter() - t0
     p, shipped = m.predict(f.transform(te_x, e_te), e_te)
     pred = np.array(m.labels)[p.argmax(1)]
@@ -230,6 +232,7 @@ def bench_unseen(name: str) -> Row:
 
     from bot.nlu.classifier import IntentModel
     from bot.nlu.data import load_training_data
+    from bot.nlu.encoder import part_dims
     from bot.nlu.features import Featurizer, strip_reply_prefix
     from bot.nlu.types import OUT_OF_SCOPE
 
@@ -238,7 +241,7 @@ def bench_unseen(name: str) -> Row:
     y = np.array([i for _, i in td.examples])
     enc = encoder(name)
     emb = enc.encode(texts)
-    parts = [p.dim for p in getattr(enc, "parts", [])]
+    parts = part_dims(enc)
     x = Featurizer().fit(texts).transform(texts, emb)
     rng = np.random.default_rng(0)
     per_intent = {}
@@ -269,6 +272,7 @@ def bench_unseen(name: str) -> Row:
 
 def bench_faq(encoders: list[str]) -> list[Row]:
     from bot.nlu.data import Faq
+    from bot.nlu.encoder import part_dims
     from bot.nlu.faq import FaqIndex
     from bot.nlu.features import Featurizer
     from bot.nlu.lang import detect_language
@@ -322,7 +326,7 @@ def bench_faq(encoders: list[str]) -> list[Row]:
                 shipped = alpha < 1.0
                 # As the engine trains it: a blend per language (fit_blends); the baseline
                 # rows stay plain nearest neighbours.
-                parts = [p.dim for p in getattr(enc, "parts", [])] if shipped else []
+                parts = part_dims(enc) if shipped else []
                 idx.set_vectors(enc.encode(idx.texts), f.char_matrix(idx.texts), parts)
                 if shipped:
                     idx.fit_blends()

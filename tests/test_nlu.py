@@ -158,6 +158,14 @@ def test_unchanged_artifact_loads_without_training(
     assert loaded.stamp.data_sha256 == nlu_artifact.stamp.data_sha256
 
 
+def add_example(data: Path, text: str) -> None:
+    """Append a thanks example to a copy of nlu_data/ (a data edit)."""
+    smalltalk = data / "nlu" / "smalltalk.yml"
+    smalltalk.write_text(
+        smalltalk.read_text(encoding="utf-8") + f"    - {text}\n", encoding="utf-8"
+    )
+
+
 def test_changed_data_file_triggers_retraining(
     nlu_artifact: Loaded,
     nlu_data_dir: Path,
@@ -171,10 +179,7 @@ def test_changed_data_file_triggers_retraining(
     cfg = NluConfig()
     assert stale_reason(art, data, cfg.encoder, cfg.runtime) is None  # same content, same hash
 
-    smalltalk = data / "nlu" / "smalltalk.yml"
-    smalltalk.write_text(
-        smalltalk.read_text(encoding="utf-8") + "    - much obliged, folks\n", encoding="utf-8"
-    )
+    add_example(data, "much obliged, folks")
     assert stale_reason(art, data, cfg.encoder, cfg.runtime) == "training data changed"
 
     calls: list[Path] = []
@@ -210,9 +215,8 @@ def test_retraining_after_a_data_edit_encodes_only_new_texts(
     shutil.copytree(nlu_data_dir, data)
     shutil.copytree(nlu_data_root / "nlu", art)
     cfg = NluConfig()
-    smalltalk = data / "nlu" / "smalltalk.yml"
     new = "thanks a bunch for the quick fix"
-    smalltalk.write_text(smalltalk.read_text(encoding="utf-8") + f"    - {new}\n", encoding="utf-8")
+    add_example(data, new)
     loaded = load_or_train(data, art, cfg.encoder, cfg.runtime)
     assert loaded.trained
     assert loaded.stamp.report["texts_encoded"] == 1
@@ -241,11 +245,7 @@ def test_replydesk_train_prints_what_it_reused(
     data, var = tmp_path / "nlu_data", tmp_path / "var"
     shutil.copytree(nlu_data_dir, data)
     shutil.copytree(nlu_data_root / "nlu", var / "nlu")
-    smalltalk = data / "nlu" / "smalltalk.yml"
-    smalltalk.write_text(
-        smalltalk.read_text(encoding="utf-8") + "    - cheers, that did the trick\n",
-        encoding="utf-8",
-    )
+    add_example(data, "cheers, that did the trick")
     config = tmp_path / "replydesk.yml"
     config.write_text(yaml.safe_dump({"redis": {"data_dir": str(var)}}))
     root = Path(__file__).resolve().parents[1]
@@ -278,10 +278,7 @@ def test_processes_sharing_a_data_dir_train_one_at_a_time(
     data, art = tmp_path / "nlu_data", tmp_path / "nlu"
     shutil.copytree(nlu_data_dir, data)
     shutil.copytree(nlu_data_root / "nlu", art)
-    smalltalk = data / "nlu" / "smalltalk.yml"
-    smalltalk.write_text(
-        smalltalk.read_text(encoding="utf-8") + "    - ta very much\n", encoding="utf-8"
-    )
+    add_example(data, "ta very much")
     trained_by: list[str] = []
 
     def slow_train(nlu_data: Path, art_dir: Path, *a: object, **k: object) -> Loaded:

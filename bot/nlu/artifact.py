@@ -230,9 +230,10 @@ def load_or_train(
     with _training_lock(art):
         # Processes sharing a data_dir (several workers starting after a data edit) train
         # one at a time; those that waited find the artifact current and load it.
-        if not force and isinstance(found := current(), Loaded):
-            return found
-        assert isinstance(found, str)
+        if not force:
+            found = current()
+            if isinstance(found, Loaded):
+                return found
         log.info("nlu.training", reason=found)
         # A forced or unloadable retraining starts from nothing.
         fresh = force or found.startswith("unloadable")

@@ -159,7 +159,7 @@ def _cross_validate(settings: Settings, folds: int) -> EvalReport:
 
     from bot.nlu.classifier import IntentModel
     from bot.nlu.data import load_training_data
-    from bot.nlu.encoder import load_encoder
+    from bot.nlu.encoder import load_encoder, part_dims
     from bot.nlu.evaluate import evaluate
     from bot.nlu.features import Featurizer
 
@@ -171,7 +171,7 @@ def _cross_validate(settings: Settings, folds: int) -> EvalReport:
     texts = [t for t, _ in td.examples]
     y = np.array([i for _, i in td.examples])
     emb = enc.encode(texts)
-    parts = [p.dim for p in getattr(enc, "parts", [])]
+    parts = part_dims(enc)
     x = Featurizer().fit(texts).transform(texts, emb)
     top = np.empty(len(y), dtype=object)
     conf = np.zeros(len(y))

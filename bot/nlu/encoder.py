@@ -269,6 +269,11 @@ class ConcatEncoder:
         return [vecs[i] for i in range(len(self.parts))]
 
 
+def part_dims(encoder: Encoder) -> list[int]:
+    """The widths of a concatenated encoder's parts, in order; [] for a single encoder."""
+    return [p.dim for p in getattr(encoder, "parts", [])]
+
+
 def _mean_pooling_bert(path: Path) -> bool:
     """True when the ST model is Transformer + mean pooling (+ Normalize): exportable as is."""
     try:

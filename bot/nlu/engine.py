@@ -18,7 +18,7 @@ from sklearn.model_selection import cross_val_predict
 
 from bot.nlu.classifier import HeldOut, IntentModel, fit_lr, make_lr, positive_proba
 from bot.nlu.data import TrainingData
-from bot.nlu.encoder import Encoder
+from bot.nlu.encoder import Encoder, part_dims
 from bot.nlu.faq import FaqIndex, choose_threshold
 from bot.nlu.features import FeatureWeights, Featurizer, strip_reply_prefix
 from bot.nlu.lang import detect_language
@@ -192,7 +192,7 @@ def train_engine(
     x = featurizer.transform(texts, e(texts))
     t = done("features", t)
 
-    parts = [p.dim for p in getattr(encoder, "parts", [])]
+    parts = part_dims(encoder)
     intent = IntentModel(c=c)
     held: HeldOut = intent.train(x, y, e(texts), parts, progress=lambda f: step("intents", f))
     t = done("intents", t)
