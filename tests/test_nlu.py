@@ -13,8 +13,10 @@ from bot.nlu import NluResult, NluService
 from bot.nlu import artifact as art_mod
 from bot.nlu.artifact import Loaded, load_or_train, stale_reason
 from bot.nlu.data import load_training_data
+from bot.nlu.encoder import part_dims
 from bot.nlu.engine import Thresholds
 from bot.nlu.lang import detect_language
+from bot.nlu.parts import cosine
 
 pytest_plugins = ["tests.conftest_nlu"]
 
@@ -228,7 +230,11 @@ def test_retraining_after_a_data_edit_encodes_only_new_texts(
     # moves a little with the texts it is batched with (docs/nlu.md, Encoder).
     sample = [new, *list(vectors)[:20]]
     fresh = loaded.encoder.encode(sample)
-    assert min(float(fresh[i] @ vectors[t]) for i, t in enumerate(sample)) > 0.95
+    dims = part_dims(loaded.encoder)
+    cos = [
+        float(cosine(fresh[i : i + 1], vectors[t][None], dims)[0, 0]) for i, t in enumerate(sample)
+    ]
+    assert min(cos) > 0.95
     top = loaded.engine.analyze([new], loaded.encoder, Thresholds(0.0, 1.0, 1.0))[0]
     assert "thanks" in [r.name for r in top.ranking[:2]]
 
@@ -410,12 +416,15 @@ def test_a_batch_shares_the_slow_encoder_between_threads(nlu_artifact: Loaded) -
     shared = enc.parts[enc._shared]
     before = [p.calls for p in enc.parts]
     together = enc.encode(texts)
-    chunks = -(-len(texts) // enc.STEAL_CHUNK)
+    # the shared part is MiniLM, which the default runs on English posts only (minilm:en)
+    english = sum(detect_language(t) == "en" for t in texts)
+    assert enc.langs[enc._shared] == {"en"} and english >= 2 * enc.STEAL_CHUNK
+    chunks = -(-english // enc.STEAL_CHUNK)
     calls = [p.calls - b for p, b in zip(enc.parts, before, strict=True)]
     assert calls == [chunks if p is shared else 1 for p in enc.parts]
 
     one_by_one = np.vstack([enc.encode([t]) for t in texts])
-    sim = together @ one_by_one.T
+    sim = cosine(together, one_by_one, part_dims(enc))
     assert (sim.argmax(1) == np.arange(len(texts))).all()
     assert float(np.diag(sim).min()) >= 0.98
 
@@ -446,7 +455,8 @@ def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -
     char = eng.featurizer.char_matrix(texts)
     alpha = eng.faq.default.alpha  # queries of no stated language get the default blend
     s = (
-        alpha * (emb @ eng.faq.emb.T) + (1 - alpha) * (char @ eng.faq.char.T).toarray()
+        alpha * cosine(emb, eng.faq.emb, eng.faq.parts)
+        + (1 - alpha) * (char @ eng.faq.char.T).toarray()
     ) * eng.faq._item_w
     per_faq = [s[:, eng.faq._item_faq == f].max(1) for f in range(len(eng.faq.faqs))]
     assert np.allclose(eng.faq.scores(emb, char), np.column_stack(per_faq), atol=1e-6)
@@ -490,8 +500,9 @@ async def test_a_mention_parses_like_the_same_words_without_handles(
 
 
 def test_faq_scores_weigh_encoder_parts_per_language(nlu_artifact: Loaded) -> None:
-    """With ``minilm+usem3`` each language's FAQ similarity is a weighted mean of the two
-    encoders' cosines, chosen at training; equal weights are the plain cosine."""
+    """With ``minilm:en+usem3`` each language's FAQ similarity is a weighted mean of the
+    two encoders' cosines, chosen at training; equal weights are the plain cosine. A
+    weight on MiniLM falls back to usem3 for an item MiniLM skipped (a Chinese one)."""
     import dataclasses
 
     import numpy as np
@@ -517,8 +528,12 @@ def test_faq_scores_weigh_encoder_parts_per_language(nlu_artifact: Loaded) -> No
             }
             got = faq.item_scores(emb, char, ["en", "zh"])
             d = faq.parts[0]
-            minilm = 2 * emb[0, :d] @ faq.emb[:, :d].T
-            usem = 2 * emb[1, d:] @ faq.emb[:, d:].T
+            usem = 2 * emb[:, d:] @ faq.emb[:, d:].T
+            # MiniLM skipped the Chinese items (minilm:en): there usem3 stands in
+            ran = faq.emb[:, :d].any(1)
+            assert ran.any() and not ran.all()
+            minilm = np.where(ran, 2 * emb[0, :d] @ faq.emb[:, :d].T, usem[0])
+            usem = usem[1]
             chars = (char @ faq.char.T).toarray()
             for row, cos in ((0, minilm), (1, usem)):
                 want = (alpha * cos + (1 - alpha) * chars[row]) * faq._item_w
@@ -680,7 +695,8 @@ def test_confidence_signals_match_a_direct_computation() -> None:
         sims = emb @ q[i]
         same = sims[y_idx == top].max()
         other = max(sims[y_idx == k].max() for k in (0, 1, 3) if k != top)
-        halves = [(emb[:, a:b] @ q[i, a:b])[y_idx == top].max() for a, b in ((0, 2), (2, 6))]
+        # each part's cosine: its slice's dot product times the number of parts
+        halves = [2 * (emb[:, a:b] @ q[i, a:b])[y_idx == top].max() for a, b in ((0, 2), (2, 6))]
         near = np.argsort(-sims)[:KNN]
         assert f[i, 0] == pytest.approx(p[i].max())
         assert f[i, 4] == pytest.approx(same, abs=1e-5)
@@ -734,3 +750,138 @@ def test_nlu_threads_also_limit_numpys_blas() -> None:
         assert blas and all(p["num_threads"] == 1 for p in blas)
     finally:
         set_threads(before)
+
+
+def _two_part_rows(rng: object, n: int, skip_first: list[int]) -> object:
+    """Rows as ConcatEncoder makes them for parts of widths 2 and 4: each slice of norm
+    1/sqrt(2), and zero where the part skipped the post."""
+    import numpy as np
+
+    emb = rng.normal(size=(n, 6)).astype(np.float32)  # type: ignore[attr-defined]
+    for a, b in ((0, 2), (2, 6)):
+        emb[:, a:b] /= np.sqrt(2) * np.linalg.norm(emb[:, a:b], axis=1, keepdims=True)
+    emb[skip_first, :2] = 0
+    return emb
+
+
+def test_cosines_count_only_the_parts_that_ran_on_both_posts() -> None:
+    """With a part limited to some languages (minilm:en), two Chinese posts are as alike
+    as usem3 says, not half of it; weights on a part a post skipped fall back to the
+    parts it has; with every part present, the plain dot product is unchanged."""
+    import numpy as np
+
+    from bot.nlu.parts import cosine, present
+
+    rng = np.random.default_rng(5)
+    emb = _two_part_rows(rng, 6, skip_first=[3, 4, 5])
+    parts = [2, 4]
+
+    def part_cos(i: int, j: int, a: int, b: int) -> float:
+        u, v = emb[i, a:b], emb[j, a:b]
+        return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+    assert present(emb, parts).tolist() == [[True, True]] * 3 + [[False, True]] * 3
+    full = emb[:3]
+    assert np.allclose(cosine(full, full, parts), full @ full.T, atol=1e-6)
+    got = cosine(emb, emb, parts)
+    assert got[0, 1] == pytest.approx((part_cos(0, 1, 0, 2) + part_cos(0, 1, 2, 6)) / 2, abs=1e-5)
+    assert got[3, 4] == pytest.approx(part_cos(3, 4, 2, 6), abs=1e-5)  # both skipped part 0
+    assert got[0, 4] == pytest.approx(part_cos(0, 4, 2, 6), abs=1e-5)  # one skipped it
+    assert np.allclose(np.diag(got), 1.0, atol=1e-5)
+    first_only = np.array([[1.0, 0.0]] * 6)
+    weighted = cosine(emb, emb, parts, first_only)
+    assert weighted[0, 1] == pytest.approx(part_cos(0, 1, 0, 2), abs=1e-5)
+    assert weighted[3, 4] == pytest.approx(part_cos(3, 4, 2, 6), abs=1e-5)
+
+
+def test_confidence_signals_of_posts_a_part_skipped() -> None:
+    """A Chinese post's nearest-example signals read usem3 alone: the whole cosine over
+    the parts that ran, and the missing part's own signal takes that value."""
+    import numpy as np
+    from scipy.special import softmax
+
+    from bot.nlu.confidence import Neighbours, signals
+    from bot.nlu.parts import cosine
+
+    rng = np.random.default_rng(7)
+    emb = _two_part_rows(rng, 30, skip_first=list(range(15, 30)))
+    y_idx = np.arange(30) % 3
+    nb = Neighbours(emb, y_idx, 3, parts=[2, 4])
+    q = emb[[0, 20]]
+    z = rng.normal(size=(2, 3)) * 3
+    f = signals(z, q, nb)
+    sims = cosine(q, emb, [2, 4])
+    for i in range(2):
+        top = int(np.argmax(z[i]))
+        assert f[i, 0] == pytest.approx(softmax(z[i]).max())
+        assert f[i, 4] == pytest.approx(sims[i][y_idx == top].max(), abs=1e-5)
+    # the English post: part 0 counts where the example has it, else the whole cosine
+    mine = y_idx == int(np.argmax(z[0]))
+    part0 = np.where(np.arange(30) < 15, 2 * emb[:, :2] @ q[0, :2], sims[0])
+    assert f[0, 6] == pytest.approx(part0[mine].max(), abs=1e-5)
+    # the Chinese post skipped part 0: that signal is its whole cosine
+    assert f[1, 6] == pytest.approx(f[1, 4], abs=1e-5)
+
+
+def test_the_default_runs_minilm_on_english_posts_only(
+    nlu_artifact: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``minilm:en+usem3``: MiniLM never sees a Chinese post, its slice of a Chinese row
+    is zero, and usem3's slice is what usem3 alone gives; in a batch big enough to share
+    MiniLM's work between threads too."""
+    import numpy as np
+
+    from bot.nlu.encoder import ConcatEncoder
+
+    enc = nlu_artifact.encoder
+    assert isinstance(enc, ConcatEncoder) and enc.langs == [frozenset({"en"}), None]
+    minilm, usem = enc.parts
+    seen: list[str] = []
+    real = minilm.encode
+    monkeypatch.setattr(minilm, "encode", lambda ts: seen.extend(ts) or real(ts))
+    for texts in (
+        ["how long do refunds take", "退款多久能到账"],
+        [t for ts in PARAPHRASES.values() for t in ts] * 3,
+    ):
+        seen.clear()
+        rows = enc.encode(texts)
+        zh = np.array([detect_language(t) == "zh" for t in texts])
+        assert zh.any() and sorted(seen) == sorted(
+            t for t, z in zip(texts, zh, strict=True) if not z
+        )
+        assert not rows[zh, : minilm.dim].any() and rows[~zh, : minilm.dim].any(axis=1).all()
+        alone = usem.encode(texts) / np.sqrt(2)
+        assert np.allclose(rows[:, minilm.dim :], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ("minilm:en+usem3:zh", "needs a part for all posts"),
+        ("minilm:eng+usem3", "unknown language eng"),
+    ],
+)
+def test_encoder_language_limits_are_checked(tmp_path: Path, spec: str, error: str) -> None:
+    from bot.nlu.encoder import load_encoder, split_languages
+
+    assert split_languages("minilm:en,other") == ("minilm", frozenset({"en", "other"}))
+    assert split_languages("usem3") == ("usem3", None)
+    with pytest.raises(ValueError, match=error):
+        load_encoder(spec, "auto", tmp_path, allow_export=False)
+
+
+def test_batch_jobs_share_the_cores_between_an_encoders_parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`replydesk train` gives a single encoder every core, and each part of ``a+b`` (which
+    run side by side) its share: two threads per part of minilm:en+usem3 on two cores
+    oversubscribed them."""
+    from bot.nlu import encoder
+
+    monkeypatch.setattr(encoder.os, "cpu_count", lambda: 8)
+    assert encoder.training_threads("minilm") == 8
+    assert encoder.training_threads("minilm:en+usem3") == 4
+    assert encoder.training_threads("a+b+c") == 2
+    monkeypatch.setattr(encoder.os, "cpu_count", lambda: 2)
+    assert encoder.training_threads("minilm:en+usem3") == 1
+    assert encoder.training_threads("a+b+c") == 1

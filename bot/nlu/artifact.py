@@ -33,7 +33,8 @@ log = structlog.get_logger(__name__)
 # 3: FAQ retrieval weighs the encoder parts per language.
 # 4: FAQ scoring per language is a Blend (alpha, part weights, prototype weight).
 # 5: intent confidence comes from a model over softmax and nearest-example signals.
-FORMAT = 5
+# 6: encoder parts may skip posts in other languages (minilm:en); cosines over the parts that ran.
+FORMAT = 6
 STEPS = (
     "encoder",
     "data",

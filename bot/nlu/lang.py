@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+# What detect_language answers.
+LANGUAGES = frozenset({"en", "zh", "other"})
+
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA_HANGUL = re.compile(r"[\u3040-\u30ff\uac00-\ud7af]")
 _LATIN = re.compile(r"[A-Za-z]")
