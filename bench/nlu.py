@@ -409,7 +409,6 @@ def _train_negativity(
 
 def _shipped() -> Any:
     """The detector `replydesk train` ships (trained on nlu_data/ only)."""
-    from bot.config import NluConfig
     from bot.nlu.service import NluService
 
     svc = NluService(NluConfig(), str(CACHE / "shipped"), str(ROOT / "nlu_data"))
@@ -582,7 +581,6 @@ def _batched_rate(run: Callable[[list[str]], Any], pool: list[str], repeats: int
 
 
 def bench_speed(encoder_name: str, threads: int, repeats: int = 3) -> Row:
-    from bot.config import NluConfig
     from bot.nlu.lang import detect_language
     from bot.nlu.service import NluService
 
@@ -590,7 +588,7 @@ def bench_speed(encoder_name: str, threads: int, repeats: int = 3) -> Row:
 
     async def run() -> Row:
         cfg = NluConfig(encoder=encoder_name, threads=threads, batch_max=64)
-        folder = CACHE / ("shipped" if encoder_name == NluConfig().encoder else encoder_name)
+        folder = CACHE / ("shipped" if encoder_name == DEFAULT else encoder_name)
         svc = NluService(cfg, str(folder), str(ROOT / "nlu_data"))
         await svc.start()
         for m in msgs:
@@ -600,19 +598,20 @@ def bench_speed(encoder_name: str, threads: int, repeats: int = 3) -> Row:
             t = time.perf_counter()
             await svc.parse(pool[i])
             singles.append((time.perf_counter() - t) * 1000)
-        thr = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            await asyncio.gather(*(svc.parse(p) for p in pool))
-            thr.append(len(pool) / (time.perf_counter() - t))
+
+        async def concurrent(texts: list[str]) -> int:
+            rates = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                await asyncio.gather(*(svc.parse(p) for p in texts))
+                rates.append(len(texts) / (time.perf_counter() - t))
+            return round(statistics.median(rates))
+
+        thr = await concurrent(pool)
         direct = _batched_rate(svc.parse_batch_sync, pool, repeats)
         # The pool is three eighths Chinese, which an English-only part (minilm:en) skips.
         english = [p for p in pool if detect_language(p) == "en"]
-        thr_en = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            await asyncio.gather(*(svc.parse(p) for p in english))
-            thr_en.append(len(english) / (time.perf_counter() - t))
+        thr_en = await concurrent(english)
         await svc.close()
         singles.sort()
         return {
@@ -621,9 +620,9 @@ def bench_speed(encoder_name: str, threads: int, repeats: int = 3) -> Row:
             "single_p50_ms": round(statistics.median(singles), 2),
             "single_p99_ms": round(singles[int(len(singles) * 0.99) - 1], 2),
             "batch_wait_ms": cfg.batch_wait_ms,
-            "concurrent_msgs_per_s_median": round(statistics.median(thr)),
+            "concurrent_msgs_per_s_median": thr,
             "engine_batch64_msgs_per_s_median": direct,
-            "english_only_msgs_per_s_median": round(statistics.median(thr_en)),
+            "english_only_msgs_per_s_median": thr_en,
             "english_only_messages": len(english),
         }
 
