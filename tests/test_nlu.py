@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -752,12 +753,12 @@ def test_nlu_threads_also_limit_numpys_blas() -> None:
         set_threads(before)
 
 
-def _two_part_rows(rng: object, n: int, skip_first: list[int]) -> object:
+def _two_part_rows(rng: Any, n: int, skip_first: list[int]) -> Any:
     """Rows as ConcatEncoder makes them for parts of widths 2 and 4: each slice of norm
     1/sqrt(2), and zero where the part skipped the post."""
     import numpy as np
 
-    emb = rng.normal(size=(n, 6)).astype(np.float32)  # type: ignore[attr-defined]
+    emb = rng.normal(size=(n, 6)).astype(np.float32)
     for a, b in ((0, 2), (2, 6)):
         emb[:, a:b] /= np.sqrt(2) * np.linalg.norm(emb[:, a:b], axis=1, keepdims=True)
     emb[skip_first, :2] = 0
@@ -893,7 +894,7 @@ def test_large_data_runs_only_the_folds_it_needs(nlu_artifact: Loaded, nlu_data_
     the rows those folds held out."""
     import numpy as np
 
-    from bot.nlu.classifier import IntentModel
+    from bot.nlu.classifier import HeldOut, IntentModel
 
     td = load_training_data(nlu_data_dir)
     texts = [t for t, _ in td.examples]
@@ -901,21 +902,22 @@ def test_large_data_runs_only_the_folds_it_needs(nlu_artifact: Loaded, nlu_data_
     emb = nlu_artifact.encoder.encode(texts)
     x = nlu_artifact.engine.featurizer.transform(texts, emb)
     parts = part_dims(nlu_artifact.encoder)
-    runs: dict[int, list[float]] = {}
+    fits: dict[int, list[float]] = {}
     models: dict[int, IntentModel] = {}
-    held: dict[int, object] = {}
+    held: dict[int, HeldOut] = {}
     for cap in (10**6, 300):
-        runs[cap] = []
+        fits[cap] = []
         models[cap] = IntentModel()
         held[cap] = models[cap].train(
-            x, y, emb, parts, progress=runs[cap].append, held_out_rows=cap
+            x, y, emb, parts, progress=fits[cap].append, held_out_rows=cap
         )
-    assert len(runs[10**6]) == 5 + 1 and len(runs[300]) == 2 + 1  # folds, then the final fit
-    full, few = held[10**6], held[300]
-    assert len(full.gold) > 2 * len(few.gold) > 0  # type: ignore[attr-defined]
-    assert np.allclose(models[300].svm.coef_, models[10**6].svm.coef_, atol=1e-4)  # type: ignore[union-attr]
-    assert models[300].confidence is not None and 0 < few.threshold < 1  # type: ignore[attr-defined]
-    p_full, c_full = models[10**6].predict(x[:50], emb[:50])
-    p_few, c_few = models[300].predict(x[:50], emb[:50])
+    assert len(fits[10**6]) == 5 + 1 and len(fits[300]) == 2 + 1  # folds, then the final fit
+    full, few = models[10**6], models[300]
+    assert len(held[10**6].gold) > 2 * len(held[300].gold) > 0
+    assert full.svm is not None and few.svm is not None
+    assert np.allclose(few.svm.coef_, full.svm.coef_, atol=1e-4)
+    assert few.confidence is not None and 0 < held[300].threshold < 1
+    p_full, c_full = full.predict(x[:50], emb[:50])
+    p_few, c_few = few.predict(x[:50], emb[:50])
     assert (p_full.argmax(1) == p_few.argmax(1)).all()
     assert np.corrcoef(c_full, c_few)[0, 1] > 0.9
