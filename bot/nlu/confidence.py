@@ -67,10 +67,10 @@ def signals(z: np.ndarray, emb: np.ndarray, nb: Neighbours) -> np.ndarray:
         for (a, b), block in zip(bounds(nb.widths), nb.blocks, strict=True)
     ]
     ran = present(emb, nb.widths)
-    if ran.all() and nb.ran.all():
-        sims = np.sum(part_cos, axis=0) / n
-    else:  # a part limited to some languages (minilm:en): cosines over the parts that ran
-        sims = mean_cosine(part_cos, ran, nb.ran)
+    sims = mean_cosine(part_cos, ran, nb.ran)
+    if not (ran.all() and nb.ran.all()):
+        # A part limited to some languages (minilm:en): where it skipped either post, its
+        # own signal is the cosine over the parts that ran.
         part_cos = [
             np.where(np.outer(ran[:, p], nb.ran[:, p]), c, sims) for p, c in enumerate(part_cos)
         ]

