@@ -104,8 +104,8 @@ def bench_banking(encoders: list[str]) -> list[Row]:
         for label, w, c in combos:
             shipped = label.endswith("(shipped weights)")
             t1 = time.perf_counter()
-            f = Featurizer(w, min_df=1).fit(tr_x)
-            x_tr = f.transform(tr_x, e_tr)
+            f = Featurizer(w, min_df=1)
+            x_tr = f.fit_transform(tr_x, e_tr)
             if shipped:  # as `replydesk train` does: held-out folds, confidence, final fit
                 m = IntentModel(c=c)
                 m.train(x_tr, tr_y, e_tr, part_dims(enc))
@@ -151,7 +151,7 @@ def bench_own_cv(encoders: list[str], folds: int = 5) -> list[Row]:
     rows: list[Row] = []
     for name in encoders:
         enc = encoder(name)
-        x = Featurizer().fit(texts).transform(texts, enc.encode(texts))
+        x = Featurizer().fit_transform(texts, enc.encode(texts))
         pred = np.empty(len(y), dtype=object)
         for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, y):
             m = IntentModel().fit(x[tr], list(y[tr]))
@@ -184,8 +184,8 @@ def bench_oos(name: str) -> Row:
     enc = encoder(name)
     e_tr, e_te = enc.encode(tr_x), enc.encode(te_x)
     t0 = time.perf_counter()
-    f = Featurizer().fit(tr_x)
-    x_tr = f.transform(tr_x, e_tr)
+    f = Featurizer()
+    x_tr = f.fit_transform(tr_x, e_tr)
     m = IntentModel()
     # Temperature and confidence model from train folds (no OOS rows there).
     held_out = m.train(x_tr, tr_y, e_tr, part_dims(enc))
@@ -246,7 +246,7 @@ def bench_unseen(name: str) -> Row:
     enc = encoder(name)
     emb = enc.encode(texts)
     parts = part_dims(enc)
-    x = Featurizer().fit(texts).transform(texts, emb)
+    x = Featurizer().fit_transform(texts, emb)
     rng = np.random.default_rng(0)
     per_intent = {}
     for unknown in sorted(set(y) - {OUT_OF_SCOPE}):
@@ -392,8 +392,8 @@ def _train_negativity(
 
     enc = encoder(name)
     tr = [strip_reply_prefix(t) for t in tr]
-    f = Featurizer(min_df=2).fit(tr)
-    x = f.transform(tr, enc.encode(tr))
+    f = Featurizer(min_df=2)
+    x = f.fit_transform(tr, enc.encode(tr))
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     cv = cross_val_predict(make_lr(c), x, ytr, cv=folds, method="predict_proba")[:, 1]
     grid = np.round(np.arange(0.2, 0.81, 0.02), 2)

@@ -462,6 +462,15 @@ def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -
     per_faq = [s[:, eng.faq._item_faq == f].max(1) for f in range(len(eng.faq.faqs))]
     assert np.allclose(eng.faq.scores(emb, char), np.column_stack(per_faq), atol=1e-6)
 
+    # Training fits and featurises in one pass over the n-grams (fit_transform): the same
+    # vocabulary and rows as fitting and then featurising.
+    from bot.nlu.features import Featurizer
+
+    one_pass = Featurizer().fit_transform(base, emb[: len(base)])
+    two_passes = Featurizer().fit(base).transform(base, emb[: len(base)])
+    assert one_pass.shape == two_passes.shape and one_pass.dtype == two_passes.dtype
+    assert abs(one_pass - two_passes).max() < 1e-6
+
 
 @pytest.mark.parametrize(
     ("text", "said"),
@@ -889,7 +898,7 @@ def test_batch_jobs_share_the_cores_between_an_encoders_parts(
 
 
 def test_large_data_runs_only_the_folds_it_needs(nlu_artifact: Loaded, nlu_data_dir: Path) -> None:
-    """Past ``held_out_rows`` training runs fewer of its folds (BANKING77: 3 of 5); the
+    """Past ``held_out_rows`` training runs fewer of its folds (BANKING77: 2 of 5); the
     final model is the same, and the temperature, threshold and confidence model come from
     the rows those folds held out."""
     import numpy as np

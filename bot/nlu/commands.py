@@ -175,7 +175,7 @@ def _cross_validate(settings: Settings, folds: int) -> EvalReport:
     y = np.array([i for _, i in td.examples])
     emb = enc.encode(texts)
     parts = part_dims(enc)
-    x = Featurizer().fit(texts).transform(texts, emb)
+    x = Featurizer().fit_transform(texts, emb)
     top = np.empty(len(y), dtype=object)
     conf = np.zeros(len(y))
     thresholds = []

@@ -182,44 +182,44 @@ def train_engine(
     for s in range(0, len(uniq), ENCODE_CHUNK):
         vecs[s : s + ENCODE_CHUNK] = encoder.encode(uniq[s : s + ENCODE_CHUNK])
         step("encode", min(1.0, (s + ENCODE_CHUNK) / len(uniq)))
-    emb_of = {t: vecs[i] for i, t in enumerate(uniq)}
     t = done("encode", t0)
 
-    def e(ts: list[str]) -> np.ndarray:
-        return np.stack([emb_of[s] for s in ts]) if ts else np.zeros((0, encoder.dim), np.float32)
+    featurizer = Featurizer(weights)
+    char_u, word_u = featurizer.fit_ngrams(uniq)
+    at = {s: i for i, s in enumerate(uniq)}
 
-    featurizer = Featurizer(weights).fit(uniq)
-    x = featurizer.transform(texts, e(texts))
+    def rows(ts: list[str]) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+        """The sentence vectors and char and word n-gram rows of texts among ``uniq``."""
+        i = np.array([at[s] for s in ts], dtype=np.int64)
+        return vecs[i], char_u[i], word_u[i]
+
+    def features(ts: list[str]) -> sp.csr_matrix:
+        return featurizer.transform(ts, *rows(ts))
+
+    x = features(texts)
     t = done("features", t)
 
     parts = part_dims(encoder)
     intent = IntentModel(c=c)
-    held: HeldOut = intent.train(x, y, e(texts), parts, progress=lambda f: step("intents", f))
+    held: HeldOut = intent.train(x, y, rows(texts)[0], parts, progress=lambda f: step("intents", f))
     t = done("intents", t)
 
-    xn = featurizer.transform(neg_texts, e(neg_texts))
+    xn = features(neg_texts)
     neg = fit_lr(xn, np.asarray(neg_y), c=4.0)
     neg_f1 = _held_out_f1(xn, np.asarray(neg_y), c=4.0)
     t = done("negativity", t)
 
     faq_stats: dict[str, float] = {}
     if faq.items:
-        faq.set_vectors(e(faq.texts), featurizer.char_matrix(faq.texts), parts)
+        faq.set_vectors(*rows(faq.texts)[:2], parts)
         faq_lang_hit = faq.fit_blends()
         qs = [it.text for it in faq.items if not it.is_answer]
         unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
-        eq, cq, eu, cu = (
-            e(qs),
-            featurizer.char_matrix(qs),
-            e(unrelated),
-            featurizer.char_matrix(unrelated),
-        )
+        eu, cu, _ = rows(unrelated)
         # Intent probabilities for unrelated messages come from held-out folds would be
         # fairer; the final model is close enough for a threshold and far cheaper.
-        bq = faq.intent_boost(intent.predict_proba(featurizer.transform(qs, eq, cq)), intent.labels)
-        bu = faq.intent_boost(
-            intent.predict_proba(featurizer.transform(unrelated, eu, cu)), intent.labels
-        )
+        bq = faq.intent_boost(intent.predict_proba(features(qs)), intent.labels)
+        bu = faq.intent_boost(intent.predict_proba(features(unrelated)), intent.labels)
         langs_u = [detect_language(t) for t in unrelated]
         faq.threshold, faq_stats = choose_threshold(faq, eu, cu, bq, bu, langs_u)
         faq_stats.update({f"loo_hit1_{lang}": h for lang, h in faq_lang_hit.items()})
