@@ -433,6 +433,7 @@ def test_a_batch_shares_the_slow_encoder_between_threads(nlu_artifact: Loaded) -
 def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -> None:
     """The hot path skips scikit-learn's per-call checks; it must compute the same thing."""
     import numpy as np
+    import scipy.sparse as sp
 
     from bot.nlu.classifier import positive_proba
     from bot.nlu.features import tfidf_rows
@@ -447,6 +448,13 @@ def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -
 
     emb = nlu_artifact.encoder.encode(texts)
     x = eng.featurizer.transform(texts, emb)
+    # The rows are put together directly (features.side_by_side), not by scipy's hstack;
+    # the Chinese rows' MiniLM slice is zero and stays unstored.
+    f, w = eng.featurizer, eng.featurizer.weights
+    blocks = [emb * w.emb, f.char.transform(texts) * w.char, f.word.transform(texts) * w.word]
+    ref_x = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr")
+    assert x.shape == ref_x.shape and x.nnz == ref_x.nnz and x.dtype == np.float32
+    assert abs(x - ref_x).max() < 1e-6
     assert eng.intent.svm is not None
     ref_p = eng.intent.svm.decision_function(x) / eng.intent.temperature
     ref_p = np.exp(ref_p - ref_p.max(1, keepdims=True))
