@@ -436,7 +436,7 @@ def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -
     import scipy.sparse as sp
 
     from bot.nlu.classifier import positive_proba
-    from bot.nlu.features import tfidf_rows
+    from bot.nlu.features import SMALL_BATCH, tfidf_rows
 
     eng = nlu_artifact.engine
     base = [t for ts in PARAPHRASES.values() for t in ts]
@@ -448,11 +448,15 @@ def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -
 
     emb = nlu_artifact.encoder.encode(texts)
     x = eng.featurizer.transform(texts, emb)
-    # The rows are put together directly (features.side_by_side), not by scipy's hstack;
-    # the Chinese rows' MiniLM slice is zero and stays unstored.
+    # A parse's rows are put together directly (features.side_by_side), not by scipy's
+    # hstack as large batches are; the Chinese rows' zero MiniLM slice stays unstored.
     f, w = eng.featurizer, eng.featurizer.weights
     blocks = [emb * w.emb, f.char.transform(texts) * w.char, f.word.transform(texts) * w.word]
     ref_x = sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr")
+    assert len(texts) <= SMALL_BATCH
+    copies = SMALL_BATCH // len(texts) + 1
+    large = f.transform(texts * copies, np.vstack([emb] * copies))
+    assert abs(large[: len(texts)] - x).max() == 0
     assert x.shape == ref_x.shape and x.nnz == ref_x.nnz and x.dtype == np.float32
     assert abs(x - ref_x).max() < 1e-6
     assert eng.intent.svm is not None

@@ -77,6 +77,12 @@ def tfidf_rows(vec: TfidfVectorizer, texts: list[str]) -> sp.csr_matrix:
     )
 
 
+# Up to this many rows, transform puts the blocks together itself (side_by_side); past
+# it scipy's hstack, whose fixed cost no longer matters, is faster (BANKING77's 10k rows:
+# 0.3 s against 0.6 s).
+SMALL_BATCH = 256
+
+
 @dataclass
 class FeatureWeights:
     emb: float = 1.5
@@ -141,13 +147,20 @@ class Featurizer:
     ) -> sp.csr_matrix:
         """Feature rows of ``texts``; ``char``/``word``: their n-gram rows if known."""
         w = self.weights
+        ngrams = [
+            (block if block is not None else tfidf_rows(vec, texts), weight)
+            for block, weight, vec in ((char, w.char, self.char), (word, w.word, self.word))
+            if weight
+        ]
+        if len(emb) > SMALL_BATCH:
+            blocks = [sp.csr_matrix(emb * w.emb)] + [m * weight for m, weight in ngrams]
+            return sp.hstack(blocks, format="csr", dtype=np.float32)
         rows, cols = np.nonzero(emb)  # a part that skipped a post left zeros: not stored
-        blocks = [(_indptr(rows, len(emb)), cols, emb[rows, cols], emb.shape[1], w.emb)]
-        for block, weight, vec in ((char, w.char, self.char), (word, w.word, self.word)):
-            if weight:
-                m = block if block is not None else tfidf_rows(vec, texts)
-                blocks.append((m.indptr, m.indices, m.data, m.shape[1], weight))
-        return side_by_side(blocks, len(emb))
+        return side_by_side(
+            [(_indptr(rows, len(emb)), cols, emb[rows, cols], emb.shape[1], w.emb)]
+            + [(m.indptr, m.indices, m.data, m.shape[1], weight) for m, weight in ngrams],
+            len(emb),
+        )
 
 
 def _indptr(rows: np.ndarray, n: int) -> np.ndarray:
