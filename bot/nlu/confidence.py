@@ -9,8 +9,8 @@ held-out predictions in which a fifth of the intents were missing from training
 (``IntentModel.train``), so it has seen what "never taught" looks like.
 
 On BANKING77 with 11 intents held out as out-of-scope, at 80 % coverage, auto-answer
-precision went from 96.8 % to 97.8-98.0 % and the unknown messages answered from 55 to
-30-34 of 440 (docs/benchmarks.md)."""
+precision went from 96.8 % to 97.6-98.0 % and the unknown messages answered from 55 to
+30-37 of 440 (docs/benchmarks.md; the figures move with the fold seed and ONNX runs)."""
 
 from __future__ import annotations
 
