@@ -188,20 +188,22 @@ def train_engine(
     char_u, word_u = featurizer.fit_ngrams(uniq)
     at = {s: i for i, s in enumerate(uniq)}
 
-    def rows(ts: list[str]) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
-        """The sentence vectors and char and word n-gram rows of texts among ``uniq``."""
-        i = np.array([at[s] for s in ts], dtype=np.int64)
-        return vecs[i], char_u[i], word_u[i]
+    def ix(ts: list[str]) -> np.ndarray:
+        """Where texts are in ``uniq``, whose vectors and n-gram rows are computed."""
+        return np.array([at[s] for s in ts], dtype=np.int64)
 
     def features(ts: list[str]) -> sp.csr_matrix:
-        return featurizer.transform(ts, *rows(ts))
+        i = ix(ts)
+        return featurizer.transform(ts, vecs[i], char_u[i], word_u[i])
 
     x = features(texts)
     t = done("features", t)
 
     parts = part_dims(encoder)
     intent = IntentModel(c=c)
-    held: HeldOut = intent.train(x, y, rows(texts)[0], parts, progress=lambda f: step("intents", f))
+    held: HeldOut = intent.train(
+        x, y, vecs[ix(texts)], parts, progress=lambda f: step("intents", f)
+    )
     t = done("intents", t)
 
     xn = features(neg_texts)
@@ -211,11 +213,11 @@ def train_engine(
 
     faq_stats: dict[str, float] = {}
     if faq.items:
-        faq.set_vectors(*rows(faq.texts)[:2], parts)
+        faq.set_vectors(vecs[ix(faq.texts)], char_u[ix(faq.texts)], parts)
         faq_lang_hit = faq.fit_blends()
         qs = [it.text for it in faq.items if not it.is_answer]
         unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
-        eu, cu, _ = rows(unrelated)
+        eu, cu = vecs[ix(unrelated)], char_u[ix(unrelated)]
         # Intent probabilities for unrelated messages come from held-out folds would be
         # fairer; the final model is close enough for a threshold and far cheaper.
         bq = faq.intent_boost(intent.predict_proba(features(qs)), intent.labels)

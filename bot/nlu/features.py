@@ -174,9 +174,9 @@ def side_by_side(
     blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, float]], n: int
 ) -> sp.csr_matrix:
     """The CSR blocks (indptr, indices, data, width, weight) of ``n`` rows side by side,
-    each weighted, as one float32 CSR matrix. Built directly: scipy's hstack of a
-    message's blocks (and the matrices it makes on the way) took about 0.9 ms of a
-    single-message parse, this about 0.1 (tests/test_nlu.py compares the two)."""
+    each weighted, as one float32 CSR matrix. Built directly: with scipy's hstack (and
+    the matrices it makes on the way) a single message's feature rows took 0.96 ms of its
+    parse, with this 0.62 (docs/benchmarks.md; tests/test_nlu.py compares the two)."""
     counts = [np.diff(b[0]) for b in blocks]
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.sum(counts, axis=0), out=indptr[1:])
