@@ -264,6 +264,7 @@ def test_replydesk_train_prints_what_it_reused(
     said = " ".join(out.stderr.split())  # rich wraps lines at the terminal width
     assert "texts encoded 1, reused from the previous artifact" in said, said[-1500:]
     assert "out-of-scope threshold chosen on held-out data" in said
+    assert "(5 of 5 folds)" in said  # our data is small: every fold runs
 
 
 def test_processes_sharing_a_data_dir_train_one_at_a_time(
@@ -933,6 +934,7 @@ def test_large_data_runs_only_the_folds_it_needs(nlu_artifact: Loaded, nlu_data_
             x, y, emb, parts, progress=fits[cap].append, held_out_rows=cap
         )
     assert len(fits[10**6]) == 5 + 1 and len(fits[300]) == 2 + 1  # folds, then the final fit
+    assert held[10**6].folds == (5, 5) and held[300].folds == (2, 5)
     full, few = models[10**6], models[300]
     assert len(held[10**6].gold) > 2 * len(held[300].gold) > 0
     assert full.svm is not None and few.svm is not None

@@ -119,6 +119,7 @@ class HeldOut:
     ece_after: float
     unseen_answered: float = 0.0
     unseen_answered_softmax: float = 0.0
+    folds: tuple[int, int] = (0, 0)  # (folds run, folds): fewer run on large data
     report: dict[str, float] = field(default_factory=dict)
 
 
@@ -262,6 +263,7 @@ class IntentModel:
             conf=conf[seen],
             temperature=t,
             threshold=thr,
+            folds=(runs, folds),
             # Both over every held-out row, the left-out intents' too: what the
             # confidence is calibrated for (a raw SVM softmax is far from calibrated).
             ece_before=expected_calibration_error(

@@ -75,7 +75,9 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     if r is not None:
         console.print(
             f"{r.examples} examples, {r.intents} intents, {r.faqs} FAQs, encoder {loaded.stamp.encoder_id}\n"
-            f"held-out accuracy {r.held_out_accuracy:.3f}; calibration ECE {r.ece_before:.3f} -> "
+            f"held-out accuracy {r.held_out_accuracy:.3f}"
+            + (f" ({r.held_out_folds} folds)" if r.held_out_folds else "")
+            + f"; calibration ECE {r.ece_before:.3f} -> "
             f"{r.ece_after:.3f} (temperature {r.temperature:.3f})\n"
             f"out-of-scope threshold chosen on held-out data: {r.chosen_threshold:.2f} "
             f"(auto-answer precision {r.auto_answer_precision:.3f} at coverage {r.auto_answer_coverage:.3f}); "

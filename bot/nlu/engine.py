@@ -66,6 +66,7 @@ class TrainReport:
     faq_held_out: dict[str, float]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    held_out_folds: str = ""  # "2 of 5": on large data only some run (HELD_OUT_ROWS)
 
 
 class Engine:
@@ -237,6 +238,7 @@ def train_engine(
         sentiment_examples=len(neg_texts),
         held_out_accuracy=float(np.mean(held.pred == held.gold)),
         held_out_accuracy_with_oos=float(np.mean(final == held.gold)),
+        held_out_folds=f"{held.folds[0]} of {held.folds[1]}",
         temperature=held.temperature,
         ece_before=held.ece_before,
         ece_after=held.ece_after,
