@@ -431,6 +431,30 @@ def test_a_batch_shares_the_slow_encoder_between_threads(nlu_artifact: Loaded) -
     assert float(np.diag(sim).min()) >= 0.98
 
 
+def test_char_rows_from_cached_words_match_scikit_learn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Char n-gram rows are summed from per-word cached columns: equal to scikit-learn's
+    for short and long words, Chinese and repeats, after a refit of the same vectorizer
+    (its new vocabulary), and when the cache fills up and is cleared."""
+    import numpy as np
+
+    from bot.nlu import features
+    from bot.nlu.features import Featurizer
+
+    first = ["I want a refund", "a ab abc abcd abcde", "退款 退款多久能到账", "ok ok ok"]
+    second = ["where is my order #A12345", "我的快递怎么还没到", "a refund please, a REFUND"]
+    f = Featurizer()
+    for fit_on in (first, second):  # the same vectorizer object, refitted
+        f.fit(fit_on)
+        texts = [*first, *second, "", "   ", "x" * 300]
+        fast, ref = features.tfidf_rows(f.char, texts), f.char.transform(texts)
+        assert fast.shape == ref.shape and abs(fast - ref).max() < 1e-6
+    monkeypatch.setattr(features, "WORD_CACHE", 3)
+    features._word_columns.clear()
+    again = features.tfidf_rows(f.char, texts)
+    assert len(features._word_columns[f.char][1]) <= 3
+    assert np.array_equal(again.indices, ref.indices) and abs(again - ref).max() < 1e-6
+
+
 def test_fast_feature_and_model_paths_match_scikit_learn(nlu_artifact: Loaded) -> None:
     """The hot path skips scikit-learn's per-call checks; it must compute the same thing."""
     import numpy as np

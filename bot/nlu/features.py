@@ -8,7 +8,7 @@ Each block is L2-normalised and weighted, so a linear model sees comparable scal
 from __future__ import annotations
 
 import re
-from collections import Counter
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,32 +48,85 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+def char_wb_grams(word: str, lo: int, hi: int) -> list[str]:
+    """scikit-learn's ``char_wb`` n-grams of one word: padded with a space each side; a
+    word no longer than n gives itself once and ends the longer n-grams."""
+    w = f" {word} "
+    out: list[str] = []
+    for n in range(lo, hi + 1):
+        last = max(len(w) - n, 0)
+        out += [w[i : i + n] for i in range(last + 1)]
+        if last == 0:
+            break
+    return out
+
+
+# char_wb n-grams never cross a word, so a post's are the sum of its words'; words recur
+# from post to post, so their vocabulary columns are cached, per vectorizer and for the
+# vocabulary it was fitted with (a refit starts afresh). Columns are kept as packed int32
+# (about 200 bytes a word) and the cache is cleared when full: a few MB at most.
+WORD_CACHE = 20_000
+_word_columns: weakref.WeakKeyDictionary[
+    TfidfVectorizer, tuple[dict[str, int], dict[str, bytes]]
+] = weakref.WeakKeyDictionary()
+
+
+def _packed(cols: list[int]) -> bytes:
+    return np.array(cols, dtype=np.int32).tobytes()
+
+
+def _columns(vec: TfidfVectorizer, texts: list[str]) -> list[bytes]:
+    """Per text, the vocabulary columns of its n-grams (repeats included), packed int32."""
+    vocab = vec.vocabulary_
+    if vec.analyzer != "char_wb":
+        analyze = vec.build_analyzer()
+        return [_packed([j for g in analyze(t) if (j := vocab.get(g)) is not None]) for t in texts]
+    known_vocab, cache = _word_columns.get(vec, (None, {}))
+    if known_vocab is not vocab:
+        cache = {}
+        _word_columns[vec] = (vocab, cache)
+    preprocess = vec.build_preprocessor()
+    lo, hi = vec.ngram_range
+    out = []
+    for text in texts:
+        words = []
+        for word in preprocess(text).split():
+            known = cache.get(word)
+            if known is None:
+                grams = char_wb_grams(word, lo, hi)
+                known = _packed([j for g in grams if (j := vocab.get(g)) is not None])
+                if len(cache) >= WORD_CACHE:
+                    cache.clear()
+                cache[word] = known
+            words.append(known)
+        out.append(b"".join(words))
+    return out
+
+
 def tfidf_rows(vec: TfidfVectorizer, texts: list[str]) -> sp.csr_matrix:
     """``vec.transform(texts)`` for a fitted vectorizer with our settings (sublinear tf,
-    idf, L2-normalised rows), without scikit-learn's per-call checks and conversions: for
-    one message 0.6 → 0.08 ms per vectorizer, which is most of a parse after the encoder.
+    idf, L2-normalised rows), without scikit-learn's per-call checks and conversions.
+    Char n-grams are looked up per word (``_columns``) and all rows are counted in one
+    ``np.unique``: on the speed pool's char rows, 0.22x the time of counting each post's
+    n-grams in Python in batches of 64, 0.76x for one post (docs/benchmarks.md).
     tests/test_nlu.py checks it against ``vec.transform``."""
     if not (vec.sublinear_tf and vec.use_idf and vec.norm == "l2" and not vec.binary):
         return sp.csr_matrix(vec.transform(texts))
-    analyze = vec.build_analyzer()
-    vocab = vec.vocabulary_
-    cols: list[int] = []
-    counts: list[int] = []
-    indptr = [0]
-    for text in texts:
-        c = Counter(j for g in analyze(text) if (j := vocab.get(g)) is not None)
-        row = sorted(c)
-        cols += row
-        counts += [c[j] for j in row]
-        indptr.append(len(cols))
-    indices = np.array(cols, dtype=np.int32)
-    data = (1.0 + np.log(np.array(counts, dtype=np.float64))) * vec.idf_[indices]
-    row_of = np.repeat(np.arange(len(texts)), np.diff(indptr))
+    per = _columns(vec, texts)
+    width = len(vec.vocabulary_)
+    lengths = [len(p) // 4 for p in per]
+    rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+    cols = np.frombuffer(b"".join(per), dtype=np.int32).astype(np.int64)
+    # One key per (row, column): sorted and counted, they are the CSR entries in order.
+    keys, counts = np.unique(rows * width + cols, return_counts=True)
+    row_of, indices = np.divmod(keys, width)
+    data = (1.0 + np.log(counts)) * vec.idf_[indices]
     norms = np.sqrt(np.bincount(row_of, weights=data * data, minlength=len(texts)))
     data /= np.maximum(norms, 1e-12)[row_of]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of, minlength=len(texts)))])
     return sp.csr_matrix(
-        (data.astype(np.float32), indices, np.array(indptr, dtype=np.int32)),
-        shape=(len(texts), len(vocab)),
+        (data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int32)),
+        shape=(len(texts), width),
     )
 
 
