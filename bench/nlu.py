@@ -616,6 +616,7 @@ def bench_speed(encoder_name: str, threads: int, repeats: int = 3) -> Row:
         singles.sort()
         return {
             "encoder": svc.info()["encoder"],
+            "default": encoder_name == DEFAULT,  # what a worker runs: the goals apply to it
             "threads": threads,
             "single_p50_ms": round(statistics.median(singles), 2),
             "single_p99_ms": round(singles[int(len(singles) * 0.99) - 1], 2),
@@ -903,11 +904,21 @@ def render(results: Row, command: str) -> str:
                 f"| {r['concurrent_msgs_per_s_median']} msg/s | {r['engine_batch64_msgs_per_s_median']} msg/s "
                 f"| {best / base:.2f}x | {r.get('english_only_msgs_per_s_median', '-')} msg/s |"
             )
+        goal = next((r for r in s["runs"] if r.get("default") and r["threads"] == 1), None)
+        if goal:
+            p50, thr = goal["single_p50_ms"], goal["concurrent_msgs_per_s_median"]
+            L += [
+                "",
+                f"Goals, default encoder with one thread (a worker's setting): p50 {p50} ms "
+                f"({'met' if p50 <= 10 else 'NOT met'}), concurrent `parse` {thr} msg/s "
+                f"({'met' if thr >= 500 else 'NOT met'}).",
+            ]
         if "rss" in results:
             r = results["rss"]
             L += [
                 "",
-                f"Default encoder in a fresh process: RSS {r['rss_mb']} MB (peak {r['peak_rss_mb']} MB), "
+                f"Default encoder in a fresh process: RSS {r['rss_mb']} MB (peak {r['peak_rss_mb']} MB; "
+                f"goal < 700 MB: {'met' if r['peak_rss_mb'] < 700 else 'NOT met'}), "
                 f"artifact load {r['load_s']} s.",
             ]
         L.append("")
