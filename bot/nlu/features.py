@@ -107,8 +107,8 @@ def tfidf_rows(vec: TfidfVectorizer, texts: list[str]) -> sp.csr_matrix:
     """``vec.transform(texts)`` for a fitted vectorizer with our settings (sublinear tf,
     idf, L2-normalised rows), without scikit-learn's per-call checks and conversions.
     Char n-grams are looked up per word (``_columns``) and all rows are counted in one
-    ``np.unique``: on the speed pool's char rows, 0.22x the time of counting each post's
-    n-grams in Python in batches of 64, 0.76x for one post (docs/benchmarks.md).
+    ``np.unique``: on the speed pool's char rows, 0.14x the time of counting each post's
+    n-grams in Python in batches of 64, 0.70x for one post (docs/benchmarks.md).
     tests/test_nlu.py checks it against ``vec.transform``."""
     if not (vec.sublinear_tf and vec.use_idf and vec.norm == "l2" and not vec.binary):
         return sp.csr_matrix(vec.transform(texts))
