@@ -737,6 +737,10 @@ def test_confidence_signals_match_a_direct_computation() -> None:
     z[:, 2] = -np.inf
     f = signals(z, q, nb)
     p = softmax(z, axis=1)
+    # Each intent's closeness: the median, over its examples, of the nearest other one.
+    own = emb @ emb.T
+    np.fill_diagonal(own, -np.inf)
+    closeness = {k: np.median(own[y_idx == k][:, y_idx == k].max(1)) for k in (0, 1, 3)}
     for i in range(5):
         top = int(np.argmax(z[i]))
         sims = emb @ q[i]
@@ -747,10 +751,16 @@ def test_confidence_signals_match_a_direct_computation() -> None:
         near = np.argsort(-sims)[:KNN]
         assert f[i, 0] == pytest.approx(p[i].max())
         assert f[i, 4] == pytest.approx(same, abs=1e-5)
-        assert f[i, 5] == pytest.approx(other, abs=1e-5)
-        assert f[i, 6:8] == pytest.approx(halves, abs=1e-5)
-        assert f[i, 8] == pytest.approx(np.mean(y_idx[near] == top))
+        assert f[i, 5] == pytest.approx(closeness[top], abs=1e-5)
+        assert f[i, 6] == pytest.approx(other, abs=1e-5)
+        assert f[i, 7:9] == pytest.approx(halves, abs=1e-5)
+        assert f[i, 9] == pytest.approx(np.mean(y_idx[near] == top))
     assert (nb.best_per_intent(q @ emb.T)[:, 2] == -1).all()
+    # An intent with a single example has no closeness of its own: the others' median.
+    y_one = y_idx.copy()
+    y_one[0] = 2
+    one = Neighbours(emb, y_one, 4, parts=[2, 4]).closeness
+    assert one[2] == pytest.approx(np.median(one[[0, 1, 3]]))
 
 
 def test_an_intent_never_taught_gets_lower_confidence_than_the_softmax_gives(
@@ -865,9 +875,15 @@ def test_confidence_signals_of_posts_a_part_skipped() -> None:
     # the English post: part 0 counts where the example has it, else the whole cosine
     mine = y_idx == int(np.argmax(z[0]))
     part0 = np.where(np.arange(30) < 15, 2 * emb[:, :2] @ q[0, :2], sims[0])
-    assert f[0, 6] == pytest.approx(part0[mine].max(), abs=1e-5)
+    assert f[0, 7] == pytest.approx(part0[mine].max(), abs=1e-5)
     # the Chinese post skipped part 0: that signal is its whole cosine
-    assert f[1, 6] == pytest.approx(f[1, 4], abs=1e-5)
+    assert f[1, 7] == pytest.approx(f[1, 4], abs=1e-5)
+    # each intent's closeness compares its examples over the parts that ran on both
+    own = cosine(emb, emb, [2, 4])
+    np.fill_diagonal(own, -np.inf)
+    for k in range(3):
+        mine = y_idx == k
+        assert nb.closeness[k] == pytest.approx(np.median(own[mine][:, mine].max(1)), abs=1e-5)
 
 
 def test_the_default_runs_minilm_on_english_posts_only(

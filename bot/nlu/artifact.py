@@ -34,7 +34,8 @@ log = structlog.get_logger(__name__)
 # 4: FAQ scoring per language is a Blend (alpha, part weights, prototype weight).
 # 5: intent confidence comes from a model over softmax and nearest-example signals.
 # 6: encoder parts may skip posts in other languages (minilm:en); cosines over the parts that ran.
-FORMAT = 6
+# 7: the confidence also reads how close the top intent's examples are to one another.
+FORMAT = 7
 STEPS = (
     "encoder",
     "data",

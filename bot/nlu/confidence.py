@@ -44,6 +44,26 @@ class Neighbours:
             np.ascontiguousarray(emb[order, a:b], dtype=np.float32) for a, b in bounds(self.widths)
         ]
         self.ran = present(emb[order], self.widths)  # which parts ran on each example
+        self.closeness = self._own_closeness()
+
+    def _own_closeness(self, most: int = 500) -> np.ndarray:
+        """(n_labels,): how close each intent's examples are to one another, the median
+        over its examples (at most ``most`` of them) of the cosine to the nearest other
+        example of the same intent. Intents with one example get the median of the rest."""
+        out = np.full(self.n_labels, np.nan, dtype=np.float32)
+        n = len(self.blocks)
+        ends = [*self.starts[1:], len(self.label)]
+        for k, s, e in zip(self.present, self.starts, ends, strict=True):
+            if e - s < 2:
+                continue
+            rows = np.unique(np.linspace(s, e - 1, min(e - s, most)).astype(int))
+            cos = [n * (b[rows] @ b[s:e].T) for b in self.blocks]
+            sims = mean_cosine(cos, self.ran[rows], self.ran[s:e])
+            sims[np.arange(len(rows)), rows - s] = -np.inf  # not itself
+            out[k] = np.median(sims.max(1))
+        known = out[~np.isnan(out)]
+        out[np.isnan(out)] = np.median(known) if len(known) else 0.0
+        return out
 
     def best_per_intent(self, sims: np.ndarray) -> np.ndarray:
         """(n, n_labels): each message's best cosine to an example of each intent (-1 if none)."""
@@ -83,6 +103,9 @@ def signals(z: np.ndarray, emb: np.ndarray, nb: Neighbours) -> np.ndarray:
         np.nan_to_num(z[r, top] - z[r, second], posinf=50.0),
         -(p * np.log(p + 1e-12)).sum(1),
         best[r, top],
+        # A message as close to its top intent as that intent's examples are to each
+        # other is likelier taught than one that is merely nearest (docs/benchmarks.md).
+        nb.closeness[top],
         others.max(1),
     ]
     if n > 1:
