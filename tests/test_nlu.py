@@ -761,6 +761,12 @@ def test_confidence_signals_match_a_direct_computation() -> None:
     y_one[0] = 2
     one = Neighbours(emb, y_one, 4, parts=[2, 4]).closeness
     assert one[2] == pytest.approx(np.median(one[[0, 1, 3]]))
+    # A large intent is measured on evenly spaced examples (here 4 of each intent's).
+    capped = nb._own_closeness(most=4)
+    for k in (0, 1, 3):
+        nearest = own[y_idx == k][:, y_idx == k].max(1)  # in the examples' order
+        picks = np.unique(np.linspace(0, len(nearest) - 1, 4).astype(int))
+        assert capped[k] == pytest.approx(np.median(nearest[picks]), abs=1e-5)
 
 
 def test_an_intent_never_taught_gets_lower_confidence_than_the_softmax_gives(
