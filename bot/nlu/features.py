@@ -103,6 +103,13 @@ def _columns(vec: TfidfVectorizer, texts: list[str]) -> list[bytes]:
     return out
 
 
+def _indptr(rows: np.ndarray, n: int) -> np.ndarray:
+    """CSR row pointers of entries whose (sorted) row numbers are ``rows``."""
+    out = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=out[1:])
+    return out
+
+
 def tfidf_rows(vec: TfidfVectorizer, texts: list[str]) -> sp.csr_matrix:
     """``vec.transform(texts)`` for a fitted vectorizer with our settings (sublinear tf,
     idf, L2-normalised rows), without scikit-learn's per-call checks and conversions.
@@ -123,9 +130,12 @@ def tfidf_rows(vec: TfidfVectorizer, texts: list[str]) -> sp.csr_matrix:
     data = (1.0 + np.log(counts)) * vec.idf_[indices]
     norms = np.sqrt(np.bincount(row_of, weights=data * data, minlength=len(texts)))
     data /= np.maximum(norms, 1e-12)[row_of]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of, minlength=len(texts)))])
     return sp.csr_matrix(
-        (data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int32)),
+        (
+            data.astype(np.float32),
+            indices.astype(np.int32),
+            _indptr(row_of, len(texts)).astype(np.int32),
+        ),
         shape=(len(texts), width),
     )
 
@@ -214,13 +224,6 @@ class Featurizer:
             + [(m.indptr, m.indices, m.data, m.shape[1], weight) for m, weight in ngrams],
             len(emb),
         )
-
-
-def _indptr(rows: np.ndarray, n: int) -> np.ndarray:
-    """CSR row pointers of entries whose (sorted) row numbers are ``rows``."""
-    out = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=out[1:])
-    return out
 
 
 def side_by_side(
