@@ -23,9 +23,8 @@ COMMAND_MODULES = ("bot.nlu.commands", "escalation.commands", "bot.ops.commands"
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from bot.app import build_app  # the composition root, used only here
+    from bot.runner import run_server
 
     if args.host:
         settings.server.host = args.host
@@ -43,12 +42,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # collector's view, so full collections stay short (they showed as p99 spikes).
     gc.collect()
     gc.freeze()
-    web.run_app(
+    run_server(
         app,
-        host=settings.server.host,
-        port=settings.server.port,
-        access_log=None,
-        print=None,
+        settings.server.host,
+        settings.server.port,
         shutdown_timeout=max(5.0, settings.worker.visibility_timeout_s / 2),
     )
     return 0

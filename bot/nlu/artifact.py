@@ -109,6 +109,11 @@ class Loaded:
     trained: bool  # True when this call trained it
 
 
+class TrainingStopped(Exception):
+    """Raised by a ``step`` callback to stop training between steps; the argument names
+    the stage it stopped in."""
+
+
 def train(
     nlu_data: Path,
     art: Path,

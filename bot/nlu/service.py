@@ -5,6 +5,7 @@ while FAQ hits and negativity still come from the embedded engine."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bot.metrics import NLU_PARSE_SECONDS
-from bot.nlu.artifact import Loaded, artifact_dir, load_or_train
+from bot.nlu.artifact import Loaded, TrainingStopped, artifact_dir, load_or_train
 from bot.nlu.encoder import set_threads
 from bot.nlu.features import strip_reply_prefix
 from bot.nlu.types import NluResult
@@ -73,15 +74,7 @@ class NluService:
         set_threads(self.cfg.threads)
         loaded = self._preloaded
         if loaded is None:
-            loaded = await asyncio.to_thread(
-                load_or_train,
-                self.nlu_data,
-                self.artifact,
-                self.cfg.encoder,
-                self.cfg.runtime,
-                force_train,
-                self.cfg.train_on_start,
-            )
+            loaded = await self._load_or_train(force_train)
         self.loaded = loaded
         await asyncio.to_thread(loaded.encoder.encode, ["warm up"])  # lazy weights
         engine = loaded.engine
@@ -136,6 +129,40 @@ class NluService:
         for r in out:
             r.timing_ms = round(ms, 3)
         return out
+
+    async def _load_or_train(self, force_train: bool) -> Loaded:
+        """load_or_train in a thread. When the start is cancelled (a signal while the first
+        start trains), the thread stops at training's next step and is waited for, so
+        nothing trains on through shutdown and train() removes its unfinished folder."""
+        stop = threading.Event()
+
+        def step(stage: str, done: float) -> None:
+            if stop.is_set():
+                raise TrainingStopped(stage)
+
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                load_or_train,
+                self.nlu_data,
+                self.artifact,
+                self.cfg.encoder,
+                self.cfg.runtime,
+                force_train,
+                self.cfg.train_on_start,
+                step,
+            )
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            stop.set()
+            try:
+                await work
+            except TrainingStopped as e:
+                log.info("nlu.training_stopped", stage=str(e))
+            except Exception:  # shutting down anyway; the cancellation is what matters
+                log.exception("nlu.start_failed_while_stopping")
+            raise
 
     async def parse(self, text: str, language: str | None = None) -> NluResult:
         if self._batcher is None:

@@ -1,0 +1,55 @@
+"""Run the aiohttp app until SIGINT or SIGTERM, then shut it down in order.
+
+The shape of aiohttp's ``web.run_app``, with one difference: a signal during startup
+still closes what has started. run_app sets its runner up outside its ``try``, so a
+signal while the first start trains the NLU model (up to a minute) left Redis and the
+HTTP session to the garbage collector, which closed them in no order and logged
+"asynchronous generator is already running".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+
+async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> None:
+    runner = web.AppRunner(
+        app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_timeout
+    )
+    try:
+        await runner.setup()  # installs the SIGINT/SIGTERM handlers (GracefulExit)
+        await web.TCPSite(runner, host, port).start()
+        await asyncio.Event().wait()  # until a signal
+    finally:
+        # After a cancelled startup this exits the contexts that were entered, newest first.
+        await runner.cleanup()
+
+
+def run_server(app: web.Application, host: str, port: int, shutdown_timeout: float) -> None:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(app, host, port, shutdown_timeout))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                # The app's own cleanup first, while its background tasks still run (the
+                # consumers drain); only then is whatever is left cancelled.
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            rest = asyncio.all_tasks(loop)
+            for task in rest:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            asyncio.set_event_loop(None)
+            loop.close()
