@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"replydesk: config error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C on a command (train, eval, ...): each cleans up in its own finally
+        # blocks (train removes its unfinished folder); a traceback would add nothing.
+        print("replydesk: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
