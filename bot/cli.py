@@ -17,6 +17,7 @@ from typing import Any
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.log import setup_logging
+from bot.nlu.data import NluDataError
 
 # Modules that contribute their own subcommands.
 COMMAND_MODULES = ("bot.nlu.commands", "escalation.commands", "bot.ops.commands")
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(settings, args) or 0)
     except ConfigError as e:
         print(f"replydesk: config error: {e}", file=sys.stderr)
+        return 2
+    except NluDataError as e:
+        print(f"replydesk: data error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # Ctrl-C on a command (train, eval, ...): each cleans up in its own finally

@@ -139,6 +139,13 @@ NLU_RASA_FALLBACKS = Counter(
     registry=REGISTRY,
 )
 
+NLU_DATA_INVALID = Gauge(
+    "replydesk_nlu_data_invalid",
+    "1 while this worker serves its previous model because the edited training data "
+    "does not load (the error is in the nlu.data_invalid log line).",
+    registry=REGISTRY,
+)
+
 # -- ops: crisis alerts (bot.ops) ----------------------------------------------
 NEGATIVE_MESSAGES = Counter(
     "replydesk_negative_messages_total",

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from bot.nlu import reuse
-from bot.nlu.data import data_hash, data_warnings, load_training_data
+from bot.nlu.data import NluDataError, data_hash, data_warnings, load_training_data
 from bot.nlu.encoder import Encoder, load_encoder
 from bot.nlu.engine import Engine, Step, Thresholds, TrainReport, train_engine
 
@@ -36,9 +36,10 @@ log = structlog.get_logger(__name__)
 # 6: encoder parts may skip posts in other languages (minilm:en); cosines over the parts that ran.
 # 7: the confidence also reads how close the top intent's examples are to one another.
 FORMAT = 7
+DATA_CHANGED = "training data changed"
 STEPS = (
-    "encoder",
     "data",
+    "encoder",
     "encode",
     "features",
     "intents",
@@ -93,7 +94,7 @@ def stale_reason(art: Path, nlu_data: Path, encoder: str, runtime: str) -> str |
     if stamp.format != FORMAT:
         return "format changed"
     if stamp.data_sha256 != data_hash(nlu_data):
-        return "training data changed"
+        return DATA_CHANGED
     if (stamp.encoder, stamp.runtime) != (encoder, runtime):
         return "encoder changed"
     if stamp.versions != library_versions():
@@ -107,6 +108,8 @@ class Loaded:
     encoder: Encoder
     stamp: Stamp
     trained: bool  # True when this call trained it
+    # Set when the data changed but does not load: the previous model is served instead.
+    data_error: str | None = None
 
 
 class TrainingStopped(Exception):
@@ -126,8 +129,12 @@ def train(
     With ``reuse_old``, the old artifact's encoder export and vectors are reused when
     they were made by the same encoder and libraries (bot/nlu/reuse.py)."""
     t0 = time.perf_counter()
-    art.parent.mkdir(parents=True, exist_ok=True)
+    # Read the data first: a broken file fails here, before the encoder export (seconds)
+    # and before anything is written.
     digest = data_hash(nlu_data)
+    td = load_training_data(nlu_data)
+    step("data", 1.0)
+    art.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".nlu-", dir=art.parent))
     try:
         old = read_stamp(art)
@@ -145,8 +152,6 @@ def train(
         known = reuse.read_vectors(art, inner.id) if reusable else {}
         encoder = reuse.RememberingEncoder(inner, known)
         step("encoder", 1.0)
-        td = load_training_data(nlu_data)
-        step("data", 1.0)
         engine, report = train_engine(td, encoder, step)
         encoder.save(tmp)
         stamp = Stamp(
@@ -218,7 +223,13 @@ def load_or_train(
     force: bool = False,
     allow_train: bool = True,
     step: Step = lambda *_: None,
+    keep_last_good: bool = False,
 ) -> Loaded:
+    """The current artifact, trained first when missing or stale. With ``keep_last_good``
+    (serving), training data that changed but no longer loads (a typo in an edited file)
+    leaves the previous model in service, marked with ``data_error``; without it (and when
+    there is no usable previous model) the :class:`NluDataError` is raised."""
+
     def current() -> Loaded | str:
         """The artifact if it is current and loads, else why not."""
         reason = stale_reason(art, nlu_data, encoder_name, runtime)
@@ -244,7 +255,18 @@ def load_or_train(
         log.info("nlu.training", reason=found)
         # A forced or unloadable retraining starts from nothing.
         fresh = force or found.startswith("unloadable")
-        return train(nlu_data, art, encoder_name, runtime, step, reuse_old=not fresh)
+        try:
+            return train(nlu_data, art, encoder_name, runtime, step, reuse_old=not fresh)
+        except NluDataError as e:
+            if not (keep_last_good and found == DATA_CHANGED):
+                raise
+            try:
+                previous = load(art, encoder_name, runtime)
+            except Exception:
+                raise e from None
+            # The path and the parser's complaint: training data, not customers' messages.
+            log.error("nlu.data_invalid", error=str(e), serving=previous.stamp.data_sha256[:12])
+            return dataclasses.replace(previous, data_error=str(e))
 
 
 @contextlib.contextmanager

@@ -27,9 +27,25 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("eval", help="evaluate intents on test data, or cross-validate nlu_data/")
     p.add_argument("--data", help="Rasa NLU YAML (file or folder) or CSV text,intent")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds without --data")
+    p.add_argument(
+        "--folds", type=_folds, default=5, help="cross-validation folds without --data (≥ 2)"
+    )
+    p.add_argument(
+        "--errors",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also list the N most confident mistakes (text, gold, predicted)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_eval)
+
+
+def _folds(value: str) -> int:
+    n = int(value)
+    if n < 2:
+        raise argparse.ArgumentTypeError("cross-validation needs at least 2 folds")
+    return n
 
 
 def _paths(settings: Settings, data: str | None = None) -> tuple[Path, Path]:
@@ -122,7 +138,11 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
         rows = load_labelled(args.data)
         if not rows:
-            print(f"no labelled rows in {args.data}", file=sys.stderr)
+            print(
+                f"replydesk: no labelled rows in {args.data} "
+                "(Rasa NLU YAML, or CSV with text,intent columns)",
+                file=sys.stderr,
+            )
             return 2
         svc = _service(settings)
         asyncio.run(svc.start())
@@ -141,10 +161,12 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
             [r.ranking[0].name for r in results],
             [r.confidence for r in results],
             svc.thresholds.intent,
+            texts,
+            args.errors,
         )
         title = f"eval on {args.data}"
     else:
-        report = _cross_validate(settings, args.folds)
+        report = _cross_validate(settings, args.folds, args.errors)
         title = f"{args.folds}-fold cross-validation on nlu_data"
     if args.json:
         from dataclasses import asdict
@@ -155,14 +177,14 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cross_validate(settings: Settings, folds: int) -> EvalReport:
+def _cross_validate(settings: Settings, folds: int, errors: int = 0) -> EvalReport:
     """Per fold: fit the intent model (temperature and threshold on the fold's own held-out
     split, as training does), then predict the unseen fold."""
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
     from bot.nlu.classifier import IntentModel
-    from bot.nlu.data import load_training_data
+    from bot.nlu.data import NluDataError, load_training_data
     from bot.nlu.encoder import load_encoder, part_dims, set_threads, training_threads
     from bot.nlu.evaluate import evaluate
     from bot.nlu.features import Featurizer
@@ -170,11 +192,17 @@ def _cross_validate(settings: Settings, folds: int) -> EvalReport:
     nlu_data, art = _paths(settings)
     set_threads(training_threads(settings.nlu.encoder))
     td = load_training_data(nlu_data)
+    texts = [t for t, _ in td.examples]
+    y = np.array([i for _, i in td.examples])
+    fewest, intent = min((int((y == i).sum()), i) for i in set(y))
+    if folds > fewest:
+        # Every fold must hold out some of every intent; scikit-learn would only warn.
+        raise NluDataError(
+            f"{nlu_data}: intent {intent} has {fewest} examples, fewer than --folds {folds}"
+        )
     enc = load_encoder(
         settings.nlu.encoder, settings.nlu.runtime, art / "encoder", allow_export=False
     )
-    texts = [t for t, _ in td.examples]
-    y = np.array([i for _, i in td.examples])
     emb = enc.encode(texts)
     parts = part_dims(enc)
     x = Featurizer().fit_transform(texts, emb)
@@ -189,11 +217,12 @@ def _cross_validate(settings: Settings, folds: int) -> EvalReport:
         thresholds.append(m.threshold)
     thr = settings.nlu.intent_threshold
     thr = float(np.median(thresholds)) if thr is None else thr
-    return evaluate(list(y), [str(v) for v in top], list(conf), thr)
+    return evaluate(list(y), [str(v) for v in top], list(conf), thr, texts, errors)
 
 
 def _print_report(title: str, r: EvalReport) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     c = Console()
@@ -214,6 +243,17 @@ def _print_report(title: str, r: EvalReport) -> None:
     for a, b, n in r.confused:
         t.add_row(a, b, str(n))
     c.print(t)
+    if r.errors:
+        t = Table("text", "gold", "predicted", "confidence", title="most confident mistakes")
+        for e in r.errors:
+            below = e["predicted"] != e["best"]  # out_of_scope: the threshold said no
+            t.add_row(
+                escape(e["text"]),
+                e["gold"],
+                e["predicted"] + (f" (best: {e['best']})" if below else ""),
+                f"{e['confidence']:.3f}",
+            )
+        c.print(t)
     t = Table("threshold", "coverage", "precision", "answered", title="auto-answer trade-off")
     for row in r.tradeoff:
         mark = "  <- configured" if abs(row["threshold"] - r.threshold) < 1e-9 else ""

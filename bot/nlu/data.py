@@ -90,11 +90,16 @@ def _examples_block(value: Any, where: str) -> list[str]:
     return [_ENTITY.sub(r"\1", ln).strip() for ln in lines if ln.strip()]
 
 
+def _unreadable(path: Path, e: Exception) -> NluDataError:
+    # An OSError's own text repeats the path: "No such file or directory" is enough.
+    return NluDataError(f"{path}: {getattr(e, 'strerror', None) or e}")
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise NluDataError(f"{path}: {e}") from e
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise _unreadable(path, e) from e
     if not isinstance(data, dict):
         raise NluDataError(f"{path}: top level must be a mapping")
     return data
@@ -218,8 +223,11 @@ def load_labelled(path: str | Path) -> list[tuple[str, str]]:
         return [x for p in sorted(path.glob("**/*.yml")) for x in parse_rasa_nlu(p)]
     if path.suffix.lower() in (".yml", ".yaml"):
         return parse_rasa_nlu(path)
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise _unreadable(path, e) from e
     if rows and [c.strip().lower() for c in rows[0][:2]] in (
         ["text", "intent"],
         ["text", "category"],

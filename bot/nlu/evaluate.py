@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support
@@ -24,10 +25,21 @@ class EvalReport:
     confused: list[tuple[str, str, int]]  # (gold, predicted, count), most frequent first
     oos_recall: float | None  # None when the test data has no out_of_scope rows
     tradeoff: list[dict[str, float]] = field(default_factory=list)
+    # The most confident mistakes first (often a mislabelled example or two intents
+    # that overlap): text, gold, predicted, confidence. Only when asked for (--errors).
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
 
-def evaluate(gold: list[str], top: list[str], conf: list[float], threshold: float) -> EvalReport:
-    """``top``: the classifier's best intent before the threshold; ``conf``: its probability."""
+def evaluate(
+    gold: list[str],
+    top: list[str],
+    conf: list[float],
+    threshold: float,
+    texts: list[str] | None = None,
+    errors: int = 0,
+) -> EvalReport:
+    """``top``: the classifier's best intent before the threshold; ``conf``: its probability;
+    ``errors``: how many of the wrong predictions on ``texts`` to list."""
     g = np.asarray(gold)
     t = np.asarray(top)
     c = np.asarray(conf, dtype=float)
@@ -55,7 +67,26 @@ def evaluate(gold: list[str], top: list[str], conf: list[float], threshold: floa
         confused=[(a, b, n) for (a, b), n in confused],
         oos_recall=float(np.mean(pred[oos] == OUT_OF_SCOPE)) if oos.any() else None,
         tradeoff=tradeoff(g, t, c, sorted({*TRADEOFF_GRID, round(threshold, 4)})),
+        errors=_most_confident_errors(texts or [], g, pred, t, c, errors),
     )
+
+
+def _most_confident_errors(
+    texts: list[str], gold: np.ndarray, pred: np.ndarray, top: np.ndarray, conf: np.ndarray, k: int
+) -> list[dict[str, Any]]:
+    wrong = np.flatnonzero(gold != pred) if texts else np.array([], dtype=int)
+    # Stable sort: equal confidences keep the data's order.
+    order = wrong[np.argsort(-conf[wrong], kind="stable")][:k]
+    return [
+        {
+            "text": texts[i],
+            "gold": str(gold[i]),
+            "predicted": str(pred[i]),  # out_of_scope when below the threshold
+            "best": str(top[i]),  # the best intent, whose probability is the confidence
+            "confidence": round(float(conf[i]), 4),
+        }
+        for i in order
+    ]
 
 
 def tradeoff(

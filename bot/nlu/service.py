@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bot.metrics import NLU_PARSE_SECONDS
+from bot.metrics import NLU_DATA_INVALID, NLU_PARSE_SECONDS
 from bot.nlu.artifact import Loaded, TrainingStopped, artifact_dir, load_or_train
 from bot.nlu.encoder import set_threads
 from bot.nlu.features import strip_reply_prefix
@@ -76,6 +76,7 @@ class NluService:
         if loaded is None:
             loaded = await self._load_or_train(force_train)
         self.loaded = loaded
+        NLU_DATA_INVALID.set(1 if loaded.data_error else 0)
         await asyncio.to_thread(loaded.encoder.encode, ["warm up"])  # lazy weights
         engine = loaded.engine
         self.thresholds = Thresholds(
@@ -150,6 +151,7 @@ class NluService:
                 force_train,
                 self.cfg.train_on_start,
                 step,
+                True,  # keep_last_good: a broken data edit must not take workers down
             )
         )
         try:
@@ -207,7 +209,7 @@ class NluService:
             "data_sha256": st.data_sha256,
             "thresholds": vars(self.thresholds) if self.thresholds else None,
             "trained_at": st.created,
-        }
+        } | ({"data_error": self.loaded.data_error} if self.loaded.data_error else {})
 
 
 def build_service(cfg: NluConfig, data_dir: str, nlu_data_dir: str | None = None) -> NluService:

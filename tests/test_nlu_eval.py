@@ -1,0 +1,133 @@
+"""``replydesk eval``: the report's figures on a hand-made case, the command on a test file
+and as cross-validation, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.nlu.artifact import Loaded
+from bot.nlu.data import load_training_data
+from bot.nlu.evaluate import evaluate
+from bot.nlu.types import OUT_OF_SCOPE
+
+pytest_plugins = ["tests.conftest_nlu"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_report_figures_on_a_hand_made_case() -> None:
+    gold = ["a", "a", "b", "b", OUT_OF_SCOPE, OUT_OF_SCOPE]
+    top = ["a", "b", "b", "b", "a", "b"]
+    conf = [0.9, 0.8, 0.7, 0.2, 0.6, 0.1]
+    texts = ["t0", "t1", "t2", "t3", "t4", "t5"]
+    r = evaluate(gold, top, conf, threshold=0.5, texts=texts, errors=10)
+    # After the threshold: a, b, b, oos, a, oos -> right: t0, t2, t5.
+    assert r.accuracy == pytest.approx(3 / 6)
+    assert r.per_intent["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert r.per_intent["b"]["precision"] == pytest.approx(0.5)
+    assert r.per_intent["b"]["recall"] == pytest.approx(0.5)
+    assert r.oos_recall == pytest.approx(0.5)
+    assert sorted(r.confused) == [("a", "b", 1), ("b", OUT_OF_SCOPE, 1), (OUT_OF_SCOPE, "a", 1)]
+    at = {row["threshold"]: row for row in r.tradeoff}
+    # At 0.5: t0, t1, t2 and t4 answered; 3 of the 4 in-scope rows; right: t0, t2.
+    assert at[0.5]["coverage"] == pytest.approx(3 / 4)
+    assert at[0.5]["precision"] == pytest.approx(2 / 4)
+    assert at[0.5]["answered"] == 4
+    # Wrong predictions, most confident first; t3 fell below the threshold.
+    assert [(e["text"], e["predicted"]) for e in r.errors] == [
+        ("t1", "b"),
+        ("t4", "a"),
+        ("t3", OUT_OF_SCOPE),
+    ]
+    assert r.errors[2]["best"] == "b" and r.errors[2]["confidence"] == 0.2
+    assert evaluate(gold, top, conf, 0.5, texts, errors=1).errors == r.errors[:1]
+    assert evaluate(gold, top, conf, 0.5).errors == []  # texts only when asked for
+
+
+def replydesk(tmp_path: Path, *args: str, artifact: Path | None = None) -> tuple[int, str, str]:
+    """``replydesk ARGS`` with its data_dir in tmp_path (holding a copy of ``artifact``)."""
+    var = tmp_path / "var"
+    if artifact is not None and not (var / "nlu").exists():
+        shutil.copytree(artifact, var / "nlu")
+    config = tmp_path / "replydesk.yml"
+    config.write_text(yaml.safe_dump({"redis": {"data_dir": str(var)}}))
+    out = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", str(config), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_eval_on_a_test_file_lists_its_mistakes(
+    nlu_artifact: Loaded, nlu_data_root: Path, tmp_path: Path
+) -> None:
+    rows = [
+        ("where's my parcel, it has been a week", "order_status"),
+        ("hello there", "greet"),
+        ("what's the capital of peru", "out_of_scope"),
+        ("can I pay with a gift card", "greet"),  # mislabelled on purpose
+    ]
+    test = tmp_path / "test.csv"
+    test.write_text("text,intent\n" + "".join(f'"{t}",{i}\n' for t, i in rows))
+    rc, out, err = replydesk(
+        tmp_path, "eval", "--data", str(test), "--json", "--errors", "5",
+        artifact=nlu_data_root / "nlu",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    report = json.loads(out)
+    assert report["n"] == 4
+    assert report["per_intent"]["greet"]["support"] == 2
+    wrong = {e["text"]: e for e in report["errors"]}
+    assert wrong["can I pay with a gift card"]["gold"] == "greet"
+    assert wrong["can I pay with a gift card"]["predicted"] == "payment_problem"
+    assert all(e["predicted"] != e["gold"] for e in report["errors"])
+    confs = [e["confidence"] for e in report["errors"]]
+    assert confs == sorted(confs, reverse=True)
+
+    rc, out, err = replydesk(tmp_path, "eval", "--data", str(test), "--errors", "5")
+    assert rc == 0, err[-2000:]
+    said = " ".join(out.split())
+    assert "most confident mistakes" in said and "gift card" in said
+    assert "<- configured" in said  # the trade-off table marks the configured threshold
+
+
+def test_cross_validation_on_nlu_data(
+    nlu_artifact: Loaded, nlu_data_root: Path, tmp_path: Path
+) -> None:
+    rc, out, err = replydesk(
+        tmp_path, "eval", "--folds", "3", "--json", "--errors", "3",
+        artifact=nlu_data_root / "nlu",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    report = json.loads(out)
+    examples = [t for t, _ in load_training_data(ROOT / "nlu_data").examples]
+    assert report["n"] == len(examples)
+    assert 0.5 < report["accuracy"] <= 1.0  # every row was predicted by a model that never saw it
+    assert len(report["errors"]) == 3
+    assert all(e["text"] in examples for e in report["errors"])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["eval", "--data", "{tmp}/missing.csv"], "missing.csv: No such file or directory"),
+        (["eval", "--data", "{tmp}/broken.yml"], "broken.yml: while parsing"),
+        (["eval", "--data", "{tmp}/one-column.csv"], "no labelled rows in"),
+        (["eval", "--folds", "1"], "cross-validation needs at least 2 folds"),
+        (["eval", "--folds", "500"], "examples, fewer than --folds 500"),
+    ],
+)
+def test_bad_eval_input_is_one_clear_line(tmp_path: Path, args: list[str], expected: str) -> None:
+    (tmp_path / "broken.yml").write_text("nlu: [oops\n")
+    (tmp_path / "one-column.csv").write_text("just text\nmore text\n")
+    rc, _, err = replydesk(tmp_path, *(a.format(tmp=tmp_path) for a in args))
+    assert rc == 2
+    assert expected in " ".join(err.split())
+    assert "Traceback" not in err
