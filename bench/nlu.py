@@ -420,9 +420,7 @@ def _shipped_scores(te: list[str], yte: np.ndarray) -> Row:
     """The shipped detector (trained on nlu_data only) on a test set, at its threshold."""
     svc = _shipped()
     assert svc.thresholds is not None
-    shipped = [
-        r.negativity for s in range(0, len(te), 256) for r in svc.parse_batch_sync(te[s : s + 256])
-    ]
+    shipped = [r.negativity for r in svc.parse_batch_sync(te)]
     return _binary_scores(yte, (np.array(shipped) >= svc.thresholds.negativity).astype(int))
 
 

@@ -4,19 +4,17 @@ train`` says which file and exits 2; a worker keeps answering with its previous 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import structlog
-import yaml
 
 from bot.config import NluConfig
 from bot.metrics import REGISTRY
 from bot.nlu.artifact import Loaded
 from bot.nlu.data import NluDataError
 from bot.nlu.service import NluService
+from tests.support.cli import run_replydesk
 
 pytest_plugins = ["tests.conftest_nlu"]
 
@@ -48,12 +46,8 @@ def test_train_on_broken_data_says_which_file_and_changes_nothing(
     data, var = copies
     break_faq(data)
     stamp = (var / "nlu" / "stamp.json").read_bytes()
-    config = tmp_path / "replydesk.yml"
-    config.write_text(yaml.safe_dump({"log_level": "info", "redis": {"data_dir": str(var)}}))
-    out = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", str(config), "train", "--data", str(data)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    config = {"log_level": "info", "redis": {"data_dir": str(var)}}
+    out = run_replydesk(tmp_path, config, "train", "--data", str(data))
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"replydesk: data error: {data / 'faq.yml'}: while parsing" in out.stderr
     assert "Traceback" not in out.stderr

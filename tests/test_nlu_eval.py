@@ -5,21 +5,32 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
 from bot.nlu.artifact import Loaded
 from bot.nlu.data import load_training_data
-from bot.nlu.evaluate import evaluate
+from bot.nlu.evaluate import evaluate, evaluate_negativity
 from bot.nlu.types import OUT_OF_SCOPE
+from tests.support.cli import run_replydesk
+from tests.support.redis_server import free_port
 
 pytest_plugins = ["tests.conftest_nlu"]
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_ROWS = [
+    ("where's my parcel, it has been a week", "order_status"),
+    ("hello there", "greet"),
+    ("what's the capital of peru", "out_of_scope"),
+    ("can I pay with a gift card", "greet"),  # mislabelled on purpose
+]
+
+
+def write_test_csv(path: Path) -> Path:
+    path.write_text("text,intent\n" + "".join(f'"{t}",{i}\n' for t, i in TEST_ROWS))
+    return path
 
 
 def test_report_figures_on_a_hand_made_case() -> None:
@@ -51,31 +62,22 @@ def test_report_figures_on_a_hand_made_case() -> None:
     assert evaluate(gold, top, conf, 0.5).errors == []  # texts only when asked for
 
 
-def replydesk(tmp_path: Path, *args: str, artifact: Path | None = None) -> tuple[int, str, str]:
+def replydesk(
+    tmp_path: Path, *args: str, artifact: Path | None = None, nlu: dict[str, Any] | None = None
+) -> tuple[int, str, str]:
     """``replydesk ARGS`` with its data_dir in tmp_path (holding a copy of ``artifact``)."""
     var = tmp_path / "var"
     if artifact is not None and not (var / "nlu").exists():
         shutil.copytree(artifact, var / "nlu")
-    config = tmp_path / "replydesk.yml"
-    config.write_text(yaml.safe_dump({"redis": {"data_dir": str(var)}}))
-    out = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", str(config), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    config = {"redis": {"data_dir": str(var)}, "nlu": nlu or {}}
+    out = run_replydesk(tmp_path, config, *args)
     return out.returncode, out.stdout, out.stderr
 
 
 def test_eval_on_a_test_file_lists_its_mistakes(
     nlu_artifact: Loaded, nlu_data_root: Path, tmp_path: Path
 ) -> None:
-    rows = [
-        ("where's my parcel, it has been a week", "order_status"),
-        ("hello there", "greet"),
-        ("what's the capital of peru", "out_of_scope"),
-        ("can I pay with a gift card", "greet"),  # mislabelled on purpose
-    ]
-    test = tmp_path / "test.csv"
-    test.write_text("text,intent\n" + "".join(f'"{t}",{i}\n' for t, i in rows))
+    test = write_test_csv(tmp_path / "test.csv")
     rc, out, err = replydesk(
         tmp_path, "eval", "--data", str(test), "--json", "--errors", "5",
         artifact=nlu_data_root / "nlu",
@@ -83,6 +85,7 @@ def test_eval_on_a_test_file_lists_its_mistakes(
     assert rc == 0, err[-2000:]
     report = json.loads(out)
     assert report["n"] == 4
+    assert report["backend"] == "embedded" and report["fallbacks"] == 0
     assert report["per_intent"]["greet"]["support"] == 2
     wrong = {e["text"]: e for e in report["errors"]}
     assert wrong["can I pay with a gift card"]["gold"] == "greet"
@@ -131,3 +134,86 @@ def test_bad_eval_input_is_one_clear_line(tmp_path: Path, args: list[str], expec
     assert rc == 2
     assert expected in " ".join(err.split())
     assert "Traceback" not in err
+
+
+def test_eval_says_when_rasa_was_not_what_answered(
+    nlu_artifact: Loaded, nlu_data_root: Path, tmp_path: Path
+) -> None:
+    """--backend rasa with the Rasa server down: every row falls back, and eval says so
+    rather than reporting the embedded engine's figures as Rasa's."""
+    test = write_test_csv(tmp_path / "test.csv")
+    rc, out, err = replydesk(
+        tmp_path, "eval", "--data", str(test), "--backend", "rasa", "--json",
+        artifact=nlu_data_root / "nlu",
+        nlu={"rasa_url": f"http://127.0.0.1:{free_port()}", "rasa_timeout_s": 1.0},
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    report = json.loads(out)
+    assert report["backend"] == "rasa" and report["fallbacks"] == 4
+    assert "4 of 4 messages were parsed by the embedded engine" in " ".join(err.split())
+
+
+def test_backend_applies_to_a_test_file_only(tmp_path: Path) -> None:
+    rc, _, err = replydesk(tmp_path, "eval", "--backend", "rasa")
+    assert rc == 2 and "--backend needs --data" in err
+
+
+def test_the_held_out_sets_share_no_line_with_the_training_data() -> None:
+    """tests/data/*_heldout.yml measure paraphrases (docs/nlu.md): a line copied into
+    nlu_data would be measured on its own training example."""
+    from bot.nlu.data import _key, load_labelled, parse_sentiment
+    from bot.nlu.engine import negativity_examples
+
+    td = load_training_data(ROOT / "nlu_data")
+    intents = load_labelled(ROOT / "tests" / "data" / "nlu_heldout.yml")
+    posts = parse_sentiment(ROOT / "tests" / "data" / "negativity_heldout.yml")
+    assert len(intents) > 200 and len(posts) > 200
+    taught = {_key(t) for t, _ in td.examples}
+    assert [t for t, _ in intents if _key(t) in taught] == []
+    # The detector also learns from the intent examples and the FAQ phrasings.
+    taught |= {_key(t) for t in negativity_examples(td)[0]}
+    assert [t for t, _ in posts if _key(t) in taught] == []
+    assert {i for _, i in intents} == {i for _, i in td.examples}
+    assert {lab for _, lab in posts} == {"negative", "neutral", "positive"}
+
+
+def test_negativity_report_on_a_hand_made_case() -> None:
+    labels = ["negative", "negative", "neutral", "positive", "positive"]
+    scores = [0.9, 0.2, 0.1, 0.7, 0.4]
+    langs = ["en", "zh", "en", "en", "zh"]
+    r = evaluate_negativity(labels, scores, 0.5, langs, ["a", "b", "c", "d", "e"], errors=5)
+    # Flagged: a (right), d (wrong); missed: b.
+    assert (r.precision, r.recall, r.f1) == (0.5, 0.5, 0.5)
+    assert r.accuracy == pytest.approx(3 / 5)
+    assert r.flagged == {"negative": 0.5, "neutral": 0.0, "positive": 0.5}
+    assert r.per_language["en"]["precision"] == 0.5 and r.per_language["en"]["recall"] == 1.0
+    assert r.per_language["zh"]["recall"] == 0.0
+    # Furthest on the wrong side first: b (0.3 below), then d (0.2 above).
+    assert [(e["text"], e["label"]) for e in r.errors] == [("b", "negative"), ("d", "positive")]
+    at = {row["threshold"]: row for row in r.tradeoff}
+    # At 0.3 e (0.4) is flagged too: a, d, e.
+    assert at[0.3]["recall"] == 0.5 and at[0.3]["precision"] == pytest.approx(1 / 3)
+
+
+def test_eval_on_a_sentiment_file_reports_the_negativity_detector(
+    nlu_artifact: Loaded, nlu_data_root: Path, tmp_path: Path
+) -> None:
+    posts = tmp_path / "posts.yml"
+    posts.write_text(
+        'version: "1"\nsentiment:\n'
+        "- label: negative\n  examples: |\n"
+        "    - three weeks and my refund still hasn't arrived, unacceptable\n"
+        "    - 质量太差了，用了两天就坏\n"
+        "- label: neutral\n  examples: |\n    - what time does the Shanghai store open\n"
+        "- label: positive\n  examples: |\n    - love my new kettle, thank you!\n"
+    )
+    rc, out, err = replydesk(
+        tmp_path, "eval", "--data", str(posts), "--json", "--errors", "4",
+        artifact=nlu_data_root / "nlu",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    report = json.loads(out)
+    assert report["n"] == 4 and report["threshold"] == 0.5
+    assert report["flagged"] == {"negative": 1.0, "neutral": 0.0, "positive": 0.0}
+    assert set(report["per_language"]) == {"en", "zh"}
+    assert report["errors"] == []

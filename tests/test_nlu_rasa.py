@@ -8,7 +8,9 @@ disappears. Run: ``.venv/bin/pytest -m rasa tests/test_nlu_rasa.py``.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -23,6 +25,7 @@ from bot.config import NluConfig
 from bot.metrics import REGISTRY
 from bot.nlu.artifact import Loaded
 from bot.nlu.service import NluService
+from tests.support.cli import run_replydesk
 from tests.support.redis_server import free_port
 
 pytest_plugins = ["tests.conftest_nlu"]
@@ -85,6 +88,29 @@ def _fallbacks() -> float:
             or 0.0
         )
     return total
+
+
+def test_eval_through_the_rasa_backend(
+    rasa_server: tuple[str, subprocess.Popen[bytes]],
+    nlu_artifact: Loaded,
+    nlu_data_root: Path,
+    tmp_path: Path,
+) -> None:
+    """`replydesk eval --backend rasa` scores what the Rasa server answers (before the
+    test below kills it)."""
+    url, _ = rasa_server
+    shutil.copytree(nlu_data_root / "nlu", tmp_path / "var" / "nlu")
+    rows = [("where is my order #A12345", "order_status"), ("退款多久到账", "returns_refunds")]
+    test = tmp_path / "test.csv"
+    test.write_text("text,intent\n" + "".join(f"{t},{i}\n" for t, i in rows))
+    config = {"redis": {"data_dir": str(tmp_path / "var")}, "nlu": {"rasa_url": url}}
+    out = run_replydesk(
+        tmp_path, config, "eval", "--data", str(test), "--backend", "rasa", "--json"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["backend"] == "rasa" and report["fallbacks"] == 0
+    assert report["n"] == 2 and report["accuracy"] == 1.0
 
 
 async def test_rasa_backend_then_fallback_when_server_dies(

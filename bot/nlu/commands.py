@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -36,6 +37,11 @@ def add_commands(sub: Any) -> None:
         default=0,
         metavar="N",
         help="also list the N most confident mistakes (text, gold, predicted)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["embedded", "rasa"],
+        help="with --data: the NLU backend to test (default: nlu.backend from the config)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_eval)
@@ -133,9 +139,21 @@ def cmd_parse(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from bot.nlu.evaluate import evaluate
 
+    if args.backend and not args.data:
+        print(
+            "replydesk: --backend needs --data (cross-validation trains the embedded engine)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.backend:
+        settings = dataclasses.replace(
+            settings, nlu=dataclasses.replace(settings.nlu, backend=args.backend)
+        )
     if args.data:
-        from bot.nlu.data import load_labelled
+        from bot.nlu.data import is_sentiment_file, load_labelled
 
+        if is_sentiment_file(args.data):
+            return _eval_negativity(settings, args)
         rows = load_labelled(args.data)
         if not rows:
             print(
@@ -144,37 +162,105 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        svc = _service(settings)
-        asyncio.run(svc.start())
-        try:
-            texts = [t for t, _ in rows]
-            results = [
-                r
-                for s in range(0, len(texts), 256)
-                for r in svc.parse_batch_sync(texts[s : s + 256])
-            ]
-        finally:
-            asyncio.run(svc.close())
-        assert svc.thresholds is not None
-        report = evaluate(
-            [i for _, i in rows],
-            [r.ranking[0].name for r in results],
-            [r.confidence for r in results],
-            svc.thresholds.intent,
-            texts,
-            args.errors,
-        )
-        title = f"eval on {args.data}"
+        texts = [t for t, _ in rows]
+        top, conf, threshold, fallbacks = asyncio.run(_predict(settings, texts))
+        report = evaluate([i for _, i in rows], top, conf, threshold, texts, args.errors)
+        backend = settings.nlu.backend
+        if fallbacks:
+            print(
+                f"replydesk: warning: {fallbacks} of {len(texts)} messages were parsed by the "
+                f"embedded engine because the Rasa server at {settings.nlu.rasa_url} failed",
+                file=sys.stderr,
+            )
+        title = f"eval on {args.data} ({backend} backend)"
+        extra: dict[str, Any] = {"backend": backend, "fallbacks": fallbacks}
     else:
         report = _cross_validate(settings, args.folds, args.errors)
-        title = f"{args.folds}-fold cross-validation on nlu_data"
+        title = f"{args.folds}-fold cross-validation on nlu_data (embedded engine)"
+        extra = {"backend": "embedded"}
     if args.json:
         from dataclasses import asdict
 
+        print(json.dumps(asdict(report) | extra, indent=2))
+    else:
+        from bot.nlu.eval_tables import print_intents
+
+        print_intents(title, report)
+    return 0
+
+
+def _eval_negativity(settings: Settings, args: argparse.Namespace) -> int:
+    """``--data`` in sentiment.yml's format: the negativity detector (always the embedded
+    engine's: the Rasa backend answers intents only)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from bot.nlu.data import parse_sentiment
+    from bot.nlu.eval_tables import print_negativity
+    from bot.nlu.evaluate import evaluate_negativity
+
+    rows = parse_sentiment(Path(args.data))
+    if not rows:
+        print(f"replydesk: no labelled posts in {args.data}", file=sys.stderr)
+        return 2
+    texts = [t for t, _ in rows]
+
+    async def go() -> tuple[list[Any], float]:
+        svc = _service(settings)
+        await svc.start()
+        try:
+            assert svc.thresholds is not None
+            return svc.parse_batch_sync(texts), svc.thresholds.negativity
+        finally:
+            await svc.close()
+
+    results, threshold = asyncio.run(go())
+    report = evaluate_negativity(
+        [lab for _, lab in rows],
+        [r.negativity for r in results],
+        threshold,
+        [r.language for r in results],
+        texts,
+        args.errors,
+    )
+    if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:
-        _print_report(title, report)
+        print_negativity(f"negativity on {args.data}", report)
     return 0
+
+
+async def _predict(
+    settings: Settings, texts: list[str]
+) -> tuple[list[str], list[float], float, int]:
+    """The configured backend's best intent and confidence for each text, the threshold to
+    apply, and how many fell back from Rasa to the embedded engine."""
+    svc = _service(settings)
+    await svc.start()
+    try:
+        assert svc.thresholds is not None
+        if settings.nlu.backend != "rasa":
+            results = svc.parse_batch_sync(texts)
+            # Before our threshold; evaluate() applies it and sweeps the trade-off.
+            return (
+                [r.ranking[0].name for r in results],
+                [r.confidence for r in results],
+                svc.thresholds.intent,
+                0,
+            )
+        # As the worker sees them: Rasa's FallbackClassifier has already said out_of_scope,
+        # so no threshold of ours on top (the trade-off still sweeps its confidences).
+        gate = asyncio.Semaphore(8)
+
+        async def one(text: str) -> Any:
+            async with gate:
+                return await svc.parse(text)
+
+        results = await asyncio.gather(*(one(t) for t in texts))
+        fellback = sum(r.backend != "rasa" for r in results)
+        return [r.intent for r in results], [r.confidence for r in results], 0.0, fellback
+    finally:
+        await svc.close()
 
 
 def _cross_validate(settings: Settings, folds: int, errors: int = 0) -> EvalReport:
@@ -218,49 +304,3 @@ def _cross_validate(settings: Settings, folds: int, errors: int = 0) -> EvalRepo
     thr = settings.nlu.intent_threshold
     thr = float(np.median(thresholds)) if thr is None else thr
     return evaluate(list(y), [str(v) for v in top], list(conf), thr, texts, errors)
-
-
-def _print_report(title: str, r: EvalReport) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    c = Console()
-    c.print(f"[bold]{title}[/]: {r.n} messages, threshold {r.threshold:.2f}")
-    oos = "n/a (no out_of_scope rows)" if r.oos_recall is None else f"{r.oos_recall:.3f}"
-    c.print(f"accuracy {r.accuracy:.4f}   macro-F1 {r.macro_f1:.4f}   out-of-scope recall {oos}")
-    t = Table("intent", "precision", "recall", "F1", "support", title="per intent")
-    for name, m in sorted(r.per_intent.items()):
-        t.add_row(
-            name,
-            f"{m['precision']:.3f}",
-            f"{m['recall']:.3f}",
-            f"{m['f1']:.3f}",
-            str(int(m["support"])),
-        )
-    c.print(t)
-    t = Table("gold", "predicted", "count", title="most confused pairs")
-    for a, b, n in r.confused:
-        t.add_row(a, b, str(n))
-    c.print(t)
-    if r.errors:
-        t = Table("text", "gold", "predicted", "confidence", title="most confident mistakes")
-        for e in r.errors:
-            below = e["predicted"] != e["best"]  # out_of_scope: the threshold said no
-            t.add_row(
-                escape(e["text"]),
-                e["gold"],
-                e["predicted"] + (f" (best: {e['best']})" if below else ""),
-                f"{e['confidence']:.3f}",
-            )
-        c.print(t)
-    t = Table("threshold", "coverage", "precision", "answered", title="auto-answer trade-off")
-    for row in r.tradeoff:
-        mark = "  <- configured" if abs(row["threshold"] - r.threshold) < 1e-9 else ""
-        t.add_row(
-            f"{row['threshold']:.2f}{mark}",
-            f"{row['coverage']:.3f}",
-            f"{row['precision']:.3f}",
-            str(int(row["answered"])),
-        )
-    c.print(t)

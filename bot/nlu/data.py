@@ -216,6 +216,12 @@ def data_warnings(td: TrainingData) -> list[str]:
     return out
 
 
+def is_sentiment_file(path: str | Path) -> bool:
+    """A YAML file in sentiment.yml's format (``sentiment:`` labels) rather than intents."""
+    path = Path(path)
+    return path.suffix.lower() in (".yml", ".yaml") and "sentiment" in _load_yaml(path)
+
+
 def load_labelled(path: str | Path) -> list[tuple[str, str]]:
     """Test data for ``replydesk eval``: a Rasa NLU YAML file or folder, or CSV ``text,intent``."""
     path = Path(path)

@@ -109,3 +109,69 @@ def tradeoff(
             }
         )
     return rows
+
+
+NEGATIVITY_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+@dataclass
+class NegativityReport:
+    """The negativity detector on labelled posts (negative | neutral | positive): the
+    question it answers is "negative or not", so neutral and positive both count as not."""
+
+    n: int
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    accuracy: float
+    flagged: dict[str, float]  # per label: share scored negative (for negative: recall)
+    per_language: dict[str, dict[str, float]]  # precision/recall/F1 per detected language
+    tradeoff: list[dict[str, float]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # most confident first
+
+
+def _prf(gold: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    p, r, f, _ = precision_recall_fscore_support(
+        gold, pred, average="binary", pos_label=True, zero_division=0
+    )
+    return {"precision": float(p), "recall": float(r), "f1": float(f), "n": len(gold)}
+
+
+def evaluate_negativity(
+    labels: list[str],
+    scores: list[float],
+    threshold: float,
+    languages: list[str],
+    texts: list[str] | None = None,
+    errors: int = 0,
+) -> NegativityReport:
+    lab = np.asarray(labels)
+    s = np.asarray(scores, dtype=float)
+    gold = lab == "negative"
+    pred = s >= threshold
+    overall = _prf(gold, pred)
+    langs = np.asarray(languages)
+    wrong = np.flatnonzero(gold != pred) if texts else np.array([], dtype=int)
+    # Confidence in the mistake: how far the score sat on the wrong side.
+    order = wrong[np.argsort(-np.abs(s[wrong] - threshold), kind="stable")][:errors]
+    return NegativityReport(
+        n=len(lab),
+        threshold=threshold,
+        precision=overall["precision"],
+        recall=overall["recall"],
+        f1=overall["f1"],
+        accuracy=float(np.mean(gold == pred)) if len(lab) else 0.0,
+        flagged={str(x): float(np.mean(pred[lab == x])) for x in sorted(set(labels))},
+        per_language={
+            str(lg): _prf(gold[langs == lg], pred[langs == lg]) for lg in sorted(set(languages))
+        },
+        tradeoff=[
+            {"threshold": t} | _prf(gold, s >= t)
+            for t in sorted({*NEGATIVITY_GRID, round(threshold, 4)})
+        ],
+        errors=[
+            {"text": (texts or [])[i], "label": str(lab[i]), "negativity": round(float(s[i]), 4)}
+            for i in order
+        ],
+    )

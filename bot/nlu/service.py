@@ -123,12 +123,17 @@ class NluService:
         )
 
     def parse_batch_sync(self, texts: list[str], language: str | None = None) -> list[NluResult]:
-        """Blocking batch parse with the embedded engine (CLI, eval, benchmarks)."""
-        t0 = time.perf_counter()
-        out = self._analyze([(t, language) for t in texts])
-        ms = (time.perf_counter() - t0) * 1000 / max(1, len(texts))
-        for r in out:
-            r.timing_ms = round(ms, 3)
+        """Blocking batch parse with the embedded engine (CLI, eval, benchmarks), 256 texts
+        per engine call so that a large test file does not build one huge batch."""
+        out: list[NluResult] = []
+        for start in range(0, len(texts), 256):
+            chunk = texts[start : start + 256]
+            t0 = time.perf_counter()
+            results = self._analyze([(t, language) for t in chunk])
+            ms = (time.perf_counter() - t0) * 1000 / len(chunk)
+            for r in results:
+                r.timing_ms = round(ms, 3)
+            out += results
         return out
 
     async def _load_or_train(self, force_train: bool) -> Loaded:

@@ -1,0 +1,87 @@
+"""Rich tables for ``replydesk eval``: the intent report and the negativity report."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bot.nlu.evaluate import EvalReport, NegativityReport
+
+
+def _mark(threshold: float, configured: float) -> str:
+    return "  <- configured" if abs(threshold - configured) < 1e-9 else ""
+
+
+def print_intents(title: str, r: EvalReport) -> None:
+    c = Console()
+    c.print(f"[bold]{title}[/]: {r.n} messages, threshold {r.threshold:.2f}")
+    oos = "n/a (no out_of_scope rows)" if r.oos_recall is None else f"{r.oos_recall:.3f}"
+    c.print(f"accuracy {r.accuracy:.4f}   macro-F1 {r.macro_f1:.4f}   out-of-scope recall {oos}")
+    t = Table("intent", "precision", "recall", "F1", "support", title="per intent")
+    for name, m in sorted(r.per_intent.items()):
+        t.add_row(
+            name,
+            f"{m['precision']:.3f}",
+            f"{m['recall']:.3f}",
+            f"{m['f1']:.3f}",
+            str(int(m["support"])),
+        )
+    c.print(t)
+    t = Table("gold", "predicted", "count", title="most confused pairs")
+    for a, b, n in r.confused:
+        t.add_row(a, b, str(n))
+    c.print(t)
+    if r.errors:
+        t = Table("text", "gold", "predicted", "confidence", title="most confident mistakes")
+        for e in r.errors:
+            below = e["predicted"] != e["best"]  # out_of_scope: the threshold said no
+            t.add_row(
+                escape(e["text"]),
+                e["gold"],
+                e["predicted"] + (f" (best: {e['best']})" if below else ""),
+                f"{e['confidence']:.3f}",
+            )
+        c.print(t)
+    t = Table("threshold", "coverage", "precision", "answered", title="auto-answer trade-off")
+    for row in r.tradeoff:
+        t.add_row(
+            f"{row['threshold']:.2f}{_mark(row['threshold'], r.threshold)}",
+            f"{row['coverage']:.3f}",
+            f"{row['precision']:.3f}",
+            str(int(row["answered"])),
+        )
+    c.print(t)
+
+
+def print_negativity(title: str, r: NegativityReport) -> None:
+    c = Console()
+    c.print(f"[bold]{title}[/]: {r.n} posts, negative at score >= {r.threshold:.2f}")
+    c.print(
+        f"negative: precision {r.precision:.3f}   recall {r.recall:.3f}   F1 {r.f1:.3f}   "
+        f"accuracy {r.accuracy:.3f}"
+    )
+    t = Table("label", "scored negative", title="flagged per label")
+    for label, share in r.flagged.items():
+        t.add_row(label, f"{share:.3f}")
+    c.print(t)
+    t = Table("language", "precision", "recall", "F1", "posts", title="per language")
+    for lang, m in r.per_language.items():
+        t.add_row(
+            lang, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["n"])
+        )
+    c.print(t)
+    if r.errors:
+        t = Table("text", "label", "negativity", title="most confident mistakes")
+        for e in r.errors:
+            t.add_row(escape(e["text"]), e["label"], f"{e['negativity']:.3f}")
+        c.print(t)
+    t = Table("threshold", "precision", "recall", "F1", title="threshold trade-off")
+    for row in r.tradeoff:
+        t.add_row(
+            f"{row['threshold']:.2f}{_mark(row['threshold'], r.threshold)}",
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+        )
+    c.print(t)
