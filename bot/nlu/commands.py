@@ -26,14 +26,23 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--lang", choices=["en", "zh", "other"], help="skip language detection")
     p.set_defaults(func=cmd_parse)
 
-    p = sub.add_parser("eval", help="evaluate intents on test data, or cross-validate nlu_data/")
-    p.add_argument("--data", help="Rasa NLU YAML (file or folder) or CSV text,intent")
+    p = sub.add_parser(
+        "eval", help="evaluate intents or negativity on test data, or cross-validate nlu_data/"
+    )
     p.add_argument(
-        "--folds", type=_folds, default=5, help="cross-validation folds without --data (≥ 2)"
+        "--data",
+        help="intents: Rasa NLU YAML (file or folder) or CSV text,intent; "
+        "negativity: a YAML file in sentiment.yml's format",
+    )
+    p.add_argument(
+        "--folds",
+        type=_at_least(2, "cross-validation needs at least 2 folds"),
+        default=5,
+        help="cross-validation folds without --data (≥ 2)",
     )
     p.add_argument(
         "--errors",
-        type=int,
+        type=_at_least(0, "a count of 0 or more"),
         default=0,
         metavar="N",
         help="also list the N most confident mistakes (text, gold, predicted)",
@@ -47,11 +56,16 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _folds(value: str) -> int:
-    n = int(value)
-    if n < 2:
-        raise argparse.ArgumentTypeError("cross-validation needs at least 2 folds")
-    return n
+def _at_least(low: int, message: str) -> Any:
+    """An argparse type: an integer >= low, else ``message``."""
+
+    def integer(value: str) -> int:
+        n = int(value)
+        if n < low:
+            raise argparse.ArgumentTypeError(message)
+        return n
+
+    return integer
 
 
 def _paths(settings: Settings, data: str | None = None) -> tuple[Path, Path]:
@@ -153,6 +167,13 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         from bot.nlu.data import is_sentiment_file, load_labelled
 
         if is_sentiment_file(args.data):
+            if args.backend == "rasa":
+                print(
+                    "replydesk: negativity comes from the embedded engine with either "
+                    "backend; drop --backend",
+                    file=sys.stderr,
+                )
+                return 2
             return _eval_negativity(settings, args)
         rows = load_labelled(args.data)
         if not rows:
@@ -179,9 +200,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         title = f"{args.folds}-fold cross-validation on nlu_data (embedded engine)"
         extra = {"backend": "embedded"}
     if args.json:
-        from dataclasses import asdict
-
-        print(json.dumps(asdict(report) | extra, indent=2))
+        print(json.dumps(dataclasses.asdict(report) | extra, indent=2))
     else:
         from bot.nlu.eval_tables import print_intents
 
@@ -192,9 +211,6 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 def _eval_negativity(settings: Settings, args: argparse.Namespace) -> int:
     """``--data`` in sentiment.yml's format: the negativity detector (always the embedded
     engine's: the Rasa backend answers intents only)."""
-    from dataclasses import asdict
-    from pathlib import Path
-
     from bot.nlu.data import parse_sentiment
     from bot.nlu.eval_tables import print_negativity
     from bot.nlu.evaluate import evaluate_negativity
@@ -224,7 +240,7 @@ def _eval_negativity(settings: Settings, args: argparse.Namespace) -> int:
         args.errors,
     )
     if args.json:
-        print(json.dumps(asdict(report), indent=2))
+        print(json.dumps(dataclasses.asdict(report), indent=2))
     else:
         print_negativity(f"negativity on {args.data}", report)
     return 0
