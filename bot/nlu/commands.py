@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +68,34 @@ def _at_least(low: int, message: str) -> Any:
         return n
 
     return integer
+
+
+@contextlib.contextmanager
+def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for eval's long steps (encoding thousands of rows, folds);
+    it disappears when done, leaving the report alone on stdout."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("[bold]eval[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _parse_all(svc: Any, texts: list[str]) -> list[Any]:
+    """The embedded engine on every text, 256 at a time, with a progress bar."""
+    out: list[Any] = []
+    with _progress("parsing", len(texts)) as advance:
+        for start in range(0, len(texts), 256):
+            out += svc.parse_batch_sync(texts[start : start + 256])
+            advance(len(out) - start)
+    return out
 
 
 def _paths(settings: Settings, data: str | None = None) -> tuple[Path, Path]:
@@ -226,7 +256,7 @@ def _eval_negativity(settings: Settings, args: argparse.Namespace) -> int:
         await svc.start()
         try:
             assert svc.thresholds is not None
-            return svc.parse_batch_sync(texts), svc.thresholds.negativity
+            return _parse_all(svc, texts), svc.thresholds.negativity
         finally:
             await svc.close()
 
@@ -256,7 +286,7 @@ async def _predict(
     try:
         assert svc.thresholds is not None
         if settings.nlu.backend != "rasa":
-            results = svc.parse_batch_sync(texts)
+            results = _parse_all(svc, texts)
             # Before our threshold; evaluate() applies it and sweeps the trade-off.
             return (
                 [r.ranking[0].name for r in results],
@@ -267,12 +297,15 @@ async def _predict(
         # As the worker sees them: Rasa's FallbackClassifier has already said out_of_scope,
         # so no threshold of ours on top (the trade-off still sweeps its confidences).
         gate = asyncio.Semaphore(8)
+        with _progress("asking Rasa", len(texts)) as advance:
 
-        async def one(text: str) -> Any:
-            async with gate:
-                return await svc.parse(text)
+            async def one(text: str) -> Any:
+                async with gate:
+                    result = await svc.parse(text)
+                advance(1)
+                return result
 
-        results = await asyncio.gather(*(one(t) for t in texts))
+            results = await asyncio.gather(*(one(t) for t in texts))
         fellback = sum(r.backend != "rasa" for r in results)
         return [r.intent for r in results], [r.confidence for r in results], 0.0, fellback
     finally:
@@ -311,12 +344,14 @@ def _cross_validate(settings: Settings, folds: int, errors: int = 0) -> EvalRepo
     top = np.empty(len(y), dtype=object)
     conf = np.zeros(len(y))
     thresholds = []
-    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, y):
-        m = IntentModel()
-        m.train(x[tr], list(y[tr]), emb[tr], parts)
-        p, conf[te] = m.predict(x[te], emb[te])
-        top[te] = np.array(m.labels)[p.argmax(1)]
-        thresholds.append(m.threshold)
+    with _progress("folds", folds) as advance:
+        for tr, te in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, y):
+            m = IntentModel()
+            m.train(x[tr], list(y[tr]), emb[tr], parts)
+            p, conf[te] = m.predict(x[te], emb[te])
+            top[te] = np.array(m.labels)[p.argmax(1)]
+            thresholds.append(m.threshold)
+            advance(1)
     thr = settings.nlu.intent_threshold
     thr = float(np.median(thresholds)) if thr is None else thr
     return evaluate(list(y), [str(v) for v in top], list(conf), thr, texts, errors)
