@@ -9,8 +9,18 @@ from rich.table import Table
 from bot.nlu.evaluate import EvalReport, NegativityReport
 
 
-def _mark(threshold: float, configured: float) -> str:
-    return "  <- configured" if abs(threshold - configured) < 1e-9 else ""
+def _by_threshold(
+    title: str, rows: list[dict[str, float]], configured: float, columns: list[str]
+) -> Table:
+    """One row per threshold, the configured one marked; counts as integers."""
+    t = Table("threshold", *("F1" if k == "f1" else k for k in columns), title=title)
+    for row in rows:
+        mark = "  <- configured" if abs(row["threshold"] - configured) < 1e-9 else ""
+        t.add_row(
+            f"{row['threshold']:.2f}{mark}",
+            *(str(int(row[k])) if k == "answered" else f"{row[k]:.3f}" for k in columns),
+        )
+    return t
 
 
 def print_intents(title: str, r: EvalReport) -> None:
@@ -43,15 +53,11 @@ def print_intents(title: str, r: EvalReport) -> None:
                 f"{e['confidence']:.3f}",
             )
         c.print(t)
-    t = Table("threshold", "coverage", "precision", "answered", title="auto-answer trade-off")
-    for row in r.tradeoff:
-        t.add_row(
-            f"{row['threshold']:.2f}{_mark(row['threshold'], r.threshold)}",
-            f"{row['coverage']:.3f}",
-            f"{row['precision']:.3f}",
-            str(int(row["answered"])),
+    c.print(
+        _by_threshold(
+            "auto-answer trade-off", r.tradeoff, r.threshold, ["coverage", "precision", "answered"]
         )
-    c.print(t)
+    )
 
 
 def print_negativity(title: str, r: NegativityReport) -> None:
@@ -76,12 +82,6 @@ def print_negativity(title: str, r: NegativityReport) -> None:
         for e in r.errors:
             t.add_row(escape(e["text"]), e["label"], f"{e['negativity']:.3f}")
         c.print(t)
-    t = Table("threshold", "precision", "recall", "F1", title="threshold trade-off")
-    for row in r.tradeoff:
-        t.add_row(
-            f"{row['threshold']:.2f}{_mark(row['threshold'], r.threshold)}",
-            f"{row['precision']:.3f}",
-            f"{row['recall']:.3f}",
-            f"{row['f1']:.3f}",
-        )
-    c.print(t)
+    c.print(
+        _by_threshold("threshold trade-off", r.tradeoff, r.threshold, ["precision", "recall", "f1"])
+    )
