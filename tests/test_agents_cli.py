@@ -5,25 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from escalation.agents import AgentStore
+from tests.support.cli import replydesk_cli
 from tests.support.redis_server import env_with_redis
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", "/dev/null", "agents", *args],
-        cwd=ROOT,
-        env=env_with_redis(url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return replydesk_cli("agents", *args, env=env_with_redis(url))
 
 
 async def test_add_list_revoke(redis: Any, keys: Any, redis_server: Any) -> None:

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
+from tests.support.cli import replydesk_cli
 from tests.support.redis_server import env_with_redis
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", "/dev/null", *args],
-        cwd=ROOT, env=env_with_redis(url), capture_output=True, text=True, timeout=60,
-    )
+    return replydesk_cli(*args, env=env_with_redis(url))
 
 
 async def test_dead_list_and_replay(redis, keys, redis_server):

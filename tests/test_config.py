@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.config import ConfigError, Secret, load_settings
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.cli import replydesk_cli
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -85,10 +82,7 @@ def test_missing_secret_names_key_and_env_var():
 
 def test_config_error_stops_startup_with_one_line(tmp_path):
     cfg = write(tmp_path, "accounts:\n  - {id: a, platform: fb}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", str(cfg), "serve"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
+    proc = replydesk_cli("serve", config=cfg)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "accounts[0].platform" in lines[0]

@@ -18,6 +18,7 @@ from bot.nlu.encoder import part_dims
 from bot.nlu.engine import Thresholds
 from bot.nlu.lang import detect_language
 from bot.nlu.parts import cosine
+from tests.support.cli import run_replydesk
 
 pytest_plugins = ["tests.conftest_nlu"]
 
@@ -244,22 +245,11 @@ def test_replydesk_train_prints_what_it_reused(
     nlu_artifact: Loaded, nlu_data_dir: Path, nlu_data_root: Path, tmp_path: Path
 ) -> None:
     """The command end to end: progress bar, report, and the reuse counts after an edit."""
-    import subprocess
-    import sys
-
-    import yaml
-
     data, var = tmp_path / "nlu_data", tmp_path / "var"
     shutil.copytree(nlu_data_dir, data)
     shutil.copytree(nlu_data_root / "nlu", var / "nlu")
     add_example(data, "cheers, that did the trick")
-    config = tmp_path / "replydesk.yml"
-    config.write_text(yaml.safe_dump({"redis": {"data_dir": str(var)}}))
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", str(config), "train", "--data", str(data)],
-        cwd=root, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    out = run_replydesk(tmp_path, {"redis": {"data_dir": str(var)}}, "train", "--data", str(data))
     assert out.returncode == 0, out.stderr[-3000:]
     said = " ".join(out.stderr.split())  # rich wraps lines at the terminal width
     assert "texts encoded 1, reused from the previous artifact" in said, said[-1500:]

@@ -6,7 +6,6 @@ import asyncio
 import json
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,8 @@ from bot.ops.insights import account_insights, record_first_response
 from bot.ops.routes import CLOCK, tick
 from bot.ops.spikes import SpikeDetector, get_alert, list_alerts
 from escalation.agents import AgentStore
+from tests.support.cli import replydesk_cli
 from tests.support.redis_server import env_with_redis
-
-ROOT = Path(__file__).resolve().parents[1]
 
 T0 = 1_800_000_000.0  # an arbitrary fixed "now" at the start of the quiet period
 CFG = OpsConfig(
@@ -404,10 +402,7 @@ async def test_worker_tick_clears_alerts_without_traffic(
 
 
 def run_cli(redis_url: str, cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "--config", str(cfg), *args],
-        cwd=ROOT, env=env_with_redis(redis_url), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    return replydesk_cli(*args, config=cfg, env=env_with_redis(redis_url))
 
 
 async def test_insights_and_alerts_commands(
