@@ -161,12 +161,14 @@ def test_backend_applies_to_a_test_file_only(tmp_path: Path) -> None:
 def test_the_held_out_sets_share_no_line_with_the_training_data() -> None:
     """tests/data/*_heldout.yml measure paraphrases (docs/nlu.md): a line copied into
     nlu_data would be measured on its own training example."""
-    from bot.nlu.data import _key, load_labelled, parse_sentiment
+    from bot.nlu.data import _key, load_test_data
     from bot.nlu.engine import negativity_examples
 
     td = load_training_data(ROOT / "nlu_data")
-    intents = load_labelled(ROOT / "tests" / "data" / "nlu_heldout.yml")
-    posts = parse_sentiment(ROOT / "tests" / "data" / "negativity_heldout.yml")
+    kind, intents = load_test_data(ROOT / "tests" / "data" / "nlu_heldout.yml")
+    assert kind == "intents"
+    kind, posts = load_test_data(ROOT / "tests" / "data" / "negativity_heldout.yml")
+    assert kind == "sentiment"
     assert len(intents) > 200 and len(posts) > 200
     taught = {_key(t) for t, _ in td.examples}
     assert [t for t, _ in intents if _key(t) in taught] == []

@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,16 +88,6 @@ def _progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
-def _parse_all(svc: Any, texts: list[str]) -> list[Any]:
-    """The embedded engine on every text, 256 at a time, with a progress bar."""
-    out: list[Any] = []
-    with _progress("parsing", len(texts)) as advance:
-        for start in range(0, len(texts), 256):
-            out += svc.parse_batch_sync(texts[start : start + 256])
-            advance(len(out) - start)
-    return out
-
-
 def _paths(settings: Settings, data: str | None = None) -> tuple[Path, Path]:
     from bot.nlu.artifact import artifact_dir
     from bot.nlu.service import resolve_data_dir
@@ -160,21 +150,24 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _service(settings: Settings) -> Any:
+@contextlib.asynccontextmanager
+async def _running_service(settings: Settings) -> AsyncIterator[Any]:
+    """The configured NLU service, started (trained first if need be), closed on exit."""
     from bot.nlu.service import build_service, resolve_data_dir
 
-    return build_service(settings.nlu, settings.redis.data_dir, str(resolve_data_dir(settings.nlu)))
+    svc = build_service(settings.nlu, settings.redis.data_dir, str(resolve_data_dir(settings.nlu)))
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.close()
 
 
 def cmd_parse(settings: Settings, args: argparse.Namespace) -> int:
     async def go() -> dict[str, Any]:
-        svc = _service(settings)
-        await svc.start()
-        try:
+        async with _running_service(settings) as svc:
             result = await svc.parse(args.text, args.lang)
             return result.to_dict() | {"model": svc.info()}
-        finally:
-            await svc.close()
 
     print(json.dumps(asyncio.run(go()), ensure_ascii=False, indent=2))
     return 0
@@ -194,9 +187,10 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
             settings, nlu=dataclasses.replace(settings.nlu, backend=args.backend)
         )
     if args.data:
-        from bot.nlu.data import is_sentiment_file, load_labelled
+        from bot.nlu.data import load_test_data
 
-        if is_sentiment_file(args.data):
+        kind, rows = load_test_data(args.data)
+        if kind == "sentiment":
             if args.backend == "rasa":
                 print(
                     "replydesk: negativity comes from the embedded engine with either "
@@ -204,8 +198,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            return _eval_negativity(settings, args)
-        rows = load_labelled(args.data)
+            return _eval_negativity(settings, args, rows)
         if not rows:
             print(
                 f"replydesk: no labelled rows in {args.data} "
@@ -238,27 +231,24 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_negativity(settings: Settings, args: argparse.Namespace) -> int:
+def _eval_negativity(
+    settings: Settings, args: argparse.Namespace, rows: list[tuple[str, str]]
+) -> int:
     """``--data`` in sentiment.yml's format: the negativity detector (always the embedded
     engine's: the Rasa backend answers intents only)."""
-    from bot.nlu.data import parse_sentiment
     from bot.nlu.eval_tables import print_negativity
     from bot.nlu.evaluate import evaluate_negativity
 
-    rows = parse_sentiment(Path(args.data))
     if not rows:
         print(f"replydesk: no labelled posts in {args.data}", file=sys.stderr)
         return 2
     texts = [t for t, _ in rows]
 
     async def go() -> tuple[list[Any], float]:
-        svc = _service(settings)
-        await svc.start()
-        try:
+        async with _running_service(settings) as svc:
             assert svc.thresholds is not None
-            return _parse_all(svc, texts), svc.thresholds.negativity
-        finally:
-            await svc.close()
+            with _progress("parsing", len(texts)) as advance:
+                return svc.parse_batch_sync(texts, progress=advance), svc.thresholds.negativity
 
     results, threshold = asyncio.run(go())
     report = evaluate_negativity(
@@ -281,12 +271,11 @@ async def _predict(
 ) -> tuple[list[str], list[float], float, int]:
     """The configured backend's best intent and confidence for each text, the threshold to
     apply, and how many fell back from Rasa to the embedded engine."""
-    svc = _service(settings)
-    await svc.start()
-    try:
+    async with _running_service(settings) as svc:
         assert svc.thresholds is not None
         if settings.nlu.backend != "rasa":
-            results = _parse_all(svc, texts)
+            with _progress("parsing", len(texts)) as advance:
+                results = svc.parse_batch_sync(texts, progress=advance)
             # Before our threshold; evaluate() applies it and sweeps the trade-off.
             return (
                 [r.ranking[0].name for r in results],
@@ -308,8 +297,6 @@ async def _predict(
             results = await asyncio.gather(*(one(t) for t in texts))
         fellback = sum(r.backend != "rasa" for r in results)
         return [r.intent for r in results], [r.confidence for r in results], 0.0, fellback
-    finally:
-        await svc.close()
 
 
 def _cross_validate(settings: Settings, folds: int, errors: int = 0) -> EvalReport:

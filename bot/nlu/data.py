@@ -107,8 +107,12 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 
 def parse_rasa_nlu(path: Path) -> list[tuple[str, str]]:
     """(text, intent) pairs of a Rasa 3.x NLU file; synonyms, regexes, lookups are skipped."""
+    return _nlu_rows(_load_yaml(path), path)
+
+
+def _nlu_rows(data: dict[str, Any], path: Path) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for i, item in enumerate(_load_yaml(path).get("nlu") or []):
+    for i, item in enumerate(data.get("nlu") or []):
         if not isinstance(item, dict) or "intent" not in item:
             continue
         intent = str(item["intent"])
@@ -136,8 +140,13 @@ def parse_faq(path: Path) -> list[Faq]:
 
 
 def parse_sentiment(path: Path) -> list[tuple[str, str]]:
+    """(text, label) pairs of a file in sentiment.yml's format."""
+    return _sentiment_rows(_load_yaml(path), path)
+
+
+def _sentiment_rows(data: dict[str, Any], path: Path) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for i, item in enumerate(_load_yaml(path).get("sentiment") or []):
+    for i, item in enumerate(data.get("sentiment") or []):
         label = str(item.get("label", ""))
         if label not in ("negative", "neutral", "positive"):
             raise NluDataError(f"{path} sentiment[{i}]: label must be negative|neutral|positive")
@@ -216,19 +225,18 @@ def data_warnings(td: TrainingData) -> list[str]:
     return out
 
 
-def is_sentiment_file(path: str | Path) -> bool:
-    """A YAML file in sentiment.yml's format (``sentiment:`` labels) rather than intents."""
-    path = Path(path)
-    return path.suffix.lower() in (".yml", ".yaml") and "sentiment" in _load_yaml(path)
-
-
-def load_labelled(path: str | Path) -> list[tuple[str, str]]:
-    """Test data for ``replydesk eval``: a Rasa NLU YAML file or folder, or CSV ``text,intent``."""
+def load_test_data(path: str | Path) -> tuple[str, list[tuple[str, str]]]:
+    """Test data for ``replydesk eval``, each file read once: ("sentiment", (text, label)
+    rows) for a YAML file in sentiment.yml's format, else ("intents", (text, intent) rows)
+    from a Rasa NLU YAML file or folder, or CSV ``text,intent``."""
     path = Path(path)
     if path.is_dir():
-        return [x for p in sorted(path.glob("**/*.yml")) for x in parse_rasa_nlu(p)]
+        return "intents", [x for p in sorted(path.glob("**/*.yml")) for x in parse_rasa_nlu(p)]
     if path.suffix.lower() in (".yml", ".yaml"):
-        return parse_rasa_nlu(path)
+        data = _load_yaml(path)
+        if "sentiment" in data:
+            return "sentiment", _sentiment_rows(data, path)
+        return "intents", _nlu_rows(data, path)
     try:
         with path.open(encoding="utf-8", newline="") as fh:
             rows = list(csv.reader(fh))
@@ -239,4 +247,4 @@ def load_labelled(path: str | Path) -> list[tuple[str, str]]:
         ["text", "category"],
     ):
         rows = rows[1:]
-    return [(r[0], r[1].strip()) for r in rows if len(r) >= 2 and r[0].strip()]
+    return "intents", [(r[0], r[1].strip()) for r in rows if len(r) >= 2 and r[0].strip()]

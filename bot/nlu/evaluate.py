@@ -71,12 +71,17 @@ def evaluate(
     )
 
 
+def _most_certain(wrong: np.ndarray, certainty: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``wrong`` rows, the ``k`` most certain first (a stable sort: equal
+    certainty keeps the data's order)."""
+    idx = np.flatnonzero(wrong)
+    return idx[np.argsort(-certainty[idx], kind="stable")][:k]
+
+
 def _most_confident_errors(
     texts: list[str], gold: np.ndarray, pred: np.ndarray, top: np.ndarray, conf: np.ndarray, k: int
 ) -> list[dict[str, Any]]:
-    wrong = np.flatnonzero(gold != pred) if texts else np.array([], dtype=int)
-    # Stable sort: equal confidences keep the data's order.
-    order = wrong[np.argsort(-conf[wrong], kind="stable")][:k]
+    order = _most_certain(gold != pred, conf, k if texts else 0)
     return [
         {
             "text": texts[i],
@@ -152,9 +157,8 @@ def evaluate_negativity(
     pred = s >= threshold
     overall = _prf(gold, pred)
     langs = np.asarray(languages)
-    wrong = np.flatnonzero(gold != pred) if texts else np.array([], dtype=int)
-    # Confidence in the mistake: how far the score sat on the wrong side.
-    order = wrong[np.argsort(-np.abs(s[wrong] - threshold), kind="stable")][:errors]
+    # Certainty of a mistake: how far the score sat on the wrong side.
+    order = _most_certain(gold != pred, np.abs(s - threshold), errors if texts else 0)
     return NegativityReport(
         n=len(lab),
         threshold=threshold,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,9 +123,15 @@ class NluService:
             self.cfg.faq_top_k,
         )
 
-    def parse_batch_sync(self, texts: list[str], language: str | None = None) -> list[NluResult]:
+    def parse_batch_sync(
+        self,
+        texts: list[str],
+        language: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[NluResult]:
         """Blocking batch parse with the embedded engine (CLI, eval, benchmarks), 256 texts
-        per engine call so that a large test file does not build one huge batch."""
+        per engine call so that a large test file does not build one huge batch;
+        ``progress`` hears how many texts each call finished."""
         out: list[NluResult] = []
         for start in range(0, len(texts), 256):
             chunk = texts[start : start + 256]
@@ -134,6 +141,8 @@ class NluService:
             for r in results:
                 r.timing_ms = round(ms, 3)
             out += results
+            if progress is not None:
+                progress(len(chunk))
         return out
 
     async def _load_or_train(self, force_train: bool) -> Loaded:
