@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bot.nlu.artifact import Loaded
-from bot.nlu.data import load_training_data
-from bot.nlu.evaluate import evaluate, evaluate_negativity
+from bot.nlu.data import NO_FAQ, load_training_data
+from bot.nlu.evaluate import evaluate, evaluate_faq, evaluate_negativity
 from bot.nlu.types import OUT_OF_SCOPE
 from tests.support.cli import run_replydesk
 from tests.support.redis_server import free_port
@@ -177,6 +177,11 @@ def test_the_held_out_sets_share_no_line_with_the_training_data() -> None:
     assert [t for t, _ in posts if _key(t) in taught] == []
     assert {i for _, i in intents} == {i for _, i in td.examples}
     assert {lab for _, lab in posts} == {"negative", "neutral", "positive"}
+    kind, questions = load_test_data(ROOT / "tests" / "data" / "faq_heldout.yml")
+    assert kind == "faq" and len(questions) > 200
+    phrasings = {_key(q) for f in td.faqs for qs in f.questions.values() for q in qs}
+    assert [t for t, _ in questions if _key(t) in phrasings | taught] == []
+    assert {f for _, f in questions} == {f.id for f in td.faqs} | {NO_FAQ}
 
 
 def test_negativity_report_on_a_hand_made_case() -> None:
@@ -219,3 +224,59 @@ def test_eval_on_a_sentiment_file_reports_the_negativity_detector(
     assert report["flagged"] == {"negative": 1.0, "neutral": 0.0, "positive": 0.0}
     assert set(report["per_language"]) == {"en", "zh"}
     assert report["errors"] == []
+
+
+def test_faq_report_on_a_hand_made_case() -> None:
+    gold = ["a", "a", "b", NO_FAQ, NO_FAQ]
+    ranked = [
+        [("a", 0.9), ("b", 0.5)],  # right, answered
+        [("b", 0.7), ("a", 0.6)],  # wrong but the right one is second; answered wrongly
+        [("b", 0.4), ("a", 0.3)],  # right, below the threshold: not answered
+        [("a", 0.8), ("b", 0.1)],  # unrelated, answered anyway
+        [("b", 0.2), ("a", 0.1)],  # unrelated, left alone
+    ]
+    langs = ["en", "zh", "en", "en", "zh"]
+    r = evaluate_faq(gold, ranked, 0.6, langs, ["p", "q", "r", "s", "t"], errors=5)
+    assert (r.n, r.unrelated, r.k) == (3, 2, 2)
+    assert r.hit1 == pytest.approx(2 / 3) and r.hit_k == 1.0
+    assert r.coverage == pytest.approx(2 / 3)  # p and q answered, r not
+    assert r.precision == pytest.approx(1 / 3)  # of p, q, s answered only p is right
+    assert r.unrelated_answered == 0.5
+    assert r.per_language["zh"] == {
+        "hit1": 0.0, "coverage": 1.0, "precision": 0.0, "unrelated_answered": 0.0, "n": 1
+    }  # fmt: skip
+    # Wrong answers, the surest first: s (0.8), then q (0.7); r was not answered.
+    assert [(e["text"], e["answered"]) for e in r.errors] == [("s", "a"), ("q", "b")]
+    at = {row["threshold"]: row for row in r.tradeoff}
+    assert at[0.3]["coverage"] == 1.0 and at[0.3]["unrelated_answered"] == 0.5
+    assert at[0.8] == {"threshold": 0.8, "coverage": pytest.approx(1 / 3), "precision": 0.5,
+                       "unrelated_answered": 0.5}  # fmt: skip
+
+
+def test_eval_on_a_faq_file_reports_retrieval(
+    nlu_artifact: Loaded, nlu_data_root: Path, tmp_path: Path
+) -> None:
+    questions = tmp_path / "faq.yml"
+    questions.write_text(
+        'version: "1"\nfaq_queries:\n'
+        '  - id: refund_time\n    en: ["sent my return back monday, when do I see the money?"]\n'
+        '    zh: ["退货寄回去了，钱几天到账？"]\n'
+        '  - id: track_order\n    en: ["where can I follow my parcel?"]\n'
+        'unrelated:\n  en: ["do you sponsor football teams?"]\n'
+    )
+    rc, out, err = replydesk(
+        tmp_path, "eval", "--data", str(questions), "--json",
+        artifact=nlu_data_root / "nlu",
+    )  # fmt: skip
+    assert rc == 0, err[-2000:]
+    report = json.loads(out)
+    assert (report["n"], report["unrelated"]) == (3, 1)
+    assert report["threshold"] == nlu_artifact.engine.faq.threshold
+    assert report["hit1"] == 1.0 and set(report["per_language"]) == {"en", "zh"}
+    assert report["unrelated_answered"] == 0.0
+
+    rc, out, err = replydesk(tmp_path, "eval", "--data", str(questions), "--backend", "rasa")
+    assert rc == 2 and "FAQ retrieval is the embedded engine's" in " ".join(err.split())
+    (tmp_path / "no-id.yml").write_text('faq_queries:\n  - en: ["hi"]\n')
+    rc, _, err = replydesk(tmp_path, "eval", "--data", str(tmp_path / "no-id.yml"))
+    assert rc == 2 and "faq_queries[0]: needs an id" in err and "Traceback" not in err

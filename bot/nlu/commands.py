@@ -29,12 +29,15 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser(
-        "eval", help="evaluate intents or negativity on test data, or cross-validate nlu_data/"
+        "eval",
+        help="evaluate intents, negativity or FAQ retrieval on test data, or cross-validate "
+        "nlu_data/",
     )
     p.add_argument(
         "--data",
         help="intents: Rasa NLU YAML (file or folder) or CSV text,intent; "
-        "negativity: a YAML file in sentiment.yml's format",
+        "negativity: a YAML file in sentiment.yml's format; FAQ retrieval: a YAML file with "
+        "faq_queries (tests/data/faq_heldout.yml)",
     )
     p.add_argument(
         "--folds",
@@ -199,6 +202,15 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 return 2
             return _eval_negativity(settings, args, rows)
+        if kind == "faq":
+            if args.backend == "rasa":
+                print(
+                    "replydesk: FAQ retrieval is the embedded engine's with either backend; "
+                    "drop --backend",
+                    file=sys.stderr,
+                )
+                return 2
+            return _eval_faq(settings, args, rows)
         if not rows:
             print(
                 f"replydesk: no labelled rows in {args.data} "
@@ -243,18 +255,11 @@ def _eval_negativity(
         print(f"replydesk: no labelled posts in {args.data}", file=sys.stderr)
         return 2
     texts = [t for t, _ in rows]
-
-    async def go() -> tuple[list[Any], float]:
-        async with _running_service(settings) as svc:
-            assert svc.thresholds is not None
-            with _progress("parsing", len(texts)) as advance:
-                return svc.parse_batch_sync(texts, progress=advance), svc.thresholds.negativity
-
-    results, threshold = asyncio.run(go())
+    results, thresholds = asyncio.run(_parse_embedded(settings, texts))
     report = evaluate_negativity(
         [lab for _, lab in rows],
         [r.negativity for r in results],
-        threshold,
+        thresholds.negativity,
         [r.language for r in results],
         texts,
         args.errors,
@@ -264,6 +269,39 @@ def _eval_negativity(
     else:
         print_negativity(f"negativity on {args.data}", report)
     return 0
+
+
+def _eval_faq(settings: Settings, args: argparse.Namespace, rows: list[tuple[str, str]]) -> int:
+    """``--data`` with ``faq_queries``: FAQ retrieval and its answer threshold."""
+    from bot.nlu.eval_tables import print_faq
+    from bot.nlu.evaluate import evaluate_faq
+
+    texts = [t for t, _ in rows]
+    if not texts:
+        print(f"replydesk: no messages in {args.data}", file=sys.stderr)
+        return 2
+    results, thresholds = asyncio.run(_parse_embedded(settings, texts))
+    report = evaluate_faq(
+        [faq for _, faq in rows],
+        [[(h.faq_id, h.score) for h in r.faq] for r in results],
+        thresholds.faq,
+        [r.language for r in results],
+        texts,
+        args.errors,
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=False))
+    else:
+        print_faq(f"FAQ retrieval on {args.data}", report)
+    return 0
+
+
+async def _parse_embedded(settings: Settings, texts: list[str]) -> tuple[list[Any], Any]:
+    """The embedded engine's results for ``texts`` and the thresholds in force."""
+    async with _running_service(settings) as svc:
+        assert svc.thresholds is not None
+        with _progress("parsing", len(texts)) as advance:
+            return svc.parse_batch_sync(texts, progress=advance), svc.thresholds
 
 
 async def _predict(

@@ -156,6 +156,29 @@ def _sentiment_rows(data: dict[str, Any], path: Path) -> list[tuple[str, str]]:
     return out
 
 
+NO_FAQ = "-"  # the label of a FAQ test message that no FAQ answers
+
+
+def _faq_query_rows(data: dict[str, Any], path: Path) -> list[tuple[str, str]]:
+    """(text, faq id) rows of a FAQ test file; messages under ``unrelated`` get NO_FAQ."""
+    out: list[tuple[str, str]] = []
+
+    def texts(by_language: Any, where: str) -> list[str]:
+        if not isinstance(by_language, dict) or not all(
+            isinstance(v, list) for v in by_language.values()
+        ):
+            raise NluDataError(f"{path} {where}: expected <language>: [messages]")
+        return [str(t).strip() for v in by_language.values() for t in v if str(t).strip()]
+
+    for i, item in enumerate(data.get("faq_queries") or []):
+        if not isinstance(item, dict) or "id" not in item:
+            raise NluDataError(f"{path} faq_queries[{i}]: needs an id")
+        langs = {k: v for k, v in item.items() if k != "id"}
+        out += [(t, str(item["id"])) for t in texts(langs, f"faq_queries[{i}]")]
+    out += [(t, NO_FAQ) for t in texts(data.get("unrelated") or {}, "unrelated")]
+    return out
+
+
 def load_training_data(root: str | Path) -> TrainingData:
     root = Path(root)
     nlu_files = [p for p in data_files(root) if p.parent != root]
@@ -227,8 +250,9 @@ def data_warnings(td: TrainingData) -> list[str]:
 
 def load_test_data(path: str | Path) -> tuple[str, list[tuple[str, str]]]:
     """Test data for ``replydesk eval``, each file read once: ("sentiment", (text, label)
-    rows) for a YAML file in sentiment.yml's format, else ("intents", (text, intent) rows)
-    from a Rasa NLU YAML file or folder, or CSV ``text,intent``."""
+    rows) for a YAML file in sentiment.yml's format, ("faq", (text, faq id or NO_FAQ))
+    for one with ``faq_queries`` (tests/data/faq_heldout.yml), else ("intents", (text,
+    intent) rows) from a Rasa NLU YAML file or folder, or CSV ``text,intent``."""
     path = Path(path)
     if path.is_dir():
         return "intents", [x for p in sorted(path.glob("**/*.yml")) for x in parse_rasa_nlu(p)]
@@ -236,6 +260,8 @@ def load_test_data(path: str | Path) -> tuple[str, list[tuple[str, str]]]:
         data = _load_yaml(path)
         if "sentiment" in data:
             return "sentiment", _sentiment_rows(data, path)
+        if "faq_queries" in data:
+            return "faq", _faq_query_rows(data, path)
         return "intents", _nlu_rows(data, path)
     try:
         with path.open(encoding="utf-8", newline="") as fh:

@@ -1,4 +1,4 @@
-"""Rich tables for ``replydesk eval``: the intent report and the negativity report."""
+"""Rich tables for ``replydesk eval``: the intent, negativity and FAQ reports."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bot.nlu.evaluate import EvalReport, NegativityReport
+from bot.nlu.evaluate import EvalReport, FaqReport, NegativityReport
 
 
 def _by_threshold(
     title: str, rows: list[dict[str, float]], configured: float, columns: list[str]
 ) -> Table:
     """One row per threshold, the configured one marked; counts as integers."""
-    t = Table("threshold", *("F1" if k == "f1" else k for k in columns), title=title)
+    t = Table(
+        "threshold", *("F1" if k == "f1" else k.replace("_", " ") for k in columns), title=title
+    )
     for row in rows:
         mark = "  <- configured" if abs(row["threshold"] - configured) < 1e-9 else ""
         t.add_row(
@@ -84,4 +86,48 @@ def print_negativity(title: str, r: NegativityReport) -> None:
         c.print(t)
     c.print(
         _by_threshold("threshold trade-off", r.tradeoff, r.threshold, ["precision", "recall", "f1"])
+    )
+
+
+def print_faq(title: str, r: FaqReport) -> None:
+    c = Console()
+    c.print(
+        f"[bold]{title}[/]: {r.n} messages a FAQ answers, {r.unrelated} unrelated; "
+        f"answer threshold {r.threshold:.2f}"
+    )
+    c.print(
+        f"hit@1 {r.hit1:.3f}   hit@{r.k} {r.hit_k:.3f}   answered {r.coverage:.3f} of answerable, "
+        f"{r.precision:.3f} of them right   unrelated answered {r.unrelated_answered:.3f}"
+    )
+    t = Table(
+        "language",
+        "hit@1",
+        "answered",
+        "right",
+        "unrelated answered",
+        "messages",
+        title="per language",
+    )
+    for lang, m in r.per_language.items():
+        t.add_row(
+            lang,
+            f"{m['hit1']:.3f}",
+            f"{m['coverage']:.3f}",
+            f"{m['precision']:.3f}",
+            f"{m['unrelated_answered']:.3f}",
+            str(int(m["n"])),
+        )
+    c.print(t)
+    if r.errors:
+        t = Table("text", "right FAQ", "answered with", "score", title="surest wrong answers")
+        for e in r.errors:
+            t.add_row(escape(e["text"]), e["gold"], e["answered"], f"{e['score']:.3f}")
+        c.print(t)
+    c.print(
+        _by_threshold(
+            "answer threshold trade-off",
+            r.tradeoff,
+            r.threshold,
+            ["coverage", "precision", "unrelated_answered"],
+        )
     )

@@ -179,3 +179,96 @@ def evaluate_negativity(
             for i in order
         ],
     )
+
+
+FAQ_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+@dataclass
+class FaqReport:
+    """FAQ retrieval on messages labelled with the FAQ that answers them, or with none
+    (``NO_FAQ``). What the retrieval layer would do: the worker also asks the intent
+    (a complaint is never answered from the FAQ), so this is an upper bound on answers."""
+
+    n: int  # messages some FAQ answers
+    unrelated: int  # messages no FAQ answers
+    threshold: float
+    hit1: float  # the best FAQ is the right one (whatever its score)
+    hit_k: float  # the right one is among the top k returned
+    k: int
+    coverage: float  # share of answerable messages answered (best score >= threshold)
+    precision: float  # share of answered messages (unrelated ones included) answered right
+    unrelated_answered: float  # share of unrelated messages answered anyway
+    per_language: dict[str, dict[str, float]]
+    tradeoff: list[dict[str, float]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # wrong answers, surest first
+
+
+def _faq_point(
+    gold: np.ndarray, top: np.ndarray, score: np.ndarray, thr: float
+) -> dict[str, float]:
+    from bot.nlu.data import NO_FAQ
+
+    answerable = gold != NO_FAQ
+    answered = score >= thr
+    right = answered & (top == gold)
+    return {
+        "coverage": float(answered[answerable].mean()) if answerable.any() else 0.0,
+        "precision": float(right.sum() / answered.sum()) if answered.any() else 1.0,
+        "unrelated_answered": float(answered[~answerable].mean()) if (~answerable).any() else 0.0,
+    }
+
+
+def evaluate_faq(
+    gold: list[str],
+    ranked: list[list[tuple[str, float]]],
+    threshold: float,
+    languages: list[str],
+    texts: list[str] | None = None,
+    errors: int = 0,
+) -> FaqReport:
+    """``ranked``: per message, the FAQ hits (id, score) best first, as parse returns them."""
+    from bot.nlu.data import NO_FAQ
+
+    g = np.asarray(gold, dtype=object)
+    top = np.array([r[0][0] if r else NO_FAQ for r in ranked], dtype=object)
+    score = np.array([r[0][1] if r else -1.0 for r in ranked], dtype=float)
+    in_k = np.array([any(f == x for f, _ in r) for x, r in zip(gold, ranked, strict=True)])
+    answerable = g != NO_FAQ
+    langs = np.asarray(languages)
+    wrong = (score >= threshold) & (top != g)
+
+    def summary(rows: np.ndarray) -> dict[str, float]:
+        a = rows & answerable
+        return {
+            "hit1": float(np.mean(top[a] == g[a])) if a.any() else 0.0,
+            **_faq_point(g[rows], top[rows], score[rows], threshold),
+            "n": int(a.sum()),
+        }
+
+    overall = summary(np.ones(len(g), dtype=bool))
+    return FaqReport(
+        n=int(answerable.sum()),
+        unrelated=int((~answerable).sum()),
+        threshold=threshold,
+        hit1=overall["hit1"],
+        hit_k=float(in_k[answerable].mean()) if answerable.any() else 0.0,
+        k=max((len(r) for r in ranked), default=0),
+        coverage=overall["coverage"],
+        precision=overall["precision"],
+        unrelated_answered=overall["unrelated_answered"],
+        per_language={str(lg): summary(langs == lg) for lg in sorted(set(languages))},
+        tradeoff=[
+            {"threshold": t} | _faq_point(g, top, score, t)
+            for t in sorted({*FAQ_GRID, round(threshold, 4)})
+        ],
+        errors=[
+            {
+                "text": (texts or [])[i],
+                "gold": str(g[i]),
+                "answered": str(top[i]),
+                "score": round(float(score[i]), 4),
+            }
+            for i in _most_certain(wrong, score, errors if texts else 0)
+        ],
+    )
