@@ -39,9 +39,12 @@ async def interrupt_while_training(tmp_path: Path, *command: str) -> tuple[int, 
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     log = tmp_path / "out.log"
     with log.open("wb") as out:
+        # SIGINT back to its default in the child: a test run started in the background
+        # by a shell ignores it, and Python would keep ignoring it.
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.cli", "--config", str(config), *command,
             cwd=ROOT, env=env, stdout=out, stderr=out,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
     try:
         await until(lambda: b'"nlu.training"' in log.read_bytes(), 120, "training to start")

@@ -276,7 +276,7 @@ def test_eval_on_a_faq_file_reports_retrieval(
     assert report["unrelated_answered"] == 0.0
 
     rc, out, err = replydesk(tmp_path, "eval", "--data", str(questions), "--backend", "rasa")
-    assert rc == 2 and "FAQ retrieval is the embedded engine's" in " ".join(err.split())
+    assert rc == 2 and "FAQ retrieval comes from the embedded engine" in " ".join(err.split())
     (tmp_path / "no-id.yml").write_text('faq_queries:\n  - en: ["hi"]\n')
     rc, _, err = replydesk(tmp_path, "eval", "--data", str(tmp_path / "no-id.yml"))
     assert rc == 2 and "faq_queries[0]: needs an id" in err and "Traceback" not in err

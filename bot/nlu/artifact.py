@@ -26,6 +26,7 @@ from bot.nlu import reuse
 from bot.nlu.data import NluDataError, data_hash, data_warnings, load_training_data
 from bot.nlu.encoder import Encoder, load_encoder
 from bot.nlu.engine import Engine, Step, Thresholds, TrainReport, train_engine
+from bot.nlu.tuning import EPOCHS, FaqTuning, fold_encoders
 
 log = structlog.get_logger(__name__)
 
@@ -35,10 +36,12 @@ log = structlog.get_logger(__name__)
 # 5: intent confidence comes from a model over softmax and nearest-example signals.
 # 6: encoder parts may skip posts in other languages (minilm:en); cosines over the parts that ran.
 # 7: the confidence also reads how close the top intent's examples are to one another.
-FORMAT = 7
+# 8: trainable encoder parts are fine-tuned on the FAQ bank (bot/nlu/tuning.py).
+FORMAT = 8
 DATA_CHANGED = "training data changed"
 STEPS = (
     "data",
+    "tune",
     "encoder",
     "encode",
     "features",
@@ -67,6 +70,7 @@ class Stamp:
     encoder: str  # configured name
     runtime: str  # configured runtime
     encoder_id: str  # what actually ran (model id + runtime)
+    tune_epochs: int  # FAQ tuning epochs configured (0: off)
     versions: dict[str, str]
     created: float
     report: dict[str, Any]
@@ -86,7 +90,9 @@ def read_stamp(art: Path) -> Stamp | None:
         return None
 
 
-def stale_reason(art: Path, nlu_data: Path, encoder: str, runtime: str) -> str | None:
+def stale_reason(
+    art: Path, nlu_data: Path, encoder: str, runtime: str, tune_epochs: int = EPOCHS
+) -> str | None:
     """Why the artifact must be (re)built, or None when it is current."""
     stamp = read_stamp(art)
     if stamp is None or not (art / "engine.pkl").exists():
@@ -95,7 +101,7 @@ def stale_reason(art: Path, nlu_data: Path, encoder: str, runtime: str) -> str |
         return "format changed"
     if stamp.data_sha256 != data_hash(nlu_data):
         return DATA_CHANGED
-    if (stamp.encoder, stamp.runtime) != (encoder, runtime):
+    if (stamp.encoder, stamp.runtime, stamp.tune_epochs) != (encoder, runtime, tune_epochs):
         return "encoder changed"
     if stamp.versions != library_versions():
         return "library versions changed"
@@ -124,6 +130,7 @@ def train(
     runtime: str,
     step: Step = lambda *_: None,
     reuse_old: bool = True,
+    tune_epochs: int = EPOCHS,
 ) -> Loaded:
     """Train and atomically replace the artifact (a crash mid-way leaves the old one).
     With ``reuse_old``, the old artifact's encoder export and vectors are reused when
@@ -148,11 +155,12 @@ def train(
         )
         if reusable:
             reuse.copy_export(art, tmp)
-        inner = load_encoder(encoder_name, runtime, tmp / "encoder", allow_export=True)
+        tuning = FaqTuning(td.faqs, tune_epochs, progress=lambda done: step("tune", done))
+        inner = load_encoder(encoder_name, runtime, tmp / "encoder", True, tuning)
         known = reuse.read_vectors(art, inner.id) if reusable else {}
         encoder = reuse.RememberingEncoder(inner, known)
         step("encoder", 1.0)
-        engine, report = train_engine(td, encoder, step)
+        engine, report = train_engine(td, encoder, step, views=fold_encoders(inner, tuning.views))
         encoder.save(tmp)
         stamp = Stamp(
             format=FORMAT,
@@ -160,6 +168,7 @@ def train(
             encoder=encoder_name,
             runtime=runtime,
             encoder_id=encoder.id,
+            tune_epochs=tune_epochs,
             versions=library_versions(),
             created=time.time(),
             report=dataclasses.asdict(report)
@@ -224,6 +233,7 @@ def load_or_train(
     allow_train: bool = True,
     step: Step = lambda *_: None,
     keep_last_good: bool = False,
+    tune_epochs: int = EPOCHS,
 ) -> Loaded:
     """The current artifact, trained first when missing or stale. With ``keep_last_good``
     (serving), training data that changed but no longer loads (a typo in an edited file)
@@ -232,7 +242,7 @@ def load_or_train(
 
     def current() -> Loaded | str:
         """The artifact if it is current and loads, else why not."""
-        reason = stale_reason(art, nlu_data, encoder_name, runtime)
+        reason = stale_reason(art, nlu_data, encoder_name, runtime, tune_epochs)
         if reason is not None:
             return reason
         try:
@@ -256,7 +266,15 @@ def load_or_train(
         # A forced or unloadable retraining starts from nothing.
         fresh = force or found.startswith("unloadable")
         try:
-            return train(nlu_data, art, encoder_name, runtime, step, reuse_old=not fresh)
+            return train(
+                nlu_data,
+                art,
+                encoder_name,
+                runtime,
+                step,
+                reuse_old=not fresh,
+                tune_epochs=tune_epochs,
+            )
         except NluDataError as e:
             if not (keep_last_good and found == DATA_CHANGED):
                 raise

@@ -123,7 +123,13 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             progress.update(task, completed=STEPS.index(name) + done, description=name)
 
         loaded = load_or_train(
-            nlu_data, art, settings.nlu.encoder, settings.nlu.runtime, force=args.force, step=step
+            nlu_data,
+            art,
+            settings.nlu.encoder,
+            settings.nlu.runtime,
+            force=args.force,
+            step=step,
+            tune_epochs=settings.nlu.faq_tuning_epochs,
         )
         progress.update(task, completed=len(STEPS), description="done")
     r = report_of(loaded)
@@ -193,24 +199,21 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         from bot.nlu.data import load_test_data
 
         kind, rows = load_test_data(args.data)
-        if kind == "sentiment":
+        # Rasa answers intents only: negativity and FAQ hits always come from our engine.
+        embedded_only = {
+            "sentiment": ("negativity", _eval_negativity),
+            "faq": ("FAQ retrieval", _eval_faq),
+        }
+        if kind in embedded_only:
+            what, run = embedded_only[kind]
             if args.backend == "rasa":
                 print(
-                    "replydesk: negativity comes from the embedded engine with either "
-                    "backend; drop --backend",
-                    file=sys.stderr,
-                )
-                return 2
-            return _eval_negativity(settings, args, rows)
-        if kind == "faq":
-            if args.backend == "rasa":
-                print(
-                    "replydesk: FAQ retrieval is the embedded engine's with either backend; "
+                    f"replydesk: {what} comes from the embedded engine with either backend; "
                     "drop --backend",
                     file=sys.stderr,
                 )
                 return 2
-            return _eval_faq(settings, args, rows)
+            return run(settings, args, rows)
         if not rows:
             print(
                 f"replydesk: no labelled rows in {args.data} "

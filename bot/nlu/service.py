@@ -166,6 +166,7 @@ class NluService:
                 self.cfg.train_on_start,
                 step,
                 True,  # keep_last_good: a broken data edit must not take workers down
+                self.cfg.faq_tuning_epochs,
             )
         )
         try:

