@@ -342,8 +342,7 @@ def bench_faq(encoders: list[str]) -> list[Row]:
                     cache = CACHE / "encoders" / f"covidfaq-{setting}-{name.replace('+', '_')}"
                     e = load_encoder(name, "auto", cache, True, tuning)
                     qe = e.encode(qtexts)
-                    folds = fold_encoders(e, tuning.views)
-                    idx.views = [(fs, v.encode(idx.texts)) for fs, v in folds]
+                    idx.set_views(fold_encoders(e, tuning.views))
                 # As the engine trains it: a blend per language (fit_blends); the baseline
                 # rows stay plain nearest neighbours.
                 parts = part_dims(e) if blend else []

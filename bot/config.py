@@ -113,7 +113,8 @@ class NluConfig:
     # "auto": ONNX int8 export of the encoder when possible, else torch; "onnx" | "torch".
     runtime: str = "auto"
     # Epochs of fine-tuning the trainable encoder parts (MiniLM) on the FAQ bank before
-    # training (bot/nlu/tuning.py); 0 turns it off. About 25 s of training on 2 cores.
+    # training (bot/nlu/tuning.py); 0 turns it off. About 35 s of the first training on
+    # 2 cores, kept while the FAQ bank is unchanged.
     faq_tuning_epochs: int = 3
     # None: the out-of-scope threshold chosen on held-out data at training time.
     intent_threshold: float | None = None

@@ -703,7 +703,7 @@ def test_fitted_blends_have_the_best_leave_one_out_hit_rate(
     enc = load_encoder(cfg.encoder, cfg.runtime, nlu_data_root / "nlu" / "encoder", True, tuning)
     assert enc.id == nlu_artifact.encoder.id and tuning.views
     faq = nlu_artifact.engine.faq
-    faq.views = [(fs, e.encode(faq.texts)) for fs, e in fold_encoders(enc, tuning.views)]
+    faq.set_views(fold_encoders(enc, tuning.views))
     fitted = dict(faq.blends)
 
     def hit_and_mrr(lang: str, blend: Blend) -> tuple[float, float]:
@@ -725,7 +725,7 @@ def test_fitted_blends_have_the_best_leave_one_out_hit_rate(
                 assert other <= (got[0], got[1] + 1e-9), (lang, alpha, parts, proto)
     finally:
         faq.blends = fitted
-        faq.views = []
+        faq.set_views([])
 
 
 def test_confidence_signals_match_a_direct_computation() -> None:

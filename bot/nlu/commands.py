@@ -237,12 +237,23 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         report = _cross_validate(settings, args.folds, args.errors)
         title = f"{args.folds}-fold cross-validation on nlu_data (embedded engine)"
         extra = {"backend": "embedded"}
-    if args.json:
-        print(json.dumps(dataclasses.asdict(report) | extra, indent=2))
-    else:
-        from bot.nlu.eval_tables import print_intents
+    from bot.nlu.eval_tables import print_intents
 
-        print_intents(title, report)
+    return _show(args, report, print_intents, title, extra)
+
+
+def _show(
+    args: argparse.Namespace,
+    report: Any,
+    print_tables: Callable[[str, Any], None],
+    title: str,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """An eval report as JSON (``--json``) or as tables."""
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report) | (extra or {}), indent=2, ensure_ascii=False))
+    else:
+        print_tables(title, report)
     return 0
 
 
@@ -267,11 +278,7 @@ def _eval_negativity(
         texts,
         args.errors,
     )
-    if args.json:
-        print(json.dumps(dataclasses.asdict(report), indent=2))
-    else:
-        print_negativity(f"negativity on {args.data}", report)
-    return 0
+    return _show(args, report, print_negativity, f"negativity on {args.data}")
 
 
 def _eval_faq(settings: Settings, args: argparse.Namespace, rows: list[tuple[str, str]]) -> int:
@@ -292,11 +299,7 @@ def _eval_faq(settings: Settings, args: argparse.Namespace, rows: list[tuple[str
         texts,
         args.errors,
     )
-    if args.json:
-        print(json.dumps(dataclasses.asdict(report), indent=2, ensure_ascii=False))
-    else:
-        print_faq(f"FAQ retrieval on {args.data}", report)
-    return 0
+    return _show(args, report, print_faq, f"FAQ retrieval on {args.data}")
 
 
 async def _parse_embedded(settings: Settings, texts: list[str]) -> tuple[list[Any], Any]:

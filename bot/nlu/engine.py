@@ -218,7 +218,7 @@ def train_engine(
     if faq.items:
         i_faq = ix(faq.texts)
         faq.set_vectors(vecs[i_faq], char_u[i_faq], parts)
-        faq.views = [(fs, enc.encode(faq.texts)) for fs, enc in views]
+        faq.set_views(views)
         faq_lang_hit = faq.fit_blends()
         qs = [it.text for it in faq.items if not it.is_answer]
         unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
@@ -230,7 +230,7 @@ def train_engine(
         bu = faq.intent_boost(intent.predict_proba(features(unrelated)), intent.labels)
         langs_u = [detect_language(t) for t in unrelated]
         faq.threshold, faq_stats = choose_threshold(faq, eu, cu, bq, bu, langs_u)
-        faq.views = []  # training only
+        faq.set_views([])  # training only
         faq_stats.update({f"loo_hit1_{lang}": h for lang, h in faq_lang_hit.items()})
     done("faq", t)
 

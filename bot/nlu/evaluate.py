@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
+from bot.nlu.data import NO_FAQ
 from bot.nlu.types import OUT_OF_SCOPE
 
 TRADEOFF_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -207,8 +208,6 @@ class FaqReport:
 def _faq_point(
     gold: np.ndarray, top: np.ndarray, score: np.ndarray, thr: float
 ) -> dict[str, float]:
-    from bot.nlu.data import NO_FAQ
-
     answerable = gold != NO_FAQ
     answered = score >= thr
     right = answered & (top == gold)
@@ -228,8 +227,6 @@ def evaluate_faq(
     errors: int = 0,
 ) -> FaqReport:
     """``ranked``: per message, the FAQ hits (id, score) best first, as parse returns them."""
-    from bot.nlu.data import NO_FAQ
-
     g = np.asarray(gold, dtype=object)
     top = np.array([r[0][0] if r else NO_FAQ for r in ranked], dtype=object)
     score = np.array([r[0][1] if r else -1.0 for r in ranked], dtype=float)

@@ -21,7 +21,9 @@ default blend.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -117,6 +119,11 @@ class FaqIndex:
         self.char = sp.csr_matrix(char, dtype=np.float32)
         self.parts = list(parts or [])
         self._ran = present(self.emb, self.parts) if len(self.parts) > 1 else None
+
+    def set_views(self, folds: Sequence[tuple[frozenset[int], Any]]) -> None:
+        """Leave-one-out views from (FAQ indices, encoder not tuned on them) pairs
+        (bot/nlu/tuning.fold_encoders): the bank's texts encoded by each; [] clears."""
+        self.views = [(faqs, enc.encode(self.texts)) for faqs, enc in folds]
 
     def _blends(self, langs: list[str] | None, n: int) -> list[Blend]:
         if langs is None:
