@@ -118,7 +118,8 @@ class NluConfig:
     faq_tuning_epochs: int = 3
     # None: the out-of-scope threshold chosen on held-out data at training time.
     intent_threshold: float | None = None
-    # None: the FAQ answer threshold chosen at training time (leave-one-out on the bank).
+    # None: the FAQ answer thresholds chosen at training time (leave-one-out on the bank,
+    # one per language with enough examples); a number holds for every language.
     faq_threshold: float | None = None
     faq_top_k: int = 3
     negativity_threshold: float = 0.5

@@ -372,6 +372,34 @@ def test_training_report_has_threshold_and_calibration(nlu_artifact: Loaded) -> 
     )
 
 
+async def test_faq_answers_are_held_to_their_languages_threshold(
+    nlu_artifact: Loaded, nlu_data_root: Path, nlu_data_dir: Path
+) -> None:
+    """Training chose an answer threshold per language (our data has enough of both);
+    a message is answerable at its own language's, and a configured number holds for all."""
+    faq = nlu_artifact.engine.faq
+    assert set(faq.thresholds) == {"en", "zh"}
+    assert nlu_artifact.stamp.report["faq_thresholds"] == faq.thresholds
+    texts = ["how long do refunds take?", "退款多久到账？"]
+    langs: list[str | None] = ["en", "zh"]
+    by_zh = Thresholds(0.0, 2.0, 0.5, {"zh": 0.0})  # scores top out near 1.1 (intent boost)
+    en, zh = nlu_artifact.engine.analyze(texts, nlu_artifact.encoder, by_zh, langs)
+    assert en.faq[0].score < 2.0 and not en.faq_answerable
+    assert zh.faq_answerable
+
+    async def thresholds(cfg: NluConfig) -> Thresholds:
+        svc = NluService(cfg, str(nlu_data_root), str(nlu_data_dir), preloaded=nlu_artifact)
+        await svc.start()
+        await svc.close()
+        assert svc.thresholds is not None
+        return svc.thresholds
+
+    trained = await thresholds(NluConfig(train_on_start=False))
+    assert trained.faq_by_language == faq.thresholds and trained.faq == faq.threshold
+    fixed = await thresholds(NluConfig(train_on_start=False, faq_threshold=0.7))
+    assert fixed.faq_for("zh") == fixed.faq_for("en") == 0.7
+
+
 def test_quantised_encoder_stays_close_to_the_float_model(
     nlu_artifact: Loaded, nlu_data_root: Path
 ) -> None:

@@ -243,7 +243,8 @@ def test_faq_report_on_a_hand_made_case() -> None:
     assert r.precision == pytest.approx(1 / 3)  # of p, q, s answered only p is right
     assert r.unrelated_answered == 0.5
     assert r.per_language["zh"] == {
-        "hit1": 0.0, "coverage": 1.0, "precision": 0.0, "unrelated_answered": 0.0, "n": 1
+        "hit1": 0.0, "coverage": 1.0, "precision": 0.0, "unrelated_answered": 0.0, "n": 1,
+        "threshold": 0.6,
     }  # fmt: skip
     # Wrong answers, the surest first: s (0.8), then q (0.7); r was not answered.
     assert [(e["text"], e["answered"]) for e in r.errors] == [("s", "a"), ("q", "b")]
@@ -251,6 +252,17 @@ def test_faq_report_on_a_hand_made_case() -> None:
     assert at[0.3]["coverage"] == 1.0 and at[0.3]["unrelated_answered"] == 0.5
     assert at[0.8] == {"threshold": 0.8, "coverage": pytest.approx(1 / 3), "precision": 0.5,
                        "unrelated_answered": 0.5}  # fmt: skip
+
+    # Chinese held to a lower threshold of its own: the unrelated t (0.2) is answered too.
+    r = evaluate_faq(gold, ranked, 0.6, langs, ["p", "q", "r", "s", "t"], 5, {"zh": 0.1})
+    assert r.thresholds == {"zh": 0.1} and r.threshold == 0.6
+    assert r.per_language["zh"]["threshold"] == 0.1 and r.per_language["en"]["threshold"] == 0.6
+    assert (
+        r.per_language["zh"]["coverage"] == 1.0
+        and r.per_language["zh"]["unrelated_answered"] == 1.0
+    )
+    assert r.unrelated_answered == 1.0 and r.precision == pytest.approx(1 / 4)
+    assert [e["text"] for e in r.errors] == ["s", "q", "t"]
 
 
 def test_eval_on_a_faq_file_reports_retrieval(
@@ -272,6 +284,7 @@ def test_eval_on_a_faq_file_reports_retrieval(
     report = json.loads(out)
     assert (report["n"], report["unrelated"]) == (3, 1)
     assert report["threshold"] == nlu_artifact.engine.faq.threshold
+    assert report["thresholds"] == nlu_artifact.engine.faq.thresholds
     assert report["hit1"] == 1.0 and set(report["per_language"]) == {"en", "zh"}
     assert report["unrelated_answered"] == 0.0
 

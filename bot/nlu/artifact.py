@@ -37,7 +37,8 @@ log = structlog.get_logger(__name__)
 # 6: encoder parts may skip posts in other languages (minilm:en); cosines over the parts that ran.
 # 7: the confidence also reads how close the top intent's examples are to one another.
 # 8: trainable encoder parts are fine-tuned on the FAQ bank (bot/nlu/tuning.py).
-FORMAT = 8
+# 9: FAQ answer thresholds per language.
+FORMAT = 9
 DATA_CHANGED = "training data changed"
 STEPS = (
     "data",

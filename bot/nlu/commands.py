@@ -106,6 +106,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from bot.nlu.artifact import STEPS, load_or_train, report_of
     from bot.nlu.data import data_warnings, load_training_data
     from bot.nlu.encoder import set_threads, training_threads
+    from bot.nlu.eval_tables import per_language
 
     nlu_data, art = _paths(settings, args.data)
     set_threads(training_threads(settings.nlu.encoder))  # a batch job: all cores
@@ -148,7 +149,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             f"(auto-answer precision {r.auto_answer_precision:.3f} at coverage {r.auto_answer_coverage:.3f}); "
             f"messages on intents it was not taught, still answered: {r.unseen_answered:.3f} "
             f"({r.unseen_answered_softmax:.3f} by the softmax probability)\n"
-            f"FAQ answer threshold {r.faq_threshold:.2f} (leave-one-out {r.faq_held_out}); "
+            f"FAQ answer threshold {per_language(r.faq_threshold, r.faq_thresholds)} "
+            f"(leave-one-out {r.faq_held_out}); "
             f"negativity held-out F1 {r.negativity_held_out_f1:.3f}\n"
             f"training time {r.seconds:.1f}s (+ encoder load/export); texts encoded "
             f"{loaded.stamp.report.get('texts_encoded', '?')}, reused from the previous "
@@ -298,6 +300,7 @@ def _eval_faq(settings: Settings, args: argparse.Namespace, rows: list[tuple[str
         [r.language for r in results],
         texts,
         args.errors,
+        thresholds.faq_by_language,
     )
     return _show(args, report, print_faq, f"FAQ retrieval on {args.data}")
 

@@ -41,8 +41,12 @@ ENCODE_CHUNK = 512  # texts per encoder call at training, so the progress bar mo
 @dataclass
 class Thresholds:
     intent: float
-    faq: float
+    faq: float  # FAQ answer threshold for languages without their own
     negativity: float
+    faq_by_language: dict[str, float] = field(default_factory=dict)
+
+    def faq_for(self, language: str) -> float:
+        return self.faq_by_language.get(language, self.faq)
 
 
 @dataclass
@@ -63,6 +67,7 @@ class TrainReport:
     unseen_answered_softmax: float  # the same, had the softmax probability been used
     negativity_held_out_f1: float
     faq_threshold: float
+    faq_thresholds: dict[str, float]  # per language, where it had enough examples
     faq_held_out: dict[str, float]
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
@@ -126,7 +131,7 @@ class Engine:
                     confidence=round(float(conf[i]), 4),
                     ranking=ranking,
                     faq=hits,
-                    faq_answerable=bool(hits) and hits[0].score >= thresholds.faq,
+                    faq_answerable=bool(hits) and hits[0].score >= thresholds.faq_for(langs[i]),
                     negativity=round(float(neg[i]), 4),
                     is_negative=bool(neg[i] >= thresholds.negativity),
                     backend="embedded",
@@ -229,7 +234,7 @@ def train_engine(
         bq = faq.intent_boost(intent.predict_proba(features(qs)), intent.labels)
         bu = faq.intent_boost(intent.predict_proba(features(unrelated)), intent.labels)
         langs_u = [detect_language(t) for t in unrelated]
-        faq.threshold, faq_stats = choose_threshold(faq, eu, cu, bq, bu, langs_u)
+        faq.threshold, faq.thresholds, faq_stats = choose_threshold(faq, eu, cu, bq, bu, langs_u)
         faq.set_views([])  # training only
         faq_stats.update({f"loo_hit1_{lang}": h for lang, h in faq_lang_hit.items()})
     done("faq", t)
@@ -257,6 +262,7 @@ def train_engine(
         unseen_answered_softmax=held.unseen_answered_softmax,
         negativity_held_out_f1=neg_f1,
         faq_threshold=faq.threshold,
+        faq_thresholds=dict(faq.thresholds),
         faq_held_out=faq_stats,
         seconds=round(time.perf_counter() - t0, 3),
         timings=timings,

@@ -9,15 +9,24 @@ from rich.table import Table
 from bot.nlu.evaluate import EvalReport, FaqReport, NegativityReport
 
 
+def per_language(default: float, by_language: dict[str, float]) -> str:
+    """ "0.59", or "en 0.59, zh 0.52" (and the rest) when languages have their own."""
+    if not by_language:
+        return f"{default:.2f}"
+    own = ", ".join(f"{lang} {t:.2f}" for lang, t in sorted(by_language.items()))
+    return f"{own}, other languages {default:.2f}"
+
+
 def _by_threshold(
-    title: str, rows: list[dict[str, float]], configured: float, columns: list[str]
+    title: str, rows: list[dict[str, float]], configured: float | None, columns: list[str]
 ) -> Table:
     """One row per threshold, the configured one marked; counts as integers."""
     t = Table(
         "threshold", *("F1" if k == "f1" else k.replace("_", " ") for k in columns), title=title
     )
     for row in rows:
-        mark = "  <- configured" if abs(row["threshold"] - configured) < 1e-9 else ""
+        on = configured is not None and abs(row["threshold"] - configured) < 1e-9
+        mark = "  <- configured" if on else ""
         t.add_row(
             f"{row['threshold']:.2f}{mark}",
             *(str(int(row[k])) if k == "answered" else f"{row[k]:.3f}" for k in columns),
@@ -93,7 +102,7 @@ def print_faq(title: str, r: FaqReport) -> None:
     c = Console()
     c.print(
         f"[bold]{title}[/]: {r.n} messages a FAQ answers, {r.unrelated} unrelated; "
-        f"answer threshold {r.threshold:.2f}"
+        f"answer threshold {per_language(r.threshold, r.thresholds)}"
     )
     c.print(
         f"hit@1 {r.hit1:.3f}   hit@{r.k} {r.hit_k:.3f}   answered {r.coverage:.3f} of answerable, "
@@ -101,6 +110,7 @@ def print_faq(title: str, r: FaqReport) -> None:
     )
     t = Table(
         "language",
+        "threshold",
         "hit@1",
         "answered",
         "right",
@@ -111,6 +121,7 @@ def print_faq(title: str, r: FaqReport) -> None:
     for lang, m in r.per_language.items():
         t.add_row(
             lang,
+            f"{m['threshold']:.2f}",
             f"{m['hit1']:.3f}",
             f"{m['coverage']:.3f}",
             f"{m['precision']:.3f}",
@@ -125,9 +136,9 @@ def print_faq(title: str, r: FaqReport) -> None:
         c.print(t)
     c.print(
         _by_threshold(
-            "answer threshold trade-off",
+            "answer threshold trade-off, one threshold for every language",
             r.tradeoff,
-            r.threshold,
+            None if r.thresholds else r.threshold,
             ["coverage", "precision", "unrelated_answered"],
         )
     )

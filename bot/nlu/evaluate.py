@@ -193,7 +193,8 @@ class FaqReport:
 
     n: int  # messages some FAQ answers
     unrelated: int  # messages no FAQ answers
-    threshold: float
+    threshold: float  # for languages without their own
+    thresholds: dict[str, float]  # per language, where training chose one
     hit1: float  # the best FAQ is the right one (whatever its score)
     hit_k: float  # the right one is among the top k returned
     k: int
@@ -206,7 +207,7 @@ class FaqReport:
 
 
 def _faq_point(
-    gold: np.ndarray, top: np.ndarray, score: np.ndarray, thr: float
+    gold: np.ndarray, top: np.ndarray, score: np.ndarray, thr: float | np.ndarray
 ) -> dict[str, float]:
     answerable = gold != NO_FAQ
     answered = score >= thr
@@ -225,21 +226,26 @@ def evaluate_faq(
     languages: list[str],
     texts: list[str] | None = None,
     errors: int = 0,
+    by_language: dict[str, float] | None = None,
 ) -> FaqReport:
-    """``ranked``: per message, the FAQ hits (id, score) best first, as parse returns them."""
+    """``ranked``: per message, the FAQ hits (id, score) best first, as parse returns them;
+    a message is answered when its best score reaches its language's threshold
+    (``by_language``, else ``threshold``)."""
+    by_language = by_language or {}
     g = np.asarray(gold, dtype=object)
     top = np.array([r[0][0] if r else NO_FAQ for r in ranked], dtype=object)
     score = np.array([r[0][1] if r else -1.0 for r in ranked], dtype=float)
     in_k = np.array([any(f == x for f, _ in r) for x, r in zip(gold, ranked, strict=True)])
     answerable = g != NO_FAQ
     langs = np.asarray(languages)
-    wrong = (score >= threshold) & (top != g)
+    thr = np.array([by_language.get(x, threshold) for x in languages], dtype=float)
+    wrong = (score >= thr) & (top != g)
 
     def summary(rows: np.ndarray) -> dict[str, float]:
         a = rows & answerable
         return {
             "hit1": float(np.mean(top[a] == g[a])) if a.any() else 0.0,
-            **_faq_point(g[rows], top[rows], score[rows], threshold),
+            **_faq_point(g[rows], top[rows], score[rows], thr[rows]),
             "n": int(a.sum()),
         }
 
@@ -248,13 +254,18 @@ def evaluate_faq(
         n=int(answerable.sum()),
         unrelated=int((~answerable).sum()),
         threshold=threshold,
+        thresholds=dict(by_language),
         hit1=overall["hit1"],
         hit_k=float(in_k[answerable].mean()) if answerable.any() else 0.0,
         k=max((len(r) for r in ranked), default=0),
         coverage=overall["coverage"],
         precision=overall["precision"],
         unrelated_answered=overall["unrelated_answered"],
-        per_language={str(lg): summary(langs == lg) for lg in sorted(set(languages))},
+        per_language={
+            str(lg): summary(langs == lg) | {"threshold": by_language.get(lg, threshold)}
+            for lg in sorted(set(languages))
+        },
+        # One threshold for every language.
         tradeoff=[
             {"threshold": t} | _faq_point(g, top, score, t)
             for t in sorted({*FAQ_GRID, round(threshold, 4)})

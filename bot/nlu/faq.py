@@ -34,6 +34,9 @@ from bot.nlu.parts import cosine, present
 # Tried per language at training (fit_blends).
 ALPHAS = (0.6, 0.8, 1.0)
 PROTO_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# A language gets its own answer threshold with at least this many phrasings and
+# unrelated messages in it; others use the threshold chosen over all of them.
+MIN_LANGUAGE_ROWS = 20
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,10 @@ class FaqIndex:
                 self.items += [FaqItem(i, q, lang, False) for q in qs]
             for lang, a in f.answers.items():
                 self.items.append(FaqItem(i, a, lang, True))
-        self.threshold = 0.5  # chosen at training time (choose_threshold)
+        # Answer thresholds, chosen at training time (choose_threshold): per language
+        # where it had enough examples, else the one over all.
+        self.threshold = 0.5
+        self.thresholds: dict[str, float] = {}
         # Training only: (FAQ indices, item vectors) from encoders tuned without those
         # FAQs (bot/nlu/tuning.py); leave-one-out scores their phrasings with those.
         self.views: list[tuple[frozenset[int], np.ndarray]] = []
@@ -279,35 +285,57 @@ def choose_threshold(
     boost: np.ndarray,
     unrelated_boost: np.ndarray,
     unrelated_langs: list[str] | None = None,
-) -> tuple[float, dict[str, float]]:
-    """Answer threshold from leave-one-out retrieval of the FAQ's own phrasings (each
+) -> tuple[float, dict[str, float], dict[str, float]]:
+    """Answer thresholds from leave-one-out retrieval of the FAQ's own phrasings (each
     queried against the bank without itself; ``boost``: their intent boosts) plus
     messages no FAQ answers (greetings, spam, out of scope): the score maximising F1 of
-    "answered with the right FAQ"."""
+    "answered with the right FAQ". Returns the threshold over every message, one per
+    language that has enough of both (the encoders' scores sit at different heights per
+    language: one number over both cost Chinese a tenth of its answers once the English
+    encoder was tuned), and the figures at those thresholds."""
     q_items = [i for i, it in enumerate(index.items) if not it.is_answer]
-    per_faq = index.loo_scores(q_items, [index.items[i].language for i in q_items]) + boost
+    langs = np.array([index.items[i].language for i in q_items], dtype=object)
+    per_faq = index.loo_scores(q_items, list(langs)) + boost
     picked = per_faq.argmax(1)
-    best = per_faq[np.arange(len(q_items)), picked].tolist()
-    correct = (picked == index._item_faq[q_items]).tolist()
+    pos_s = per_faq[np.arange(len(q_items)), picked]
+    pos_ok = picked == index._item_faq[q_items]
     neg = (index.scores(unrelated_emb, unrelated_char, unrelated_langs) + unrelated_boost).max(1)
-    pos_s, pos_ok = np.array(best), np.array(correct)
+    neg_langs = np.array(unrelated_langs or [""] * len(neg), dtype=object)
+    overall = _best_f1(pos_s, pos_ok, neg)
+    by_language: dict[str, float] = {}
+    for lang in sorted(set(langs)):
+        mine, theirs = langs == lang, neg_langs == lang
+        if min(mine.sum(), theirs.sum()) >= MIN_LANGUAGE_ROWS:
+            by_language[lang] = _best_f1(pos_s[mine], pos_ok[mine], neg[theirs])
+    # The figures with each message held to its own language's threshold.
+    pos_t = np.array([by_language.get(x, overall) for x in langs])
+    neg_t = np.array([by_language.get(x, overall) for x in neg_langs])
+    acc, neg_acc = pos_s >= pos_t, neg >= neg_t
+    tp = int((pos_ok & acc).sum())
+    stats = {
+        "threshold": overall,
+        **{f"threshold_{lang}": t for lang, t in by_language.items()},
+        "f1": round(_f1(tp, int((~pos_ok & acc).sum() + neg_acc.sum()), len(pos_ok)), 4),
+        "recall": round(tp / max(1, len(pos_ok)), 4),
+        "precision": round(tp / max(1, int(acc.sum() + neg_acc.sum())), 4),
+        "unrelated_answered": round(float(neg_acc.mean()) if len(neg) else 0.0, 4),
+    }
+    return overall, by_language, stats
+
+
+def _f1(tp: int, fp: int, n_pos: int) -> float:
+    # Every phrasing should get its FAQ: a wrong answer is a false positive and a false
+    # negative, no answer a false negative; an unrelated answer a false positive.
+    return 2 * tp / max(1, 2 * tp + fp + (n_pos - tp))
+
+
+def _best_f1(pos_s: np.ndarray, pos_ok: np.ndarray, neg: np.ndarray) -> float:
+    """The threshold (0.20-0.94, step 0.01) with the best F1; the lowest of equals."""
     best_t, best_f1 = 0.5, -1.0
     for t in np.round(np.arange(0.2, 0.95, 0.01), 2):
-        # Every phrasing should get its FAQ: a wrong answer is a false positive and a
-        # false negative, no answer a false negative; an unrelated answer a false positive.
         tp = int((pos_ok & (pos_s >= t)).sum())
         fp = int((~pos_ok & (pos_s >= t)).sum() + (neg >= t).sum())
-        f1 = 2 * tp / max(1, 2 * tp + fp + (len(pos_ok) - tp))
+        f1 = _f1(tp, fp, len(pos_ok))
         if f1 > best_f1 + 1e-9:
             best_t, best_f1 = float(t), f1
-    acc = pos_s >= best_t
-    stats = {
-        "threshold": best_t,
-        "f1": round(best_f1, 4),
-        "recall": round(float((pos_ok & acc).sum() / max(1, len(pos_ok))), 4),
-        "precision": round(
-            float((pos_ok & acc).sum() / max(1, acc.sum() + (neg >= best_t).sum())), 4
-        ),
-        "unrelated_answered": round(float((neg >= best_t).mean()) if len(neg) else 0.0, 4),
-    }
-    return best_t, stats
+    return best_t
