@@ -41,19 +41,33 @@ def test_pairs_are_phrasings_with_their_answer_and_answer_sentences() -> None:
     assert all(p[0] != "问" for p in en)
 
 
-def test_leave_one_out_scores_each_faq_with_the_view_not_tuned_on_it() -> None:
+def test_each_fold_holds_out_every_other_phrasing_of_each_faq() -> None:
+    faqs = [
+        Faq("a", {"en": ["a1", "a2", "a3"], "zh": ["甲"]}, {"en": "A."}),
+        Faq("b", {"en": ["b1"]}, {"en": "B."}),
+        Faq("c", {"en": ["c1"]}, {"en": "C."}),
+    ]
+    assert tuning.held_out(faqs, 0) == {"a1", "a3", "甲", "c1"}
+    assert tuning.held_out(faqs, 1) == {"a2", "b1"}  # one-phrasing FAQs alternate folds
+
+
+def test_leave_one_out_scores_each_phrasing_with_the_view_not_tuned_on_it() -> None:
     faqs = [Faq("a", {"en": ["a1", "a2"]}, {}), Faq("b", {"en": ["b1", "b2"]}, {})]
     idx = FaqIndex(faqs, alpha=1.0)
     e = np.eye(3, dtype=np.float32)
-    # The final vectors put a1 on b's phrasings; the view that never saw FAQ a puts it
-    # on a2, as an untuned model would.
+    # The final vectors put a1 on b's phrasings; the view that never saw a1 puts it on
+    # a2, as a model that has not learnt a1 would.
     final = np.stack([e[1], e[0], e[1], e[1]])
     view = np.stack([e[0], e[0], e[1], e[1]])
     idx.set_vectors(final, sp.csr_matrix((4, 1), dtype=np.float32))
     assert idx.loo_scores([0], ["en"]).tolist() == [[0.0, 1.0]]  # a1 itself left out
-    idx.views = [(frozenset({0}), view), (frozenset({1}), final)]
-    # a1 through the view (a2 alike, b unlike); b1 through the final vectors.
-    assert idx.loo_scores([0, 2], ["en", "en"]).tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    idx.views = [(frozenset({"a1"}), view), (frozenset({"a2", "b1"}), final)]
+    # a1 through the first view (a2 alike, b unlike); b1 through the second; b2, held
+    # out by neither, through the final vectors.
+    got = idx.loo_scores([0, 2, 3], ["en"] * 3).tolist()
+    assert got == [[1.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
+    idx.views = [(frozenset({"b1"}), view), (frozenset({"a1"}), final)]
+    assert idx.loo_scores([0], ["en"]).tolist() == [[0.0, 1.0]]  # a1: the second view
 
 
 def small_bank(tmp_path: Path, nlu_data_dir: Path, faqs: int = 6) -> Path:

@@ -161,10 +161,10 @@ def train_engine(
     step: Step = lambda *_: None,
     c: float = 0.5,
     weights: FeatureWeights | None = None,
-    views: Sequence[tuple[frozenset[int], Encoder]] = (),
+    views: Sequence[tuple[frozenset[str], Encoder]] = (),
 ) -> tuple[Engine, TrainReport]:
     """Fit everything, reporting progress through ``step``. ``views``: for FAQ
-    leave-one-out, encoders that never saw those FAQs' phrasings (bot/nlu/tuning.py)."""
+    leave-one-out, encoders that never saw those phrasings (bot/nlu/tuning.py)."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
