@@ -121,6 +121,9 @@ class NluConfig:
     # None: the FAQ answer thresholds chosen at training time (leave-one-out on the bank,
     # one per language with enough examples); a number holds for every language.
     faq_threshold: float | None = None
+    # Per language ("en", "zh", "other", or a platform's language tag): over both the
+    # number above and the trained thresholds, e.g. {zh: 0.5}.
+    faq_thresholds: dict[str, float] = field(default_factory=dict)
     faq_top_k: int = 3
     negativity_threshold: float = 0.5
     rasa_url: str = "http://127.0.0.1:5005"

@@ -63,6 +63,8 @@ def test_secrets_never_show_in_reprs():
         ("accounts:\n  - {id: a, platform: x}\n  - {id: a, platform: x}\n", "accounts[1].id"),
         ("server: [1, 2]\n", "server"),
         ("server: {port: 1\n", "line"),
+        ("nlu: {faq_thresholds: {zh: high}}\n", "nlu.faq_thresholds.zh"),
+        ("nlu: {faq_thresholds: 0.5}\n", "nlu.faq_thresholds"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, key):
@@ -73,7 +75,11 @@ def test_errors_name_the_key(tmp_path, text, key):
 
 
 def test_missing_secret_names_key_and_env_var():
-    s = load_settings(env={}, overrides={"accounts": [{"id": "shop-1", "platform": "generic"}]}, config_file="/dev/null")
+    s = load_settings(
+        env={},
+        overrides={"accounts": [{"id": "shop-1", "platform": "generic"}]},
+        config_file="/dev/null",
+    )
     with pytest.raises(ConfigError) as e:
         s.accounts[0].secret("signing_secret")
     assert "accounts[shop-1].secrets.signing_secret" in str(e.value)
@@ -86,3 +92,10 @@ def test_config_error_stops_startup_with_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "accounts[0].platform" in lines[0]
+
+
+def test_faq_thresholds_per_language(tmp_path):
+    s = load_settings(
+        write(tmp_path, "nlu: {faq_threshold: 0.7, faq_thresholds: {zh: 0.5}}\n"), env={}
+    )
+    assert s.nlu.faq_threshold == 0.7 and s.nlu.faq_thresholds == {"zh": 0.5}

@@ -398,6 +398,12 @@ async def test_faq_answers_are_held_to_their_languages_threshold(
     assert trained.faq_by_language == faq.thresholds and trained.faq == faq.threshold
     fixed = await thresholds(NluConfig(train_on_start=False, faq_threshold=0.7))
     assert fixed.faq_for("zh") == fixed.faq_for("en") == 0.7
+    # A language the config names wins over both.
+    zh = await thresholds(NluConfig(train_on_start=False, faq_thresholds={"zh": 0.4}))
+    assert zh.faq_for("zh") == 0.4 and zh.faq_for("en") == faq.thresholds["en"]
+    both = NluConfig(train_on_start=False, faq_threshold=0.7, faq_thresholds={"zh": 0.4})
+    mixed = await thresholds(both)
+    assert mixed.faq_for("zh") == 0.4 and mixed.faq_for("en") == mixed.faq_for("other") == 0.7
 
 
 def test_quantised_encoder_stays_close_to_the_float_model(

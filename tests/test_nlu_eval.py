@@ -263,6 +263,13 @@ def test_faq_report_on_a_hand_made_case() -> None:
     )
     assert r.unrelated_answered == 1.0 and r.precision == pytest.approx(1 / 4)
     assert [e["text"] for e in r.errors] == ["s", "q", "t"]
+    # Each language's own trade-off, its threshold among the rows: zh is q and t alone.
+    zh = {row["threshold"]: row for row in r.tradeoff_by_language["zh"]}
+    assert zh[0.1] == {"threshold": 0.1, "coverage": 1.0, "precision": 0.0,
+                       "unrelated_answered": 1.0}  # fmt: skip
+    assert zh[0.6] == {"threshold": 0.6, "coverage": 1.0, "precision": 0.0,
+                       "unrelated_answered": 0.0}  # fmt: skip
+    assert 0.1 not in {row["threshold"] for row in r.tradeoff_by_language["en"]}
 
 
 def test_eval_on_a_faq_file_reports_retrieval(

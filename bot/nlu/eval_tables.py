@@ -142,3 +142,12 @@ def print_faq(title: str, r: FaqReport) -> None:
             ["coverage", "precision", "unrelated_answered"],
         )
     )
+    for lang, rows in r.tradeoff_by_language.items():
+        c.print(
+            _by_threshold(
+                f"{lang} alone (nlu.faq_thresholds.{lang})",
+                rows,
+                r.thresholds.get(lang, r.threshold),
+                ["coverage", "precision", "unrelated_answered"],
+            )
+        )

@@ -202,7 +202,9 @@ class FaqReport:
     precision: float  # share of answered messages (unrelated ones included) answered right
     unrelated_answered: float  # share of unrelated messages answered anyway
     per_language: dict[str, dict[str, float]]
-    tradeoff: list[dict[str, float]] = field(default_factory=list)
+    tradeoff: list[dict[str, float]] = field(default_factory=list)  # one threshold for all
+    # The same per language: what nlu.faq_thresholds would do for that language alone.
+    tradeoff_by_language: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)  # wrong answers, surest first
 
 
@@ -265,11 +267,18 @@ def evaluate_faq(
             str(lg): summary(langs == lg) | {"threshold": by_language.get(lg, threshold)}
             for lg in sorted(set(languages))
         },
-        # One threshold for every language.
         tradeoff=[
             {"threshold": t} | _faq_point(g, top, score, t)
             for t in sorted({*FAQ_GRID, round(threshold, 4)})
         ],
+        tradeoff_by_language={
+            str(lg): [
+                {"threshold": t} | _faq_point(g[mine], top[mine], score[mine], t)
+                for t in sorted({*FAQ_GRID, round(by_language.get(lg, threshold), 4)})
+            ]
+            for lg in sorted(set(languages))
+            for mine in [langs == lg]
+        },
         errors=[
             {
                 "text": (texts or [])[i],

@@ -88,8 +88,9 @@ class NluService:
             if self.cfg.faq_threshold is not None
             else engine.faq.threshold,
             negativity=self.cfg.negativity_threshold,
-            # A configured FAQ threshold holds for every language.
-            faq_by_language={} if self.cfg.faq_threshold is not None else engine.faq.thresholds,
+            # A configured number holds for every language the config does not name.
+            faq_by_language=(engine.faq.thresholds if self.cfg.faq_threshold is None else {})
+            | self.cfg.faq_thresholds,
         )
         self._batcher = MicroBatcher(self._analyze, self.cfg.batch_max, self.cfg.batch_wait_ms)
         self._batcher.start()
