@@ -149,6 +149,26 @@ def test_language_detection() -> None:
     assert detect_language("Где мой заказ") == "other"
 
 
+def test_a_platform_language_tag_yields_to_the_texts_own_evidence() -> None:
+    from bot.nlu.lang import resolve_language
+
+    assert resolve_language("退款多久到账？", "en") == "zh"  # a client left at English
+    assert resolve_language("where is my parcel", "zh") == "en"
+    assert resolve_language("👍", "zh") == "zh"  # the text cannot tell
+    assert resolve_language("ok", "zh") == "zh"
+    assert resolve_language("Wo ist mein Paket?", "de") == "de"
+    assert resolve_language("これは何ですか", "ja") == "ja"
+    assert resolve_language("東京駅", "ja") == "ja"  # kanji alone: the tag decides
+    assert resolve_language("退款多久到账？", "zh-CN") == "zh"
+    assert resolve_language("where is my parcel", None) == "en"
+
+
+async def test_a_mistagged_chinese_post_is_answered_in_chinese(nlu_service: NluService) -> None:
+    r = await nlu_service.parse("退款多久到账？", language="en")
+    assert r.language == "zh" and r.faq_answerable
+    assert detect_language(r.faq[0].answer) == "zh"
+
+
 def test_unchanged_artifact_loads_without_training(
     nlu_artifact: Loaded, nlu_data_dir: Path, nlu_data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,7 +21,7 @@ from bot.nlu.data import TrainingData
 from bot.nlu.encoder import Encoder, part_dims
 from bot.nlu.faq import FaqIndex, choose_threshold
 from bot.nlu.features import FeatureWeights, Featurizer, strip_reply_prefix
-from bot.nlu.lang import detect_language
+from bot.nlu.lang import detect_language, resolve_language
 from bot.nlu.types import OUT_OF_SCOPE, FaqHit, IntentScore, NluResult
 
 # Intent examples that also teach the negativity detector (beyond sentiment.yml and the
@@ -96,7 +96,7 @@ class Engine:
             return []
         said = [strip_reply_prefix(t) for t in texts]
         langs = [
-            lang or detect_language(t)
+            resolve_language(t, lang)
             for t, lang in zip(said, languages or [None] * len(texts), strict=True)
         ]
         emb = encoder.encode(said)

@@ -101,3 +101,24 @@ def detect_language(text: str) -> str:
             return "other"
         return "en"
     return "zh" if cjk else "en"  # emoji-only or empty: English is the fallback
+
+
+def resolve_language(text: str, tag: str | None) -> str:
+    """The language to understand and answer ``text`` in, given a platform's ``tag`` for
+    it (Mastodon's ``language``: set by the posting client, often left at the author's
+    default). The tag wins where the text cannot tell (an emoji, "ok", a language the
+    detector calls ``other``), but not against the text's own evidence: Chinese
+    characters (only Japanese shares them, and kana tell it apart), or two or more
+    English function words. A Chinese post tagged "en" is answered in Chinese."""
+    found = detect_language(text)
+    if not tag:
+        return found
+    tag = tag.split("-")[0].lower()  # "zh-CN" -> "zh"
+    if tag == found:
+        return tag
+    if found == "zh" and tag != "ja":
+        return "zh"
+    words = re.findall(r"[a-z]+", _NOISE.sub(" ", text).lower())
+    if found == "en" and sum(w in _EN for w in words) >= 2:
+        return "en"
+    return tag
