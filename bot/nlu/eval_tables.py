@@ -134,20 +134,9 @@ def print_faq(title: str, r: FaqReport) -> None:
         for e in r.errors:
             t.add_row(escape(e["text"]), e["gold"], e["answered"], f"{e['score']:.3f}")
         c.print(t)
-    c.print(
-        _by_threshold(
-            "answer threshold trade-off, one threshold for every language",
-            r.tradeoff,
-            None if r.thresholds else r.threshold,
-            ["coverage", "precision", "unrelated_answered"],
-        )
-    )
+    columns = ["coverage", "precision", "unrelated_answered"]
+    everyone = "answer threshold trade-off, one threshold for every language"
+    c.print(_by_threshold(everyone, r.tradeoff, None if r.thresholds else r.threshold, columns))
     for lang, rows in r.tradeoff_by_language.items():
-        c.print(
-            _by_threshold(
-                f"{lang} alone (nlu.faq_thresholds.{lang})",
-                rows,
-                r.thresholds.get(lang, r.threshold),
-                ["coverage", "precision", "unrelated_answered"],
-            )
-        )
+        title = f"{lang} alone (nlu.faq_thresholds.{lang})"
+        c.print(_by_threshold(title, rows, r.thresholds.get(lang, r.threshold), columns))

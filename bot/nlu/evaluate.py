@@ -221,6 +221,16 @@ def _faq_point(
     }
 
 
+def _faq_tradeoff(
+    gold: np.ndarray, top: np.ndarray, score: np.ndarray, configured: float
+) -> list[dict[str, float]]:
+    """One threshold for all the messages given: the grid, and the configured point."""
+    return [
+        {"threshold": t} | _faq_point(gold, top, score, t)
+        for t in sorted({*FAQ_GRID, round(configured, 4)})
+    ]
+
+
 def evaluate_faq(
     gold: list[str],
     ranked: list[list[tuple[str, float]]],
@@ -252,6 +262,7 @@ def evaluate_faq(
         }
 
     overall = summary(np.ones(len(g), dtype=bool))
+    masks = {str(lg): langs == lg for lg in sorted(set(languages))}
     return FaqReport(
         n=int(answerable.sum()),
         unrelated=int((~answerable).sum()),
@@ -264,20 +275,13 @@ def evaluate_faq(
         precision=overall["precision"],
         unrelated_answered=overall["unrelated_answered"],
         per_language={
-            str(lg): summary(langs == lg) | {"threshold": by_language.get(lg, threshold)}
-            for lg in sorted(set(languages))
+            lg: summary(m) | {"threshold": by_language.get(lg, threshold)}
+            for lg, m in masks.items()
         },
-        tradeoff=[
-            {"threshold": t} | _faq_point(g, top, score, t)
-            for t in sorted({*FAQ_GRID, round(threshold, 4)})
-        ],
+        tradeoff=_faq_tradeoff(g, top, score, threshold),
         tradeoff_by_language={
-            str(lg): [
-                {"threshold": t} | _faq_point(g[mine], top[mine], score[mine], t)
-                for t in sorted({*FAQ_GRID, round(by_language.get(lg, threshold), 4)})
-            ]
-            for lg in sorted(set(languages))
-            for mine in [langs == lg]
+            lg: _faq_tradeoff(g[m], top[m], score[m], by_language.get(lg, threshold))
+            for lg, m in masks.items()
         },
         errors=[
             {

@@ -95,12 +95,17 @@ def detect_language(text: str) -> str:
     if other > latin:
         return "other"
     if latin:
-        words = re.findall(r"[a-zà-ÿ]+", clean.lower())
+        words = _words(clean)
         non_en = sum(w in _NON_EN for w in words)
         if non_en >= 2 and not any(w in _EN for w in words):
             return "other"
         return "en"
     return "zh" if cjk else "en"  # emoji-only or empty: English is the fallback
+
+
+def _words(clean: str) -> list[str]:
+    """The Latin-script words of a text with its handles and links taken out."""
+    return re.findall(r"[a-zà-ÿ]+", clean.lower())
 
 
 def resolve_language(text: str, tag: str | None) -> str:
@@ -118,7 +123,6 @@ def resolve_language(text: str, tag: str | None) -> str:
         return tag
     if found == "zh" and tag != "ja":
         return "zh"
-    words = re.findall(r"[a-z]+", _NOISE.sub(" ", text).lower())
-    if found == "en" and sum(w in _EN for w in words) >= 2:
+    if found == "en" and sum(w in _EN for w in _words(_NOISE.sub(" ", text))) >= 2:
         return "en"
     return tag
