@@ -991,6 +991,31 @@ def test_the_default_runs_minilm_on_english_posts_only(
         assert np.allclose(rows[:, minilm.dim :], alone, atol=1e-5)
 
 
+async def test_a_posts_resolved_language_picks_the_encoder_parts(
+    nlu_service: NluService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where a platform's tag decides the language (the text cannot tell), the encoder
+    follows it too, so the row is shaped like the training rows of that language: an
+    emoji tagged zh gets no MiniLM slice, as Chinese posts have none."""
+    from bot.nlu.encoder import ConcatEncoder
+
+    assert nlu_service.loaded is not None
+    enc = nlu_service.loaded.encoder
+    assert isinstance(enc, ConcatEncoder)
+    minilm = enc.parts[0]
+    seen: list[str] = []
+    real = minilm.encode
+    monkeypatch.setattr(minilm, "encode", lambda ts: seen.extend(ts) or real(ts))
+    rows = enc.encode(["👍", "ok danke", "👍"], ["zh", "de", "en"])
+    assert seen == ["👍"]  # only the one said to be English
+    assert not rows[:2, : minilm.dim].any() and rows[2, : minilm.dim].any()
+    seen.clear()
+    r = await nlu_service.parse("👍", language="zh")
+    assert r.language == "zh" and seen == []
+    await nlu_service.parse("👍")  # untagged: the detector's fallback, English
+    assert seen == ["👍"]
+
+
 @pytest.mark.parametrize(
     ("spec", "error"),
     [

@@ -20,6 +20,7 @@ import os
 import queue
 import re
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +50,11 @@ class Encoder(Protocol):
     # part's batch between its threads).
     reentrant: bool
 
-    def encode(self, texts: list[str]) -> np.ndarray: ...
+    def encode(self, texts: list[str], languages: Sequence[str] | None = None) -> np.ndarray:
+        """Unit-norm rows. ``languages``, when the caller knows them better than the
+        text does (a platform's tag, bot/nlu/lang.py ``resolve_language``), decide which
+        language-limited parts run; otherwise each text's detected language does."""
+        ...
 
 
 # Threads each encoder may use (nlu.threads). One by default: a worker also runs an event
@@ -138,7 +143,7 @@ class TorchEncoder:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], languages: Sequence[str] | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
@@ -194,7 +199,7 @@ class OnnxEncoder:
         """Each text's length in tokens."""
         return [len(e.ids) for e in self._tok.encode_batch(list(texts))]
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], languages: Sequence[str] | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
@@ -223,7 +228,7 @@ class UsemEncoder:
         self.calls = 0
         self._lock = threading.Lock()
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], languages: Sequence[str] | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
@@ -265,22 +270,25 @@ class ConcatEncoder:
         self._shared = next((i for i, p in enumerate(parts) if p.reentrant), None)
         self._pool = ThreadPoolExecutor(max(1, len(parts) - 1), thread_name_prefix="encoder")
 
-    def _rows(self, texts: list[str]) -> list[list[int]]:
+    def _rows(self, texts: list[str], languages: Sequence[str] | None) -> list[list[int]]:
         """Per part, the posts it encodes."""
         everything = list(range(len(texts)))
         if not any(self.langs):
             return [everything] * len(self.parts)
-        from bot.nlu.lang import detect_language
+        from bot.nlu.lang import LANGUAGES, detect_language
 
-        lang = [detect_language(t) for t in texts]
+        if languages is None:
+            lang = [detect_language(t) for t in texts]
+        else:  # a tag such as "de" or "ja" is what the detector calls "other"
+            lang = [lg if lg in LANGUAGES else "other" for lg in languages]
         return [
             everything if lg is None else [i for i in everything if lang[i] in lg]
             for lg in self.langs
         ]
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], languages: Sequence[str] | None = None) -> np.ndarray:
         self.calls += 1
-        rows = self._rows(texts)
+        rows = self._rows(texts, languages)
         subsets = [[texts[i] for i in r] for r in rows]
         if self._shared is None or len(subsets[self._shared]) < 2 * self.STEAL_CHUNK:
             others = [

@@ -99,7 +99,7 @@ class Engine:
             resolve_language(t, lang)
             for t, lang in zip(said, languages or [None] * len(texts), strict=True)
         ]
-        emb = encoder.encode(said)
+        emb = encoder.encode(said, langs)  # the resolved languages pick the parts that run
         char = self.featurizer.char_matrix(said)
         x = self.featurizer.transform(said, emb, char)
         proba, conf = self.intent.predict(x, emb)

@@ -9,6 +9,7 @@ library versions are the ones the old artifact was built with."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,9 @@ class RememberingEncoder:
     def __getattr__(self, name: str) -> Any:  # id, dim, parts, calls, reentrant
         return getattr(self.inner, name)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], languages: Sequence[str] | None = None) -> np.ndarray:
+        if languages is not None:  # memory holds the detected languages' vectors
+            return self.inner.encode(texts, languages)
         missing = [t for t in dict.fromkeys(texts) if t not in self.known]
         if missing:
             self.known.update(zip(missing, self.inner.encode(missing), strict=True))

@@ -117,7 +117,7 @@ class LookupEncoder:
         self._fallback = fallback
         self._lock = threading.Lock()
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], languages: Sequence[str] | None = None) -> np.ndarray:
         with self._lock:
             self.calls += 1
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -126,7 +126,8 @@ class LookupEncoder:
             if t in self._vectors:
                 out[i] = self._vectors[t]
         if other:
-            out[other] = self._fallback.encode([texts[i] for i in other])
+            langs = [languages[i] for i in other] if languages is not None else None
+            out[other] = self._fallback.encode([texts[i] for i in other], langs)
         return out
 
 
