@@ -126,6 +126,9 @@ class NluConfig:
     faq_thresholds: dict[str, float] = field(default_factory=dict)
     faq_top_k: int = 3
     negativity_threshold: float = 0.5
+    # None: chosen at training time (bot/nlu/engine.py choose_answer_guard). A canned FAQ
+    # answer goes out only under this negativity; over it the post goes to a person.
+    answer_guard: float | None = None
     rasa_url: str = "http://127.0.0.1:5005"
     rasa_timeout_s: float = 2.0
     batch_max: int = 32
@@ -322,6 +325,8 @@ class Settings:
             raise ConfigError("worker.max_attempts: must be at least 1")
         if self.ingest.max_body_bytes < 1024:
             raise ConfigError("ingest.max_body_bytes: must be at least 1024")
+        if self.nlu.answer_guard is not None and not 0 < self.nlu.answer_guard <= 1:
+            raise ConfigError("nlu.answer_guard: must be in (0, 1]")
         if self.nlu.faq_tuning_epochs < 0:
             raise ConfigError("nlu.faq_tuning_epochs: must be 0 (off) or more")
         if self.dialog.pipeline not in ("brain", "pass-through"):

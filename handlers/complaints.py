@@ -59,9 +59,10 @@ def ack(
     return say(dm_key, sla_promise=promise)
 
 
-def _escalate(
+def escalate(
     reason: str, message: InboundEvent, nlu: NluResult, account: AccountConfig, say: Say
 ) -> Escalate:
+    """A ticket at the priority the post earns, acknowledged as the account allows."""
     p = priority_for(message, nlu)
     return Escalate(
         reason, p, ack(message, account, say, dm_key="ack_dm", public_key="ack_public", priority=p)
@@ -70,11 +71,11 @@ def _escalate(
 
 @router.intent("complaint")
 def complaint(message: InboundEvent, nlu: NluResult, account: AccountConfig, say: Say) -> Escalate:
-    return _escalate("complaint", message, nlu, account, say)
+    return escalate("complaint", message, nlu, account, say)
 
 
 @router.intent()
 def negative(
     message: InboundEvent, nlu: NluResult, account: AccountConfig, say: Say
 ) -> Escalate | None:
-    return _escalate("negative", message, nlu, account, say) if nlu.is_negative else None
+    return escalate("negative", message, nlu, account, say) if nlu.is_negative else None

@@ -24,6 +24,7 @@ def nlu_reasons(nlu: NluResult | None) -> dict[str, Any]:
         "faq_score": round(top.score, 4) if top else None,
         "negativity": round(nlu.negativity, 4),
         "negative": nlu.is_negative,
+        "calm": nlu.calm,
         "language": nlu.language,
     }
 

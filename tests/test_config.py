@@ -65,6 +65,8 @@ def test_secrets_never_show_in_reprs():
         ("server: {port: 1\n", "line"),
         ("nlu: {faq_thresholds: {zh: high}}\n", "nlu.faq_thresholds.zh"),
         ("nlu: {faq_thresholds: 0.5}\n", "nlu.faq_thresholds"),
+        ("nlu: {answer_guard: 0}\n", "nlu.answer_guard"),
+        ("nlu: {answer_guard: 1.5}\n", "nlu.answer_guard"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, key):

@@ -126,6 +126,23 @@ async def test_negative_public_mention_never_gets_canned_answer() -> None:
     assert d.priority == "high"  # public and negative
 
 
+@pytest.mark.parametrize("kind", ["dm", "mention"])
+async def test_an_uncalm_post_gets_a_person_not_the_faq_text(kind: str) -> None:
+    """Under the negativity threshold but over the answer guard: a FAQ matches, yet the
+    post goes to a person with the acknowledgement, not the canned answer."""
+    faq = ("refund_time", 0.9, "Refunds reach your card in 5-10 working days.")
+    d = await run(
+        "Refund approved on the 3rd, now the 28th. Where is my money??",
+        nlu("returns_refunds", faq=faq, negativity=0.4),
+        kind=kind,
+    )
+    assert isinstance(d, Escalate) and d.reason == "tone" and d.reasons["rule"] == "faq.faq"
+    assert d.ack is not None and "working days" not in d.ack
+    assert d.reasons["calm"] is False and d.priority == "normal"
+    calm = await run("how long do refunds take?", nlu("returns_refunds", faq=faq, negativity=0.2))
+    assert isinstance(calm, Answer) and calm.text == faq[2]
+
+
 async def test_weibo_mentions_get_no_ack_by_default_and_option_wins() -> None:
     weibo = AccountConfig(id="wb", platform="weibo")
     d = await decide(

@@ -38,7 +38,8 @@ log = structlog.get_logger(__name__)
 # 7: the confidence also reads how close the top intent's examples are to one another.
 # 8: trainable encoder parts are fine-tuned on the FAQ bank (bot/nlu/tuning.py).
 # 9: FAQ answer thresholds per language.
-FORMAT = 9
+# 10: the answer guard (engine.choose_answer_guard).
+FORMAT = 10
 DATA_CHANGED = "training data changed"
 STEPS = (
     "data",

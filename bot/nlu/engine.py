@@ -44,6 +44,8 @@ class Thresholds:
     faq: float  # FAQ answer threshold for languages without their own
     negativity: float
     faq_by_language: dict[str, float] = field(default_factory=dict)
+    # A canned FAQ answer goes out only under this negativity (NluResult.calm).
+    answer_guard: float = 1.0
 
     def faq_for(self, language: str) -> float:
         return self.faq_by_language.get(language, self.faq)
@@ -66,6 +68,9 @@ class TrainReport:
     unseen_answered: float  # held-out rows of intents left out of their fold's training
     unseen_answered_softmax: float  # the same, had the softmax probability been used
     negativity_held_out_f1: float
+    answer_guard: float
+    # On the negativity folds: negative examples under the guard, FAQ phrasings at or over it.
+    answer_guard_held_out: dict[str, float]
     faq_threshold: float
     faq_thresholds: dict[str, float]  # per language, where it had enough examples
     faq_held_out: dict[str, float]
@@ -76,12 +81,18 @@ class TrainReport:
 
 class Engine:
     def __init__(
-        self, featurizer: Featurizer, intent: IntentModel, faq: FaqIndex, neg: Any
+        self,
+        featurizer: Featurizer,
+        intent: IntentModel,
+        faq: FaqIndex,
+        neg: Any,
+        answer_guard: float = 1.0,
     ) -> None:
         self.featurizer = featurizer
         self.intent = intent
         self.faq = faq
         self.neg = neg  # LogisticRegression, classes [0, 1]: P(negative) = column 1
+        self.answer_guard = answer_guard  # chosen at training (choose_answer_guard)
 
     def analyze(
         self,
@@ -134,6 +145,7 @@ class Engine:
                     faq_answerable=bool(hits) and hits[0].score >= thresholds.faq_for(langs[i]),
                     negativity=round(float(neg[i]), 4),
                     is_negative=bool(neg[i] >= thresholds.negativity),
+                    calm=bool(neg[i] < thresholds.answer_guard),
                     backend="embedded",
                 )
             )
@@ -215,8 +227,12 @@ def train_engine(
     t = done("intents", t)
 
     xn = features(neg_texts)
-    neg = fit_lr(xn, np.asarray(neg_y), c=4.0)
-    neg_f1 = _held_out_f1(xn, np.asarray(neg_y), c=4.0)
+    yn = np.asarray(neg_y)
+    neg = fit_lr(xn, yn, c=4.0)
+    neg_f1, neg_oof = _negativity_held_out(xn, yn, c=4.0)
+    phrasings = {q for f in td.faqs for qs in f.questions.values() for q in qs}
+    phrasing = np.array([s in phrasings for s in neg_texts], dtype=bool)
+    guard, guard_stats = choose_answer_guard(neg_oof, yn, phrasing)
     t = done("negativity", t)
 
     faq_stats: dict[str, float] = {}
@@ -261,20 +277,51 @@ def train_engine(
         unseen_answered=held.unseen_answered,
         unseen_answered_softmax=held.unseen_answered_softmax,
         negativity_held_out_f1=neg_f1,
+        answer_guard=guard,
+        answer_guard_held_out=guard_stats,
         faq_threshold=faq.threshold,
         faq_thresholds=dict(faq.thresholds),
         faq_held_out=faq_stats,
         seconds=round(time.perf_counter() - t0, 3),
         timings=timings,
     )
-    return Engine(featurizer, intent, faq, neg), report
+    return Engine(featurizer, intent, faq, neg, guard), report
 
 
-def _held_out_f1(x: sp.csr_matrix, y: np.ndarray, c: float) -> float:
+def _negativity_held_out(x: sp.csr_matrix, y: np.ndarray, c: float) -> tuple[float, np.ndarray]:
+    """F1 at 0.5 over 5 folds, and each example's P(negative) from the fold that left it
+    out (NaN when there are too few examples of a class to fold)."""
     if y.sum() < 5 or (1 - y).sum() < 5:
-        return 0.0
+        return 0.0, np.full(len(y), np.nan)
     # Shuffled: the data comes file by file and block by block, and unshuffled folds would
     # each hold out one kind of example (on our data 0.72 against 0.78 shuffled).
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
-    pred = cross_val_predict(make_lr(c), x, y, cv=folds)
-    return float(f1_score(y, pred))
+    p = cross_val_predict(make_lr(c), x, y, cv=folds, method="predict_proba")[:, 1]
+    return float(f1_score(y, p >= 0.5)), p
+
+
+# Candidate guards, up to the negativity threshold's default: a post at or over that one
+# is escalated as negative anyway.
+GUARDS = np.round(np.arange(0.1, 0.51, 0.05), 2)
+
+
+def choose_answer_guard(
+    p: np.ndarray, y: np.ndarray, phrasing: np.ndarray
+) -> tuple[float, dict[str, float]]:
+    """The negativity under which a canned FAQ answer may go out. A bag of words misses
+    angry posts whose words are plain ("Where is my money??", "送个快递有这么难吗？"):
+    they score under the negativity threshold, match a FAQ, and would get a canned answer.
+    The guard weighs the two mistakes on held-out scores: negative examples scored under
+    it (a complaint answered from the FAQ) against FAQ phrasings scored at or over it (a
+    plain question sent to a person); it maximises recall minus false-positive rate
+    (Youden's J), ties going to the higher guard, which holds back fewer questions."""
+    neg, plain = (y == 1) & ~np.isnan(p), phrasing & (y == 0) & ~np.isnan(p)
+    if neg.sum() < 5 or plain.sum() < 5:
+        return 1.0, {}  # too little data to weigh: the negativity threshold alone decides
+    j = [np.mean(p[neg] >= g) - np.mean(p[plain] >= g) for g in GUARDS]
+    best = len(j) - 1 - int(np.argmax(j[::-1]))
+    g = float(GUARDS[best])
+    return g, {
+        "negatives_under": round(float(np.mean(p[neg] < g)), 3),
+        "phrasings_over": round(float(np.mean(p[plain] >= g)), 3),
+    }

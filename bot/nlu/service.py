@@ -88,6 +88,9 @@ class NluService:
             if self.cfg.faq_threshold is not None
             else engine.faq.threshold,
             negativity=self.cfg.negativity_threshold,
+            answer_guard=self.cfg.answer_guard
+            if self.cfg.answer_guard is not None
+            else engine.answer_guard,
             # A configured number holds for every language the config does not name.
             faq_by_language=(engine.faq.thresholds if self.cfg.faq_threshold is None else {})
             | self.cfg.faq_thresholds,
@@ -105,6 +108,7 @@ class NluService:
             encoder=loaded.encoder.id,
             trained=loaded.trained,
             intent_threshold=self.thresholds.intent,
+            answer_guard=self.thresholds.answer_guard,
             seconds=round(time.perf_counter() - t0, 2),
         )
 

@@ -35,6 +35,8 @@ class NluResult:
     faq_answerable: bool = False  # top FAQ hit >= faq threshold
     negativity: float = 0.0  # 0..1
     is_negative: bool = False
+    # Negativity under the answer guard: a canned FAQ answer may go out (handlers/faq.py).
+    calm: bool = True
     backend: str = "embedded"  # "embedded" | "rasa" | "embedded-fallback"
     timing_ms: float = 0.0
 

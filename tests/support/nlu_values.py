@@ -24,6 +24,7 @@ def nlu(
         faq_answerable=bool(faq and faq[1] >= 0.6),
         negativity=negativity,
         is_negative=negativity >= 0.5,
+        calm=negativity < 0.3,
     )
 
 
