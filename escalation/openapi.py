@@ -354,7 +354,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     "reason": {
                         "type": "string",
-                        "description": "complaint, negative, human_request, unclear, ...",
+                        "description": "complaint, negative, tone, human_request, unclear, ...",
                     },
                     "reasons": {
                         "type": "object",
