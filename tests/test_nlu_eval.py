@@ -188,11 +188,15 @@ def test_negativity_report_on_a_hand_made_case() -> None:
     labels = ["negative", "negative", "neutral", "positive", "positive"]
     scores = [0.9, 0.2, 0.1, 0.7, 0.4]
     langs = ["en", "zh", "en", "en", "zh"]
-    r = evaluate_negativity(labels, scores, 0.5, langs, ["a", "b", "c", "d", "e"], errors=5)
+    r = evaluate_negativity(
+        labels, scores, 0.5, langs, ["a", "b", "c", "d", "e"], errors=5, answer_guard=0.15
+    )
     # Flagged: a (right), d (wrong); missed: b.
     assert (r.precision, r.recall, r.f1) == (0.5, 0.5, 0.5)
     assert r.accuracy == pytest.approx(3 / 5)
     assert r.flagged == {"negative": 0.5, "neutral": 0.0, "positive": 0.5}
+    # At the guard 0.15 b (0.2) is kept from a FAQ answer too, and so is all but c.
+    assert r.guarded == {"negative": 1.0, "neutral": 0.0, "positive": 1.0}
     assert r.per_language["en"]["precision"] == 0.5 and r.per_language["en"]["recall"] == 1.0
     assert r.per_language["zh"]["recall"] == 0.0
     # Furthest on the wrong side first: b (0.3 below), then d (0.2 above).
@@ -222,6 +226,8 @@ def test_eval_on_a_sentiment_file_reports_the_negativity_detector(
     report = json.loads(out)
     assert report["n"] == 4 and report["threshold"] == 0.5
     assert report["flagged"] == {"negative": 1.0, "neutral": 0.0, "positive": 0.0}
+    assert report["answer_guard"] == nlu_artifact.engine.answer_guard
+    assert report["guarded"]["negative"] == 1.0 and report["guarded"]["neutral"] == 0.0
     assert set(report["per_language"]) == {"en", "zh"}
     assert report["errors"] == []
 

@@ -280,6 +280,7 @@ def _eval_negativity(
         [r.language for r in results],
         texts,
         args.errors,
+        thresholds.answer_guard,
     )
     return _show(args, report, print_negativity, f"negativity on {args.data}")
 

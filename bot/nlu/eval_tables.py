@@ -78,9 +78,14 @@ def print_negativity(title: str, r: NegativityReport) -> None:
         f"negative: precision {r.precision:.3f}   recall {r.recall:.3f}   F1 {r.f1:.3f}   "
         f"accuracy {r.accuracy:.3f}"
     )
-    t = Table("label", "scored negative", title="flagged per label")
+    t = Table(
+        "label",
+        "scored negative",
+        f"kept from FAQ answers (>= guard {r.answer_guard:.2f})",
+        title="flagged per label",
+    )
     for label, share in r.flagged.items():
-        t.add_row(label, f"{share:.3f}")
+        t.add_row(label, f"{share:.3f}", f"{r.guarded[label]:.3f}")
     c.print(t)
     t = Table("language", "precision", "recall", "F1", "posts", title="per language")
     for lang, m in r.per_language.items():

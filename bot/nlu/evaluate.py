@@ -132,6 +132,10 @@ class NegativityReport:
     f1: float
     accuracy: float
     flagged: dict[str, float]  # per label: share scored negative (for negative: recall)
+    # The answer guard (NluResult.calm), and per label the share at or over it: posts kept
+    # from a canned FAQ answer (for negative posts, the more the better).
+    answer_guard: float
+    guarded: dict[str, float]
     per_language: dict[str, dict[str, float]]  # precision/recall/F1 per detected language
     tradeoff: list[dict[str, float]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)  # most confident first
@@ -151,6 +155,7 @@ def evaluate_negativity(
     languages: list[str],
     texts: list[str] | None = None,
     errors: int = 0,
+    answer_guard: float = 1.0,
 ) -> NegativityReport:
     lab = np.asarray(labels)
     s = np.asarray(scores, dtype=float)
@@ -168,6 +173,8 @@ def evaluate_negativity(
         f1=overall["f1"],
         accuracy=float(np.mean(gold == pred)) if len(lab) else 0.0,
         flagged={str(x): float(np.mean(pred[lab == x])) for x in sorted(set(labels))},
+        answer_guard=answer_guard,
+        guarded={str(x): float(np.mean(s[lab == x] >= answer_guard)) for x in sorted(set(labels))},
         per_language={
             str(lg): _prf(gold[langs == lg], pred[langs == lg]) for lg in sorted(set(languages))
         },
