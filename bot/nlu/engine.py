@@ -196,6 +196,7 @@ def train_engine(
     y = [i for _, i in td.examples]
     neg_texts, neg_y = negativity_examples(td)
     faq = FaqIndex(td.faqs)
+    qs = [it.text for it in faq.items if not it.is_answer]  # the bank's phrasings
     # One encoder pass over every distinct text.
     uniq = sorted(set(texts) | set(neg_texts) | set(faq.texts))
     vecs = np.zeros((len(uniq), encoder.dim), dtype=np.float32)
@@ -230,7 +231,7 @@ def train_engine(
     yn = np.asarray(neg_y)
     neg = fit_lr(xn, yn, c=4.0)
     neg_f1, neg_oof = _negativity_held_out(xn, yn, c=4.0)
-    phrasings = {q for f in td.faqs for qs in f.questions.values() for q in qs}
+    phrasings = set(qs)
     phrasing = np.array([s in phrasings for s in neg_texts], dtype=bool)
     guard, guard_stats = choose_answer_guard(neg_oof, yn, phrasing)
     t = done("negativity", t)
@@ -241,7 +242,6 @@ def train_engine(
         faq.set_vectors(vecs[i_faq], char_u[i_faq], parts)
         faq.set_views(views)
         faq_lang_hit = faq.fit_blends()
-        qs = [it.text for it in faq.items if not it.is_answer]
         unrelated = [s for s, i in td.examples if i in NO_FAQ_INTENTS]
         i_unrelated = ix(unrelated)
         eu, cu = vecs[i_unrelated], char_u[i_unrelated]
