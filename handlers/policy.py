@@ -4,7 +4,8 @@
 2. if a human owns the conversation, join its ticket and say nothing;
 3. escalate complaints, negative posts and requests for a person;
 4. answer confident intents (order status, greetings, an FAQ hit above its threshold);
-5. otherwise ask one clarifying question, and escalate on the second unclear turn.
+5. otherwise ask one clarifying question (not of a post over the answer guard: that one
+   goes to a person), and escalate on the second unclear turn.
 
 Each step is a router of topic handlers; the first decision wins. Handlers get only the
 values the pipeline hands them, so the policy is tested with plain values.
@@ -78,6 +79,12 @@ async def _decide(
         return d
     d = await ANSWER.dispatch(intent, **available)
     if d is not None and not (isinstance(d, Answer) and message.is_public and nlu.is_negative):
+        return d
+    if not nlu.calm:
+        # A clarifying question is a canned answer too: an upset post that nothing
+        # answers ("is it about an order, a payment...?") goes to a person instead.
+        d = complaints.escalate("tone", message, nlu, account, say)
+        d.reasons["rule"] = "unclear_tone"
         return d
     if conversation.unclear >= 1:
         ack: str | None = say("escalate_unclear", sla_promise=say.sla_promise("low"))

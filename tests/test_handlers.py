@@ -201,6 +201,21 @@ async def test_unclear_asks_once_then_escalates() -> None:
     assert d.reasons["rule"] == "unclear_twice"
 
 
+@pytest.mark.parametrize("kind", ["dm", "mention"])
+async def test_an_unclear_uncalm_post_gets_a_person_not_a_clarifying_question(kind: str) -> None:
+    """Over the answer guard and nothing answers it: "could you tell me a bit more?" would
+    be a canned reply to an upset customer, so it goes to a person at once."""
+    d = await run(
+        "so this is how you treat people?", nlu("out_of_scope", 0.3, negativity=0.4), kind=kind
+    )
+    assert isinstance(d, Escalate) and d.reason == "tone" and d.reasons["rule"] == "unclear_tone"
+    assert d.ack is not None and "tell me a bit more" not in d.ack
+    assert d.reasons["calm"] is False and d.priority == "normal"
+    # The same words under the guard still get one clarifying question.
+    d = await run("so this is how you treat people?", nlu("out_of_scope", 0.3, negativity=0.2))
+    assert isinstance(d, Answer) and d.reasons["rule"] == "clarify"
+
+
 async def test_persona_override_and_missing_variables() -> None:
     s = RESPONSES.sayer(language="en", persona="playful", seed="x", handle="@bo")
     assert "✨" in s("greet")

@@ -169,14 +169,18 @@ def test_the_held_out_sets_share_no_line_with_the_training_data() -> None:
     assert kind == "intents"
     kind, posts = load_test_data(ROOT / "tests" / "data" / "negativity_heldout.yml")
     assert kind == "sentiment"
+    kind, tone = load_test_data(ROOT / "tests" / "data" / "tone_heldout.yml")
+    assert kind == "sentiment" and len(tone) > 100
     assert len(intents) > 200 and len(posts) > 200
     taught = {_key(t) for t, _ in td.examples}
     assert [t for t, _ in intents if _key(t) in taught] == []
     # The detector also learns from the intent examples and the FAQ phrasings.
     taught |= {_key(t) for t in negativity_examples(td)[0]}
-    assert [t for t, _ in posts if _key(t) in taught] == []
+    assert [t for t, _ in posts + tone if _key(t) in taught] == []
     assert {i for _, i in intents} == {i for _, i in td.examples}
-    assert {lab for _, lab in posts} == {"negative", "neutral", "positive"}
+    assert (
+        {lab for _, lab in posts} == {lab for _, lab in tone} == {"negative", "neutral", "positive"}
+    )
     kind, questions = load_test_data(ROOT / "tests" / "data" / "faq_heldout.yml")
     assert kind == "faq" and len(questions) > 200
     phrasings = {_key(q) for f in td.faqs for qs in f.questions.values() for q in qs}

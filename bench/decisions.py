@@ -1,0 +1,117 @@
+"""What the bot would do with each held-out message: the decision policy over the NLU.
+
+    .venv/bin/python -m bench.decisions                 # the four tests/data/*_heldout.yml
+    .venv/bin/python -m bench.decisions --json out.json tests/data/tone_heldout.yml
+
+Each message goes through the trained artifact (var/nlu, trained first if stale) and
+``handlers.policy.decide`` as a first direct message in a fresh conversation, and the
+decisions are counted per gold label: answered from the FAQ, answered otherwise (praise,
+thanks, a clarifying question...), escalated (by which rule), ignored. It measures what
+scores alone do not: a sarcastic complaint answered with "thanks for the kind words", a
+plain FAQ question sent to a person. No timing: run it after a data or model change and
+compare the counts with the previous run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bot.config import AccountConfig, load_settings
+from bot.conversation import Conversation
+from bot.models import Author, InboundEvent
+from bot.nlu.data import NO_FAQ, load_test_data
+from bot.nlu.service import NluService
+from handlers.decisions import Decision, Escalate, Ignore
+from handlers.policy import decide
+from handlers.responses import Responses
+
+ROOT = Path(__file__).resolve().parent.parent
+HELD_OUT = sorted((ROOT / "tests" / "data").glob("*_heldout.yml"))
+ACCOUNT = AccountConfig(id="bench", platform="generic", handle="bench")
+
+
+def outcome(d: Decision) -> str:
+    """``faq``, ``answer:<rule>``, ``escalate:<rule>`` or ``ignore``."""
+    if isinstance(d, Ignore):
+        return "ignore"
+    rule = str(d.reasons.get("rule", "?"))
+    if isinstance(d, Escalate):
+        return f"escalate:{rule}"
+    return "faq" if rule == "faq.faq" else f"answer:{rule}"
+
+
+def group(kind: str, label: str) -> str:
+    """The row a message counts in: its sentiment label, FAQ question or not, or intents."""
+    if kind == "sentiment":
+        return label
+    if kind == "faq":
+        return "no_faq" if label == NO_FAQ else "faq"
+    return "intents"
+
+
+async def tally(paths: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
+    settings = load_settings(None)
+    responses = Responses.load(ROOT / "nlu_data" / "responses")
+    nlu = NluService(settings.nlu, settings.redis.data_dir)
+    await nlu.start()
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    try:
+        for path in paths:
+            kind, rows = load_test_data(path)
+            counts: dict[str, Counter[str]] = {}
+            for n, (text, label) in enumerate(rows):
+                result = await nlu.parse(text)
+                say = responses.sayer(
+                    language="zh" if result.language == "zh" else "en",
+                    seed=str(n),
+                    handle="@customer",
+                    sla_promise="",
+                )
+                event = InboundEvent(
+                    platform="generic",
+                    account=ACCOUNT.id,
+                    kind="dm",
+                    event_id=f"b{n}",
+                    author=Author(id="1", handle="customer"),
+                    text=text,
+                    conversation_id="t1",
+                )
+                d = await decide(
+                    message=event,
+                    nlu=result,
+                    conversation=Conversation("generic", ACCOUNT.id, "1"),
+                    account=ACCOUNT,
+                    say=say,
+                )
+                c = counts.setdefault(group(kind, label), Counter())
+                c[outcome(d)] += 1
+                c["n"] += 1
+            out[path.name] = {g: dict(c.most_common()) for g, c in counts.items()}
+    finally:
+        await nlu.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("paths", nargs="*", type=Path, help="test data (default: the held-out sets)")
+    ap.add_argument("--json", type=Path, help="also write the counts to this file")
+    args = ap.parse_args(argv)
+    result = asyncio.run(tally(args.paths or HELD_OUT))
+    for name, groups in result.items():
+        print(name)
+        for g, c in groups.items():
+            n = c.pop("n")
+            print(f"  {g} ({n}): " + ", ".join(f"{k} {v}" for k, v in c.items()))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
