@@ -60,7 +60,7 @@ def ack(
 
 
 def escalate(
-    reason: str, message: InboundEvent, nlu: NluResult, account: AccountConfig, say: Say
+    reason: str, message: InboundEvent, nlu: NluResult, account: AccountConfig | None, say: Say
 ) -> Escalate:
     """A ticket at the priority the post earns, acknowledged as the account allows."""
     p = priority_for(message, nlu)
