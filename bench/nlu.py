@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.nlu --write              # ... and updates docs/benchmarks.md "## NLU"
     .venv/bin/python -m bench.nlu --only banking,speed
     .venv/bin/python -m bench.nlu --only rasa --rasa-epochs 5   # Rasa DIET on BANKING77 (slow)
+    .venv/bin/python -m bench.nlu --only realcheck     # after an nlu_data/ change: real posts
 
 The data sets are read in place (SHARED_DATA, default ../shared/data relative to the repo)
 and never copied into the project. Timings are medians over repeats on a shared 2-core
@@ -551,18 +552,20 @@ def bench_airline_finetune(epochs: int = 2, seed: int = 0) -> Row:
     }
 
 
-def bench_weibo(name: str) -> Row:
-    def read(f: str) -> tuple[list[str], np.ndarray]:
-        texts, ys = [], []
-        for line in (DATA / "weibo2018" / f).read_text(encoding="utf-8").splitlines():
-            parts = line.split(",", 2)
-            if len(parts) == 3 and parts[1] in ("0", "1"):
-                texts.append(re.sub(r"\{%|%\}", "", parts[2]))
-                ys.append(int(parts[1] == "0"))  # 1 = negative
-        return texts, np.array(ys)
+def _weibo(f: str) -> tuple[list[str], np.ndarray]:
+    """weibo2018's ``train.txt`` or ``test.txt``: texts and labels, 1 = negative."""
+    texts, ys = [], []
+    for line in (DATA / "weibo2018" / f).read_text(encoding="utf-8").splitlines():
+        parts = line.split(",", 2)
+        if len(parts) == 3 and parts[1] in ("0", "1"):
+            texts.append(re.sub(r"\{%|%\}", "", parts[2]))
+            ys.append(int(parts[1] == "0"))
+    return texts, np.array(ys)
 
-    tr, ytr = read("train.txt")
-    te, yte = read("test.txt")
+
+def bench_weibo(name: str) -> Row:
+    tr, ytr = _weibo("train.txt")
+    te, yte = _weibo("test.txt")
     score, _ = _train_negativity(name, tr, ytr)
     trained = _binary_scores(yte, (score(te) >= 0.5).astype(int))
     ootb = _shipped_scores(te, yte)
@@ -571,6 +574,42 @@ def bench_weibo(name: str) -> Row:
         "test_rows": len(te),
         "trained_on_train_txt": trained,
         "shipped_out_of_the_box": ootb,
+    }
+
+
+def bench_realcheck() -> Row:
+    """The check for a change to nlu_data/: the shipped detector on real posts that no
+    training or selection uses, the training splits of the airline tweets (in-domain
+    English) and of weibo2018 (general Chinese posts). Threshold-free ranking (ROC AUC)
+    and what the 0.5 threshold flags. Sets written like our data reward lines written
+    like it (docs/benchmarks.md, session 22); these do not."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    svc = _shipped()
+    assert svc.thresholds is not None
+    at = svc.thresholds.negativity
+
+    def scores(texts: list[str]) -> np.ndarray:
+        return np.array([r.negativity for r in svc.parse_batch_sync(texts)])
+
+    with (DATA / "airline_sentiment" / "Tweets.csv").open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    tr_rows, _ = train_test_split(rows, test_size=0.2, random_state=0)  # _airline_split's rows
+    lab = np.array([r["airline_sentiment"] for r in tr_rows])
+    a, neg = scores([r["text"] for r in tr_rows]), lab == "negative"
+    not_neutral = lab != "neutral"
+    w_texts, w_y = _weibo("train.txt")
+    w = scores(w_texts)
+    return {
+        "airline_rows": len(tr_rows),
+        "airline_auc": round(float(roc_auc_score(neg, a)), 3),
+        "airline_auc_vs_positive": round(float(roc_auc_score(neg[not_neutral], a[not_neutral])), 3),
+        "airline_neutral_flagged": round(float(np.mean(a[lab == "neutral"] >= at)), 3),
+        "airline_negative_flagged": round(float(np.mean(a[neg] >= at)), 3),
+        "weibo_rows": len(w_texts),
+        "weibo_auc": round(float(roc_auc_score(w_y, w)), 3),
+        "weibo_accuracy": round(float(np.mean((w >= at) == (w_y == 1))), 3),
     }
 
 
@@ -915,6 +954,23 @@ def render(results: Row, command: str) -> str:
                 ),
             ]
         L.append("")
+    if "realcheck" in results:
+        c = results["realcheck"]
+        L += [
+            "### The shipped detector on real posts never trained on (`--only realcheck`)",
+            "",
+            f"The check for a change to nlu_data/: the airline tweets' training split "
+            f"({c['airline_rows']} in-domain English tweets) and weibo2018's train.txt "
+            f"({c['weibo_rows']} general Chinese posts), scored out of the box.",
+            "",
+            "| airline ROC AUC | ... negative vs positive | neutral flagged | negative flagged "
+            "| weibo ROC AUC | weibo accuracy |",
+            "|---|---|---|---|---|---|",
+            f"| {c['airline_auc']} | {c['airline_auc_vs_positive']} | "
+            f"{c['airline_neutral_flagged']} | {c['airline_negative_flagged']} | "
+            f"{c['weibo_auc']} | {c['weibo_accuracy']} |",
+            "",
+        ]
     for key, title, goal in (
         ("airline", "Negative detection, airline tweets", "trained F1 ≥ 0.90"),
         ("weibo", "Negative detection, weibo2018", "trained accuracy ≥ 0.87"),
@@ -1033,6 +1089,7 @@ def main() -> None:
         "faq": lambda: bench_faq(encs),
         "airline": lambda: bench_airline(DEFAULT),
         "weibo": lambda: bench_weibo(DEFAULT),
+        "realcheck": bench_realcheck,
         "airline-finetune": bench_airline_finetune,
         "speed": lambda: bench_speed_matrix(args.speed_encoders.split(",")),
         "rss": bench_rss,
