@@ -465,16 +465,24 @@ def _shipped_scores(te: list[str], yte: np.ndarray) -> Row:
     return _binary_scores(yte, (np.array(shipped) >= svc.thresholds.negativity).astype(int))
 
 
-def _airline_split() -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """The protocol's negative-vs-rest 80/20 split, seed 0: train texts, test texts, labels."""
+def _airline_rows() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The protocol's fixed 80/20 split of the tweets, seed 0: train rows, test rows."""
     from sklearn.model_selection import train_test_split
 
     with (DATA / "airline_sentiment" / "Tweets.csv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    texts = [r["text"] for r in rows]
-    y = np.array([int(r["airline_sentiment"] == "negative") for r in rows])
-    tr, te, ytr, yte = train_test_split(texts, y, test_size=0.2, random_state=0)
-    return tr, te, ytr, yte
+    tr, te = train_test_split(rows, test_size=0.2, random_state=0)
+    return tr, te
+
+
+def _airline_split() -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Negative vs rest on that split: train texts, test texts, their labels."""
+    tr, te = _airline_rows()
+
+    def labels(rows: list[dict[str, str]]) -> np.ndarray:
+        return np.array([int(r["airline_sentiment"] == "negative") for r in rows])
+
+    return [r["text"] for r in tr], [r["text"] for r in te], labels(tr), labels(te)
 
 
 def bench_airline(name: str) -> Row:
@@ -600,7 +608,6 @@ def bench_realcheck() -> Row:
     and what the 0.5 threshold flags. Sets written like our data reward lines written
     like it (docs/benchmarks.md, session 22); these do not."""
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import train_test_split
 
     svc = _shipped()
     assert svc.thresholds is not None
@@ -609,9 +616,7 @@ def bench_realcheck() -> Row:
     def scores(texts: list[str]) -> np.ndarray:
         return np.array([r.negativity for r in svc.parse_batch_sync(texts)])
 
-    with (DATA / "airline_sentiment" / "Tweets.csv").open(encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    tr_rows, _ = train_test_split(rows, test_size=0.2, random_state=0)  # _airline_split's rows
+    tr_rows, _ = _airline_rows()
     lab = np.array([r["airline_sentiment"] for r in tr_rows])
     a, neg = scores([r["text"] for r in tr_rows]), lab == "negative"
     not_neutral = lab != "neutral"
@@ -625,7 +630,7 @@ def bench_realcheck() -> Row:
         "airline_negative_flagged": round(float(np.mean(a[neg] >= at)), 3),
         # The answer guard's trade on real traffic: calm questions it keeps from FAQ
         # answers against negative tweets it keeps from them.
-        "answer_guard": svc.thresholds.answer_guard,
+        "answer_guard": g,
         "airline_neutral_over_guard": round(float(np.mean(a[lab == "neutral"] >= g)), 3),
         "airline_negative_over_guard": round(float(np.mean(a[neg] >= g)), 3),
         "weibo_rows": len(w_texts),
