@@ -229,6 +229,8 @@ def test_retraining_after_a_data_edit_encodes_only_new_texts(
     """The old artifact's encoder export, its tuning on the FAQ bank and its sentence
     vectors are reused: no export, no tuning, and only the added example goes through the
     encoder; the result parses it."""
+    import numpy as np
+
     from bot.nlu import encoder as encoder_mod
     from bot.nlu import reuse, tuning
 
@@ -249,16 +251,11 @@ def test_retraining_after_a_data_edit_encodes_only_new_texts(
     assert loaded.stamp.report["texts_reused"] > 1000
     vectors = reuse.read_vectors(art, loaded.encoder.id)
     assert new in vectors and reuse.read_vectors(art, "another-encoder") == {}
-    # Each reused vector belongs to its text. Not equal to a fresh encoding: int8 dynamic
-    # quantisation scales each ONNX run by its largest activation, so a text's vector
-    # moves a little with the texts it is batched with (docs/nlu.md, Encoder).
+    # Each reused vector is its text's fresh encoding: int8 activations are scaled per
+    # token, so a text's vector does not depend on the texts it was batched with.
     sample = [new, *list(vectors)[:20]]
     fresh = loaded.encoder.encode(sample)
-    dims = part_dims(loaded.encoder)
-    cos = [
-        float(cosine(fresh[i : i + 1], vectors[t][None], dims)[0, 0]) for i, t in enumerate(sample)
-    ]
-    assert min(cos) > 0.95
+    assert np.abs(fresh - np.stack([vectors[t] for t in sample])).max() < 1e-5
     top = loaded.engine.analyze([new], loaded.encoder, Thresholds(0.0, 1.0, 1.0))[0]
     assert "thanks" in [r.name for r in top.ranking[:2]]
 
@@ -429,9 +426,10 @@ async def test_faq_answers_are_held_to_their_languages_threshold(
 def test_quantised_encoder_stays_close_to_the_float_model(
     nlu_artifact: Loaded, nlu_data_root: Path
 ) -> None:
-    """The int8 ONNX export must keep MiniLM's meaning: per-tensor scales drifted to
-    cosine 0.97 of the float model on this CPU, per-channel scales keep about 0.99. The
-    float model is the one exported: MiniLM as tuned on the FAQ bank."""
+    """The int8 ONNX export must keep MiniLM's meaning: per-tensor weight scales drifted
+    to cosine 0.97 of the float model on this CPU, per-channel weights with per-run
+    activation scales kept 0.993, per-token activations keep 0.998 (these texts alone).
+    The float model is the one exported: MiniLM as tuned on the FAQ bank."""
     import numpy as np
 
     from bot.nlu.encoder import OnnxEncoder, TorchEncoder
@@ -451,8 +449,8 @@ def test_quantised_encoder_stays_close_to_the_float_model(
         "the courier left my parcel in the rain and it's ruined",
     ]
     cos = (onnx.encode(texts) * reference.encode(texts)).sum(1)
-    assert float(np.mean(cos)) >= 0.985, cos
-    assert float(np.min(cos)) >= 0.97, cos
+    assert float(np.mean(cos)) >= 0.995, cos
+    assert float(np.min(cos)) >= 0.99, cos
 
 
 def test_a_batch_shares_the_slow_encoder_between_threads(nlu_artifact: Loaded) -> None:
@@ -476,10 +474,11 @@ def test_a_batch_shares_the_slow_encoder_between_threads(nlu_artifact: Loaded) -
     calls = [p.calls - b for p, b in zip(enc.parts, before, strict=True)]
     assert calls == [chunks if p is shared else 1 for p in enc.parts]
 
+    # Each row is exactly its text's vector encoded alone: the batch's other (longer,
+    # padded) posts change nothing (bot/nlu/onnx_quant.py). Per-run activation scales
+    # gave cosine 0.95-1.00 here.
     one_by_one = np.vstack([enc.encode([t]) for t in texts])
-    sim = cosine(together, one_by_one, part_dims(enc))
-    assert (sim.argmax(1) == np.arange(len(texts))).all()
-    assert float(np.diag(sim).min()) >= 0.98
+    assert np.abs(together - one_by_one).max() < 1e-5
 
 
 def test_char_rows_from_cached_words_match_scikit_learn(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@
   is ``minilm:en+usem3``). Such a part's slice is zero in the other posts' rows.
 
 Transformer + mean-pooling models are exported once to ONNX (int8 weights, one scale per
-output channel) inside the artifact folder and run with onnxruntime: about 3x faster than
+output channel; int8 activations, one scale per token) inside the artifact folder and run with onnxruntime: about 3x faster than
 torch for one message and no torch import in the worker (docs/benchmarks.md). Others run
 through torch.
 """
@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import structlog
 
+from bot.nlu.onnx_quant import quantize_per_token
 from bot.nlu.tuning import FaqTuning, tuned_model
 
 log = structlog.get_logger(__name__)
@@ -37,9 +38,10 @@ MAX_TOKENS = 128  # microblog posts fit; longer text is truncated
 # speed pool, MiniLM with one thread: 215 msg/s in runs of 64, 377 in runs of 8.
 RUN_CHUNK = 8
 # Bumped when the export recipe changes, so cached exports (and artifacts) are rebuilt.
-# "pc": per-channel weight scales. One scale per tensor moved MiniLM's sentence vectors
-# to cosine 0.969 of the float model; per channel keeps 0.993 at the same speed.
-EXPORT_RECIPE = "onnx-int8-pc"
+# "pt": weights with one scale per output channel (one per tensor moved MiniLM's sentence
+# vectors to cosine 0.969 of the float model), activations with one scale per token, so
+# that a post's vector does not depend on the posts batched with it (onnx_quant.py).
+EXPORT_RECIPE = "onnx-int8-pt"
 
 
 class Encoder(Protocol):
@@ -365,7 +367,8 @@ def _mean_pooling_bert(path: Path) -> bool:
 
 
 def export_onnx(model_path: Path, out_dir: Path, quantize: bool = True) -> Path:
-    """Export the transformer to ONNX (and int8 dynamic quantisation); returns the file."""
+    """Export the transformer to ONNX (and int8 quantisation, bot/nlu/onnx_quant.py);
+    returns the file."""
     import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -408,17 +411,8 @@ def export_onnx(model_path: Path, out_dir: Path, quantize: bool = True) -> Path:
         )
     if not quantize:
         return fp32
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     q = out_dir / "encoder.int8.onnx"
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic warns about pre-processing
-    try:
-        quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        logging.getLogger().setLevel(level)
+    quantize_per_token(fp32, q)
     fp32.unlink()
     return q
 
