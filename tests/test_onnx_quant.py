@@ -1,5 +1,5 @@
 """Per-token int8 quantisation of an ONNX graph (bot/nlu/onnx_quant.py) on a small model:
-two linear layers with a GELU-like bend between them, as in a transformer's feed-forward
+two linear layers with a ReLU between them, the shape of a transformer's feed-forward
 block."""
 
 from __future__ import annotations
@@ -7,12 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
+import onnx
+import onnxruntime as ort
 
 from bot.nlu.onnx_quant import quantize_per_token
-
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
 
 K, H, N = 64, 96, 48
 

