@@ -46,6 +46,7 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(PY) -m bench.ingest
 	$(PY) -m bench.nlu
+	$(PY) -m bench.export
 	$(PY) -m bench.outbound
 	$(PY) -m bench.e2e
 	$(PY) -m bench.scale

@@ -76,3 +76,54 @@ def test_a_row_quantised_alone_or_beside_a_loud_row_gives_the_same_output(
     # the first layer's output is then its bias alone.
     zeros = np.zeros((1, 2, K), np.float32)
     assert np.abs(_run(pt, zeros) - _run(fp32, zeros)).max() < 0.05
+
+
+def _three_heads(path: Path, shared: bool) -> None:
+    """Three MatMuls on one input, as attention's query, key and value are; with
+    ``shared`` False each reads its own Identity copy of it (the same values)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    weights = [
+        numpy_helper.from_array((rng.normal(size=(K, N)) / 8).astype(np.float32), f"w{i}")
+        for i in range(3)
+    ]
+    nodes = [] if shared else [helper.make_node("Identity", ["x"], [f"x{i}"]) for i in range(3)]
+    nodes += [
+        helper.make_node("MatMul", ["x" if shared else f"x{i}", f"w{i}"], [f"y{i}"])
+        for i in range(3)
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "heads",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", K])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(3)],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_matmuls_on_one_input_run_as_one_product_with_the_same_results(tmp_path: Path) -> None:
+    """Query, key and value share one integer product on their weights side by side;
+    every output value is the one three separate products give."""
+    for shared in (True, False):
+        _three_heads(tmp_path / f"f{shared}.onnx", shared)
+        quantize_per_token(tmp_path / f"f{shared}.onnx", tmp_path / f"q{shared}.onnx")
+    merged = onnx.load(str(tmp_path / "qTrue.onnx"))
+    apart = onnx.load(str(tmp_path / "qFalse.onnx"))
+    assert [n.op_type for n in merged.graph.node].count("MatMulInteger") == 1
+    assert [n.op_type for n in apart.graph.node].count("MatMulInteger") == 3
+
+    x = np.random.default_rng(3).normal(size=(2, 7, K)).astype(np.float32)
+    sessions = [
+        ort.InferenceSession(
+            str(tmp_path / f"{kind}{shared}.onnx"), providers=["CPUExecutionProvider"]
+        )
+        for kind, shared in (("q", True), ("q", False), ("f", True))
+    ]
+    one, three, exact = (s.run(None, {"x": x}) for s in sessions)
+    for a, b, f in zip(one, three, exact, strict=True):
+        assert np.array_equal(a, b)
+        assert np.abs(a - f).max() < 0.05 * np.abs(f).max()

@@ -41,7 +41,8 @@ RUN_CHUNK = 8
 # "pt": weights with one scale per output channel (one per tensor moved MiniLM's sentence
 # vectors to cosine 0.969 of the float model), activations with one scale per token, so
 # that a post's vector does not depend on the posts batched with it (onnx_quant.py).
-EXPORT_RECIPE = "onnx-int8-pt"
+# "pt2": the same vectors, bit for bit, from a graph with fewer nodes (faster).
+EXPORT_RECIPE = "onnx-int8-pt2"
 
 
 class Encoder(Protocol):
