@@ -208,13 +208,18 @@ def train(
     return Loaded(engine, final, stamp, trained=True)
 
 
+class EncoderChanged(RuntimeError):
+    """The artifact was encoded by another encoder than the configuration now gives (a new
+    export recipe, another model version): retraining may still reuse its parts."""
+
+
 def load(art: Path, encoder_name: str, runtime: str) -> Loaded:
     stamp = read_stamp(art)
     if stamp is None:
         raise FileNotFoundError(f"{art}/stamp.json")
     encoder = load_encoder(encoder_name, runtime, art / "encoder", allow_export=False)
     if encoder.id != stamp.encoder_id:
-        raise RuntimeError(f"encoder {encoder.id} differs from the trained {stamp.encoder_id}")
+        raise EncoderChanged(f"encoder {encoder.id} differs from the trained {stamp.encoder_id}")
     with (art / "engine.pkl").open("rb") as fh:
         engine = pickle.load(fh)  # our own file, written by train() above
     # A pickle unpickles even when the classes it names have changed shape under the same
@@ -249,6 +254,10 @@ def load_or_train(
             return reason
         try:
             return load(art, encoder_name, runtime)
+        except EncoderChanged as e:
+            # Its tuned model and export stay usable: load_encoder re-exports a stale
+            # export, and vectors are reused only from the same encoder id.
+            return f"encoder changed: {e}"
         except Exception as e:  # corrupt or incompatible: rebuild rather than fail
             return f"unloadable: {e}"
 

@@ -489,4 +489,4 @@ def load_encoder(
             return OnnxEncoder(onnx_file, p / "tokenizer.json", recipe_id)
     if runtime == "onnx":
         raise RuntimeError(f"encoder {name!r} cannot run on onnx (not a mean-pooling BERT model)")
-    return TorchEncoder(path, model_id)
+    return TorchEncoder(str(p), model_id)  # the tuned model when there is one
