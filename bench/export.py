@@ -81,15 +81,19 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from bot.nlu.encoder import OnnxEncoder, resolve_model
+    from bot.nlu.encoder import RUN_CHUNK, OnnxEncoder, resolve_model
 
+    extras: dict[str, Path] = {}
+    for extra in args.extra:
+        name, _, file = extra.partition("=")
+        if not name or not Path(file).is_file():
+            ap.error(f"--extra {extra!r}: give NAME=PATH of an exported .onnx file")
+        extras[name] = Path(file)
     path, model_id = resolve_model(args.model)
     texts = _texts()
     with tempfile.TemporaryDirectory() as tmp:
         files = _build(Path(path), Path(tmp))
-        for extra in args.extra:
-            name, _, file = extra.partition("=")
-            files[name] = Path(file)
+        files.update(extras)
         tok = Path(path) / "tokenizer.json"
         encs = {name: OnnxEncoder(f, tok, name) for name, f in files.items()}
         alone: dict[str, np.ndarray] = {}
@@ -133,7 +137,7 @@ def main() -> None:
             )
     print(f"{model_id}, {len(texts)} held-out messages, {args.rounds} alternating rounds\n")
     print(
-        "| export | graph nodes | ms per post alone | ms per post in runs of 8 "
+        f"| export | graph nodes | ms per post alone | ms per post in runs of {RUN_CHUNK} "
         "| batch-invariant | cosine to float32, median / worst |"
     )
     print("|---|---|---|---|---|---|")
