@@ -16,9 +16,10 @@ the float model fell to 0.972; 0.997 with 7-bit weights, docs/benchmarks.md).
 
 Opset 21's blocked QuantizeLinear takes each row's scale and zero point without
 reshaping, and the MatMuls that read one input (attention's query, key and value) share
-one integer product on their weights side by side. The values are bit for bit those of the
-first version of this rewrite (recipe onnx-int8-pt), from a quarter fewer graph nodes. What remains costs about 1.17x onnxruntime's per-run export's time
-per post (bench/export.py; it was 1.34x with the first rewrite, docs/benchmarks.md).
+one integer product on their weights side by side. The values are bit for bit those of
+the first version of this rewrite (recipe onnx-int8-pt), from a quarter fewer graph
+nodes. What remains costs about 1.17x onnxruntime's per-run export's time per post
+(bench/export.py; 1.34x with the first version, docs/benchmarks.md).
 """
 
 from __future__ import annotations
