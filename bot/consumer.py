@@ -1,8 +1,10 @@
 """A bounded-concurrency consumer of one Redis stream in a consumer group.
 
 New entries come from XREADGROUP; entries left pending by a consumer that died or
-stalled longer than the visibility timeout are taken over with XAUTOCLAIM. Stopping
-drains: no new reads, in-flight entries finish and are acknowledged.
+stalled longer than the visibility timeout are taken over with XAUTOCLAIM. While a
+handler runs, the consumer renews its claim every third of the visibility timeout, so a
+slow but live handler keeps its entry and only a dead (or frozen) consumer's entries
+move. Stopping drains: no new reads, in-flight entries finish and are acknowledged.
 Subclasses implement :meth:`handle_entry` and acknowledge what they finish.
 """
 
@@ -17,7 +19,7 @@ import structlog
 from bot import metrics
 from bot.config import WorkerConfig
 from bot.redis import Redis, as_str
-from bot.streams import ensure_group
+from bot.streams import ensure_group, renew_leases
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +40,7 @@ class StreamConsumer:
         self._block_ms = cfg.block_ms
         self._claim_interval = cfg.claim_interval_s
         self._inflight: set[asyncio.Task[None]] = set()
+        self._held: dict[asyncio.Task[None], str] = {}  # in-flight task -> its entry id
 
     async def handle_entry(self, msg_id: str, fields: dict[str, str]) -> None:
         raise NotImplementedError
@@ -46,6 +49,8 @@ class StreamConsumer:
         await ensure_group(self.redis, self.stream, self.group)
         log.info("consumer_started", role=self.role, consumer=self.consumer)
         reclaimer = asyncio.create_task(self._reclaim_loop(stop), name=f"{self.role}-reclaim")
+        # Not stopped with `stop`: draining handlers must keep their entries too.
+        leases = asyncio.create_task(self._lease_loop(), name=f"{self.role}-leases")
         try:
             while not stop.is_set():
                 free = await self._wait_for_slot(stop)
@@ -71,6 +76,9 @@ class StreamConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await reclaimer
             await self.drain()
+            leases.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await leases
             log.info("consumer_stopped", role=self.role, consumer=self.consumer)
 
     async def drain(self) -> None:
@@ -92,7 +100,32 @@ class StreamConsumer:
         decoded = {as_str(k): as_str(v) for k, v in fields.items()}
         task = asyncio.create_task(self._guarded(msg_id, decoded))
         self._inflight.add(task)
+        self._held[task] = msg_id
         task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._release)
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self._held.pop(task, None)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._vt_ms / 3000)
+            held = list(self._held.values())
+            if not held:
+                continue
+            try:
+                lost = await renew_leases(self.redis, self.stream, self.group, self.consumer, held)
+            except Exception as e:  # Redis restarting: the next round renews
+                log.warning("consumer_lease_renew_failed", role=self.role, error=type(e).__name__)
+                continue
+            # This process stalled past the visibility timeout and another consumer
+            # took these over; the handlers are idempotent, so finishing here as well
+            # changes nothing. Stop renewing them (and warn once each).
+            for task, msg_id in list(self._held.items()):
+                if msg_id in lost:
+                    del self._held[task]
+                    metrics.WORKER_LEASES_LOST.labels(self.role).inc()
+                    log.warning("entry_lease_lost", role=self.role, stream_id=msg_id)
 
     async def _guarded(self, msg_id: str, fields: dict[str, str]) -> None:
         try:

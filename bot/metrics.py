@@ -66,6 +66,13 @@ WORKER_RECLAIMED = Counter(
     "Events reclaimed from a consumer that exceeded the visibility timeout.",
     registry=REGISTRY,
 )
+WORKER_LEASES_LOST = Counter(
+    "replydesk_worker_leases_lost_total",
+    "Entries taken over by another consumer while this one was still handling them "
+    "(the process stalled past the visibility timeout).",
+    ["role"],
+    registry=REGISTRY,
+)
 WORKER_SECONDS = Histogram(
     "replydesk_worker_event_seconds",
     "Time a worker spends on one inbound event (pipeline and stores).",

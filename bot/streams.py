@@ -30,6 +30,37 @@ async def ensure_group(redis: Redis, stream: str, group: str) -> None:
             raise
 
 
+# Renew this consumer's claim on entries it is still handling: XCLAIM ... JUSTID resets
+# an entry's idle time (without counting a delivery), but only where the entry is still
+# pending to this consumer; one taken over meanwhile is reported, never taken back.
+_RENEW_LUA = """
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p > 0 then
+    if p[1][2] == ARGV[2] then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    else
+      table.insert(lost, ARGV[i])
+    end
+  end
+end
+return lost
+"""
+
+
+async def renew_leases(
+    redis: Redis, stream: str, group: str, consumer: str, msg_ids: list[str]
+) -> list[str]:
+    """Reset the idle time of ``msg_ids`` still pending to ``consumer``, so no other
+    consumer reclaims an entry whose handler is slow but alive. Returns the ids another
+    consumer holds now (acknowledged ones are simply skipped)."""
+    if not msg_ids:
+        return []
+    lost = await redis.eval(_RENEW_LUA, 1, stream, group, consumer, *msg_ids)
+    return [as_str(m) for m in lost]
+
+
 async def count_attempt(redis: Redis, keys: Keys, msg_id: str) -> int:
     """Count one delivery of ``msg_id``; the count survives crashes and reclaims."""
     key = keys.attempts(msg_id)

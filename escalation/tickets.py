@@ -183,6 +183,9 @@ class _Change:
     # (kind, text, data) for the notification webhook queue, queued in the same MULTI.
     notices: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
+    # event key -> "<ticket id>|created" or "|appended": which ticket took the event,
+    # written with the ticket so a concurrent run of the same event reads it back.
+    event_marks: dict[str, str] = field(default_factory=dict)
     conv_set: bool = False
     conv_delete: bool = False
     write: bool = True
@@ -408,6 +411,8 @@ class TicketStore:
                 )
         if ch.applied:
             pipe.sadd(self.k_list(t.id, "applied"), *ch.applied)
+        for event_key, mark in ch.event_marks.items():
+            pipe.set(self.k_event(event_key), mark, ex=EVENT_TTL_S)
         after = self._alert_members(t) if t.status == "open" else {}
         gone = [m for m in before if m not in after]
         if gone:
@@ -484,8 +489,11 @@ class TicketStore:
             tid = await self.open_ticket_for(conv)
             if tid is not None:
                 try:
-                    await self.append_customer_message(tid, event, conv=conv)
-                    return tid, False
+                    if await self.append_customer_message(tid, event, conv=conv):
+                        return tid, False
+                    # Another run of this event (a worker that stalled past its
+                    # visibility timeout) applied it first: report what that run did.
+                    return await self.ticket_for_event(event.key) or (tid, False)
                 except TicketError as e:
                     if e.code != "stale_conversation":
                         raise
@@ -522,7 +530,7 @@ class TicketStore:
         p = self._policy(t)
         self.sla.start(t.clocks["first_response"], p, "first_response", now)
         self.sla.start(t.clocks["resolution"], p, "resolution", now)
-        ch = _Change(conv_set=True, applied=[event.key])
+        ch = _Change(conv_set=True, applied=[event.key], event_marks={event.key: f"{tid}|created"})
         ch.messages.append(_customer_msg(event, now))
         ch.history.append({"at": now, "actor": "bot", "action": "created", "reason": reason})
         ch.events.append(("ticket.created", {"reason": reason}))
@@ -534,7 +542,6 @@ class TicketStore:
                     return None  # another worker opened one first: append to it instead
                 pipe.multi()
                 self._write(pipe, t, ch, {})
-                pipe.set(self.k_event(event.key), f"{tid}|created", ex=EVENT_TTL_S)
                 await pipe.execute()
             except WatchError:
                 return None
@@ -554,11 +561,13 @@ class TicketStore:
 
     async def append_customer_message(
         self, tid: str, event: InboundEvent, *, conv: str = ""
-    ) -> None:
-        def fn(t: Ticket, ch: _Change, already: set[str]) -> None:
+    ) -> bool:
+        """Append ``event`` to ticket ``tid``; False if it was applied before."""
+
+        def fn(t: Ticket, ch: _Change, already: set[str]) -> bool:
             if event.key in already:
                 ch.write = False
-                return
+                return False
             if t.status != "open" or (conv and t.conv != conv):
                 raise TicketError(409, "stale_conversation", "ticket is no longer open")
             now = self.now()
@@ -571,10 +580,11 @@ class TicketStore:
                 self.sla.start(nr, self._policy(t), "next_response", now)
             ch.messages.append(_customer_msg(event, now))
             ch.applied.append(event.key)
+            ch.event_marks[event.key] = f"{tid}|appended"
             ch.events.append(("ticket.message", {"from": "customer"}))
+            return True
 
-        await self._mutate(tid, fn, check_applied=(event.key,))
-        await self.redis.set(self.k_event(event.key), f"{tid}|appended", ex=EVENT_TTL_S)
+        return await self._mutate(tid, fn, check_applied=(event.key,))
 
     async def add_bot_message(self, tid: str, reply: OutboundReply) -> None:
         """Record the bot's acknowledgement on the ticket. It stops no clock."""

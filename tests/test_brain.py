@@ -81,6 +81,40 @@ async def test_complaint_then_follow_up_then_resolve_hands_back(
     assert o3.decision == "answer" and "@alice" in (await outbox(redis, keys))[-1]["text"]
 
 
+async def test_a_run_racing_the_first_reports_the_same_escalation(
+    brain: Brain, redis: Any, keys: Any, settings: Any, clock: FakeClock
+) -> None:
+    """Two workers on one event (the first stalled past its visibility timeout): the
+    second looked the event up just before the first opened the ticket, then found that
+    ticket. It must report what the first did, not an append without the ack."""
+    complaint = event("@acme worst service ever", kind="mention")
+    first = await brain.handle(complaint)
+    tickets = TicketStore(redis, keys, settings.escalation, clock=clock)
+    looked_up = tickets.ticket_for_event
+    calls = 0
+
+    async def too_early(key: str) -> tuple[str, bool] | None:
+        nonlocal calls
+        calls += 1
+        return None if calls == 1 else await looked_up(key)
+
+    tickets.ticket_for_event = too_early  # type: ignore[method-assign]
+    racer = Brain(
+        redis, keys, settings, StubNlu(), tickets=tickets, responses=RESPONSES, clock=clock
+    )
+    second = await racer.handle(complaint)
+    assert calls >= 1  # the early lookup ran: the race was taken
+    assert (second.decision, second.ticket_id, second.reply_ids) == (
+        first.decision,
+        first.ticket_id,
+        first.reply_ids,
+    )
+    assert await looked_up(complaint.key) == (first.ticket_id, True)  # not "appended"
+    lists = await tickets.lists(first.ticket_id or "")
+    assert [m["from"] for m in lists["messages"]] == ["customer", "bot"]
+    assert len(await outbox(redis, keys)) == 1
+
+
 async def test_unclear_twice_escalates_low(brain: Brain, redis: Any, keys: Any) -> None:
     o1 = await brain.handle(event("hmm so about that thing"))
     assert o1.decision == "answer" and o1.reasons["rule"] == "clarify"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from bot import metrics
 from bot.config import WorkerConfig
 from bot.models import Author, InboundEvent
 from bot.pipeline import Outcome, PassThroughPipeline
@@ -51,6 +53,25 @@ class Flaky:
         if n <= self.fail:
             raise RuntimeError(f"boom {n}")
         return Outcome(decision="recorded")
+
+
+class Slow:
+    """Takes ``seconds`` per event, counting how often each event started."""
+
+    ready = True
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls: Counter[str] = Counter()
+
+    async def handle(self, ev: InboundEvent) -> Outcome:
+        self.calls[ev.event_id] += 1
+        await asyncio.sleep(self.seconds)
+        return Outcome(decision="recorded")
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def run_worker(worker, stop):
@@ -245,3 +266,55 @@ async def _count_outcomes(redis, keys, n: int) -> bool:
     async for _ in redis.scan_iter(match=keys.outcome("*")):
         found += 1
     return found == n
+
+
+async def test_a_slow_live_handler_keeps_its_entry(redis, keys):
+    """A handler four visibility timeouts long is not taken over by an idle second
+    worker: its consumer renews the claim while the handler runs."""
+    pipe = Slow(seconds=4 * FAST.visibility_timeout_s)
+    stop = asyncio.Event()
+    tasks = [await run_worker(InboundWorker(redis, keys, FAST, pipe, consumer="w-a"), stop)]
+    try:
+        await add(redis, keys, event("s1"))
+        await until(lambda: pipe.calls["s1"] == 1, 10, "the first worker to start the event")
+        reclaimed = sample("replydesk_worker_reclaimed_total")
+        tasks.append(
+            await run_worker(InboundWorker(redis, keys, FAST, pipe, consumer="w-b"), stop)
+        )
+        await until(lambda: redis.exists(keys.outcome(event("s1").key)), 10, "the outcome")
+        await until(lambda: _no_pending(redis, keys))
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert pipe.calls["s1"] == 1
+    assert sample("replydesk_worker_reclaimed_total") == reclaimed
+
+
+async def test_a_lease_taken_over_is_not_taken_back(redis, keys):
+    """A consumer that finds its entry held by another (it stalled past the timeout)
+    counts the lost lease once and stops renewing; the new holder keeps the entry."""
+    pipe = Slow(seconds=6 * FAST.visibility_timeout_s)
+    stop = asyncio.Event()
+    task = await run_worker(InboundWorker(redis, keys, FAST, pipe, consumer="w-a"), stop)
+    try:
+        msg_id = await add(redis, keys, event("s2"))
+        await until(lambda: pipe.calls["s2"] == 1, 10, "the worker to start the event")
+        lost = sample("replydesk_worker_leases_lost_total", role="worker")
+        await redis.xclaim(keys.inbound, keys.WORKERS, "w-other", 0, [msg_id], justid=True)
+        await until(
+            lambda: sample("replydesk_worker_leases_lost_total", role="worker") == lost + 1,
+            10,
+            "the lost lease to be counted",
+        )
+        # The other holder stays alive (renews) through several of w-a's renewal rounds.
+        for _ in range(10):
+            await asyncio.sleep(FAST.visibility_timeout_s / 3)
+            await redis.xclaim(keys.inbound, keys.WORKERS, "w-other", 0, [msg_id], justid=True)
+        pending = await redis.xpending_range(keys.inbound, keys.WORKERS, msg_id, msg_id, 1)
+        assert pending and pending[0]["consumer"] == b"w-other"
+        assert sample("replydesk_worker_leases_lost_total", role="worker") == lost + 1
+    finally:
+        stop.set()
+        await task
+    assert pipe.calls["s2"] == 1  # the handler finished; its XACK settles the entry
+    assert await _no_pending(redis, keys)
