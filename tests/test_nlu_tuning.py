@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,7 +135,21 @@ def test_the_artifact_carries_the_tuned_encoder(
     part = art / "encoder" / "part0"
     texts = [q for f in faqs for q in f.questions["en"]]
     onnx_v = load_encoder("minilm", "onnx", part, allow_export=False).encode(texts)
-    torch_v = load_encoder("minilm", "torch", part, allow_export=False).encode(texts)
+    # It sets torch's (process-wide) thread count around its own encoding only.
+    torch_enc = load_encoder("minilm", "torch", part, allow_export=False)
+    assert isinstance(torch_enc, encoder_mod.TorchEncoder)
+    outside = torch_enc._threads + 1
+    torch.set_num_threads(outside)
+    inside: list[int] = []
+    model_encode = torch_enc._model.encode
+
+    def encode(*a: Any, **k: Any) -> Any:
+        inside.append(torch.get_num_threads())
+        return model_encode(*a, **k)
+
+    monkeypatch.setattr(torch_enc._model, "encode", encode)
+    torch_v = torch_enc.encode(texts)
+    assert inside == [torch_enc._threads] and torch.get_num_threads() == outside
     base_v = load_encoder("minilm", "torch", tmp_path / "none", allow_export=False).encode(texts)
     # Distances to the ONNX export's vectors: about 0.002 against 0.024 for the base model
     # (a few epochs on six FAQs move MiniLM only a little).
@@ -145,8 +160,15 @@ def test_the_artifact_carries_the_tuned_encoder(
     # So does a new export recipe: the export is made again from the tuned model.
     recipe = encoder_mod.EXPORT_RECIPE
     monkeypatch.setattr(encoder_mod, "EXPORT_RECIPE", "onnx-test-recipe")
-    with pytest.raises(art_mod.EncoderChanged):
+    torch_encoder = encoder_mod.TorchEncoder
+
+    def no_torch(*a: object, **k: object) -> None:
+        raise AssertionError("the torch fallback was loaded to check a stale export")
+
+    monkeypatch.setattr(encoder_mod, "TorchEncoder", no_torch)
+    with pytest.raises(art_mod.EncoderChanged, match=r"is not .*/onnx-test-recipe"):
         load(art, CFG.encoder, CFG.runtime)
+    monkeypatch.setattr(encoder_mod, "TorchEncoder", torch_encoder)
     exported = load_or_train(data, art, CFG.encoder, CFG.runtime)
     assert exported.trained and "/onnx-test-recipe" in exported.encoder.id
     assert exported.encoder.id == tuned.encoder.id.replace(recipe, "onnx-test-recipe")

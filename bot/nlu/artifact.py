@@ -24,7 +24,7 @@ import structlog
 
 from bot.nlu import reuse
 from bot.nlu.data import NluDataError, data_hash, data_warnings, load_training_data
-from bot.nlu.encoder import Encoder, load_encoder
+from bot.nlu.encoder import Encoder, EncoderChanged, load_encoder
 from bot.nlu.engine import Engine, Step, Thresholds, TrainReport, train_engine
 from bot.nlu.tuning import EPOCHS, FaqTuning, fold_encoders
 
@@ -206,11 +206,6 @@ def train(
         # `replydesk train` prints them (training text, so only the count here).
         log.warning("nlu.data.warnings", count=len(problems))
     return Loaded(engine, final, stamp, trained=True)
-
-
-class EncoderChanged(RuntimeError):
-    """The artifact was encoded by another encoder than the configuration now gives (a new
-    export recipe, another model version): retraining may still reuse its parts."""
 
 
 def load(art: Path, encoder_name: str, runtime: str) -> Loaded:

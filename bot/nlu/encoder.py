@@ -29,6 +29,7 @@ import numpy as np
 import structlog
 
 from bot.nlu.onnx_quant import quantize_per_token
+from bot.nlu.torch_threads import torch_threads
 from bot.nlu.tuning import FaqTuning, tuned_model
 
 log = structlog.get_logger(__name__)
@@ -132,10 +133,9 @@ class TorchEncoder:
 
     def __init__(self, path: str, model_id: str, threads: int | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import torch
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(threads or _threads())
+        self._threads = threads or _threads()  # set around each encode, not process-wide
         self._model = SentenceTransformer(path, device="cpu")
         self._model.max_seq_length = min(self._model.max_seq_length or MAX_TOKENS, MAX_TOKENS)
         self.id = f"{model_id}/torch"
@@ -149,7 +149,7 @@ class TorchEncoder:
     def encode(self, texts: list[str], languages: Sequence[str] | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
+        with self._lock, torch_threads(self._threads):
             self.calls += 1
             v = self._model.encode(list(texts), batch_size=64, convert_to_numpy=True)
         return _normalise(v)
@@ -435,6 +435,11 @@ def split_languages(part: str) -> tuple[str, frozenset[str] | None]:
     return m.group(1), codes
 
 
+class EncoderChanged(RuntimeError):
+    """The artifact was encoded by another encoder than the configuration now gives (a new
+    export recipe, another model version): retraining may still reuse its parts."""
+
+
 def load_encoder(
     name: str,
     runtime: str,
@@ -475,6 +480,10 @@ def load_encoder(
         cache_dir.mkdir(parents=True, exist_ok=True)
         recipe_id = f"{model_id}/{EXPORT_RECIPE}"
         fresh = onnx_file.exists() and stamp.exists() and stamp.read_text() == recipe_id
+        if not fresh and not allow_export and stamp.exists():
+            # Another recipe's or model's export: say so now, rather than load the
+            # torch fallback only for its id to differ from the artifact's.
+            raise EncoderChanged(f"export {stamp.read_text()} is not {recipe_id}")
         if not fresh and allow_export:
             try:
                 log.info("nlu.encoder.export", model=model_id)

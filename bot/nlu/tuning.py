@@ -27,14 +27,13 @@ them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import structlog
 
 from bot.config import NluConfig
 from bot.nlu.data import Faq
+from bot.nlu.torch_threads import torch_threads
 
 log = structlog.get_logger(__name__)
 
@@ -194,10 +194,9 @@ class FaqTuning:
             done = 0.0
             texts = _texts(pairs)
             views = {}
-            # Pinned: torch's thread count is process-wide, and a torch encoder loaded
-            # earlier (checking a stale artifact) left it at one thread. The tuned weights
-            # then came out different from a fresh process's, and took 1.6x as long.
-            with _torch_threads(os.cpu_count() or 1):
+            # Pinned: the tuned weights depend on torch's thread count (on one thread
+            # they came out different from a fresh process's, and took 1.6x as long).
+            with torch_threads(os.cpu_count() or 1):
                 for k, run in enumerate(runs):
                     share = len(run) / total
 
@@ -271,19 +270,6 @@ def _embed(body: Any, tok: Any, texts: list[str]) -> Any:
     mask = enc["attention_mask"].unsqueeze(-1).float()
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
     return torch.nn.functional.normalize(pooled, dim=-1)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch on ``n`` intra-op threads inside the block, as it was after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def fine_tune(model_path: Path, pairs: list[Pair], epochs: int, progress: Progress) -> _Tuned:
