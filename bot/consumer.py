@@ -49,8 +49,9 @@ class StreamConsumer:
         await ensure_group(self.redis, self.stream, self.group)
         log.info("consumer_started", role=self.role, consumer=self.consumer)
         reclaimer = asyncio.create_task(self._reclaim_loop(stop), name=f"{self.role}-reclaim")
-        # Not stopped with `stop`: draining handlers must keep their entries too.
-        leases = asyncio.create_task(self._lease_loop(), name=f"{self.role}-leases")
+        # Stopped after the drain, not with `stop`: draining handlers keep their entries.
+        drained = asyncio.Event()
+        leases = asyncio.create_task(self._lease_loop(drained), name=f"{self.role}-leases")
         try:
             while not stop.is_set():
                 free = await self._wait_for_slot(stop)
@@ -76,9 +77,10 @@ class StreamConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await reclaimer
             await self.drain()
-            leases.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await leases
+            # An event, not cancel(): redis-py can swallow a cancellation that lands
+            # inside a command, and the await would hang.
+            drained.set()
+            await leases
             log.info("consumer_stopped", role=self.role, consumer=self.consumer)
 
     async def drain(self) -> None:
@@ -107,9 +109,9 @@ class StreamConsumer:
     def _release(self, task: asyncio.Task[None]) -> None:
         self._held.pop(task, None)
 
-    async def _lease_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._vt_ms / 3000)
+    async def _lease_loop(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            await _sleep_or_stop(done, self._vt_ms / 3000)
             held = list(self._held.values())
             if not held:
                 continue

@@ -165,31 +165,14 @@ class Sender(StreamConsumer):
         if adapter is None:
             await self._dead(msg_id, fields, f"no account {reply.account!r} configured", attempts)
             return
-        # Waits (rate limits, backoff) can outlast the visibility timeout: keep the entry ours.
-        done = asyncio.Event()
-        keepalive = asyncio.create_task(self._keepalive(msg_id, done))
+        # Waits (rate limits, backoff) can outlast the visibility timeout; the entry stays
+        # ours meanwhile because StreamConsumer renews its claim while this runs.
         try:
             await self._deliver(msg_id, fields, reply, adapter, attempts, intent_raw, log_)
         except _Stopping:
             # Nothing in flight at the platform (or a Mastodon retry, safe to resend):
             # another sender reclaims the entry after the visibility timeout.
             log_.info("reply_left_for_reclaim_on_stop")
-        finally:
-            # Stopped by an event, not cancel(): redis-py can swallow a cancellation
-            # that lands inside a command, which left shutdown hanging in drain().
-            done.set()
-            await keepalive
-
-    async def _keepalive(self, msg_id: str, done: asyncio.Event) -> None:
-        every = max(self._vt_ms / 3000.0, 0.05)
-        while not done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), timeout=every)
-                return
-            with contextlib.suppress(Exception):
-                await self.redis.xclaim(
-                    self.stream, self.group, self.consumer, 0, [msg_id], justid=True
-                )
 
     async def _deliver(
         self,

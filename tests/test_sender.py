@@ -366,3 +366,47 @@ async def test_stop_during_rate_limit_wait_drains_at_once(
     assert len(x.tweets) == 1 and await redis.xlen(keys.dead) == 0
     assert (await redis.xpending(keys.outbox, keys.SENDERS))["pending"] == 1  # left for a reclaim
     assert await redis.get(keys.sending(mention("e2").reply_id)) is None
+
+
+async def test_a_long_rate_limit_wait_keeps_the_reply_from_other_senders(
+    fakes, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """X has no idempotency key: a sender waiting out a Retry-After longer than the
+    visibility timeout must keep its reply, or a second sender would post it too (or
+    find the first one's send intent and give the reply up as undeliverable)."""
+    x, _, xu, _ = fakes
+    settings = make_settings(
+        redis_server.url,
+        tmp_path,
+        accounts=accounts(xu),
+        **{"worker.visibility_timeout_s": 0.3, "worker.claim_interval_s": 0.05},
+    )
+    x.fail_next(429, {"title": "Too Many Requests"}, headers={"Retry-After": "2"})
+    async with aiohttp.ClientSession() as http:
+        from bot.outbox import Sender
+        from bot.platforms import adapter_for
+
+        adapters = {a.id: adapter_for(a) for a in settings.accounts}
+        senders = [
+            Sender(redis, keys, settings.worker, adapters, http, consumer=f"s{n}")
+            for n in (1, 2)
+        ]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(senders[0].run(stop))]
+        try:
+            await enqueue_reply(redis, keys, mention())
+            deadline = time.monotonic() + 10
+            while len(x.calls) < 1:  # the first sender met the 429 and now waits 2 s
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            tasks.append(asyncio.create_task(senders[1].run(stop)))
+            while not (x.tweets and await sent_record(redis, keys, mention().reply_id)):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # time for a wrongful second send to show
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+    assert len(x.calls) == 2 and len(x.tweets) == 1  # the 429, then one post
+    assert await redis.xlen(keys.dead) == 0
+    assert (await redis.xpending(keys.outbox, keys.SENDERS))["pending"] == 0
