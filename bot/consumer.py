@@ -111,7 +111,7 @@ class StreamConsumer:
 
     async def _lease_loop(self, done: asyncio.Event) -> None:
         while not done.is_set():
-            await _sleep_or_stop(done, self._vt_ms / 3000)
+            await _sleep_or_stop(done, max(self._vt_ms / 3000, 0.05))
             held = list(self._held.values())
             if not held:
                 continue

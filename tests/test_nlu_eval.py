@@ -137,6 +137,16 @@ def test_bad_eval_input_is_one_clear_line(tmp_path: Path, args: list[str], expec
     assert "Traceback" not in err
 
 
+def test_cross_validation_on_a_stale_export_says_to_train(tmp_path: Path) -> None:
+    """An export from another recipe (an upgrade, before the next `replydesk train`)."""
+    part = tmp_path / "var" / "nlu" / "encoder" / "part0"
+    part.mkdir(parents=True)
+    (part / "encoder.id").write_text("all-MiniLM-L6-v2@gt-0.1.0/onnx-int8-old")
+    rc, _, err = replydesk(tmp_path, "eval", "--folds", "2")
+    assert rc == 2 and "Traceback" not in err
+    assert "made by another encoder" in err and "run `replydesk train` first" in err
+
+
 def test_eval_says_when_rasa_was_not_what_answered(
     nlu_artifact: Loaded, nlu_data_root: Path, tmp_path: Path
 ) -> None:

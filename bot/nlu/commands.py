@@ -237,7 +237,17 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
         title = f"eval on {args.data} ({backend} backend)"
         extra: dict[str, Any] = {"backend": backend, "fallbacks": fallbacks}
     else:
-        report = _cross_validate(settings, args.folds, args.errors)
+        from bot.nlu.encoder import EncoderChanged
+
+        try:
+            report = _cross_validate(settings, args.folds, args.errors)
+        except EncoderChanged as e:
+            print(
+                f"replydesk: the NLU artifact was made by another encoder ({e}); "
+                "run `replydesk train` first",
+                file=sys.stderr,
+            )
+            return 2
         title = f"{args.folds}-fold cross-validation on nlu_data (embedded engine)"
         extra = {"backend": "embedded"}
     from bot.nlu.eval_tables import print_intents
