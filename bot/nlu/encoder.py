@@ -479,11 +479,12 @@ def load_encoder(
         stamp = cache_dir / "encoder.id"
         cache_dir.mkdir(parents=True, exist_ok=True)
         recipe_id = f"{model_id}/{EXPORT_RECIPE}"
-        fresh = onnx_file.exists() and stamp.exists() and stamp.read_text() == recipe_id
-        if not fresh and not allow_export and stamp.exists():
+        made = stamp.read_text() if stamp.exists() else None
+        fresh = onnx_file.exists() and made == recipe_id
+        if made not in (None, recipe_id) and not allow_export:
             # Another recipe's or model's export: say so now, rather than load the
             # torch fallback only for its id to differ from the artifact's.
-            raise EncoderChanged(f"export {stamp.read_text()} is not {recipe_id}")
+            raise EncoderChanged(f"export {made} is not {recipe_id}")
         if not fresh and allow_export:
             try:
                 log.info("nlu.encoder.export", model=model_id)
