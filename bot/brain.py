@@ -7,7 +7,8 @@ For each inbound event:
   Answer → a reply through the outbox; Escalate → the conversation's ticket (new, or the
   message appended) plus an optional acknowledgement; Ignore → nothing.
 
-A worker may run an event twice (it died before acknowledging). The decision is
+A customer's messages are decided one at a time (``ConversationStore.turn``), each on
+the state the previous one left. A worker may run an event twice (it died before acknowledging). The decision is
 therefore stored first (``decided:{event key}``, SET NX) and a re-run replays the stored
 decision instead of deciding again (which could differ: the unclear count moved), and
 every effect is keyed by the event: replies by ``OutboundReply.answering`` ids, ticket
@@ -88,6 +89,10 @@ class Brain:
         await windows.record(self.redis, self.keys, event)
         if not event.is_message:
             return Outcome("state", {"rule": f"user_{event.kind}"})
+        async with self.convs.turn(event.platform, event.account, event.author.id):
+            return await self._handle_message(event)
+
+    async def _handle_message(self, event: InboundEvent) -> Outcome:
         decided_key = self.keys.ns("decided", event.key)
         raw = await self.redis.get(decided_key)
         if raw is None:

@@ -7,19 +7,36 @@ resolving a ticket hands it back without touching this record.
 
 Updates are keyed by the inbound event: re-running an event after a crash changes
 nothing (its key is among the recent ones).
+
+A customer's events are decided one at a time (``ConversationStore.turn``): a worker
+runs many events at once and several workers share the stream, and two messages decided
+on the same state would both get a clarifying question, or an FAQ answer would go out
+beside the ticket the other one opened.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import secrets
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from bot.redis import Keys, Redis
 
 RECENT_EVENTS = 50
+# A turn's lease outlasts any one event (NLU, an order lookup and a few writes, each
+# with its own timeout) and expires on its own, so a worker that dies holding it delays
+# that customer's next message by at most this much; its own event is redelivered.
+TURN_LEASE_S = 30.0
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(slots=True)
@@ -67,6 +84,22 @@ class ConversationStore:
         self.keys = keys
         self.idle_s = idle_s
         self.max_turns = max_turns
+
+    @contextlib.asynccontextmanager
+    async def turn(self, platform: str, account: str, user: str) -> AsyncIterator[None]:
+        """Hold the customer's conversation while one event is decided and applied."""
+        key = self.keys.lock(f"conv:{platform}:{account}:{user}")
+        token = secrets.token_hex(8)
+        delay = 0.005
+        while not await self.redis.set(key, token, nx=True, px=int(TURN_LEASE_S * 1000)):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            # Not ours to free once it has lapsed; if Redis is gone it lapses by itself.
+            with contextlib.suppress(RedisError):
+                await self.redis.eval(_RELEASE_LUA, 1, key, token)
 
     async def load(self, platform: str, account: str, user: str) -> Conversation:
         raw = await self.redis.get(self.keys.conv(platform, account, user))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,74 @@ async def test_unclear_twice_escalates_low(brain: Brain, redis: Any, keys: Any) 
     assert o2.decision == "escalate" and o2.reasons["rule"] == "unclear_twice"
     t = await brain.tickets.get(o2.ticket_id or "")
     assert t is not None and t.priority == "low" and t.reason == "unclear"
+
+
+class SlowNlu(StubNlu):
+    """Parsing takes a while, so two events of one customer are in it together."""
+
+    async def parse(self, text: str, language: str | None = None) -> Any:
+        await asyncio.sleep(0.05)
+        return await super().parse(text, language)
+
+
+def slow_brain(redis: Any, keys: Any, settings: Any, clock: FakeClock) -> Brain:
+    tickets = TicketStore(redis, keys, settings.escalation, clock=clock)
+    return Brain(
+        redis, keys, settings, SlowNlu(), tickets=tickets, responses=RESPONSES, clock=clock
+    )
+
+
+async def test_one_customers_messages_are_decided_one_at_a_time(
+    redis: Any, keys: Any, settings: Any, clock: FakeClock
+) -> None:
+    """Two unclear messages at once: the second sees the first's clarifying question and
+    escalates, as it would one after the other (not two identical questions)."""
+    a, b = slow_brain(redis, keys, settings, clock), slow_brain(redis, keys, settings, clock)
+    o1, o2 = await asyncio.gather(
+        a.handle(event("hmm so about that thing")), b.handle(event("you know, the thing"))
+    )
+    assert sorted([o1.reasons["rule"], o2.reasons["rule"]]) == ["clarify", "unclear_twice"]
+    texts = [r["text"] for r in await outbox(redis, keys)]
+    assert len(texts) == 2 and len(set(texts)) == 2
+    # Other customers are not held up by this one's lease.
+    assert not await redis.keys(keys.lock("conv:*"))
+
+
+async def test_no_faq_answer_beside_a_ticket_opened_at_the_same_time(
+    redis: Any, keys: Any, settings: Any, clock: FakeClock
+) -> None:
+    """A question arriving while the customer's complaint is being understood waits for
+    it, then sees the ticket: appended for the agent, not answered from the FAQ."""
+    entered, go = asyncio.Event(), asyncio.Event()
+
+    class GatedNlu(StubNlu):
+        async def parse(self, text: str, language: str | None = None) -> Any:
+            if "worst" in text:
+                entered.set()
+                await go.wait()
+            return await super().parse(text, language)
+
+    tickets = TicketStore(redis, keys, settings.escalation, clock=clock)
+    brain = Brain(
+        redis, keys, settings, GatedNlu(), tickets=tickets, responses=RESPONSES, clock=clock
+    )
+    first = asyncio.create_task(brain.handle(event("worst service ever")))
+    await entered.wait()
+    second = asyncio.create_task(brain.handle(event("how do I get a refund?")))
+    await asyncio.sleep(0.2)  # as far as the question can get while the complaint holds
+    go.set()
+    o1, o2 = await asyncio.gather(first, second)
+    assert (o1.decision, o2.decision) == ("escalate", "append")
+    assert o2.ticket_id == o1.ticket_id
+    assert [r["ticket_id"] for r in await outbox(redis, keys)] == [o1.ticket_id]  # the ack
+
+
+async def test_a_lease_left_by_a_dead_worker_lapses(brain: Brain, redis: Any, keys: Any) -> None:
+    key = keys.lock("conv:generic:acme:42")
+    await redis.set(key, "dead-worker", px=300)
+    o = await asyncio.wait_for(brain.handle(event("how do I get a refund?")), timeout=30)
+    assert o.decision == "answer"
+    assert not await redis.exists(key)
 
 
 async def test_decision_replayed_after_a_crash_between_effects(
