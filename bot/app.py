@@ -150,8 +150,14 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(worker.run(stop), name="inbound-worker"),
         asyncio.create_task(sender.run(stop), name="outbox-sender"),
     ]
-    if s.worker.stream_retention_s > 0:
-        trim = retention.run(app[K.REDIS], app[K.KEYS], s.worker.stream_retention_s, stop)
+    if s.worker.stream_retention_s > 0 or s.worker.dead_retention_s > 0:
+        trim = retention.run(
+            app[K.REDIS],
+            app[K.KEYS],
+            s.worker.stream_retention_s,
+            stop,
+            dead_keep_s=s.worker.dead_retention_s,
+        )
         tasks.append(asyncio.create_task(trim, name="stream-retention"))
     try:
         yield

@@ -98,6 +98,9 @@ class WorkerConfig:
     # Acknowledged inbound/outbox stream entries older than this are trimmed
     # (bot/retention.py; entries a consumer group still needs never are). 0: keep all.
     stream_retention_s: float = 7 * 24 * 3600
+    # Dead letters (which keep the customer's message) older than this are trimmed, read
+    # or not; replay or export them before. 0: keep all.
+    dead_retention_s: float = 30 * 24 * 3600
 
 
 @dataclass

@@ -19,7 +19,7 @@ import structlog
 from bot import metrics
 from bot.config import WorkerConfig
 from bot.redis import Redis, as_str
-from bot.streams import ensure_group, renew_leases
+from bot.streams import ensure_group, is_nogroup, renew_leases
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +66,8 @@ class StreamConsumer:
                         block=self._block_ms,
                     )
                 except Exception as e:  # Redis restarting: the client reconnects; retry
+                    if await self._regroup(e):
+                        continue
                     log.warning("consumer_read_failed", role=self.role, error=type(e).__name__)
                     await _sleep_or_stop(stop, 1.0)
                     continue
@@ -144,7 +146,24 @@ class StreamConsumer:
             try:
                 await self.reclaim_once()
             except Exception as e:
-                log.warning("consumer_reclaim_failed", role=self.role, error=type(e).__name__)
+                if not await self._regroup(e):
+                    log.warning("consumer_reclaim_failed", role=self.role, error=type(e).__name__)
+
+    async def _regroup(self, e: Exception) -> bool:
+        """On NOGROUP, create the group again; True when it exists now. Redis came back
+        without it (restarted without persistence, flushed, failed over to an empty
+        replica) and the next XADD made a bare stream: nothing would ever read it."""
+        if not is_nogroup(e):
+            return False
+        try:
+            created = await ensure_group(self.redis, self.stream, self.group)
+        except Exception:  # Redis away again: the caller logs and retries
+            return False
+        if created:  # once: whoever else races here finds the group there
+            log.warning(
+                "consumer_group_recreated", role=self.role, stream=self.stream, group=self.group
+            )
+        return True
 
     async def reclaim_once(self) -> int:
         """Take over entries idle longer than the visibility timeout; returns how many."""

@@ -77,6 +77,12 @@ class IngestWriter:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
+    async def check_replay(
+        self, adapter: PlatformAdapter, query: Mapping[str, str], body: bytes
+    ) -> None:
+        """The adapter's replay check, for platforms whose signature leaves the body out."""
+        await adapter.check_replay(self._redis, self._keys, query, body)
+
     async def close(self) -> None:
         if self._task is not None:
             # The loop writes what is queued (its requests are still waiting), then ends.
@@ -158,6 +164,21 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _refused(
+    adapter: PlatformAdapter, e: SignatureError | PayloadError
+) -> tuple[str, web.Response]:
+    unauthorized = isinstance(e, SignatureError)
+    log.info(
+        "webhook_refused",
+        reason="signature" if unauthorized else "malformed",
+        platform=adapter.name,
+        account=adapter.account.id,
+    )
+    if unauthorized:
+        return "unauthorized", _error(401, str(e))
+    return "malformed", _error(400, str(e))
+
+
 class IngestRoutes:
     """The webhook endpoints; adapters are looked up by (platform, account id)."""
 
@@ -214,19 +235,14 @@ class IngestRoutes:
             adapter.verify(request.headers, request.query, raw)
             events = adapter.parse(raw)
         except (SignatureError, PayloadError) as e:
-            unauthorized = isinstance(e, SignatureError)
-            log.info(
-                "webhook_refused",
-                reason="signature" if unauthorized else "malformed",
-                platform=adapter.name,
-                account=adapter.account.id,
-            )
-            if unauthorized:
-                return "unauthorized", _error(401, str(e))
-            return "malformed", _error(400, str(e))
+            return _refused(adapter, e)
         try:
             assert self.writer is not None, "ingest writer not started"
+            # After parse, so a malformed body does not use up a signature.
+            await self.writer.check_replay(adapter, request.query, raw)
             stored = await self.writer.store(events)
+        except SignatureError as e:
+            return _refused(adapter, e)
         except Exception:
             log.exception("ingest_store_failed", platform=adapter.name, account=adapter.account.id)
             # Not 200: the platform will retry, and nothing was acknowledged.

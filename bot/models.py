@@ -14,7 +14,9 @@ from typing import Any, Literal
 # One encoder: json.dumps with non-default options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
-Kind = Literal["mention", "dm", "follow", "unfollow"]
+# "activity": a user action that opens a reply window but needs no answer (Weibo menu
+# click, QR scan, keyword subscribe).
+Kind = Literal["mention", "dm", "follow", "unfollow", "activity"]
 MESSAGE_KINDS: frozenset[str] = frozenset({"mention", "dm"})
 
 
@@ -48,6 +50,9 @@ class InboundEvent:
     created_at: float = field(default_factory=time.time)
     received_at: float = field(default_factory=time.time)
     raw: dict[str, Any] = field(default_factory=dict)
+    # Who can see the post, in the platform's own terms where it has several (Mastodon:
+    # the status visibility); "" where every post reaches the same audience.
+    audience: str = ""
 
     @property
     def is_message(self) -> bool:
@@ -103,6 +108,9 @@ class OutboundReply:
     source: Literal["bot", "agent"] = "bot"
     created_at: float = field(default_factory=time.time)
     event_received_at: float | None = None
+    # The answered post's ``InboundEvent.audience``: a public reply is never shown to
+    # more people than the post it answers.
+    audience: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -125,4 +133,5 @@ class OutboundReply:
             in_reply_to_id=event.reply_to_id,
             conversation_id=event.conversation_id,
             event_received_at=event.received_at,
+            audience=event.audience if event.kind == "mention" else "",
         )

@@ -42,7 +42,7 @@ from bot.platforms import windows
 from bot.platforms.base import PlatformAdapter, SendError
 from bot.platforms.common import ApiAdapter
 from bot.ratelimit import Limit, RateLimiter
-from bot.redis import Keys, Redis
+from bot.redis import RETRYABLE_ERRORS, Keys, Redis
 from bot.streams import consumer_name, count_attempt, move_to_dead
 
 log = structlog.get_logger(__name__)
@@ -218,16 +218,25 @@ class Sender(StreamConsumer):
             limits = adapter.limits_for(reply)
         else:
             out = _with_text(reply, adapter.fit(reply.text, reply.kind))
-        reservation = await windows.reserve(self.redis, self.keys, out, now=self.clock())
-        if not reservation.ok:
-            await self._undeliverable(msg_id, fields, reply, reservation.reason, attempts)
-            log_.warning("reply_undeliverable", reason=reservation.reason)
-            return
+        reservation: windows.Reservation | None = None
         try:
             tries = throttled = 0
             while True:
                 tries += 1
                 await self.limiter.acquire(reply.account, limits, platform=reply.platform)
+                if reservation is None:
+                    # Taken next to the intent, not before the (possibly long) rate-limit
+                    # wait: a crash there must not use up a mention's single reply. The
+                    # mark names this reply, so its reclaim may take it again.
+                    reservation = await windows.reserve(
+                        self.redis, self.keys, out, now=self.clock()
+                    )
+                    if not reservation.ok:
+                        await self._undeliverable(
+                            msg_id, fields, reply, reservation.reason, attempts
+                        )
+                        log_.warning("reply_undeliverable", reason=reservation.reason)
+                        return
                 record = {
                     "at": self.clock(),
                     "consumer": self.consumer,
@@ -264,17 +273,12 @@ class Sender(StreamConsumer):
                         reply, max(tries, throttled), e.retry_after, log_, status=e.status
                     )
                     continue
-                except aiohttp.ClientConnectorError as e:
-                    # Never connected: certainly not posted.
-                    await self.redis.delete(self.keys.sending(reply.reply_id))
-                    if not await self._network_retry(
-                        msg_id, fields, reply, out, reservation, attempts, tries, e, log_
-                    ):
-                        return
-                    continue
                 except (aiohttp.ClientError, TimeoutError) as e:
-                    # Connected, then lost: the platform may have posted it.
-                    if not idempotent:
+                    if _never_sent(e):
+                        # Certainly not posted: the intent is void; retry with backoff.
+                        await self.redis.delete(self.keys.sending(reply.reply_id))
+                    elif not idempotent:
+                        # Connected, then lost: the platform may have posted it.
                         await self._dead(
                             msg_id,
                             fields,
@@ -293,17 +297,17 @@ class Sender(StreamConsumer):
                     continue
                 break
         except _Stopping:
-            await windows.release(self.redis, self.keys, out, reservation)
+            if reservation is not None:
+                await windows.release(self.redis, self.keys, out, reservation)
             raise
-        record = {"platform_id": result.platform_id, "sent_at": self.clock(), "text": out.text}
-        tx = self.redis.pipeline(transaction=True)
-        tx.set(
-            self.keys.sent(reply.reply_id), json.dumps(record, ensure_ascii=False), ex=SENT_TTL_S
-        )
-        tx.delete(self.keys.sending(reply.reply_id))
-        tx.xack(self.stream, self.group, msg_id)
-        tx.delete(self.keys.attempts(msg_id))
-        await tx.execute()
+        done = {"platform_id": result.platform_id, "sent_at": self.clock(), "text": out.text}
+        try:
+            await self._until_written(lambda: self._record_sent(msg_id, reply.reply_id, done), log_)
+        except _Stopping:
+            # Posted but not recorded: the reclaim will call it "delivery unknown"; the
+            # platform id lets whoever checks the account find it.
+            log_.error("reply_sent_unrecorded_on_stop", platform_id=result.platform_id)
+            return
         with contextlib.suppress(Exception):  # bookkeeping only; the reply is out
             await self.limiter.observe(reply.account, limits, result.rate_limit)
         metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "sent").inc()
@@ -312,6 +316,31 @@ class Sender(StreamConsumer):
                 max(0.0, time.time() - reply.event_received_at)
             )
         log_.info("reply_sent", platform_id=result.platform_id, kind=reply.kind, tries=tries)
+
+    async def _record_sent(self, msg_id: str, reply_id: str, done: dict[str, Any]) -> None:
+        tx = self.redis.pipeline(transaction=True)
+        tx.set(self.keys.sent(reply_id), json.dumps(done, ensure_ascii=False), ex=SENT_TTL_S)
+        tx.delete(self.keys.sending(reply_id))
+        tx.xack(self.stream, self.group, msg_id)
+        tx.delete(self.keys.attempts(msg_id))
+        await tx.execute()
+
+    async def _until_written(self, write: Callable[[], Awaitable[Any]], log_: Any) -> None:
+        """Retry ``write`` through a Redis outage longer than the client's own retries
+        (a restart, a failover); only stopping ends it (_Stopping). For the record of a
+        send the platform confirmed: given up, the entry would stay pending with its
+        intent and the reclaim would report a posted reply as "delivery unknown"."""
+        tries = 0
+        while True:
+            try:
+                await write()
+                return
+            except RETRYABLE_ERRORS as e:
+                tries += 1
+                log_.warning("reply_record_retry", tries=tries, error=type(e).__name__)
+                # Short: each try already spent the client's retries, and the sooner the
+                # write lands once Redis is back, the less chance a reclaim comes first.
+                await self._pause(min(1.0, self._backoff(tries)))
 
     async def _network_retry(
         self,
@@ -379,6 +408,24 @@ class Sender(StreamConsumer):
             error=error,
             attempts=attempts,
         )
+
+
+# aiohttp errors raised before any of the request was written: no connection (refused,
+# DNS, TLS, proxy), a connect or connection-pool timeout (ConnectionTimeoutError; a read
+# timeout is SocketTimeoutError), a TLS fingerprint mismatch, an unusable URL.
+_NOT_SENT = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ServerFingerprintMismatch,
+    aiohttp.InvalidURL,
+    aiohttp.NonHttpUrlClientError,
+)
+
+
+def _never_sent(e: BaseException) -> bool:
+    """The platform certainly did not get the request (safe to send again)."""
+    # The redirect variants of the URL errors come from the platform's answer.
+    return isinstance(e, _NOT_SENT) and not isinstance(e, aiohttp.RedirectClientError)
 
 
 def _status_class(status: int | None) -> str:

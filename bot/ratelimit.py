@@ -211,9 +211,13 @@ def _parse_time(v: str, now: float) -> float | None:
     return x if x > 1e9 else now + x
 
 
-def retry_after(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait from ``Retry-After`` (seconds or HTTP date), else from a reset
-    header when the request was refused for rate (429)."""
+def retry_after(
+    headers: Mapping[str, str], now: float, *, rate_refused: bool = False
+) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or HTTP date), else until the reset
+    header's time, but only when the request was refused for rate (``rate_refused``: a
+    429) or no calls remain. X sends ``x-rate-limit-reset`` on every answer: after a 5xx
+    with calls left it says when the window rolls over, not when to try again."""
     h = _lower(headers)
     ra = h.get("retry-after")
     if ra:
@@ -224,7 +228,7 @@ def retry_after(headers: Mapping[str, str], now: float) -> float | None:
                 return max(0.0, email.utils.parsedate_to_datetime(ra).timestamp() - now)
             except (TypeError, ValueError):
                 pass
-    _, reset = parse_rate_headers(headers, now)
-    if reset is not None:
+    remaining, reset = parse_rate_headers(headers, now)
+    if reset is not None and (rate_refused or (remaining is not None and remaining <= 0)):
         return max(0.0, math.ceil(reset - now))
     return None

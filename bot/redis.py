@@ -100,11 +100,16 @@ def as_str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+# Errors of a Redis that is away for now (restarting, loading, failing over): the client
+# retries them (about 2.5 s), and callers that must not give up retry them further.
+RETRYABLE_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError)
+
+
 def connect(url: str, **kwargs: Any) -> Redis:
     """A client that reconnects: a Redis restart (failover, upgrade) costs a retry,
     not a failed request."""
     kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5))
-    kwargs.setdefault("retry_on_error", [ConnectionError, TimeoutError, BusyLoadingError])
+    kwargs.setdefault("retry_on_error", list(RETRYABLE_ERRORS))
     kwargs.setdefault("health_check_interval", 30)
     return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
 

@@ -1,11 +1,14 @@
 """Stream retention: drop acknowledged entries of the inbound and outbox streams once
-they are older than ``worker.stream_retention_s``, so Redis memory stays bounded.
+they are older than ``worker.stream_retention_s``, and dead letters once they are older
+than ``worker.dead_retention_s``, so Redis memory stays bounded and customers' messages
+are not kept forever.
 
-An entry is only removed when every consumer group is past it: below the group's last
-delivered id and below its oldest pending (delivered, unacknowledged) entry. New and
-in-flight events are never touched, whatever their age; a stream without a group is left
-alone. Dead letters keep their own copy of the event (bot.streams.move_to_dead), so a
-replay never needs the trimmed original.
+An inbound or outbox entry is only removed when every consumer group is past it: below
+the group's last delivered id and below its oldest pending (delivered, unacknowledged)
+entry. New and in-flight events are never touched, whatever their age; a stream without
+a group is left alone. Dead letters keep their own copy of the event
+(bot.streams.move_to_dead), so a replay never needs the trimmed original; the dead stream
+has no group (a human reads it) and is trimmed by age alone.
 """
 
 from __future__ import annotations
@@ -56,13 +59,35 @@ async def trim_stream(redis: Redis, stream: str, *, keep_s: float, now: float) -
     return int(await redis.xtrim(stream, minid=f"{point[0]}-{point[1]}", approximate=False))
 
 
+async def trim_by_age(redis: Redis, stream: str, *, keep_s: float, now: float) -> int:
+    """Trim every entry of ``stream`` older than ``keep_s``; returns how many."""
+    return int(
+        await redis.xtrim(stream, minid=f"{int((now - keep_s) * 1000)}-0", approximate=False)
+    )
+
+
 async def run(
-    redis: Redis, keys: Keys, keep_s: float, stop: asyncio.Event, interval_s: float = 600.0
+    redis: Redis,
+    keys: Keys,
+    keep_s: float,
+    stop: asyncio.Event,
+    interval_s: float = 600.0,
+    *,
+    dead_keep_s: float = 0.0,
 ) -> None:
+    """Trim every ``interval_s``: inbound and outbox after ``keep_s``, dead letters after
+    ``dead_keep_s`` (0: that one is kept whole)."""
+    trims = [
+        (keys.inbound, keep_s, trim_stream),
+        (keys.outbox, keep_s, trim_stream),
+        (keys.dead, dead_keep_s, trim_by_age),
+    ]
     while not stop.is_set():
-        for stream in (keys.inbound, keys.outbox):
+        for stream, keep, trim in trims:
+            if keep <= 0:
+                continue
             try:
-                removed = await trim_stream(redis, stream, keep_s=keep_s, now=time.time())
+                removed = await trim(redis, stream, keep_s=keep, now=time.time())
                 if removed:
                     log.info("stream_trimmed", stream=stream, removed=removed)
             except Exception as e:  # Redis hiccup: try again next round

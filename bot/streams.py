@@ -22,12 +22,20 @@ def consumer_name(role: str) -> str:
     return f"{role}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-async def ensure_group(redis: Redis, stream: str, group: str) -> None:
+async def ensure_group(redis: Redis, stream: str, group: str) -> bool:
+    """Create ``group`` (and the stream) unless it exists; True when it was created here."""
     try:
         await redis.xgroup_create(stream, group, id="0", mkstream=True)
     except ResponseError as e:
         if "BUSYGROUP" not in str(e):
             raise
+        return False
+    return True
+
+
+def is_nogroup(e: BaseException) -> bool:
+    """Redis answered that the stream or its consumer group does not exist."""
+    return isinstance(e, ResponseError) and str(e).startswith("NOGROUP")
 
 
 # Renew this consumer's claim on entries it is still handling: XCLAIM ... JUSTID resets

@@ -7,13 +7,14 @@ in ``tests/data/textfit_vectors.json`` hold both implementations to the same ans
 * X: twitter-text v3 weighted length after NFC. Code points in the weight-100 ranges
   count 1, every other code point 2; every URL 23; every emoji (ZWJ sequences, skin
   tones, flags, keycaps) 2.
+  A bare domain whose ending is not in our short TLD list counts max(as written, 23).
 * Mastodon: grapheme clusters; URLs with a scheme count 23; a remote ``@user@domain``
   counts as ``@user`` (StatusLengthValidator).
-* Weibo: grapheme clusters (a Latin letter counting as a full 汉字 is the safe side of
-  the legacy "2 Latin = 1 汉字" rule); URLs count as written.
+* Weibo: UTF-16 code units (see the rule below); URLs count as written.
 
-Matching order for every platform: URL, then (Mastodon) mention, then one grapheme
-cluster. Emoji are recognised per grapheme cluster (JS: ``Intl.Segmenter``).
+Matching order for every platform: URL, then (X) maybe-URL, then (Mastodon) mention,
+then one grapheme cluster. Emoji are recognised per grapheme cluster (JS:
+``Intl.Segmenter``).
 """
 
 from __future__ import annotations
@@ -39,14 +40,23 @@ URL_ANY = (
     + _URL_TAIL
     + ")?"
 )
-# twitter-text links bare domains only for known TLDs; a short list keeps JS and Python equal.
+_PORT_PATH = r"(?::[0-9]+)?(?:/" + _URL_TAIL + ")?"
+_BARE_DOMAIN = r"(?:www\.)?(?:[A-Za-z0-9-]+\.)+"
+# twitter-text links bare domains only for TLDs on its list: these endings count 23...
 URL_X = (
     _URL_START
-    + r"(?:(?:https?://)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|(?:www\.)?(?:[A-Za-z0-9-]+\.)+(?:"
+    + r"(?:(?:https?://)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|"
+    + _BARE_DOMAIN
+    + r"(?:"
     + _TLDS
-    + r")(?![A-Za-z0-9-]))(?::[0-9]+)?(?:/"
-    + _URL_TAIL
-    + ")?"
+    + r")(?![A-Za-z0-9-]))"
+    + _PORT_PATH
+)
+# ...and, having no offline copy of that list, any other plausible ending (letters or
+# punycode) may or may not be linked: such a token counts max(as written, 23), never
+# below what X can count (an undercount is a 403 and a dead letter).
+URL_X_MAYBE = (
+    _URL_START + _BARE_DOMAIN + r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]+)(?![A-Za-z0-9-])" + _PORT_PATH
 )
 MENTION_REMOTE = r"(?<![A-Za-z0-9_/@])@(?<user>[A-Za-z0-9_]+)@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 # A grapheme cluster is an emoji when it holds a pictograph or flag letter...
@@ -63,9 +73,10 @@ X_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
 class Rule:
     platform: str
     limits: dict[str, int]
-    unit: str = "grapheme"  # "grapheme" (1 per cluster) or "weighted" (twitter-text)
+    unit: str = "grapheme"  # "grapheme" (1 per cluster) or "weighted" (per code point)
     url_pattern: str = ""
     url_length: int | None = None
+    maybe_url_pattern: str = ""  # matches count max(as written, url_length)
     mention_pattern: str = ""  # matches count as "@" + the group named "user"
     emoji_weight: int | None = None  # weighted units per emoji cluster
     scale: int = 1
@@ -85,6 +96,7 @@ class Rule:
             "limits": dict(self.limits),
             "url_pattern": self.url_pattern,
             "url_length": self.url_length,
+            "maybe_url_pattern": self.maybe_url_pattern,
             "mention_pattern": self.mention_pattern,
             "emoji_base_pattern": EMOJI_BASE,
             "emoji_form_pattern": EMOJI_FORM,
@@ -93,7 +105,7 @@ class Rule:
             "default_weight": self.default_weight,
             "ranges": [list(r) for r in self.ranges],
             "range_weight": self.range_weight,
-            "order": ["url", "mention", "grapheme"],
+            "order": ["url", "maybe_url", "mention", "grapheme"],
         }
 
     def with_limits(self, **limits: int) -> Rule:
@@ -105,6 +117,8 @@ class Rule:
             parts = []
             if self.url_pattern:
                 parts.append(f"(?P<url>{self.url_pattern})")
+            if self.maybe_url_pattern:
+                parts.append(f"(?P<maybe_url>{self.maybe_url_pattern})")
             if self.mention_pattern:
                 parts.append(f"(?P<mention>{self.mention_pattern})")
             parts.append(r"(?P<g>\X)")
@@ -123,6 +137,7 @@ RULES: dict[str, Rule] = {
         unit="weighted",
         url_pattern=URL_X,
         url_length=23,
+        maybe_url_pattern=URL_X_MAYBE,
         emoji_weight=200,
         scale=100,
         default_weight=200,
@@ -137,7 +152,18 @@ RULES: dict[str, Rule] = {
         mention_pattern=MENTION_REMOTE,
     ),
     # DMs and mention replies (sent as messages) are "< 300"; public comments "<= 140".
-    "weibo": Rule(platform="weibo", limits={"mention": 299, "dm": 299, "comment": 140}),
+    # How Weibo counts is unconfirmed (platforms.md §2.7), so count UTF-16 code units
+    # (astral code points, e.g. most emoji, weigh 2): never fewer than code points or
+    # graphemes, and what a Java/JS String.length on Weibo's side would say. A Latin
+    # letter counting 1 is the safe side of the legacy "2 Latin = 1 汉字" rule.
+    "weibo": Rule(
+        platform="weibo",
+        limits={"mention": 299, "dm": 299, "comment": 140},
+        unit="weighted",
+        ranges=((0, 0xFFFF),),
+        range_weight=1,
+        default_weight=2,
+    ),
 }
 # Platforms without their own rule (generic, sandbox) are effectively unlimited.
 _DEFAULT = Rule(platform="default", limits={"mention": 100_000, "dm": 100_000})
@@ -167,12 +193,19 @@ def _weight(r: Rule, cp: int) -> int:
     return r.default_weight
 
 
+def _written(r: Rule, s: str) -> int:
+    """Units (before scaling) of ``s`` counted cluster by cluster, as plain text."""
+    return sum(_token_count(r, "g", g, None) for g in regex.findall(r"\X", s))
+
+
 def _token_count(r: Rule, kind: str | None, tok: str, group: str | None) -> int:
     """Units (before scaling) for one token."""
     if kind == "url" and r.url_length is not None:
         return r.url_length * r.scale
+    if kind == "maybe_url" and r.url_length is not None:
+        return max(r.url_length * r.scale, _written(r, tok))
     if kind == "mention":
-        return sum(_token_count(r, "g", g, None) for g in regex.findall(r"\X", "@" + (group or "")))
+        return _written(r, "@" + (group or ""))
     if r.unit == "grapheme":
         return r.scale
     if r.emoji_weight is not None and is_emoji(tok):

@@ -241,10 +241,13 @@ async def test_weibo_complaint_dm_ack_ticket_and_agent_reply(
     token = await AgentStore(redis, app[K.KEYS]).add("ann", "agent")
     auth = {"Authorization": f"Bearer {token}"}
 
-    async def push(payload: dict[str, Any]) -> None:
+    async def push(payload: dict[str, Any]) -> str:
+        """Post a push; the id the adapter derived for it (Weibo sends none)."""
         body = _json.dumps(payload, ensure_ascii=False).encode()
         r = await client.post("/webhooks/weibo/brandwb", params=weibo_query(), data=body)
         assert r.status == 200
+        ((_, fields),) = await redis.xrevrange(app[K.KEYS].inbound, count=1)
+        return str(_json.loads(fields[b"event"])["event_id"])
 
     now = time.time()
     dm = {
@@ -255,8 +258,7 @@ async def test_weibo_complaint_dm_ack_ticket_and_agent_reply(
         "text": "你们的服务太差了，快递一直不到，我要投诉！",
         "data": {},
     }
-    await push(dm)
-    o = await outcome(client, f"2489518277:{dm['created_at']}", "weibo", "brandwb")
+    o = await outcome(client, await push(dm), "weibo", "brandwb")
     assert o.decision == "escalate" and o.ticket_id, o
     await until(lambda: fake.messages)
     (ack,) = fake.messages
@@ -270,8 +272,7 @@ async def test_weibo_complaint_dm_ack_ticket_and_agent_reply(
         "text": "@品牌客服 太差劲了，垃圾服务！",
         "created_at": weibo_time(now + 1),
     }
-    await push(mention)
-    o2 = await outcome(client, f"3000000001:{mention['created_at']}", "weibo", "brandwb")
+    o2 = await outcome(client, await push(mention), "weibo", "brandwb")
     assert o2.decision == "escalate" and o2.reply_ids == [] and o2.ticket_id != o.ticket_id
 
     # The agent answers the DM ticket through the Weibo API; the window is shown.

@@ -4,6 +4,7 @@ streaming client's reconnect + catch-up (nothing lost, nothing doubled)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -11,8 +12,9 @@ import aiohttp
 import pytest
 
 from bot.app import build_app
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.ingest import IngestWriter
+from bot.models import OutboundReply
 from bot.outbox import sent_record
 from bot.platforms import adapter_for
 from bot.platforms.mastodon import MastodonAdapter, html_to_text
@@ -142,12 +144,13 @@ async def env(fake, redis_server, redis, keys, tmp_path):  # type: ignore[no-unt
 async def test_mention_reply_with_acct_and_idempotency_key(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
     settings, http = env
     sender = make_sender(settings, redis, keys, http)
+    parent = fake.mention("where is my order?")["status"]
     r = reply(
         "mastodon",
         "brandm",
         "mention",
         recipient_handle="a@pl.nulled.red",
-        in_reply_to_id="108914343542683797",
+        in_reply_to_id=parent["id"],
     )
     await deliver(sender, r)
     (call,) = fake.calls_to("/api/v1/statuses")
@@ -156,11 +159,80 @@ async def test_mention_reply_with_acct_and_idempotency_key(env, fake, redis, key
     assert call.json == {
         "status": "@a@pl.nulled.red Thanks, we're on it.",
         "visibility": "unlisted",
-        "in_reply_to_id": "108914343542683797",
+        "in_reply_to_id": parent["id"],
         "language": "en",
     }
     rec = await sent_record(redis, keys, r.reply_id)
     assert rec is not None and rec["platform_id"] == fake.statuses[0]["id"]
+
+
+@pytest.mark.parametrize(
+    ("parent", "configured", "expected"),
+    [
+        ("private", "unlisted", "private"),  # followers-only stays followers-only
+        ("private", "public", "private"),
+        ("unlisted", "public", "unlisted"),
+        ("public", "unlisted", "unlisted"),  # never wider than configured
+        ("direct", "unlisted", "direct"),  # an agent answering a DM "publicly"
+        ("public", "private", "private"),
+    ],
+)
+async def test_mention_reply_is_never_wider_than_its_parent(  # type: ignore[no-untyped-def]
+    fake, redis_server, redis, keys, tmp_path, parent, configured, expected
+) -> None:
+    settings = make_settings(
+        redis_server.url,
+        tmp_path,
+        accounts=accounts(masto_base=fake.base_url, mastodon={"mention_visibility": configured}),
+    )
+    n = fake.mention("my order 123, address 1 Main St", visibility=parent)
+    adapter = adapter_for(settings.accounts[2])
+    ev = adapter.notification_event(n)  # type: ignore[attr-defined]
+    assert ev is not None
+    event = ev if ev.kind == "mention" else dataclasses.replace(ev, kind="mention")
+    async with aiohttp.ClientSession() as http:
+        sender = make_sender(settings, redis, keys, http)
+        await deliver(sender, OutboundReply.answering(event, "Order 123 ships tomorrow"))
+    (st,) = fake.statuses
+    assert st["visibility"] == expected and st["in_reply_to_id"] == n["status"]["id"]
+
+
+def test_unknown_mention_visibility_is_a_config_error(redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(
+        redis_server.url, tmp_path, accounts=accounts(mastodon={"mention_visibility": "followers"})
+    )
+    with pytest.raises(ConfigError, match=r"accounts\[brandm\]\.options\.mention_visibility"):
+        adapter_for(settings.accounts[2])
+
+
+async def test_instance_read_failure_is_retried_later_not_kept(fake) -> None:  # type: ignore[no-untyped-def]
+    fake.max_characters = 120
+    fake.refuse_instance = 2
+    settings = make_settings("redis://unused", accounts=accounts(masto_base=fake.base_url))
+    adapter = adapter_for(settings.accounts[2])
+    assert isinstance(adapter, MastodonAdapter)
+    now = [1000.0]
+    adapter.clock = lambda: now[0]
+
+    def reads() -> int:
+        return len([c for c in fake.calls if c.path == "/api/v2/instance"])
+
+    async with aiohttp.ClientSession() as http:
+        await adapter.ready(http)  # 503
+        assert adapter.max_characters == 500 and adapter.streaming_base == "" and reads() == 1
+        await adapter.ready(http)  # too soon: no request on every message
+        assert reads() == 1
+        now[0] += 30
+        await adapter.ready(http)  # 503 again: the wait doubles
+        now[0] += 59
+        await adapter.ready(http)
+        assert reads() == 2
+        now[0] += 1
+        await adapter.ready(http)  # read: the instance's limit and streaming host
+        assert reads() == 3 and adapter.max_characters == 120
+        assert adapter.streaming_base == fake.base_url
+        await adapter.ready(http)  # read once, then never again
+        assert reads() == 3
 
 
 async def test_dm_reply_is_direct_and_keeps_acct_first(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.app import build_app
+from bot.config import AccountConfig, Secret
 from bot.models import Author, InboundEvent, OutboundReply
 from bot.outbox import sent_record
 from bot.platforms import windows
-from bot.platforms.weibo import encode_data, signature
+from bot.platforms.base import SignatureError
+from bot.platforms.weibo import WeiboAdapter, encode_data, signature
 from tests.conftest import make_settings
 from tests.fakes import FakeWeibo
 from tests.fakes.harness import (
+    WEIBO_SECRET,
     WEIBO_TOKEN,
     FakeClock,
     accounts,
@@ -72,7 +76,7 @@ async def test_handshake_echoes_echostr(client) -> None:  # type: ignore[no-unty
 
 
 async def push(client: Any, payload: dict[str, Any], query: dict[str, str] | None = None) -> Any:
-    q = weibo_query(timestamp=str(payload.get("_ts", "1397022061823"))) if query is None else query
+    q = weibo_query() if query is None else query
     return await client.post(
         "/webhooks/weibo/brandwb", params=q, data=json.dumps(payload, ensure_ascii=False).encode()
     )
@@ -94,13 +98,25 @@ async def test_bad_signature_is_401_and_stores_nothing(client, redis, keys, quer
 
 
 async def test_text_becomes_dm_with_derived_id_and_empty_answer(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(2):  # Weibo retries: deduped on sender_id + created_at
+    for _ in range(2):  # Weibo retries: deduped on sender_id + created_at + content
         resp = await push(client, TEXT)
         assert resp.status == 200 and await resp.read() == b""
     (ev,) = await inbound_events(redis, keys)
-    assert ev["kind"] == "dm" and ev["event_id"] == "2489518277:Mon Jul 16 18:09:20 +0800 2012"
+    assert ev["kind"] == "dm"
+    assert ev["event_id"].startswith("2489518277:Mon Jul 16 18:09:20 +0800 2012:")
     assert ev["author"]["id"] == "2489518277" and ev["text"] == "the content of a general message"
     assert ev["created_at"] == 1342433360.0
+
+
+async def test_messages_sent_in_the_same_second_are_all_kept(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """A follow, then two messages, all stamped with one second: three events."""
+    follow = {**TEXT, "type": "event", "text": "关注事件消息", "data": {"subtype": "follow"}}
+    second = {**TEXT, "text": "and my order number is A123"}
+    for payload in (follow, TEXT, second, TEXT):  # the last one: a retry of the first DM
+        assert (await push(client, payload)).status == 200
+    evs = await inbound_events(redis, keys)
+    assert [e["kind"] for e in evs] == ["follow", "dm", "dm"]
+    assert len({e["event_id"] for e in evs}) == 3
 
 
 async def test_mention_follow_unfollow_and_unknown_types(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
@@ -132,9 +148,102 @@ async def test_mention_follow_unfollow_and_unknown_types(client, redis, keys) ->
     for p in (mention, follow, unfollow, menu, odd, own):
         assert (await push(client, p)).status == 200
     evs = await inbound_events(redis, keys)
-    assert [e["kind"] for e in evs] == ["mention", "follow", "unfollow"]
+    assert [e["kind"] for e in evs] == ["mention", "follow", "unfollow", "activity"]
     assert evs[0]["reply_to_id"] == evs[0]["event_id"] and evs[0]["text"] == "@品牌客服 快递丢了"
-    assert evs[1]["text"] == ""
+    assert evs[1]["text"] == "" and evs[3]["text"] == ""
+
+
+@pytest.mark.parametrize("subtype", ["subscribe", "scan", "click", "view"])
+async def test_window_opening_events_are_stored_as_activity(client, redis, keys, subtype) -> None:  # type: ignore[no-untyped-def]
+    """§2.5: a subscribe, QR scan or menu click opens the 48 h window like a message."""
+    data = {"subtype": subtype}
+    if subtype in ("click", "view"):
+        data["key"] = "menu1"  # the menu item
+    assert (await push(client, {**TEXT, "type": "event", "text": "dy", "data": data})).status == 200
+    (ev,) = await inbound_events(redis, keys)
+    assert ev["kind"] == "activity" and ev["text"] == ""
+    event = InboundEvent.from_json(json.dumps(ev))
+    assert not event.is_message  # recorded for the window, never answered
+    await windows.record(redis, keys, event)
+    state = await windows.describe(
+        redis, keys, "weibo", "brandwb", "2489518277", now=event.created_at + 3600
+    )
+    assert state["open"] and state["closes_at"] == event.created_at + 48 * 3600
+
+
+def test_own_echo_is_dropped_without_a_configured_user_id() -> None:
+    acc = AccountConfig(
+        id="w",
+        platform="weibo",
+        secrets={"app_secret": Secret(WEIBO_SECRET), "access_token": Secret(WEIBO_TOKEN)},
+    )
+    a = WeiboAdapter(acc)
+    # The bot's own reply, were Weibo to push it: sender is the receiver (the bot's uid).
+    own = {**TEXT, "sender_id": 1902538057, "text": "@user thanks"}
+    assert a.parse(json.dumps(own).encode()) == []
+    assert [e.kind for e in a.parse(json.dumps(TEXT).encode())] == ["dm"]
+
+
+# -- freshness and replays (the signature covers only the query, §2.1) ---------
+
+
+@pytest.mark.parametrize("age_s", [-600, 600, 3600 * 24 * 365 * 12])
+async def test_stale_or_future_timestamp_is_401(client, redis, keys, age_s) -> None:  # type: ignore[no-untyped-def]
+    q = weibo_query(timestamp=str(int((time.time() - age_s) * 1000)))
+    assert (await push(client, TEXT, q)).status == 401
+    assert await redis.xlen(keys.inbound) == 0
+
+
+async def test_timestamp_within_tolerance_is_accepted_in_ms_or_seconds(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    ms = weibo_query(timestamp=str(int((time.time() - 120) * 1000)))
+    seconds = weibo_query(timestamp=str(int(time.time() + 60)))
+    later = {**TEXT, "created_at": "Mon Jul 16 18:09:21 +0800 2012"}
+    assert (await push(client, TEXT, ms)).status == 200
+    assert (await push(client, later, seconds)).status == 200
+    assert len(await inbound_events(redis, keys)) == 2
+
+
+def _weibo(**options: Any) -> WeiboAdapter:
+    acc = AccountConfig(
+        id="brandwb",
+        platform="weibo",
+        user_id="1902538057",
+        secrets={"app_secret": Secret(WEIBO_SECRET), "access_token": Secret(WEIBO_TOKEN)},
+        options=options,
+    )
+    return WeiboAdapter(acc)
+
+
+def test_timestamp_tolerance_is_an_option() -> None:
+    q = weibo_query(timestamp=str(int((time.time() - 200) * 1000)))
+    _weibo().verify({}, q, b"{}")
+    with pytest.raises(SignatureError, match="stale"):
+        _weibo(timestamp_tolerance_s=60).verify({}, q, b"{}")
+
+
+async def test_signature_replayed_with_another_body_is_refused(redis, keys) -> None:  # type: ignore[no-untyped-def]
+    a = _weibo()
+    q = weibo_query()
+    body = json.dumps(TEXT).encode()
+    forged = json.dumps({**TEXT, "type": "event", "data": {"subtype": "unfollow"}}).encode()
+    for b in (body, body):  # the push, then Weibo's own retry of it
+        a.verify({}, q, b)
+        await a.check_replay(redis, keys, q, b)
+    a.verify({}, q, forged)  # fresh and correctly signed: only the memory catches it
+    with pytest.raises(SignatureError, match="already used"):
+        await a.check_replay(redis, keys, q, forged)
+    ttl = await redis.ttl(keys.ns("replay", "weibo", "brandwb", q["signature"]))
+    assert 2 * 300 - 5 <= ttl <= 2 * 300  # kept while the timestamp could be accepted
+
+
+async def test_a_captured_push_url_cannot_carry_another_body(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """Through the webhook: the captured URL with a forged body is 401 and stores nothing."""
+    q = weibo_query()
+    assert (await push(client, TEXT, q)).status == 200
+    forged = {**TEXT, "text": "forged", "created_at": "Mon Jul 16 18:09:21 +0800 2012"}
+    resp = await push(client, forged, q)
+    assert resp.status == 401 and "already used" in await resp.text()
+    assert [e["text"] for e in await inbound_events(redis, keys)] == [TEXT["text"]]
 
 
 # -- outbound and the reply window ---------------------------------------------
@@ -279,3 +388,15 @@ async def test_long_reply_fits_under_300(env, fake_weibo, redis, keys) -> None: 
     await deliver(sender, answer(ev, "您的包裹正在派送中，请耐心等待。" * 40))
     (msg,) = fake_weibo.messages
     assert len(str(msg["text"])) < 300 and str(msg["text"]).endswith("详情请回复我们")
+
+
+async def test_emoji_reply_fits_in_utf16_code_units(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """Counted in graphemes this fitted as 299 but is 418 code units: 21325, dead-lettered."""
+    settings, clock, http = env
+    ev = inbound("dm", clock.now - 60)
+    await windows.record(redis, keys, ev)
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, answer(ev, "感谢您的耐心等待👍🏽" * 40))
+    assert await redis.xlen(keys.dead) == 0
+    (msg,) = fake_weibo.messages
+    assert len(str(msg["text"]).encode("utf-16-le")) // 2 < 300

@@ -26,6 +26,7 @@ from tests.fakes.harness import (
     reply,
     x_signature,
 )
+from tests.fakes.x import tweet_length
 
 MENTION: dict[str, Any] = {
     "for_user_id": "2244994945",
@@ -224,6 +225,22 @@ async def test_long_mention_reply_is_fitted_to_280(sender, fake_x) -> None:  # t
     await deliver(sender, reply("x", "brandx", "mention", in_reply_to_id="1", text=text))
     (tweet,) = fake_x.tweets
     assert str(tweet["text"]).endswith("详情请私信我们")
+
+
+async def test_bare_domains_with_unlisted_endings_still_fit(sender, fake_x, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """X links acme.in and help.acme.eu (23 each) though the bot's TLD list lacks them:
+    counted as written, this reply "fit" and X refused it (403, dead-lettered)."""
+    text = (
+        "Sorry about your order! Returns are free within 30 days of delivery and refunds "
+        "usually land within 5 business days once the item is scanned at our warehouse. "
+        "Start a return and print the label at acme.in/returns or help.acme.eu, then reply "
+        "here if anything looks off!"
+    )
+    assert len(text) <= 280 < tweet_length(text)
+    await deliver(sender, reply("x", "brandx", "mention", in_reply_to_id="1", text=text))
+    assert await redis.xlen(keys.dead) == 0
+    (tweet,) = fake_x.tweets
+    assert tweet_length(str(tweet["text"])) <= 280
 
 
 def test_missing_secret_names_the_key(redis_server, tmp_path) -> None:  # type: ignore[no-untyped-def]

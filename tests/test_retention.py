@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from bot.redis import Keys
-from bot.retention import trim_stream
+from bot.retention import trim_by_age, trim_stream
 
 DAY = 24 * 3600.0
 
@@ -59,11 +59,24 @@ async def test_streams_without_groups_or_missing_are_left_alone(redis: Any, keys
     assert await ids(redis, keys.inbound) == ["1000-0"]
 
 
+async def test_dead_letters_are_trimmed_by_age(redis: Any, keys: Keys) -> None:
+    """The dead stream has no group (people read it): only age counts. It keeps the
+    customers' messages, so it must not grow forever."""
+    now = time.time()
+    old, recent = f"{int((now - 31 * DAY) * 1000)}-0", f"{int((now - DAY) * 1000)}-0"
+    for i in (old, recent):
+        await redis.xadd(keys.dead, {"source": "inbound", "event": "{}"}, id=i)
+    assert await trim_by_age(redis, keys.dead, keep_s=30 * DAY, now=now) == 1
+    assert await ids(redis, keys.dead) == [recent]
+    assert await trim_by_age(redis, keys.ns("no", "such"), keep_s=DAY, now=now) == 0
+
+
 async def test_worker_role_trims_on_start(
     aiohttp_client: Any, redis_server: Any, redis: Any, tmp_path: Any
 ) -> None:
-    """Wired into the worker: old acknowledged entries are gone once it has started,
-    the entry still pending is kept."""
+    """Wired into the worker: old acknowledged entries and dead letters older than
+    ``worker.dead_retention_s`` are gone once it has started; the entry still pending and
+    a recent dead letter are kept."""
     import asyncio
 
     from bot.app import build_app
@@ -78,9 +91,12 @@ async def test_worker_role_trims_on_start(
         await redis.xadd(s, {"event": "{}"}, id=f"{ms}-0")
     await redis.xreadgroup(keys.WORKERS, "gone", {s: ">"})
     await redis.xack(s, keys.WORKERS, "1000-0", "2000-0")  # 3000 stays pending
+    await redis.xadd(keys.dead, {"source": "inbound", "event": "{}"}, id="1000-0")
+    recent = (await redis.xadd(keys.dead, {"source": "inbound", "event": "{}"})).decode()
     await aiohttp_client(build_app(settings, role="worker"))
     for _ in range(100):
-        if await ids(redis, s) == ["3000-0"]:
+        if await ids(redis, s) == ["3000-0"] and await ids(redis, keys.dead) == [recent]:
             break
         await asyncio.sleep(0.05)
     assert await ids(redis, s) == ["3000-0"]
+    assert await ids(redis, keys.dead) == [recent]

@@ -4,6 +4,7 @@ limits, and exactly one reply when a sender dies between sending and acknowledgi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -14,15 +15,22 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot import metrics
-from bot.outbox import enqueue_reply, sent_record
+from bot.models import Author, InboundEvent, OutboundReply
+from bot.outbox import Sender, enqueue_reply, sent_record
+from bot.platforms import windows
 from bot.ratelimit import Limit, RateLimiter, parse_rate_headers, retry_after
+from bot.redis import Keys, connect
 from bot.streams import list_dead, replay_dead
 from tests.conftest import make_settings
-from tests.fakes import FakeMastodon, FakeX, max_in_window
+from tests.fakes import FakeMastodon, FakeWeibo, FakeX, max_in_window
 from tests.fakes.harness import (
     MASTO_TOKEN,
+    WEIBO_TOKEN,
     X_TOKEN,
     FakeClock,
     accounts,
@@ -31,6 +39,8 @@ from tests.fakes.harness import (
     make_sender,
     reply,
 )
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import until
 
 
 def sample(name: str, **labels: str) -> float:
@@ -175,7 +185,8 @@ async def test_replaying_an_unknown_delivery_sends_it(env, redis, keys) -> None:
 async def test_intent_without_result_on_mastodon_resends_with_same_key(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
     settings, clock, http, _, m = env
     sender = make_sender(settings, redis, keys, http, clock)
-    r = reply("mastodon", "brandm", "mention", recipient_handle="alice", in_reply_to_id="9")
+    parent = m.mention("where is my parcel?")["status"]["id"]
+    r = reply("mastodon", "brandm", "mention", recipient_handle="alice", in_reply_to_id=parent)
     m.hang_next()  # the instance posts it, but the answer never arrives
     task = asyncio.create_task(deliver(sender, r))
     await asyncio.wait_for(m.hanging.wait(), 5)
@@ -317,8 +328,28 @@ def test_header_parsing() -> None:
     ) == (0, now + 900)
     assert retry_after({"Retry-After": "12"}, now) == 12
     assert retry_after({"Retry-After": "Tue, 14 Nov 2023 22:13:40 GMT"}, now) == 20
-    assert retry_after({"x-rate-limit-reset": str(int(now + 30))}, now) == 30
+    reset = {"x-rate-limit-reset": str(int(now + 30))}
+    assert retry_after(reset, now, rate_refused=True) == 30
+    # X sends the reset on every answer: it is a wait only for a rate refusal or when
+    # no calls remain.
+    assert retry_after(reset, now) is None
+    assert retry_after({**reset, "x-rate-limit-remaining": "12"}, now) is None
+    assert retry_after({**reset, "x-rate-limit-remaining": "0"}, now) == 30
     assert retry_after({}, now) is None
+
+
+async def test_5xx_with_calls_left_backs_off_instead_of_waiting_for_the_reset(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    headers = {
+        "x-rate-limit-limit": "100",
+        "x-rate-limit-remaining": "57",
+        "x-rate-limit-reset": str(int(time.time() + 800)),
+    }
+    x.fail_next(503, {"title": "Service Unavailable"}, headers=headers)
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention())
+    assert len(x.calls) == 2 and len(x.tweets) == 1
+    assert 0 < sum(clock.sleeps) < 60  # the normal backoff, not ~800 s
 
 
 async def test_account_options_override_limits(redis_server, redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -410,3 +441,235 @@ async def test_a_long_rate_limit_wait_keeps_the_reply_from_other_senders(
     assert len(x.calls) == 2 and len(x.tweets) == 1  # the 429, then one post
     assert await redis.xlen(keys.dead) == 0
     assert (await redis.xpending(keys.outbox, keys.SENDERS))["pending"] == 0
+
+
+async def _take_over(sender: Sender) -> None:
+    """What a sender's reclaim does once the entry sat idle past the visibility timeout."""
+    claimed = await sender.redis.xautoclaim(sender.stream, sender.group, sender.consumer, 0)
+    for msg_id, fields in claimed[1]:
+        await sender.handle_entry(
+            msg_id.decode(), {k.decode(): v.decode() for k, v in fields.items()}
+        )
+
+
+# -- network errors that certainly happened before the request left ----------------
+
+
+async def _assert_retried_as_unsent(settings, clock, redis, keys, r: OutboundReply) -> None:  # type: ignore[no-untyped-def]
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("ConnectionTimeoutError")  # not "delivery unknown"
+    assert len(clock.sleeps) == settings.worker.max_attempts - 1  # backed off, retried
+    assert await redis.get(keys.sending(r.reply_id)) is None
+
+
+async def test_a_connect_timeout_is_retried_not_unknown(redis_server, redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A platform that drops connection attempts (an outage): aiohttp's connect timeout is
+    no ClientConnectorError, but the request never left, so X's reply is retried."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    backlog = []
+    for _ in range(4):  # fill the accept queue: further SYNs are dropped
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        backlog.append(c)
+    settings = make_settings(
+        redis_server.url, tmp_path, accounts=accounts(f"http://127.0.0.1:{port}")
+    )
+    clock = FakeClock()
+    timeout = aiohttp.ClientTimeout(total=30, connect=0.3)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            await deliver(make_sender(settings, redis, keys, http, clock), mention())
+    finally:
+        for c in (*backlog, listener):
+            c.close()
+    await _assert_retried_as_unsent(settings, clock, redis, keys, mention())
+
+
+async def test_waiting_for_a_pooled_connection_is_retried_not_unknown(
+    fakes, aiohttp_server, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """All of the session's connections busy past the connect timeout: nothing was sent."""
+    x, _, xu, _ = fakes
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def busy(request: web.Request) -> web.Response:
+        entered.set()
+        await release.wait()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", busy)
+    other = await aiohttp_server(app)
+    settings = make_settings(redis_server.url, tmp_path, accounts=accounts(xu))
+    clock = FakeClock()
+    connector = aiohttp.TCPConnector(limit=1)
+    timeout = aiohttp.ClientTimeout(total=30, connect=0.3)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        hold = asyncio.create_task(http.get(other.make_url("/")))
+        await asyncio.wait_for(entered.wait(), 10)
+        await deliver(make_sender(settings, redis, keys, http, clock), mention())
+        release.set()
+        (await hold).release()
+    assert x.calls == []
+    await _assert_retried_as_unsent(settings, clock, redis, keys, mention())
+
+
+# -- Weibo: a mention's single reply is taken next to the send, by that reply --------
+
+
+@pytest.fixture
+async def weibo(aiohttp_server, redis_server, redis, keys, tmp_path):  # type: ignore[no-untyped-def]
+    wb = FakeWeibo(token=WEIBO_TOKEN)
+    srv = await aiohttp_server(wb.app)
+    base = str(srv.make_url("")).rstrip("/")
+    settings = make_settings(redis_server.url, tmp_path, accounts=accounts(weibo_base=base))
+    clock = FakeClock()
+    mentioned = InboundEvent(
+        platform="weibo",
+        account="brandwb",
+        kind="mention",
+        event_id="m1",
+        author=Author(id="6253282", handle=""),
+        text="@brand hello",
+        reply_to_id="m1",
+        created_at=clock.now - 10,
+        received_at=clock.now - 10,
+    )
+    await windows.record(redis, keys, mentioned)  # one reply allowed
+    async with aiohttp.ClientSession() as http:
+        yield settings, clock, http, wb, mentioned
+
+
+async def test_a_failure_during_the_rate_limit_wait_keeps_the_mention_reply(weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """A sender that fails (a Redis error, or killed) while it waits for a rate-limit
+    token has posted nothing: the mention's one reply is still there for the reclaim."""
+    settings, clock, http, wb, mentioned = weibo
+    r = OutboundReply.answering(mentioned, "Thanks, we're on it.")
+    first = make_sender(settings, redis, keys, http, clock, consumer="s1")
+
+    async def redis_gone(*args: Any, **kw: Any) -> float:
+        raise RedisConnectionError("Redis went away during the wait")
+
+    first.limiter.acquire = redis_gone  # type: ignore[method-assign]
+    with pytest.raises(RedisConnectionError):
+        await deliver(first, r)
+    await _take_over(make_sender(settings, redis, keys, http, clock, consumer="s2"))
+    assert [m["text"] for m in wb.messages] == [r.text]
+    assert await redis.xlen(keys.dead) == 0 and await sent_record(redis, keys, r.reply_id)
+
+
+async def test_a_reclaimed_reply_goes_out_on_the_mention_it_took(
+    weibo, redis_server, redis, keys
+) -> None:  # type: ignore[no-untyped-def]
+    """A sender that took the mention and died before writing its intent posted nothing;
+    the mark names its reply, so the reclaim sends it. Another reply still may not."""
+    settings, clock, http, wb, mentioned = weibo
+    r = OutboundReply.answering(mentioned, "Thanks, we're on it.")
+    dying = aioredis.Redis.from_url(redis_server.url)  # its intent write fails
+
+    async def no_intent(*args: Any, **kw: Any) -> None:
+        raise RedisConnectionError("killed before the intent was written")
+
+    dying.set = no_intent  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RedisConnectionError):
+            await deliver(make_sender(settings, dying, keys, http, clock, consumer="s1"), r)
+    finally:
+        await dying.aclose()
+    state = keys.user_state("weibo", "brandwb", "6253282")
+    assert (await redis.hget(state, "mention:m1:used")).decode() == r.reply_id
+    second = make_sender(settings, redis, keys, http, clock, consumer="s2")
+    await _take_over(second)
+    assert [m["text"] for m in wb.messages] == [r.text]
+    await deliver(second, OutboundReply.answering(mentioned, "and another", n=1))
+    assert len(wb.messages) == 1
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"] == windows.REASONS["mention_used"]
+    shown = await windows.describe(redis, keys, "weibo", "brandwb", "6253282", now=clock.now)
+    assert shown["mentions_answerable"] == []
+
+
+# -- Redis outages --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stopping", [False, True], ids=["waited-out", "stop-meanwhile"])
+async def test_a_redis_outage_after_the_platform_confirmed(fakes, tmp_path, stopping) -> None:  # type: ignore[no-untyped-def]
+    """Redis goes away right after X confirmed the post, for longer than the client's own
+    retries: the sender keeps trying to record it, instead of leaving the intent to a
+    reclaim that would report a posted reply as "delivery unknown". A stop meanwhile
+    ends the tries (the drain must not hang on Redis) and leaves exactly that."""
+    x, _, xu, _ = fakes
+    with RedisServer() as server:  # its own: this test stops it
+        redis = connect(server.url)  # the service's client and its retry budget
+        keys = Keys("rd")
+        settings = make_settings(server.url, tmp_path, accounts=accounts(xu))
+        clock = FakeClock()
+        backed_off = asyncio.Event()
+
+        async def sleep(seconds: float) -> None:
+            if server.proc is None:  # a write failed for good while Redis was away
+                backed_off.set()
+            await clock.sleep(seconds)
+
+        try:
+            async with aiohttp.ClientSession() as http:
+                sender = make_sender(settings, redis, keys, http, clock)
+                sender.sleep = sleep
+                adapter = sender.adapters["brandx"]
+                post = adapter.send
+
+                async def post_then_lose_redis(h: Any, out: OutboundReply) -> Any:
+                    result = await post(h, out)
+                    await asyncio.to_thread(server.stop)
+                    return result
+
+                adapter.send = post_then_lose_redis  # type: ignore[method-assign]
+                stop = asyncio.Event()
+                if stopping:
+                    await enqueue_reply(redis, keys, mention())
+                    task = asyncio.create_task(sender.run(stop))
+                else:
+                    task = asyncio.create_task(deliver(sender, mention()))
+                await until(lambda: backed_off.is_set() or task.done(), 60, "a failed record")
+                if task.done():
+                    task.result()  # the failure escaped: the reply is left for "unknown"
+                if stopping:
+                    stop.set()
+                    await asyncio.wait_for(task, 60)  # drained without Redis
+                await asyncio.to_thread(server.start)
+                await asyncio.wait_for(task, 60)
+            assert len(x.tweets) == 1
+            rec = await sent_record(redis, keys, mention().reply_id)
+            intent = await redis.get(keys.sending(mention().reply_id))
+            pending = (await redis.xpending(keys.outbox, keys.SENDERS))["pending"]
+            if stopping:  # as a kill would leave it: the reclaim reports it for a check
+                assert rec is None and intent is not None and pending == 1
+            else:
+                assert rec is not None and intent is None and pending == 0
+            assert await redis.xlen(keys.dead) == 0
+        finally:
+            await redis.aclose()
+
+
+async def test_the_senders_group_is_recreated_when_redis_lost_it(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """Redis came back empty: enqueueing makes a bare outbox stream, and the sender must
+    create its group again to read it (NOGROUP otherwise, forever)."""
+    settings, clock, http, x, _ = env
+    stop = asyncio.Event()
+    task = asyncio.create_task(make_sender(settings, redis, keys, http, clock).run(stop))
+    try:
+        await until(lambda: redis.exists(keys.outbox), what="the senders group")
+        await redis.flushall()
+        await enqueue_reply(redis, keys, mention())
+        await until(lambda: sent_record(redis, keys, mention().reply_id), what="the reply sent")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert len(x.tweets) == 1

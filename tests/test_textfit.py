@@ -98,3 +98,18 @@ def test_fit_language_hint() -> None:
 def test_emoji_detection() -> None:
     assert textfit.is_emoji("👍") and textfit.is_emoji("🇯🇵") and textfit.is_emoji("#️⃣")
     assert not textfit.is_emoji("a") and not textfit.is_emoji("你") and not textfit.is_emoji("©")
+
+
+def test_x_fit_leaves_room_for_unknown_endings() -> None:
+    # As written this is 270 (it seemed to fit); with both links at 23 X may count 289.
+    text = "Returns are free. " + "x" * 207 + " Start at acme.in/returns or help.acme.eu now"
+    assert len(text) == 270 and count(text, "x") == 289
+    out = fit(text, fitter("x", "mention"))
+    assert out != text and count(out, "x") <= 280
+
+
+def test_weibo_counts_utf16_code_units() -> None:
+    assert count("👍🏽", "weibo") == 4 and count("你好", "weibo") == 2
+    text = "感谢您的耐心等待👍🏽" * 40  # 10 graphemes, 12 code points, 14 code units each
+    out = fit(text, fitter("weibo", "dm"), language="zh")
+    assert count(out, "weibo") == len(out.encode("utf-16-le")) // 2 <= 299

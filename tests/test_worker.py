@@ -318,3 +318,38 @@ async def test_a_lease_taken_over_is_not_taken_back(redis, keys):
         await task
     assert pipe.calls["s2"] == 1  # the handler finished; its XACK settles the entry
     assert await _no_pending(redis, keys)
+
+
+class _Events:
+    """Stands in for a module's structlog logger; keeps the event names."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __getattr__(self, level: str):
+        return lambda event, *args, **kw: self.names.append(event)
+
+
+async def test_a_group_lost_with_the_data_is_recreated(redis, keys, monkeypatch):
+    """Redis came back empty (no persistence, FLUSHALL, failover to an empty replica):
+    ingest's next XADD makes a bare stream, and the workers recreate their group to read
+    it (NOGROUP otherwise, forever), warning once."""
+    import bot.consumer
+
+    logged = _Events()
+    monkeypatch.setattr(bot.consumer, "log", logged)
+    stop = asyncio.Event()
+    tasks = [
+        await run_worker(InboundWorker(redis, keys, FAST, PassThroughPipeline()), stop)
+        for _ in range(2)
+    ]
+    try:
+        await until(lambda: redis.exists(keys.inbound), what="the workers group")
+        await redis.flushall()
+        await add(redis, keys, event("n1"))
+        await until(lambda: redis.exists(keys.outcome(event("n1").key)), what="the outcome")
+        await until(lambda: _no_pending(redis, keys))
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert logged.names.count("consumer_group_recreated") == 1

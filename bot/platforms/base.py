@@ -17,6 +17,7 @@ import aiohttp
 
 from bot.config import AccountConfig
 from bot.models import InboundEvent, OutboundReply
+from bot.redis import Keys, Redis
 
 
 class SignatureError(Exception):
@@ -98,6 +99,13 @@ class PlatformAdapter:
     def verify(self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes) -> None:
         """Raise SignatureError unless the request is the platform's. Fails closed."""
         raise NotImplementedError
+
+    async def check_replay(
+        self, redis: Redis, keys: Keys, query: Mapping[str, str], body: bytes
+    ) -> None:
+        """After :meth:`verify`: raise SignatureError if the request replays a signature
+        seen before (it needs Redis, hence apart from verify). Nothing to do where the
+        signature covers the body: a replay is then the same event, and dedupe drops it."""
 
     def parse(self, body: bytes) -> list[InboundEvent]:
         """Raw body → normalized events, own posts and unknown types already dropped."""

@@ -120,5 +120,6 @@ def error_text(body: str) -> str:
 def http_error(status: int, headers: Mapping[str, str], body: str) -> SendError:
     msg = f"HTTP {status}: {error_text(body)}"
     if status == 429 or status >= 500:
-        return SendError(msg, status=status, retry_after=retry_after(headers, time.time()))
+        wait = retry_after(headers, time.time(), rate_refused=status == 429)
+        return SendError(msg, status=status, retry_after=wait)
     return SendError(msg, status=status, permanent=True)

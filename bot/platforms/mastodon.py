@@ -4,7 +4,8 @@ admin webhooks, replies through ``POST /api/v1/statuses`` (platforms.md §3).
 ``api_base`` is the instance URL and is required. Secrets: ``access_token`` (the bot
 user's token: ``read:statuses read:notifications write:statuses``) and, only for admin
 webhooks, ``webhook_secret``. Options: ``max_characters`` (default: read from the
-instance, else 500), ``mention_visibility`` (``unlisted``), ``streaming`` (true),
+instance, else 500), ``mention_visibility`` (``unlisted``; a reply never gets wider than
+its parent: a followers-only mention is answered followers-only), ``streaming`` (true),
 ``streaming_base`` (default: the instance's ``urls.streaming``), ``stream_reconnect_min_s``
 / ``stream_reconnect_max_s`` / ``stream_idle_timeout_s``, ``rate_limits``, ``more_link``.
 
@@ -25,6 +26,7 @@ import aiohttp
 import structlog
 
 from bot import textfit
+from bot.config import ConfigError
 from bot.models import Author, InboundEvent, OutboundReply
 from bot.platforms.base import (
     HttpReply,
@@ -43,6 +45,13 @@ log = structlog.get_logger(__name__)
 SIGNATURE_HEADER = "X-Hub-Signature"
 # 300 requests / 5 min per account for all of /api/* (§3.4).
 API_LIMITS = [Limit("api", 300, 300)]
+# What every reply starts with (the console's counter shows it too).
+REPLY_PREFIX = "@{handle} "
+# Most restrictive first: a reply takes the narrower of its parent's and the configured.
+VISIBILITIES = ("direct", "private", "unlisted", "public")
+# After a failed read of the instance document: retry no sooner than this, doubling.
+INSTANCE_RETRY_MIN_S = 30.0
+INSTANCE_RETRY_MAX_S = 900.0
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -81,6 +90,25 @@ def _created(s: Any) -> float:
         return time.time()
 
 
+def addressed(reply: OutboundReply) -> tuple[str, str]:
+    """(the ``@acct `` a reply starts with, the rest of its text). Direct posts reach only
+    the accounts they mention, and a public reply notifies the user; an agent who typed
+    the handle gets it once."""
+    handle = reply.recipient_handle.lstrip("@")
+    text = reply.text.strip()
+    if not handle:
+        return "", text
+    prefix = REPLY_PREFIX.format(handle=handle)
+    if text.lower().startswith(prefix.lower()):
+        text = text[len(prefix) :]
+    return prefix, text
+
+
+def narrowest(*visibilities: str) -> str:
+    """The most restrictive visibility; an unknown one counts as ``direct``."""
+    return min(visibilities, key=lambda v: VISIBILITIES.index(v) if v in VISIBILITIES else 0)
+
+
 def id_newer(a: str, b: str | None) -> bool:
     """Mastodon ids are numeric strings (snowflakes): compare by length, then text."""
     return b is None or (len(a), a) > (len(b), b)
@@ -98,24 +126,41 @@ class MastodonAdapter(ApiAdapter):
         self._limits_known = "max_characters" in opts
         self.streaming = bool(opts.get("streaming", True))
         self.streaming_base = str(opts.get("streaming_base") or "").rstrip("/")
+        self.mention_visibility = str(opts.get("mention_visibility") or "unlisted")
+        if self.mention_visibility not in VISIBILITIES:
+            raise ConfigError(
+                f"accounts[{account.id}].options.mention_visibility: one of {VISIBILITIES}"
+            )
         self._ready = False
+        self.clock = time.monotonic
+        self._retry_at = 0.0
+        self._retry_s = INSTANCE_RETRY_MIN_S
 
     # -- instance --------------------------------------------------------------
     async def ready(self, http: aiohttp.ClientSession) -> None:
-        """Read ``max_characters`` and the streaming host from the instance, once."""
-        if self._ready:
+        """Read ``max_characters`` and the streaming host from the instance, once it
+        succeeds; after a failure, again on a later call (backing off, 30 s to 15 min)."""
+        if self._ready or self.clock() < self._retry_at:
             return
-        self._ready = True
         try:
             async with http.get(f"{self.api_base}/api/v2/instance") as resp:
                 if resp.status != 200:
-                    return
-                conf = (await resp.json()).get("configuration") or {}
+                    raise ValueError(f"HTTP {resp.status}")
+                doc = await resp.json()
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             log.warning(
-                "mastodon_instance_unreadable", account=self.account.id, error=type(e).__name__
+                "mastodon_instance_unreadable",
+                account=self.account.id,
+                error=str(e) or type(e).__name__,
+                retry_in_s=self._retry_s,
             )
+            self._retry_at = self.clock() + self._retry_s
+            self._retry_s = min(self._retry_s * 2, INSTANCE_RETRY_MAX_S)
             return
+        self._ready = True
+        conf = doc.get("configuration") or {}
         mc = (conf.get("statuses") or {}).get("max_characters")
         if not self._limits_known and isinstance(mc, int) and mc > 0:
             self.max_characters = mc
@@ -198,6 +243,7 @@ class MastodonAdapter(ApiAdapter):
             reply_to_id=sid,
             created_at=_created(status.get("created_at")),
             raw=dict(status),
+            audience=str(status.get("visibility") or ""),
         )
 
     # -- outbound --------------------------------------------------------------
@@ -208,15 +254,10 @@ class MastodonAdapter(ApiAdapter):
         return list(API_LIMITS)
 
     def compose(self, reply: OutboundReply) -> str:
-        """``@acct`` first (direct posts reach only mentioned accounts; a public reply
-        notifies the user), then the text fitted into what is left."""
-        handle = reply.recipient_handle.lstrip("@")
-        text = reply.text.strip()
-        if not handle:
+        """``@acct`` first, then the text fitted into what is left."""
+        prefix, text = addressed(reply)
+        if not prefix:
             return self.fit(text, reply.kind)
-        prefix = f"@{handle} "
-        if text.lower().startswith(prefix.lower()):
-            text = text[len(prefix) :]
         room = self.limit(reply.kind) - textfit.count(prefix, self.rule)
         body = textfit.fit(
             text,
@@ -227,19 +268,24 @@ class MastodonAdapter(ApiAdapter):
         )
         return prefix + body
 
+    def visibility(self, reply: OutboundReply) -> str:
+        """``direct`` for a DM; for a mention the configured visibility, narrowed to the
+        parent's (§3.3): an answer to a followers-only post must not be unlisted."""
+        if reply.kind == "dm":
+            return "direct"
+        if not reply.audience:  # queued before replies carried it
+            return self.mention_visibility
+        return narrowest(self.mention_visibility, reply.audience)
+
     async def send(self, http: aiohttp.ClientSession, reply: OutboundReply) -> SendResult:
-        if reply.kind == "dm" and not reply.text.startswith("@"):
+        visibility = self.visibility(reply)
+        if visibility == "direct" and not reply.text.startswith("@"):
             # A direct status reaches only the accounts it mentions: without the @acct
             # it would be visible to nobody but us.
             raise SendError(
                 "a direct reply needs the user's @acct (recipient_handle)", permanent=True
             )
-        body: dict[str, Any] = {
-            "status": reply.text,
-            "visibility": "direct"
-            if reply.kind == "dm"
-            else str(self.account.options.get("mention_visibility") or "unlisted"),
-        }
+        body: dict[str, Any] = {"status": reply.text, "visibility": visibility}
         if reply.in_reply_to_id:
             body["in_reply_to_id"] = reply.in_reply_to_id
         if self.account.language:

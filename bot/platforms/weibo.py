@@ -4,7 +4,8 @@
 Secrets: ``app_secret`` (the APPKEY's secret: signs the handshake and every push) and
 ``access_token`` (the fan-service token, used for ``messages/reply.json``).
 Options: ``rate_limits`` overrides (no figure is published for ``messages/reply.json``;
-the default 30 / min is a burst guard, docs/accounts.md), ``more_link``.
+the default 30 / min is a burst guard, docs/accounts.md), ``more_link``,
+``timestamp_tolerance_s`` (300: how far a push's signed timestamp may be from our clock).
 
 Replies to DMs *and* to mentions go through ``messages/reply.json``; the sender first
 checks the reply window (bot.platforms.windows): Weibo refuses anything outside it.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -36,6 +38,7 @@ from bot.platforms.base import (
 from bot.platforms.common import ApiAdapter, error_text, http_error, rate_headers
 from bot.platforms.signing import same
 from bot.ratelimit import Limit, retry_after
+from bot.redis import Keys, Redis, as_str
 
 log = structlog.get_logger(__name__)
 
@@ -53,9 +56,15 @@ EVENT_SUBTYPES: dict[str, Kind] = {
     "follow": "follow",
     "scan_follow": "follow",
     "unfollow": "unfollow",
+    # Like a message, these open (or refresh) the 48 h reply window (§2.5); nothing to answer.
+    "subscribe": "activity",
+    "scan": "activity",
+    "click": "activity",
+    "view": "activity",
 }
 # Weibo API error codes that mean "too many requests": retried, not dead-lettered.
 RATE_ERROR_CODES = {10022, 10023, 10024}
+DEFAULT_TIMESTAMP_TOLERANCE_S = 300.0
 
 
 def signature(app_secret: str, timestamp: str, nonce: str) -> str:
@@ -65,6 +74,18 @@ def signature(app_secret: str, timestamp: str, nonce: str) -> str:
 def encode_data(obj: Mapping[str, Any]) -> str:
     """``data`` as platforms.md §2.5: URL-encoded compact UTF-8 JSON."""
     return quote(json.dumps(obj, ensure_ascii=False, separators=(",", ":")), safe="")
+
+
+def _epoch_s(timestamp: str) -> float | None:
+    """A push's ``timestamp`` in epoch seconds. It is in milliseconds (§2.1); a value too
+    small for that is read as seconds, so a change of unit cannot lock every push out."""
+    try:
+        t = float(timestamp)
+    except ValueError:
+        return None
+    if not math.isfinite(t):
+        return None
+    return t / 1000 if t > 1e11 else t
 
 
 def _created(s: Any) -> float:
@@ -78,6 +99,11 @@ class WeiboAdapter(ApiAdapter):
     name = "weibo"
     default_api_base = "https://m.api.weibo.com"
     required_secrets: ClassVar[tuple[str, ...]] = ("app_secret", "access_token")
+
+    def __init__(self, account: Any) -> None:
+        super().__init__(account)
+        opt = account.options.get("timestamp_tolerance_s")
+        self.tolerance_s = float(opt or DEFAULT_TIMESTAMP_TOLERANCE_S)
 
     def _check(self, query: Mapping[str, str]) -> None:
         sig, ts, nonce = (
@@ -93,7 +119,7 @@ class WeiboAdapter(ApiAdapter):
     # -- inbound ---------------------------------------------------------------
     def handshake(self, query: Mapping[str, str]) -> HttpReply:
         try:
-            self._check(query)
+            self._check(query)  # no freshness check: replaying it only echoes echostr
         except SignatureError as e:
             raise HandshakeError(str(e), status=401) from e
         echostr = query.get("echostr")
@@ -102,7 +128,27 @@ class WeiboAdapter(ApiAdapter):
         return HttpReply(body=echostr.encode(), content_type="text/plain")
 
     def verify(self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes) -> None:
-        self._check(query)  # the signature covers only the query, not the body (§2.1)
+        # The signature covers only timestamp and nonce, not the body (§2.1), so a logged
+        # push URL would sign any body: its timestamp must be recent, and check_replay()
+        # refuses the same signature on another body.
+        self._check(query)
+        ts = _epoch_s(query["timestamp"])
+        if ts is None or abs(time.time() - ts) > self.tolerance_s:
+            raise SignatureError("timestamp stale, in the future or not a number")
+
+    async def check_replay(
+        self, redis: Redis, keys: Keys, query: Mapping[str, str], body: bytes
+    ) -> None:
+        # The first body seen under a signature is kept while its timestamp is accepted.
+        # The same body again is Weibo's own retry (dedupe drops the event); another one
+        # is a forgery riding on a captured URL.
+        key = keys.ns("replay", self.name, self.account.id, query["signature"].lower())
+        digest = hashlib.sha256(body).hexdigest()
+        if await redis.set(key, digest, nx=True, ex=math.ceil(2 * self.tolerance_s)):
+            return
+        seen = await redis.get(key)
+        if seen is None or as_str(seen) != digest:
+            raise SignatureError("signature already used for another body")
 
     def accepted(self) -> HttpReply:
         # An empty body: no passive reply, and Weibo does not retry (§2.3).
@@ -126,10 +172,16 @@ class WeiboAdapter(ApiAdapter):
         if kind is None:
             log.debug("weibo_type_ignored", type=mtype, subtype=str(data.get("subtype") or ""))
             return []
-        me = self.account.user_id
-        if me and (sender == me or (receiver and receiver != me)):
+        # Our uid: as configured, else the push's receiver (a push is for the bot, §2.7).
+        me = self.account.user_id or receiver
+        if sender == me or (receiver and receiver != me):
             return []  # our own message echoed, or a push meant for another account
-        event_id = f"{sender}:{created_raw}"  # Weibo has no message id (§2.3)
+        # Weibo has no message id: §2.3 dedupes on sender + created_at, but that has
+        # one-second resolution (a follow and a first DM, or a text and an image, often
+        # share it), so a digest of what was sent tells those apart; a retry of the same
+        # push has the same digest.
+        what = json.dumps([mtype, d.get("text"), raw_data], ensure_ascii=False, sort_keys=True)
+        event_id = f"{sender}:{created_raw}:{hashlib.sha1(what.encode()).hexdigest()[:10]}"
         return [
             InboundEvent(
                 platform=self.name,
@@ -177,7 +229,7 @@ class WeiboAdapter(ApiAdapter):
             raise SendError(
                 f"HTTP {status}: {error_text(text)}",
                 status=429,
-                retry_after=retry_after(meta, time.time()),
+                retry_after=retry_after(meta, time.time(), rate_refused=True),
             )
         if status >= 400:
             raise http_error(status, meta, text)

@@ -1,7 +1,7 @@
 """Reply windows: when a platform lets the brand answer a user at all.
 
-Weibo (fan service platform, §2.5 of platforms.md): a user's message, follow, subscribe
-or scan opens **48 h of unlimited replies**; a user's @-mention allows **one** reply within
+Weibo (fan service platform, §2.5 of platforms.md): a user's message, follow, subscribe,
+menu click or scan opens **48 h of unlimited replies**; a user's @-mention allows **one** reply within
 48 h; after an unfollow the brand cannot reply (until the user writes or follows again).
 Other platforms have no window, so every check passes without touching Redis.
 
@@ -33,7 +33,9 @@ REASONS = {
     "expired": "reply window closed: more than 48 h since the user's last message",
 }
 
-# KEYS: state hash. ARGV: now, window seconds, mention field ('' for none).
+# KEYS: state hash. ARGV: now, window seconds, mention field ('' for none), reply id.
+# A mention's mark holds the reply id that took it: the same reply, reclaimed after its
+# sender died before sending, may go on; any other reply may not.
 _RESERVE_LUA = """
 local h = redis.call('HMGET', KEYS[1], 'active_at', 'unfollowed_at')
 local active = tonumber(h[1]) or 0
@@ -44,7 +46,9 @@ if active > unf and now - active < win then return 'ok' end
 if ARGV[3] ~= '' then
   local m = tonumber(redis.call('HGET', KEYS[1], ARGV[3]))
   if m and m > unf and now - m < win then
-    if redis.call('HSETNX', KEYS[1], ARGV[3] .. ':used', ARGV[1]) == 1 then return 'ok_mention' end
+    local by = redis.call('HGET', KEYS[1], ARGV[3] .. ':used')
+    if not by then redis.call('HSET', KEYS[1], ARGV[3] .. ':used', ARGV[4]) end
+    if not by or by == ARGV[4] then return 'ok_mention' end
     return 'mention_used'
   end
 end
@@ -93,12 +97,13 @@ async def record_inbound_message(redis: Redis, keys: Keys, event: InboundEvent) 
 
 
 async def record_user_event(redis: Redis, keys: Keys, event: InboundEvent) -> None:
-    """follow (opens the window) / unfollow (closes it)."""
+    """follow or activity (opens the window) / unfollow (closes it)."""
     if not applies(event.platform):
         return
     key = _key(keys, event.platform, event.account, event.author.id)
-    if event.kind == "follow":
-        await _bump(redis, key, "followed_at", _ts(event))
+    if event.kind in ("follow", "activity"):
+        if event.kind == "follow":
+            await _bump(redis, key, "followed_at", _ts(event))
         await _bump(redis, key, "active_at", _ts(event))
     elif event.kind == "unfollow":
         await _bump(redis, key, "unfollowed_at", _ts(event))
@@ -130,13 +135,16 @@ def _mention_field(reply: OutboundReply) -> str:
 async def reserve(
     redis: Redis, keys: Keys, reply: OutboundReply, *, now: float | None = None
 ) -> Reservation:
-    """May ``reply`` be sent now? Takes a mention's single reply when that is what allows it."""
+    """May ``reply`` be sent now? Takes a mention's single reply when that is what allows
+    it, marked with ``reply.reply_id``; a mark this same reply already holds is no refusal."""
     if not applies(reply.platform):
         return Reservation(ok=True)
     now = time.time() if now is None else now
     field = _mention_field(reply)
     key = _key(keys, reply.platform, reply.account, reply.recipient_id)
-    res = await redis.eval(_RESERVE_LUA, 1, key, repr(now), WINDOW_S[reply.platform], field)
+    res = await redis.eval(
+        _RESERVE_LUA, 1, key, repr(now), WINDOW_S[reply.platform], field, reply.reply_id
+    )
     code = res.decode() if isinstance(res, bytes) else str(res)
     if code == "ok":
         return Reservation(ok=True)
@@ -145,11 +153,19 @@ async def reserve(
     return Reservation(ok=False, reason=REASONS.get(code, f"reply window closed: {code}"))
 
 
+# KEYS: state hash. ARGV: mark field, reply id. Deletes the mark only if it is this reply's.
+_RELEASE_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
 async def release(redis: Redis, keys: Keys, reply: OutboundReply, reservation: Reservation) -> None:
-    """Give a mention's reply back after a send that certainly did not go out."""
+    """Give a mention's reply back after a send that certainly did not go out (only if
+    this reply still holds it: a late release never frees another reply's mark)."""
     if reservation.mention_field:
         key = _key(keys, reply.platform, reply.account, reply.recipient_id)
-        await redis.hdel(key, reservation.mention_field + ":used")
+        await redis.eval(_RELEASE_LUA, 1, key, reservation.mention_field + ":used", reply.reply_id)
 
 
 async def describe(
@@ -160,7 +176,11 @@ async def describe(
         return {"applies": False, "open": True}
     now = time.time() if now is None else now
     raw = await redis.hgetall(_key(keys, platform, account, user))
-    h = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+    # Times, except a mention's ``:used`` mark, which holds the reply id that took it.
+    h = {
+        k: 0.0 if k.endswith(":used") else float(v)
+        for k, v in ((k.decode() if isinstance(k, bytes) else k, v) for k, v in raw.items())
+    }
     win = WINDOW_S[platform]
     unf = h.get("unfollowed_at", 0.0)
     active = h.get("active_at", 0.0)

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,9 +37,10 @@ def x_signature(body: bytes, secret: str = X_SECRET) -> str:
     )
 
 
-def weibo_query(
-    secret: str = WEIBO_SECRET, timestamp: str = "1397022061823", nonce: str = "57155157"
-) -> dict[str, str]:
+def weibo_query(secret: str = WEIBO_SECRET, timestamp: str = "", nonce: str = "") -> dict[str, str]:
+    """A push's signed query: by default now (in ms, as Weibo sends it) and a new nonce."""
+    timestamp = timestamp or str(int(time.time() * 1000))
+    nonce = nonce or str(random.randrange(10**8))
     sig = hashlib.sha1("".join(sorted([secret, timestamp, nonce])).encode()).hexdigest()
     return {"signature": sig, "timestamp": timestamp, "nonce": nonce}
 

@@ -44,6 +44,7 @@ class FakeMastodon(FakePlatform):
         self._streams: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.stream_connects = 0
         self.refuse_streams = 0  # answer the next N stream connects with 503
+        self.refuse_instance = 0  # answer the next N instance reads with 503
         self.base_url = ""  # set by the test once the server runs (for urls.streaming)
         r = self.app.router
         r.add_get("/api/v2/instance", self.instance)
@@ -99,6 +100,10 @@ class FakeMastodon(FakePlatform):
 
     # -- API -------------------------------------------------------------------
     async def instance(self, request: web.Request) -> web.Response:
+        await self.record(request)
+        if self.refuse_instance > 0:
+            self.refuse_instance -= 1
+            return web.json_response({"error": "unavailable"}, status=503)
         streaming = self.base_url.replace("http://", "ws://", 1) if self.base_url else ""
         return web.json_response(
             {

@@ -48,7 +48,9 @@ class FakeWeibo(FakePlatform):
         except (KeyError, json.JSONDecodeError):
             return weibo_error(10008, "param error: data must be URL-encoded JSON")
         text = data.get("text") if isinstance(data, dict) else None
-        if not isinstance(text, str) or not text or len(text) >= 300:
+        # Weibo's unit is unconfirmed (platforms.md §2.7): hold replies to the same
+        # conservative count as the bot, UTF-16 code units.
+        if not isinstance(text, str) or not text or len(text.encode("utf-16-le")) // 2 >= 300:
             return weibo_error(21325, "text must be shorter than 300 characters")
         mid = str(next(self._ids))
         self.messages.append(
