@@ -111,6 +111,20 @@ class Brain:
                 decision = decision_from_dict(json.loads(raw)) if raw else decision
         else:
             decision = decision_from_dict(json.loads(raw))
+        if (
+            isinstance(decision, Escalate)
+            and decision.reason == "human_owned"
+            and await self.tickets.append_to_open(event) is None
+        ):
+            # The agent resolved the ticket after this message was decided (or before a
+            # crashed run's replay): the bot has the conversation back, so decide again
+            # rather than open a ticket for a "thanks, bye".
+            decision = await self._decide(event)
+            await self.redis.set(
+                decided_key,
+                json.dumps(decision.to_dict(), ensure_ascii=False),
+                ex=self.settings.worker.outcome_ttl_s,
+            )
         # Insights and the negative-spike detector; record_message counts an event
         # once, so a redelivery after a crash neither loses nor doubles it.
         intent = str(decision.reasons.get("intent", "none"))

@@ -2,7 +2,8 @@
 
 Layout (all under ``keys.ns``): ``agents`` hash name → JSON record; ``agent_tokens`` hash
 sha256(token) → name. Revoking deletes the token hash, so a revoked token never
-authenticates again, and marks the record revoked for the listing.
+authenticates again (nor do console sessions made with it: they are bound to the hash),
+and marks the record revoked for the listing.
 """
 
 from __future__ import annotations
@@ -86,7 +87,11 @@ class AgentStore:
     async def by_token(self, token: str) -> Agent | None:
         if not token or len(token) > 256:
             return None
-        name = await self.redis.hget(self._tokens, hash_token(token))
+        return await self.by_token_hash(hash_token(token))
+
+    async def by_token_hash(self, digest: str) -> Agent | None:
+        """The active agent whose current token hashes to ``digest``."""
+        name = await self.redis.hget(self._tokens, digest)
         if name is None:
             return None
         agent = await self.get(as_str(name))

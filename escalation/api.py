@@ -3,8 +3,8 @@
 Every route but ``/openapi.json`` needs an agent (bearer token or console session, see
 ``escalation.auth``). Errors are ``{"error": {"code": ..., "message": ...}}`` with 400
 (unreadable body), 401, 403 (role), 404, 409 (conflict: claimed by someone else, not
-open...), 413 and 422 (invalid field). The shapes are documented in
-``escalation/openapi.py``; keep the two in step.
+open, reply window closed...), 413 and 422 (invalid field, reply too long). The shapes
+are documented in ``escalation/openapi.py``; keep the two in step.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from aiohttp import web
 
 from bot import keys as K
 from bot import metrics
+from bot.models import OutboundReply
 from bot.outbox import enqueue_reply
 from bot.redis import as_str
 from escalation.agents import NAME_RE, Agent, AgentStore
 from escalation.auth import authenticate
+from escalation.lengths import check_length
 from escalation.openapi import OPENAPI
 from escalation.sla import PRIORITIES
 from escalation.tickets import TicketError, TicketStore
@@ -222,9 +224,20 @@ async def reply(request: web.Request, agent: Agent) -> web.Response:
         )
     store = _store(request)
     kind = {"dm": "dm", "public": "mention"}.get(channel or "")
-    out, new = await store.reply(request.match_info["id"], agent.name, text, key=key, channel=kind)
-    # Enqueue after the ticket records the reply; enqueue is idempotent by reply_id, so a
-    # retried request (same key) re-enqueues safely if the first one died in between.
+    settings = request.app[K.SETTINGS]
+
+    def fits(r: OutboundReply) -> None:
+        account = settings.account(r.account)
+        if account is not None:
+            check_length(account, r)
+
+    out, new = await store.reply(
+        request.match_info["id"], agent.name, text, key=key, channel=kind, check=fits
+    )
+    # Enqueued after the ticket records the reply. If this fails (or the process dies
+    # first), the retried request (same key, or without one the same text: see
+    # TicketStore.reply) gets the recorded reply back and enqueues it here; enqueueing is
+    # idempotent by reply_id, so the customer gets it exactly once.
     await enqueue_reply(request.app[K.REDIS], request.app[K.KEYS], out)
     t = await _ticket_or_404(store, request.match_info["id"])
     return web.json_response({"ticket": store.view(t), "reply_id": out.reply_id, "created": new})

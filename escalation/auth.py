@@ -9,9 +9,11 @@
   send the session's CSRF token in ``X-CSRF-Token``; :func:`authenticate` returns None
   when it is missing or wrong, so a cross-site form can never act as the agent.
 
-Sessions live in Redis (``sessions:{id}`` JSON with the agent name and CSRF token,
-expiring after ``escalation.session_ttl_s``); a revoked agent's sessions stop working at
-once because the agent record is checked on every request.
+Sessions live in Redis (``sessions:{id}`` JSON with the agent name, the sha256 of the
+token that signed in, and the CSRF token, expiring after ``escalation.session_ttl_s``).
+Every request resolves the session through that token hash, so revoking the token ends
+its sessions at once, and they stay dead when the agent is added again with a new token
+(the documented rotation) instead of coming back with the new record's role.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from aiohttp import web
 from bot import keys as K
 from bot.platforms.signing import same
 from bot.redis import Keys, Redis
-from escalation.agents import Agent, AgentStore
+from escalation.agents import Agent, AgentStore, hash_token
 
 SESSION_COOKIE = "replydesk_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -38,6 +40,7 @@ class Session:
     session_id: str
     agent: str
     csrf_token: str
+    token_sha256: str
 
 
 def _session_key(keys: Keys, session_id: str) -> str:
@@ -45,13 +48,14 @@ def _session_key(keys: Keys, session_id: str) -> str:
 
 
 async def create_session(
-    redis: Redis, keys: Keys, agent: Agent, *, ttl_s: int = DEFAULT_SESSION_TTL_S
+    redis: Redis, keys: Keys, agent: Agent, token: str, *, ttl_s: int = DEFAULT_SESSION_TTL_S
 ) -> Session:
-    """A new console session for ``agent``; set ``session_id`` as the cookie."""
-    s = Session(secrets.token_urlsafe(32), agent.name, secrets.token_urlsafe(24))
+    """A new console session for ``agent``, who signed in with ``token`` (only its hash is
+    kept); set ``session_id`` as the cookie."""
+    s = Session(secrets.token_urlsafe(32), agent.name, secrets.token_urlsafe(24), hash_token(token))
     await redis.set(
         _session_key(keys, s.session_id),
-        json.dumps({"agent": s.agent, "csrf": s.csrf_token}),
+        json.dumps({"agent": s.agent, "csrf": s.csrf_token, "token_sha256": s.token_sha256}),
         ex=ttl_s,
     )
     return s
@@ -64,7 +68,20 @@ async def get_session(redis: Redis, keys: Keys, session_id: str) -> Session | No
     if raw is None:
         return None
     d = json.loads(raw)
-    return Session(session_id, d["agent"], d["csrf"])
+    if not d.get("token_sha256"):  # made before sessions were bound to a token: sign in again
+        return None
+    return Session(session_id, d["agent"], d["csrf"], d["token_sha256"])
+
+
+async def session_agent(redis: Redis, keys: Keys, session_id: str) -> tuple[Session, Agent] | None:
+    """The session and its agent, while the token it was made with is still that agent's."""
+    session = await get_session(redis, keys, session_id)
+    if session is None:
+        return None
+    agent = await AgentStore(redis, keys).by_token_hash(session.token_sha256)
+    if agent is None or agent.name != session.agent:
+        return None
+    return session, agent
 
 
 async def delete_session(redis: Redis, keys: Keys, session_id: str) -> None:
@@ -80,19 +97,18 @@ def _bearer(request: web.Request) -> str | None:
 async def authenticate(request: web.Request) -> Agent | None:
     """The calling agent, or None (→ 401). Bearer token first, then the session cookie."""
     redis, keys = request.app[K.REDIS], request.app[K.KEYS]
-    store = AgentStore(redis, keys)
     token = _bearer(request)
     if token is not None:
-        return await store.by_token(token)
+        return await AgentStore(redis, keys).by_token(token)
     sid = request.cookies.get(SESSION_COOKIE)
     if not sid:
         return None
-    session = await get_session(redis, keys, sid)
-    if session is None:
+    current = await session_agent(redis, keys, sid)
+    if current is None:
         return None
+    session, agent = current
     if request.method not in SAFE_METHODS:
         given = request.headers.get(CSRF_HEADER, "")
         if not given or not same(given, session.csrf_token):
             return None
-    agent = await store.get(session.agent)
-    return agent if agent is not None and not agent.revoked else None
+    return agent

@@ -9,7 +9,8 @@ stream for live changes; customer text is put in the DOM as text only.
 
 Routes: ``GET/POST /console/login``, ``POST /console/logout``, ``GET /console`` (queue),
 ``GET /console/tickets/{id}``, ``GET /console/supervisor``, and two small JSON helpers
-for the scripts: ``/console/rules.json`` (length rules per account, for the counter)
+for the scripts: ``/console/rules.json`` (length rules per account, for the counter,
+from ``escalation.lengths``)
 and ``/console/api/agents`` (agents and their roles, for supervisors).
 """
 
@@ -22,11 +23,17 @@ import structlog
 from aiohttp import web
 
 from bot import keys as K
-from bot import textfit
 from bot.config import AccountConfig, Settings
 from bot.platforms.signing import same
 from escalation.agents import Agent, AgentStore
-from escalation.auth import SESSION_COOKIE, Session, create_session, delete_session, get_session
+from escalation.auth import (
+    SESSION_COOKIE,
+    Session,
+    create_session,
+    delete_session,
+    session_agent,
+)
+from escalation.lengths import account_rules, rules_platform
 from escalation.pages import render, same_origin, setup_pages
 
 log = structlog.get_logger(__name__)
@@ -41,14 +48,7 @@ async def _current(request: web.Request) -> tuple[Session, Agent] | None:
     sid = request.cookies.get(SESSION_COOKIE, "")
     if not sid:
         return None
-    redis, keys = request.app[K.REDIS], request.app[K.KEYS]
-    session = await get_session(redis, keys, sid)
-    if session is None:
-        return None
-    agent = await AgentStore(redis, keys).get(session.agent)
-    if agent is None or agent.revoked:
-        return None
-    return session, agent
+    return await session_agent(request.app[K.REDIS], request.app[K.KEYS], sid)
 
 
 def _set_session_cookie(response: web.StreamResponse, session_id: str, ttl_s: int) -> None:
@@ -131,7 +131,7 @@ async def login(request: web.Request) -> web.Response:
     if old:  # never reuse a session id from before sign-in
         await delete_session(redis, keys, old)
     ttl = request.app[K.SETTINGS].escalation.session_ttl_s
-    session = await create_session(redis, keys, agent, ttl_s=ttl)
+    session = await create_session(redis, keys, agent, token, ttl_s=ttl)
     log.info("console_login", agent=agent.name)
     resp = web.HTTPSeeOther(nxt)
     _set_session_cookie(resp, session.session_id, ttl)
@@ -172,21 +172,6 @@ async def supervisor_page(request: web.Request) -> web.Response:
 
 
 # -- JSON helpers for the scripts -----------------------------------------------
-def rules_platform(account: AccountConfig) -> str:
-    """Whose length rules an account follows (a sandbox account imitates one)."""
-    if account.platform == "sandbox":
-        return str(account.options.get("like", "x"))
-    return account.platform
-
-
-def account_rules(account: AccountConfig) -> dict[str, Any]:
-    limits: dict[str, int] = {}
-    max_chars = account.options.get("max_characters")
-    if isinstance(max_chars, int) and max_chars > 0:  # a Mastodon instance's own limit
-        limits = {"mention": max_chars, "dm": max_chars}
-    return textfit.rules_for(rules_platform(account), **limits)
-
-
 def _account_view(a: AccountConfig) -> dict[str, str]:
     return {
         "id": a.id,

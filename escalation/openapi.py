@@ -53,7 +53,19 @@ def _action(summary: str, *, body: dict[str, Any] | None = None, extra: str = ""
 _CLOCK = {
     "type": "object",
     "properties": {
-        "state": {"enum": ["not_started", "running", "at_risk", "breached", "met", "missed"]},
+        "state": {
+            "enum": [
+                "not_started",
+                "running",
+                "at_risk",
+                "breached",
+                "met",
+                "missed",
+                "not_applicable",
+            ],
+            "description": "not_applicable: a response clock ended by resolving the ticket "
+            "before its deadline without a human reply (past the deadline it is missed)",
+        },
         "started_at": {"type": ["number", "null"]},
         "due_at": {"type": ["number", "null"]},
         "at_risk_at": {"type": ["number", "null"]},
@@ -154,7 +166,9 @@ OPENAPI: dict[str, Any] = {
             extra="A claim is a lease of escalation.claim_lease_s seconds; claim again to renew. "
             "409 `claimed` with `owner` when another agent holds a live claim.",
         ),
-        "/tickets/{id}/release": _action("Give up the claim (supervisors may release anyone's)"),
+        "/tickets/{id}/release": _action(
+            "Give up the claim (supervisors may release anyone's); 409 `not_open` if resolved"
+        ),
         "/tickets/{id}/reply": {
             "post": {
                 **_action(
@@ -166,17 +180,26 @@ OPENAPI: dict[str, Any] = {
                             "text": {"type": "string", "minLength": 1, "maxLength": 5000},
                             "channel": {
                                 "enum": ["dm", "public"],
-                                "description": "default: where the customer last wrote",
+                                "description": "default: where the customer last wrote "
+                                "(`last_kind`). `public` answers the customer's latest public "
+                                "mention; 409 `no_public_mention` when there is none",
                             },
                             "idempotency_key": {
                                 "type": "string",
                                 "pattern": "^[A-Za-z0-9._:-]{1,64}$",
-                                "description": "or the Idempotency-Key header; a retry with the same key sends nothing new",
+                                "description": "or the Idempotency-Key header; a retry with the "
+                                "same key sends nothing new and re-queues the recorded reply. "
+                                "Without one, the same agent, channel and text answering the "
+                                "same customer message count as a retry",
                             },
                         },
                     },
                     extra="Claims an unclaimed ticket; 409 when another agent holds it. Stops the "
-                    "first-response and next-response clocks. Delivered by the outbox sender.",
+                    "first-response and next-response clocks. Delivered by the outbox sender. "
+                    "409 `window_closed` when the platform's reply window no longer allows it "
+                    "(Weibo: unfollowed, 48 h passed, the mention's one reply used); 422 "
+                    "`too_long` (with `length`, `limit`) when the text as posted, counting the "
+                    "`@handle ` Mastodon puts first, is over the platform's limit.",
                 )["post"],
                 "responses": {
                     "200": {
@@ -241,7 +264,8 @@ OPENAPI: dict[str, Any] = {
             },
         ),
         "/tickets/{id}/priority": _action(
-            "Change the priority (supervisor); running SLA deadlines are recomputed",
+            "Change the priority (supervisor); running SLA deadlines are recomputed (a breached "
+            "clock keeps the deadline it missed); 409 `not_open` if resolved",
             body={
                 "type": "object",
                 "required": ["priority"],
@@ -249,10 +273,14 @@ OPENAPI: dict[str, Any] = {
             },
         ),
         "/tickets/{id}/resolve": _action(
-            "Resolve: stops every clock and hands the conversation back to the bot"
+            "Resolve: stops every clock and hands the conversation back to the bot",
+            extra="A response clock no human reply answered ends `not_applicable` (or "
+            "`missed` past its deadline), never `met`.",
         ),
         "/tickets/{id}/reopen": _action(
-            "Reopen a resolved ticket (409 when the customer has a newer open ticket)"
+            "Reopen a resolved ticket (409 when the customer has a newer open ticket)",
+            extra="Restarts the resolution clock, and the first-response clock when no human "
+            "has replied yet.",
         ),
         "/events": {
             "get": {
@@ -308,7 +336,9 @@ OPENAPI: dict[str, Any] = {
                                         "code": {
                                             "type": "string",
                                             "description": "unauthorized, forbidden, not_found, bad_json, too_large, "
-                                            "invalid, claimed (with owner), not_open, not_resolved, "
+                                            "invalid, too_long (with length, limit), claimed (with "
+                                            "owner), not_open, not_resolved, no_public_mention, "
+                                            "window_closed (with platform), duplicate, "
                                             "conversation_has_ticket, busy",
                                         },
                                         "message": {"type": "string"},
@@ -342,6 +372,11 @@ OPENAPI: dict[str, Any] = {
                     "channel": {
                         "enum": ["mention", "dm"],
                         "description": "where the ticket started",
+                    },
+                    "last_kind": {
+                        "enum": ["mention", "dm"],
+                        "description": "kind of the customer's latest message: where a reply "
+                        "goes by default",
                     },
                     "customer": {
                         "type": "object",
@@ -385,7 +420,8 @@ OPENAPI: dict[str, Any] = {
                         "type": ["object", "null"],
                         "description": "null when the platform has none. Weibo: dm {closes_at, open, "
                         "closing_soon, remaining_s} (48 h after the customer's last DM) and "
-                        "mention {replies_left, open} (one reply per mention)",
+                        "mention {replies_left, open} (one reply per mention, for the latest "
+                        "public mention)",
                     },
                 },
             },

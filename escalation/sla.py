@@ -2,7 +2,9 @@
 
 A ticket has three clocks: ``first_response`` (created → first human reply),
 ``next_response`` (oldest unanswered customer message → next human reply) and
-``resolution`` (created or reopened → resolved). A clock's deadline is its start plus
+``resolution`` (created or reopened → resolved). Resolving a ticket stops the response
+clocks without meeting them (:meth:`SlaPolicies.cancel`); reopening one that no human has
+answered restarts its first response. A clock's deadline is its start plus
 the target, counted in calendar time or, for ``business_hours`` policies, only inside the
 configured working hours (timezone, weekdays, holidays), so a clock started on Friday
 evening pauses over the weekend. Deadlines are plain numbers stored on the ticket and in
@@ -163,6 +165,15 @@ class SlaPolicies:
             return
         c.stopped_at = now
         c.met = c.due is None or now <= c.due
+
+    @staticmethod
+    def cancel(c: Clock, now: float) -> None:
+        """Stop a response clock that no human reply answered (the ticket was resolved):
+        missed if its deadline had passed, else not applicable (``met`` None), never met."""
+        if not c.running:
+            return
+        c.stopped_at = now
+        c.met = False if c.due is not None and now > c.due else None
 
     def promise_minutes(self, priority: str, account: str = "", channel: str = "") -> float:
         return self.policy(priority, account, channel).first_response_min

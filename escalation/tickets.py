@@ -5,6 +5,8 @@ Redis layout (every name through ``keys.ns``):
 * ``ticket:{id}`` hash: the ticket's fields (``Ticket``), clocks as JSON;
 * ``ticket:{id}:msgs`` / ``:notes`` / ``:history`` lists of JSON entries;
 * ``ticket:{id}:applied`` set of idempotency keys (event keys, reply keys) already applied;
+* ``ticket:{id}:outbound`` hash reply id → the agent reply as queued (``OutboundReply``
+  JSON), so a retried request re-enqueues exactly what was recorded;
 * ``conv_ticket:{platform}:{account}:{user}`` → the conversation's open ticket id: while it
   exists a human owns the conversation and the bot stays silent;
 * ``event_ticket:{event key}`` → the ticket an event opened or joined (re-runs find it);
@@ -21,6 +23,7 @@ same transaction for the API's server-sent events.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -38,7 +41,7 @@ from bot.ops import notify
 from bot.ops.insights import record_first_response
 from bot.redis import Keys, Redis, as_str
 from escalation.sla import CLOCKS, PRIORITIES, Clock, SlaPolicies, bump
-from escalation.windows import reply_window
+from escalation.windows import reply_window, window_refusal, window_state
 
 log = structlog.get_logger(__name__)
 
@@ -118,11 +121,15 @@ class Ticket:
     # Where a reply goes by default: the latest customer message.
     last_kind: str = "dm"
     last_event_id: str = ""
-    last_reply_to_id: str = ""
-    last_conversation_id: str = ""
     last_customer_at: float = 0.0
     last_dm_at: float = 0.0
     last_dm_conversation_id: str = ""
+    # The latest public mention, set only by mentions: a public reply answers it, even
+    # after the customer moved to DM (a DM's id must never become a public reply target).
+    mention_event_id: str = ""
+    mention_reply_to_id: str = ""
+    mention_conversation_id: str = ""
+    mention_audience: str = ""  # who could see it (Mastodon visibility): a reply no wider
     mention_replied: str = ""  # event id of the last mention that got a public reply
     first_response_at: float = 0.0
     resolved_at: float = 0.0
@@ -144,6 +151,11 @@ class Ticket:
     @classmethod
     def from_hash(cls, h: Mapping[Any, Any]) -> Ticket:
         d = {as_str(k): as_str(v) for k, v in h.items()}
+        if "mention_event_id" not in d and d.get("last_kind") == "mention":
+            # Written before the mention fields: its latest message is the mention.
+            d["mention_event_id"] = d.get("last_event_id", "")
+            d["mention_reply_to_id"] = d.get("last_reply_to_id") or d["mention_event_id"]
+            d["mention_conversation_id"] = d.get("last_conversation_id", "")
         t = cls(id=d["id"])
         for f in t.__dataclass_fields__:
             if f not in d or f == "id":
@@ -183,6 +195,7 @@ class _Change:
     # (kind, text, data) for the notification webhook queue, queued in the same MULTI.
     notices: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
+    outbound: dict[str, str] = field(default_factory=dict)  # reply id -> OutboundReply JSON
     # event key -> "<ticket id>|created" or "|appended": which ticket took the event,
     # written with the ticket so a concurrent run of the same event reads it back.
     event_marks: dict[str, str] = field(default_factory=dict)
@@ -318,6 +331,7 @@ class TicketStore:
             "platform": t.platform,
             "account": t.account,
             "channel": t.channel,
+            "last_kind": t.last_kind,
             "customer": {
                 "id": t.user_id,
                 "handle": t.user_handle,
@@ -352,6 +366,8 @@ class TicketStore:
                         else "running"
                     )
                 )
+            elif c.met is None:  # stopped by a resolution that no human reply answered
+                state = "not_applicable"
             else:
                 state = "met" if c.met else "missed"
             out[name] = {
@@ -411,6 +427,8 @@ class TicketStore:
                 )
         if ch.applied:
             pipe.sadd(self.k_list(t.id, "applied"), *ch.applied)
+        if ch.outbound:
+            pipe.hset(self.k_list(t.id, "outbound"), mapping=ch.outbound)
         for event_key, mark in ch.event_marks.items():
             pipe.set(self.k_event(event_key), mark, ex=EVENT_TTL_S)
         after = self._alert_members(t) if t.status == "open" else {}
@@ -465,7 +483,8 @@ class TicketStore:
     def _reschedule(self, t: Ticket) -> None:
         p = self._policy(t)
         for name, c in t.clocks.items():
-            if c.running:
+            # A breached clock keeps the deadline it missed: its breach has fired.
+            if c.running and not c.breached:
                 self.sla.schedule(c, p, name)
 
     # -- from the pipeline ------------------------------------------------------
@@ -486,24 +505,42 @@ class TicketStore:
             return known
         conv = self.conv_of(event.platform, event.account, event.author.id)
         for _ in range(200):
-            tid = await self.open_ticket_for(conv)
-            if tid is not None:
-                try:
-                    if await self.append_customer_message(tid, event, conv=conv):
-                        return tid, False
-                    # Another run of this event (a worker that stalled past its
-                    # visibility timeout) applied it first: report what that run did.
-                    return await self.ticket_for_event(event.key) or (tid, False)
-                except TicketError as e:
-                    if e.code != "stale_conversation":
-                        raise
-                    continue  # resolved meanwhile: open a new one
+            appended = await self._append_to_open(event, conv)
+            if appended is not None:
+                return appended
             created = await self._create(
                 event, conv, reason=reason, priority=priority, reasons=reasons
             )
             if created is not None:
                 return created, True
         raise TicketError(503, "busy", "conversation is changing too fast")
+
+    async def append_to_open(self, event: InboundEvent) -> str | None:
+        """Append ``event`` to the conversation's open ticket, never opening one: for a
+        message decided while a person owned the conversation. None when that ticket was
+        resolved meanwhile (the bot has the conversation back)."""
+        known = await self.ticket_for_event(event.key)
+        if known is not None:
+            return known[0]
+        found = await self._append_to_open(
+            event, self.conv_of(event.platform, event.account, event.author.id)
+        )
+        return found[0] if found is not None else None
+
+    async def _append_to_open(self, event: InboundEvent, conv: str) -> tuple[str, bool] | None:
+        tid = await self.open_ticket_for(conv)
+        if tid is None:
+            return None
+        try:
+            if await self.append_customer_message(tid, event, conv=conv):
+                return tid, False
+        except TicketError as e:
+            if e.code != "stale_conversation":
+                raise
+            return None  # resolved meanwhile
+        # Another run of this event (a worker that stalled past its visibility
+        # timeout) applied it first: report what that run did.
+        return await self.ticket_for_event(event.key) or (tid, False)
 
     async def _create(
         self, event: InboundEvent, conv: str, *, reason: str, priority: str, reasons: dict[str, Any]
@@ -552,10 +589,13 @@ class TicketStore:
     def _note_customer(self, t: Ticket, event: InboundEvent, now: float) -> None:
         t.last_kind = "mention" if event.is_public else "dm"
         t.last_event_id = event.event_id
-        t.last_reply_to_id = event.reply_to_id or ""
-        t.last_conversation_id = event.conversation_id
         t.last_customer_at = event.created_at or now
-        if not event.is_public:
+        if event.is_public:
+            t.mention_event_id = event.event_id
+            t.mention_reply_to_id = event.reply_to_id or event.event_id
+            t.mention_conversation_id = event.conversation_id
+            t.mention_audience = event.audience
+        else:
             t.last_dm_at = event.created_at or now
             t.last_dm_conversation_id = event.conversation_id
 
@@ -595,7 +635,7 @@ class TicketStore:
                 return
             now = self.now()
             if reply.kind == "mention":
-                t.mention_replied = t.last_event_id
+                t.mention_replied = t.mention_event_id
             t.messages += 1
             ch.messages.append(
                 {
@@ -632,6 +672,8 @@ class TicketStore:
     async def release(self, tid: str, agent: str, *, supervisor: bool = False) -> Ticket:
         def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
             now = self.now()
+            if t.status != "open":
+                raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
             owner = t.claimed_by(now)
             if owner and owner != agent and not supervisor:
                 raise TicketError(
@@ -662,6 +704,8 @@ class TicketStore:
 
         def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
             now = self.now()
+            if t.status != "open":
+                raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
             old, t.priority = t.priority, priority
             self._reschedule(t)
             ch.history.append(
@@ -698,26 +742,41 @@ class TicketStore:
         return await self._mutate(tid, fn, check_applied=(key,))
 
     async def reply(
-        self, tid: str, agent: str, text: str, *, key: str | None = None, channel: str | None = None
+        self,
+        tid: str,
+        agent: str,
+        text: str,
+        *,
+        key: str | None = None,
+        channel: str | None = None,
+        check: Callable[[OutboundReply], None] | None = None,
     ) -> tuple[OutboundReply, bool]:
         """Record an agent's reply and return it for the outbox; (reply, new).
 
         The ticket must be open and not claimed by someone else (an unclaimed ticket is
-        claimed by the replier in the same transaction). ``key`` makes a retried request
-        a no-op that returns the first reply."""
-        key = key or secrets.token_hex(8)
+        claimed by the replier in the same transaction), and the platform's reply window
+        must still allow the reply (409 ``window_closed``). ``check(reply)`` may refuse it
+        (e.g. too long) by raising TicketError. A retried request, with the same ``key``
+        or, without one, the same agent, channel and text answering the same customer
+        message, records nothing and returns the reply as first recorded."""
+        t0 = await self.get(tid)
+        if t0 is None:
+            raise _not_found(tid)
+        key = key or _derived_key(agent, channel, text, t0.last_event_id)
         reply_id = f"ticket:{tid}:agent:{key}"
+        # Window state is the platforms package's (read-only here); the sender's reserve
+        # stays the authority, this refuses what it would certainly refuse.
+        window = await window_state(self.redis, self.keys, t0, self.now())
         # Filled by the attempt that commits (_mutate may rerun fn on a WATCH conflict),
         # so the first-response figures are recorded once, after the commit.
         first: list[tuple[str, str, float, float]] = []
 
-        def fn(t: Ticket, ch: _Change, already: set[str]) -> tuple[OutboundReply, bool]:
+        def fn(t: Ticket, ch: _Change, already: set[str]) -> OutboundReply | None:
             first.clear()
-            now = self.now()
-            r = self._outbound(t, reply_id, text, channel)
             if reply_id in already:
                 ch.write = False
-                return r, False
+                return None
+            now = self.now()
             if t.status != "open":
                 raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
             owner = t.claimed_by(now)
@@ -725,6 +784,12 @@ class TicketStore:
                 raise TicketError(
                     409, "claimed", f"ticket {tid} is claimed by {owner}", owner=owner
                 )
+            r = self._outbound(t, reply_id, text, channel)
+            if check is not None:
+                check(r)
+            why = window_refusal(window, t, r)
+            if why is not None:
+                raise TicketError(409, "window_closed", why, platform=t.platform)
             t.assignee, t.lease_until = agent, now + self.cfg.claim_lease_s
             fr, nr = t.clocks["first_response"], t.clocks["next_response"]
             if fr.running:
@@ -733,7 +798,7 @@ class TicketStore:
                 first.append((t.account, t.priority, max(0.0, now - t.created_at), now))
             self.sla.stop(nr, now)
             if r.kind == "mention":
-                t.mention_replied = t.last_event_id
+                t.mention_replied = t.mention_event_id
             t.messages += 1
             ch.messages.append(
                 {
@@ -746,23 +811,35 @@ class TicketStore:
                 }
             )
             ch.applied.append(reply_id)
+            ch.outbound[reply_id] = r.to_json()
             ch.history.append(
                 {"at": now, "actor": agent, "action": "replied", "reply_id": reply_id}
             )
             ch.events.append(("ticket.replied", {"assignee": agent}))
-            return r, True
+            return r
 
-        result = await self._mutate(tid, fn, check_applied=(reply_id,))
-        if result[1] and first:
+        r = await self._mutate(tid, fn, check_applied=(reply_id,))
+        if r is None:  # a retry: hand back what was recorded, for the outbox again
+            raw = await self.redis.hget(self.k_list(tid, "outbound"), reply_id)
+            if raw is None:  # recorded before replies were kept; it was queued then
+                raise TicketError(409, "duplicate", f"reply {key!r} was already recorded")
+            return OutboundReply.from_json(raw), False
+        if first:
             account, priority, seconds, at = first[0]
             metrics.FIRST_RESPONSE.labels(priority).observe(seconds)
             await record_first_response(
                 self.redis, self.keys, account=account, seconds=seconds, now=at
             )
-        return result
+        return r, True
 
     def _outbound(self, t: Ticket, reply_id: str, text: str, channel: str | None) -> OutboundReply:
         dm = channel == "dm" or (channel is None and t.last_kind == "dm")
+        if not dm and not t.mention_event_id:
+            raise TicketError(
+                409,
+                "no_public_mention",
+                f"ticket {t.id} has no public mention to reply to; reply by DM",
+            )
         return OutboundReply(
             reply_id=reply_id,
             platform=t.platform,
@@ -771,8 +848,9 @@ class TicketStore:
             text=text,
             recipient_id=t.user_id,
             recipient_handle=t.user_handle,
-            in_reply_to_id=None if dm else (t.last_reply_to_id or t.last_event_id or None),
-            conversation_id=(t.last_dm_conversation_id if dm else t.last_conversation_id) or "",
+            in_reply_to_id=None if dm else t.mention_reply_to_id,
+            conversation_id=t.last_dm_conversation_id if dm else t.mention_conversation_id,
+            audience="" if dm else t.mention_audience,
             ticket_id=t.id,
             source="agent",
         )
@@ -789,8 +867,10 @@ class TicketStore:
                 raise TicketError(
                     409, "claimed", f"ticket {tid} is claimed by {owner}", owner=owner
                 )
-            for c in t.clocks.values():
-                self.sla.stop(c, now)
+            self.sla.stop(t.clocks["resolution"], now)
+            # Resolving answers no message: an open response clock ends unmet.
+            self.sla.cancel(t.clocks["first_response"], now)
+            self.sla.cancel(t.clocks["next_response"], now)
             t.status, t.resolved_at = "resolved", now
             t.assignee, t.lease_until = "", 0.0
             ch.conv_delete = True
@@ -813,7 +893,10 @@ class TicketStore:
             if t.status != "resolved":
                 raise TicketError(409, "not_resolved", f"ticket {tid} is {t.status}")
             t.status, t.resolved_at = "open", 0.0
-            self.sla.start(t.clocks["resolution"], self._policy(t), "resolution", now)
+            p = self._policy(t)
+            self.sla.start(t.clocks["resolution"], p, "resolution", now)
+            if not t.first_response_at:  # no human has answered yet: it is still owed
+                self.sla.start(t.clocks["first_response"], p, "first_response", now)
             ch.conv_set = True
             ch.history.append({"at": now, "actor": agent, "action": "reopened"})
             ch.events.append(("ticket.reopened", {}))
@@ -880,7 +963,8 @@ class TicketStore:
                 ch.write = False
                 return None
             now = self.now()
-            alert = {"clock": clock, "kind": kind, "due_at": c.due, "priority_before": t.priority}
+            due = c.due  # the deadline that fired (a bump reschedules only the others)
+            alert = {"clock": clock, "kind": kind, "due_at": due, "priority_before": t.priority}
             if kind == "at_risk":
                 c.at_risk_fired = True
             else:
@@ -897,7 +981,7 @@ class TicketStore:
                 customer=t.user_handle,
             )
             ch.history.append({"at": now, "actor": "sla", "action": f"sla.{kind}", "clock": clock})
-            ch.events.append((f"sla.{kind}", {"clock": clock, "due_at": c.due}))
+            ch.events.append((f"sla.{kind}", {"clock": clock, "due_at": due}))
             if notice is not None:
                 ch.notices.append(("sla", *notice(alert)))
             return alert
@@ -931,6 +1015,13 @@ def _customer_msg(event: InboundEvent, now: float) -> dict[str, Any]:
         "text": event.text,
         "event_key": event.key,
     }
+
+
+def _derived_key(agent: str, channel: str | None, text: str, last_event_id: str) -> str:
+    """The idempotency key of a reply sent without one: a request retried after a
+    failure (e.g. the enqueue) finds its recorded reply instead of sending a second."""
+    raw = "\0".join((agent, channel or "", last_event_id, text))
+    return "auto." + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def _valid_id(tid: str) -> bool:

@@ -5,6 +5,8 @@ last message, and a mention only once. Other platforms have no window we must re
 The platforms package keeps the authoritative state (follows, unfollows, mentions
 used) in Redis; :func:`describe_window` reads it for the ticket detail, while
 :func:`reply_window` estimates from the ticket alone for the queue listing.
+:func:`window_refusal` tells, from the same state, why an agent's reply could not be
+delivered, so the store refuses it (409) instead of recording a reply nobody gets.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bot.platforms import windows as _pw
-from bot.platforms.windows import ONE_REPLY_PER_MENTION, WINDOW_S
+from bot.platforms.windows import ONE_REPLY_PER_MENTION, REASONS, WINDOW_S
 from bot.redis import Keys, Redis
 
 if TYPE_CHECKING:
+    from bot.models import OutboundReply
     from escalation.tickets import Ticket
 
 
@@ -33,8 +36,8 @@ def reply_window(t: Ticket, now: float, *, warn_s: float) -> dict[str, Any] | No
             "closing_soon": now < closes <= now + warn_s,
             "remaining_s": max(0.0, closes - now),
         }
-    if t.platform in ONE_REPLY_PER_MENTION and t.last_kind == "mention":
-        used = bool(t.last_event_id) and t.mention_replied == t.last_event_id
+    if t.platform in ONE_REPLY_PER_MENTION and t.mention_event_id:
+        used = t.mention_replied == t.mention_event_id
         out["mention"] = {"replies_left": 0 if used else 1, "open": not used}
     return out
 
@@ -43,10 +46,33 @@ async def describe_window(
     redis: Redis, keys: Keys, t: Ticket, now: float, *, warn_s: float
 ) -> dict[str, Any] | None:
     """The window from the platforms package's Redis state, with ``closing_soon``."""
-    if not _pw.applies(t.platform):
+    d = await window_state(redis, keys, t, now)
+    if d is None:
         return reply_window(t, now, warn_s=warn_s)
-    d = await _pw.describe(redis, keys, t.platform, t.account, t.user_id, now=now)
     closes = d.get("closes_at")
     d["closing_soon"] = bool(closes is not None and now < closes <= now + warn_s)
     d["platform"] = t.platform
     return d
+
+
+async def window_state(redis: Redis, keys: Keys, t: Ticket, now: float) -> dict[str, Any] | None:
+    """The customer's window state (``bot.platforms.windows.describe``); None where the
+    platform has no window."""
+    if not _pw.applies(t.platform):
+        return None
+    return await _pw.describe(redis, keys, t.platform, t.account, t.user_id, now=now)
+
+
+def window_refusal(state: dict[str, Any] | None, t: Ticket, reply: OutboundReply) -> str | None:
+    """Why the sender's window check would refuse ``reply`` (None: it may go), by the
+    rules of ``bot.platforms.windows.reserve``: an open window allows any reply; else
+    only a public reply to a mention that still has its one reply."""
+    if state is None or state.get("open", True):
+        return None
+    mention = reply.kind == "mention"
+    # Recorded but maybe not sent yet (the bot's ack or an agent's reply) uses it too.
+    used = mention and t.mention_replied == t.mention_event_id
+    if mention and not used and reply.in_reply_to_id in state.get("mentions_answerable", ()):
+        return None
+    code = "unfollowed" if state.get("unfollowed") else "mention_used" if used else "expired"
+    return f"{REASONS[code]}; the reply was not sent or recorded"

@@ -8,11 +8,17 @@ from typing import Any
 
 import pytest
 
+from bot import textfit
 from bot.app import build_app
+from bot.models import OutboundReply
 from bot.outbox import sent_record
+from bot.platforms import windows
+from bot.platforms.mastodon import MastodonAdapter
 from escalation.agents import AgentStore
 from escalation.api import TICKETS
 from escalation.tickets import TicketStore
+from tests.conftest import make_settings
+from tests.fakes.harness import accounts
 from tests.support.escalation import FakeClock, event
 
 API = "/api/v1"
@@ -25,6 +31,10 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def api(aiohttp_client: Any, settings: Any, redis: Any, keys: Any, clock: FakeClock) -> Any:
+    return await _client(aiohttp_client, settings, redis, keys, clock)
+
+
+async def _client(aiohttp_client: Any, settings: Any, redis: Any, keys: Any, clock: Any) -> Any:
     app = build_app(settings, role="web")
     app[TICKETS] = TicketStore(redis, keys, settings.escalation, clock=clock)
     client = await aiohttp_client(app)
@@ -271,7 +281,7 @@ async def test_session_cookie_needs_csrf_for_changes(api: Any, redis: Any, keys:
     tid = await new_ticket(api)
     ann = await AgentStore(redis, keys).get("ann")
     assert ann is not None
-    s = await create_session(redis, keys, ann)
+    s = await create_session(redis, keys, ann, api.tokens["ann"])
     cookies = {SESSION_COOKIE: s.session_id}
     assert (await api.get(f"{API}/me", cookies=cookies)).status == 200
     assert (await api.post(f"{API}/tickets/{tid}/claim", cookies=cookies)).status == 401
@@ -323,3 +333,227 @@ async def test_weibo_window_shown_and_undeliverable_becomes_a_note(
     await note_undeliverable(
         redis, keys, OutboundReply("r-2", "weibo", "wb", "dm", "x", "nobody"), "closed"
     )
+
+
+async def outbox(redis: Any, keys: Any) -> list[OutboundReply]:
+    return [OutboundReply.from_json(f[b"reply"]) for _, f in await redis.xrange(keys.outbox)]
+
+
+async def test_reply_goes_where_the_customer_last_wrote_and_public_answers_the_mention(
+    api: Any, redis: Any, keys: Any
+) -> None:
+    tid, _ = await api.store.open_or_append(
+        event(
+            "@acme your delivery is a joke", kind="mention", event_id="m100", audience="private"
+        ),
+        reason="complaint",
+        priority="high",
+        reasons={},
+    )
+    # The customer moves to DM, as the acknowledgement asked, with private details.
+    dm = event("order A12345, 1 Main St", event_id="d200", conversation_id="dm-42")
+    await api.store.append_customer_message(tid, dm)
+    d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
+    assert d["ticket"]["channel"] == "mention" and d["ticket"]["last_kind"] == "dm"
+
+    url = f"{API}/tickets/{tid}/reply"
+    r = await api.post(url, json={"text": "Ships tomorrow"}, headers=auth(api, "ann"))
+    assert r.status == 200
+    r = await api.post(
+        url, json={"text": "We answered you by DM", "channel": "public"}, headers=auth(api, "ann")
+    )
+    assert r.status == 200
+    private, public = await outbox(redis, keys)
+    assert (private.kind, private.in_reply_to_id, private.conversation_id) == ("dm", None, "dm-42")
+    # The public reply answers the mention, never the DM's id or thread.
+    assert (public.kind, public.in_reply_to_id, public.conversation_id) == (
+        "mention",
+        "m100",
+        "thread-42",
+    )
+    assert public.audience == "private" and private.audience == ""  # a reply no wider
+
+    # A customer who only ever wrote by DM has no public post to answer: 409, nothing changes.
+    other = await new_ticket(api, user="43")
+    before = await api.store.get(other)
+    r = await api.post(
+        f"{API}/tickets/{other}/reply",
+        json={"text": "hi", "channel": "public"},
+        headers=auth(api, "ann"),
+    )
+    body = await r.json()
+    assert r.status == 409 and body["error"]["code"] == "no_public_mention"
+    assert "DM" in body["error"]["message"]
+    after = await api.store.get(other)
+    assert before is not None and after is not None and after.to_hash() == before.to_hash()
+    assert len(await outbox(redis, keys)) == 2
+
+    # A ticket stored before the mention fields: its latest message was the mention.
+    legacy = await new_ticket(api, user="44", kind="mention", event_id="m300")
+    k = api.store.k_ticket(legacy)
+    await redis.hdel(k, "mention_event_id", "mention_reply_to_id", "mention_conversation_id")
+    await redis.hset(k, mapping={"last_reply_to_id": "m300", "last_conversation_id": "t-44"})
+    r = await api.post(
+        f"{API}/tickets/{legacy}/reply", json={"text": "On it"}, headers=auth(api, "ann")
+    )
+    assert r.status == 200
+    last = (await outbox(redis, keys))[-1]
+    assert (last.kind, last.in_reply_to_id, last.conversation_id) == ("mention", "m300", "t-44")
+
+
+async def test_reply_the_window_refuses_is_409_and_changes_nothing(
+    api: Any, redis: Any, keys: Any, clock: FakeClock
+) -> None:
+    async def seen(ev: Any) -> Any:
+        ev.received_at = clock.t
+        await windows.record(redis, keys, ev)
+        return ev
+
+    dm = await seen(event("差评！退款呢", platform="weibo", account="wb", at=clock.t))
+    tid, _ = await api.store.open_or_append(dm, reason="complaint", priority="high", reasons={})
+    url = f"{API}/tickets/{tid}/reply"
+    r = await api.post(
+        url, json={"text": "您好", "idempotency_key": "k1"}, headers=auth(api, "ann")
+    )
+    assert r.status == 200  # the 48 h window is open
+    clock.advance(600)
+    more = await seen(event("还在吗", platform="weibo", account="wb", at=clock.t))
+    await api.store.append_customer_message(tid, more)
+    clock.advance(60)
+    await seen(event("", platform="weibo", account="wb", kind="unfollow", at=clock.t))
+    before = await api.store.get(tid)
+    queued = await redis.xlen(keys.outbox)
+    r = await api.post(url, json={"text": "已退款"}, headers=auth(api, "ann"))
+    body = await r.json()
+    assert r.status == 409 and body["error"]["code"] == "window_closed"
+    assert "unfollowed" in body["error"]["message"]
+    after = await api.store.get(tid)
+    assert before is not None and after is not None and after.to_hash() == before.to_hash()
+    assert await redis.xlen(keys.outbox) == queued
+    d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
+    assert d["ticket"]["sla"]["next_response"]["state"] == "running"  # still owed
+    # A retry of the reply recorded while the window was open is not refused.
+    r = await api.post(
+        url, json={"text": "您好", "idempotency_key": "k1"}, headers=auth(api, "ann")
+    )
+    assert r.status == 200 and (await r.json())["created"] is False
+
+    # A mention allows one reply; the bot's public acknowledgement took it.
+    m = await seen(event("@品牌 垃圾", platform="weibo", account="wb", kind="mention", user="77"))
+    t2, _ = await api.store.open_or_append(m, reason="complaint", priority="high", reasons={})
+    ack = OutboundReply.answering(m, "抱歉，请私信我们")
+    ack.ticket_id = t2
+    await api.store.add_bot_message(t2, ack)
+    r = await api.post(
+        f"{API}/tickets/{t2}/reply",
+        json={"text": "您好", "channel": "public"},
+        headers=auth(api, "ann"),
+    )
+    body = await r.json()
+    assert r.status == 409 and "already sent" in body["error"]["message"]
+    d = await (await api.get(f"{API}/tickets/{t2}", headers=auth(api, "ann"))).json()
+    assert d["ticket"]["sla"]["first_response"]["state"] == "running"
+
+
+@pytest.fixture
+async def masto_api(
+    aiohttp_client: Any, redis_server: Any, redis: Any, keys: Any, tmp_path: Any, clock: FakeClock
+) -> Any:
+    masto = [a for a in accounts() if a["platform"] == "mastodon"]
+    settings = make_settings(redis_server.url, tmp_path, accounts=masto)
+    client = await _client(aiohttp_client, settings, redis, keys, clock)
+    client.adapter = MastodonAdapter(settings.accounts[0])
+    return client
+
+
+async def test_mastodon_reply_over_the_limit_with_the_handle_is_422(
+    masto_api: Any, redis: Any, keys: Any
+) -> None:
+    api = masto_api
+    handle = "customer_handle@other.social"
+    tid = await new_ticket(
+        api, platform="mastodon", account="brandm", kind="mention", handle=handle
+    )
+    prefix = f"@{handle} "
+    room = 500 - textfit.count(prefix, "mastodon")  # a remote @user@domain counts as @user
+    fits = ("We are very sorry about the delay with your order. " * 20)[: room - 1] + "."
+    too_long = fits + "!"
+    url = f"{API}/tickets/{tid}/reply"
+    r = await api.post(url, json={"text": too_long}, headers=auth(api, "ann"))
+    body = await r.json()
+    assert r.status == 422 and body["error"]["code"] == "too_long"
+    assert (body["error"]["length"], body["error"]["limit"]) == (501, 500)
+    assert await redis.xlen(keys.outbox) == 0
+    r = await api.post(url, json={"text": fits}, headers=auth(api, "ann"))
+    assert r.status == 200
+    # The sender agrees: what was accepted goes out whole, what was refused would be cut.
+    (queued,) = await outbox(redis, keys)
+    assert api.adapter.compose(queued) == prefix + fits
+    refused = OutboundReply.from_json(queued.to_json().replace(fits, too_long))
+    assert api.adapter.compose(refused) != prefix + too_long
+
+
+async def test_reply_retried_after_a_failed_enqueue_is_sent_once(
+    api: Any, redis: Any, keys: Any, monkeypatch: Any
+) -> None:
+    import escalation.api as api_module
+
+    failures = [ConnectionError("redis connection lost")]
+    real = api_module.enqueue_reply
+
+    async def flaky(*args: Any) -> bool:
+        if failures:
+            raise failures.pop()
+        return await real(*args)
+
+    monkeypatch.setattr(api_module, "enqueue_reply", flaky)
+    tid = await new_ticket(api)
+    url = f"{API}/tickets/{tid}/reply"
+    body = {"text": "Refund issued"}  # no idempotency key
+    r = await api.post(url, json=body, headers=auth(api, "ann"))
+    assert r.status == 500  # recorded on the ticket, not queued
+    assert await redis.xlen(keys.outbox) == 0
+    r = await api.post(url, json=body, headers=auth(api, "ann"))
+    data = await r.json()
+    assert r.status == 200 and data["created"] is False
+    (queued,) = await outbox(redis, keys)
+    assert queued.reply_id == data["reply_id"] and queued.text == "Refund issued"
+    d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
+    assert [m["text"] for m in d["conversation"] if m["from"] == "agent"] == ["Refund issued"]
+    # After the customer writes again the same words are a new reply.
+    await api.store.append_customer_message(tid, event("and the shipping?"))
+    r = await api.post(url, json=body, headers=auth(api, "ann"))
+    assert r.status == 200 and (await r.json())["created"] is True
+
+    # The retry queues the reply as recorded, even if the ticket moved on meanwhile.
+    failures.append(ConnectionError("again"))
+    t2 = await new_ticket(api, user="50", kind="mention", event_id="m500")
+    body = {"text": "Sorry!", "idempotency_key": "c-1"}
+    r = await api.post(f"{API}/tickets/{t2}/reply", json=body, headers=auth(api, "ann"))
+    assert r.status == 500
+    await api.store.append_customer_message(t2, event("details in DM", user="50"))
+    r = await api.post(f"{API}/tickets/{t2}/reply", json=body, headers=auth(api, "ann"))
+    assert r.status == 200
+    last = (await outbox(redis, keys))[-1]
+    assert (last.kind, last.in_reply_to_id, last.text) == ("mention", "m500", "Sorry!")
+
+
+async def test_resolved_ticket_refuses_priority_and_release(
+    api: Any, redis: Any, keys: Any
+) -> None:
+    tid = await new_ticket(api)
+    await api.post(f"{API}/tickets/{tid}/resolve", headers=auth(api, "ann"))
+    before = await api.store.get(tid)
+    events = await redis.xlen(keys.events)
+    r = await api.post(
+        f"{API}/tickets/{tid}/priority", json={"priority": "urgent"}, headers=auth(api, "sue")
+    )
+    assert r.status == 409 and (await r.json())["error"]["code"] == "not_open"
+    for who in ("ann", "sue"):
+        r = await api.post(f"{API}/tickets/{tid}/release", headers=auth(api, who))
+        assert r.status == 409 and (await r.json())["error"]["code"] == "not_open"
+    after = await api.store.get(tid)
+    assert before is not None and after is not None and after.to_hash() == before.to_hash()
+    assert await redis.xlen(keys.events) == events
+    lists = await api.store.lists(tid)
+    assert [h["action"] for h in lists["history"]] == ["created", "resolved"]

@@ -207,6 +207,26 @@ async def test_decision_replayed_after_a_crash_between_effects(
     assert o_again.ticket_id == o.ticket_id and len(await outbox(redis, keys)) == 1
 
 
+async def test_message_decided_for_a_person_after_the_ticket_closed_goes_to_the_bot(
+    brain: Brain, redis: Any, keys: Any
+) -> None:
+    """Decided while an agent owned the conversation, applied after they resolved it
+    (a run that crashed in between, or a slow one): decided again, not a new ticket."""
+    opened = await brain.handle(event("worst service ever"))
+    thanks = event("thanks, bye")
+    decision = await brain._decide(thanks)
+    assert decision.reasons["rule"] == "human_owned"
+    await redis.set(keys.ns("decided", thanks.key), json.dumps(decision.to_dict()))
+    await brain.tickets.resolve(opened.ticket_id or "", "ann")
+    o = await brain.handle(thanks)
+    assert o.decision == "answer" and o.ticket_id is None
+    assert (
+        await brain.tickets.open_ticket_for(brain.tickets.conv_of("generic", "acme", "42")) is None
+    )
+    replay = await brain.handle(thanks)  # the new decision was stored
+    assert replay.decision == "answer" and replay.reply_ids == o.reply_ids
+
+
 async def test_spam_ignored_and_follow_events_are_state(
     brain: Brain, redis: Any, keys: Any
 ) -> None:

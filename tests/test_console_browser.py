@@ -19,8 +19,11 @@ from typing import Any
 import pytest
 
 from bot import textfit
+from bot.models import OutboundReply
 from escalation.api import TICKETS
+from escalation.lengths import composed_length
 from tests.conftest import make_settings
+from tests.fakes.harness import accounts
 from tests.support.browser import (
     LiveServer,
     RulePipeline,
@@ -340,6 +343,90 @@ def test_counter_matches_textfit_vectors(browser: Any, server: LiveServer) -> No
     page.get_by_label("Message", exact=True).fill("好" * 141)
     expect(page.locator("#counter")).to_have_text("282 / 280 – 2 over the limit")
     expect(page.get_by_role("button", name="Send reply")).to_be_disabled()
+    page.context.close()
+
+
+def test_mastodon_counter_counts_the_handle_the_sender_adds(
+    browser: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    expect = playwright_expect()
+    flush_redis(redis_server.url)
+    masto = [a for a in accounts() if a["platform"] == "mastodon"]  # streaming off
+    settings = make_settings(redis_server.url, tmp_path, accounts=sandbox_accounts() + masto)
+    handle = "customer_handle@other.social"
+    with LiveServer(settings, pipeline_factory=RulePipeline) as srv:
+        srv.tokens = {"ann": srv.add_agent("ann")}  # type: ignore[attr-defined]
+        tid = new_ticket(srv, platform="mastodon", account="brandm", kind="mention", handle=handle)
+        page = agent_page(browser, srv, "ann")
+        page.goto(f"{srv.url}/console/tickets/{tid}")
+        expect(page.locator("#holder")).not_to_have_text("Loading…")
+        # The sender posts "@customer_handle@other.social " + text in 500 (the remote
+        # handle counts as "@customer_handle").
+        room = 500 - textfit.count(f"@{handle} ", "mastodon")
+        fits = ("We are very sorry about the delay with your order. " * 20)[: room - 1] + "."
+        box, send = page.get_by_label("Message", exact=True), page.locator("#send-reply")
+        box.fill(fits)
+        expect(page.locator("#counter")).to_have_text("500 / 500")
+        expect(send).to_be_enabled()
+        box.fill(fits + "!")
+        expect(page.locator("#counter")).to_have_text("501 / 500 – 1 over the limit")
+        expect(send).to_be_disabled()
+        # The API refuses what the counter refuses.
+        got = page.evaluate(
+            """async ([tid, text]) => { try { await RD.api("POST", `/api/v1/tickets/${tid}/reply`,
+                   {text}); return "ok"; } catch (e) { return `${e.status} ${e.code}`; } }""",
+            [tid, fits + "!"],
+        )
+        assert got == "422 too_long"
+        # The page's count and the API's are one computation, case by case.
+        cases = [
+            ("Hi there ", handle),
+            (f"@{handle} typed the handle myself", handle),
+            (f"@{handle.upper()} SHOUTING", "@" + handle),
+            ("see https://example.com/a/very/long/path 好 👍🏽", handle),
+            ("no handle known", ""),
+        ]
+        rule = page.evaluate("async () => (await RD.api('GET', '/console/rules.json')).accounts")
+        js = page.evaluate(
+            "([cases, rule]) => cases.map(([t, h]) => TextCount.reply(t, rule, h))",
+            [cases, rule["brandm"]],
+        )
+        account = settings.account("brandm")
+        assert account is not None
+        py = [
+            composed_length(
+                account, OutboundReply("r", "mastodon", "brandm", "mention", t, "9", h)
+            )[0]
+            for t, h in cases
+        ]
+        assert js == py
+        page.context.close()
+
+
+# -- the reply channel ------------------------------------------------------------------
+def test_reply_goes_where_the_customer_last_wrote(browser: Any, server: LiveServer) -> None:
+    expect = playwright_expect()
+    tid = new_ticket(server, kind="mention", text="@acme your delivery is broken")
+
+    def customer_writes(kind: str, text: str) -> None:
+        ev = event(text, kind=kind, platform="sandbox", at=time.time())
+        server.call(lambda app: app[TICKETS].append_customer_message(tid, ev))
+
+    customer_writes("dm", "My order is A12345, address 1 Main St")  # moved to DM as asked
+    page = agent_page(browser, server, "ann")
+    page.goto(f"{server.url}/console/tickets/{tid}")
+    expect(page.locator("#conversation .msg-customer")).to_have_count(2)
+    expect(page.get_by_label("direct message")).to_be_checked()
+    expect(page.get_by_label("public reply")).not_to_be_checked()
+    # Live: the default follows the customer until the agent picks a channel.
+    customer_writes("mention", "@acme still waiting!")
+    expect(page.locator("#conversation .msg-customer")).to_have_count(3)
+    expect(page.get_by_label("public reply")).to_be_checked()
+    customer_writes("dm", "Any news on A12345?")
+    expect(page.get_by_label("direct message")).to_be_checked()
+    page.get_by_label("Message", exact=True).fill("It ships to 1 Main St tomorrow.")
+    page.get_by_role("button", name="Send reply").click()
+    expect(page.locator("#conversation .msg-agent .kind-dm")).to_have_text("DM")
     page.context.close()
 
 

@@ -102,11 +102,34 @@ async def test_logout_needs_the_csrf_token(client: Any) -> None:
     assert api.status == 401
 
 
+async def test_sessions_end_with_their_token_even_after_the_agent_is_added_again(
+    client: Any, redis: Any, keys: Any
+) -> None:
+    sid = await login(client, "ann")  # e.g. on a laptop that is then stolen
+    assert (await client.get("/api/v1/me", headers=cookie(sid))).status == 200
+    store = AgentStore(redis, keys)
+    await store.revoke("ann")
+    assert (await client.get("/api/v1/me", headers=cookie(sid))).status == 401
+    # Token rotation as documented: revoke, then add again (here with more rights).
+    client.tokens["ann"] = await store.add("ann", "supervisor")
+    assert (await client.get("/api/v1/me", headers=cookie(sid))).status == 401
+    r = await client.get("/console", headers=cookie(sid), allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"].startswith("/console/login")
+    assert (await client.get("/console/rules.json", headers=cookie(sid))).status == 401
+    fresh = await login(client, "ann")
+    me = await (await client.get("/api/v1/me", headers=cookie(fresh))).json()
+    assert me["agent"] == {"name": "ann", "role": "supervisor"}
+    # Only the token's hash is kept in the session.
+    raw = await redis.get(keys.ns("sessions", fresh))
+    assert client.tokens["ann"] not in raw.decode()
+
+
 async def test_rules_and_agents_helpers(client: Any) -> None:
     ann = await login(client, "ann")
     rules = await (await client.get("/console/rules.json", headers=cookie(ann))).json()
     assert rules["accounts"]["acme"]["platform"] == "x"  # sandbox accounts imitate a platform
     assert rules["accounts"]["acme-cn"]["limits"]["mention"] == 299
+    assert rules["accounts"]["acme"]["reply_prefix"] == ""  # the sandbox adds no @handle
     assert (await client.get("/console/api/agents", headers=cookie(ann))).status == 403
     assert (await client.get("/console/supervisor", headers=cookie(ann))).status == 403
     sue = await login(client, "sue")

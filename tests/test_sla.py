@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -137,6 +138,67 @@ async def test_resolution_and_reopen(store: TicketStore, clock: FakeClock) -> No
     assert (
         c["resolution"]["state"] == "running" and c["resolution"]["due_at"] == clock.t + 240 * MIN
     )
+
+
+async def test_resolving_unanswered_is_not_a_response_and_reopen_owes_one(
+    store: TicketStore, clock: FakeClock
+) -> None:
+    tid = await open_ticket(store, clock)
+    clock.advance(MIN)
+    await store.resolve(tid, "ann")  # e.g. by mistake, or as a duplicate
+    c = await clocks(store, tid)
+    assert c["first_response"]["state"] == "not_applicable"  # not met: nobody answered
+    assert c["resolution"]["state"] == "met"
+    clock.advance(MIN)
+    await store.reopen(tid, "ann")
+    c = await clocks(store, tid)
+    # Still owed a first response, measured from the reopening.
+    assert c["first_response"]["state"] == "running"
+    assert c["first_response"]["due_at"] == clock.t + 30 * MIN
+    assert await store.due_alerts(clock.t + 30 * MIN) != []
+    await store.append_customer_message(tid, event("hello?? still no parcel", at=clock.t))
+    assert (await clocks(store, tid))["next_response"]["state"] == "not_started"
+    clock.advance(MIN)
+    await store.reply(tid, "ann", "On it")
+    assert (await clocks(store, tid))["first_response"]["state"] == "met"
+    clock.advance(MIN)
+    await store.append_customer_message(tid, event("it says delivered, it is not", at=clock.t))
+    c = await clocks(store, tid)
+    assert c["next_response"]["state"] == "running"
+    assert c["next_response"]["due_at"] == clock.t + 60 * MIN
+    # Resolving with that question unanswered does not meet it either; a reopen after a
+    # human reply waits for the customer's next message.
+    await store.resolve(tid, "ann")
+    assert (await clocks(store, tid))["next_response"]["state"] == "not_applicable"
+    await store.reopen(tid, "ann")
+    c = await clocks(store, tid)
+    assert c["first_response"]["state"] == "met"
+    assert c["next_response"]["state"] == "not_applicable"
+
+
+async def test_breach_reports_and_keeps_the_deadline_it_missed(
+    store: TicketStore, clock: FakeClock, redis: Any, keys: Any
+) -> None:
+    tid = await open_ticket(store, clock)
+    c = await clocks(store, tid)
+    due = c["first_response"]["due_at"]
+    clock.t = due + 1
+    fired = await SlaScanner(store, clock=clock).scan_once()
+    assert [(f["kind"], f["due_at"]) for f in fired] == [("at_risk", due), ("breach", due)]
+    data = [
+        json.loads(f[b"data"])
+        for _, f in await redis.xrange(keys.events)
+        if f[b"type"] == b"sla.breach"
+    ]
+    assert [d["due_at"] for d in data] == [due]
+    c = await clocks(store, tid)
+    assert c["first_response"]["due_at"] == due and c["first_response"]["state"] == "breached"
+    t = await store.get(tid)
+    assert t is not None and t.priority == "high" and t.next_due() == due  # sorts as overdue
+    # The other running clock follows the bumped priority (high: 480 min by default).
+    assert c["resolution"]["due_at"] == c["resolution"]["started_at"] + 480 * MIN
+    await store.set_priority(tid, "urgent", "sue")
+    assert (await clocks(store, tid))["first_response"]["due_at"] == due
 
 
 async def test_business_hours_policy_pauses_over_the_weekend(redis: Any, keys: Any) -> None:

@@ -1,9 +1,12 @@
 /* The platform character counter, mirroring bot/textfit.count() exactly.
  *
- * The rule is data from textfit.rules_for(platform) (served by /console/rules.json);
+ * The rule is data from textfit.rules_for(platform) (served by /console/rules.json,
+ * escalation/lengths.py, with the account's reply_prefix);
  * tests/data/textfit_vectors.json holds both implementations to the same answers.
- * Tokens, in order at each position: a URL, a (Mastodon) remote mention, else one
- * grapheme cluster (Python's \X, here Intl.Segmenter).
+ * reply() mirrors escalation.lengths.composed_length: the prefix the sender puts first
+ * (Mastodon: "@handle ") counts too.
+ * Tokens, in order at each position: a URL, an (X) bare domain that may be a URL, a
+ * (Mastodon) remote mention, else one grapheme cluster (Python's \X, here Intl.Segmenter).
  */
 "use strict";
 
@@ -22,6 +25,7 @@ const TextCount = (() => {
     if (!c) {
       c = {
         url: sticky(rule.url_pattern),
+        maybeUrl: sticky(rule.maybe_url_pattern),
         mention: sticky(rule.mention_pattern),
         emojiBase: new RegExp(rule.emoji_base_pattern, "u"),
         emojiForm: new RegExp(rule.emoji_form_pattern, "u"),
@@ -72,6 +76,18 @@ const TextCount = (() => {
           continue;
         }
       }
+      if (c.maybeUrl) {
+        // A bare domain X may or may not link: never less than a link would count.
+        c.maybeUrl.lastIndex = i;
+        const m = c.maybeUrl.exec(text);
+        if (m && m[0].length) {
+          let written = 0;
+          for (const s of segmenter.segment(m[0])) written += graphemeUnits(rule, c, s.segment);
+          total += Math.max(rule.url_length * rule.scale, written);
+          i += m[0].length;
+          continue;
+        }
+      }
       if (c.mention) {
         c.mention.lastIndex = i;
         const m = c.mention.exec(text);
@@ -98,7 +114,22 @@ const TextCount = (() => {
     return Math.min(...Object.values(rule.limits));
   }
 
-  return { count, limit };
+  /** What the sender puts before the reply to this customer ("" for none). */
+  function prefix(rule, handle) {
+    const h = (handle || "").replace(/^@+/, "");
+    return rule.reply_prefix && h ? rule.reply_prefix.replace("{handle}", h) : "";
+  }
+
+  /** The length of the reply as posted (before any cut): prefix + text. */
+  function reply(text, rule, handle) {
+    let body = text.trim();
+    const p = prefix(rule, handle);
+    if (!p) return count(body, rule);
+    if (body.toLowerCase().startsWith(p.toLowerCase())) body = body.slice(p.length);
+    return count(p, rule) + count(body, rule);
+  }
+
+  return { count, limit, prefix, reply };
 })();
 
 if (typeof module !== "undefined") module.exports = TextCount;

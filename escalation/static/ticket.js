@@ -126,6 +126,7 @@
         value = C.countdown(t, { name, ...c });
       } else if (c.state === "met") value = el("span", { class: "sla sla-ok" }, "met");
       else if (c.state === "missed") value = el("span", { class: "sla sla-breached" }, "missed");
+      else if (c.state === "not_applicable") value = el("span", { class: "sla sla-none" }, "resolved unanswered");
       else value = el("span", { class: "sla sla-none" }, "not started");
       dl.append(el("dt", {}, CLOCK[name] || name), el("dd", { dataset: { clock: name } }, value));
     }
@@ -188,7 +189,9 @@
     renderWindow(ticket);
     renderReasons(ticket);
     if (!channelChosen) {
-      const ch = ticket.channel === "mention" ? "public" : "dm";
+      // Answer where the customer last wrote (not where the ticket started): a customer
+      // who moved from a public mention to DM gets the answer privately.
+      const ch = ticket.last_kind === "mention" ? "public" : "dm";
       const radio = document.querySelector(`input[name="channel"][value="${ch}"]`);
       if (radio) radio.checked = true;
     }
@@ -209,7 +212,7 @@
     }
   }
 
-  // -- the character counter: the same counting the sender uses -------------------
+  // -- the character counter: what the sender posts, counted as it counts ------------
   function channelKind() {
     const r = document.querySelector('input[name="channel"]:checked');
     return r && r.value === "public" ? "mention" : "dm";
@@ -222,10 +225,13 @@
     }
     const rule = rules[ticket.account];
     const kind = channelKind();
-    const n = TextCount.count(replyText.value, rule);
+    const handle = (ticket.customer || {}).handle;
+    const n = TextCount.reply(replyText.value, rule, handle);
     const limit = TextCount.limit(rule, kind);
     const over = n > limit;
     counter.textContent = over ? `${n} / ${limit} – ${n - limit} over the limit` : `${n} / ${limit}`;
+    const prefix = TextCount.prefix(rule, handle);
+    counter.title = prefix ? `Counts the "${prefix.trim()}" that ${ticket.platform} puts first.` : "";
     counter.classList.toggle("over", over);
     counter.dataset.count = String(n);
     counter.dataset.limit = String(limit);
