@@ -26,17 +26,13 @@ from typing import Any
 
 from redis.exceptions import RedisError, WatchError
 
-from bot.redis import Keys, Redis
+from bot.redis import Keys, Redis, release_lock
 
 RECENT_EVENTS = 50
 # A turn's lease outlasts any one event (NLU, an order lookup and a few writes, each
 # with its own timeout) and expires on its own, so a worker that dies holding it delays
 # that customer's next message by at most this much; its own event is redelivered.
 TURN_LEASE_S = 30.0
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(slots=True)
@@ -99,7 +95,7 @@ class ConversationStore:
         finally:
             # Not ours to free once it has lapsed; if Redis is gone it lapses by itself.
             with contextlib.suppress(RedisError):
-                await self.redis.eval(_RELEASE_LUA, 1, key, token)
+                await release_lock(self.redis, key, token)
 
     async def load(self, platform: str, account: str, user: str) -> Conversation:
         raw = await self.redis.get(self.keys.conv(platform, account, user))

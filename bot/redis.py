@@ -105,6 +105,18 @@ def as_str(v: Any) -> str:
 RETRYABLE_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError)
 
 
+_RELEASE_LOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+async def release_lock(redis: Redis, key: str, token: str) -> None:
+    """Delete the lock ``key`` only while it holds our ``token``: once it has lapsed it
+    may be someone else's."""
+    await redis.eval(_RELEASE_LOCK_LUA, 1, key, token)
+
+
 def connect(url: str, **kwargs: Any) -> Redis:
     """A client that reconnects: a Redis restart (failover, upgrade) costs a retry,
     not a failed request."""

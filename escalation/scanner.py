@@ -20,15 +20,10 @@ from typing import Any
 import structlog
 
 from bot import metrics
-from bot.redis import Keys, Redis, as_str
+from bot.redis import Keys, Redis, as_str, release_lock
 from escalation.tickets import TicketStore
 
 log = structlog.get_logger(__name__)
-
-_RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class Notifier:
@@ -87,7 +82,7 @@ class SlaScanner:
         return False
 
     async def release(self) -> None:
-        await self.redis.eval(_RELEASE_LUA, 1, self.lock_key, self.token)
+        await release_lock(self.redis, self.lock_key, self.token)
 
     async def scan_once(self, *, use_lock: bool = True) -> list[dict[str, Any]]:
         """Fire every alert due by now; returns the alerts this call fired."""
