@@ -60,10 +60,15 @@ SENT_TTL_S = 30 * 24 * 3600
 
 async def enqueue_reply(redis: Redis, keys: Keys, reply: OutboundReply) -> bool:
     """Queue ``reply`` for delivery; False if this reply_id was queued before."""
-    res = await redis.eval(
+    return await enqueue_reply_in(redis, keys, reply) != 0
+
+
+def enqueue_reply_in(pipe: Any, keys: Keys, reply: OutboundReply) -> Any:
+    """The same on ``pipe``: a caller's MULTI records a reply and queues it together
+    (escalation.tickets does, for agents' replies)."""
+    return pipe.eval(
         _ENQUEUE_LUA, 2, keys.enqueued(reply.reply_id), keys.outbox, SENT_TTL_S, reply.to_json()
     )
-    return res != 0
 
 
 async def sent_record(redis: Redis, keys: Keys, reply_id: str) -> dict[str, str] | None:

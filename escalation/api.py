@@ -22,7 +22,6 @@ from aiohttp import web
 from bot import keys as K
 from bot import metrics
 from bot.models import OutboundReply
-from bot.outbox import enqueue_reply
 from bot.redis import as_str
 from escalation.agents import NAME_RE, Agent, AgentStore
 from escalation.auth import authenticate
@@ -234,11 +233,9 @@ async def reply(request: web.Request, agent: Agent) -> web.Response:
     out, new = await store.reply(
         request.match_info["id"], agent.name, text, key=key, channel=kind, check=fits
     )
-    # Enqueued after the ticket records the reply. If this fails (or the process dies
-    # first), the retried request (same key, or without one the same text: see
-    # TicketStore.reply) gets the recorded reply back and enqueues it here; enqueueing is
-    # idempotent by reply_id, so the customer gets it exactly once.
-    await enqueue_reply(request.app[K.REDIS], request.app[K.KEYS], out)
+    # The store queued it for the sender in the transaction that recorded it; a retried
+    # request (same key, or without one the same text: see TicketStore.reply) gets the
+    # recorded reply back and queues nothing more.
     t = await _ticket_or_404(store, request.match_info["id"])
     return web.json_response({"ticket": store.view(t), "reply_id": out.reply_id, "created": new})
 

@@ -6,7 +6,7 @@ Redis layout (every name through ``keys.ns``):
 * ``ticket:{id}:msgs`` / ``:notes`` / ``:history`` lists of JSON entries;
 * ``ticket:{id}:applied`` set of idempotency keys (event keys, reply keys) already applied;
 * ``ticket:{id}:outbound`` hash reply id → the agent reply as queued (``OutboundReply``
-  JSON), so a retried request re-enqueues exactly what was recorded;
+  JSON; queued on the outbox in the same transaction), what a retried request gets back;
 * ``conv_ticket:{platform}:{account}:{user}`` → the conversation's open ticket id: while it
   exists a human owns the conversation and the bot stays silent;
 * ``event_ticket:{event key}`` → the ticket an event opened or joined (re-runs find it);
@@ -39,6 +39,7 @@ from bot.config import EscalationConfig
 from bot.models import InboundEvent, OutboundReply
 from bot.ops import notify
 from bot.ops.insights import record_first_response
+from bot.outbox import enqueue_reply_in
 from bot.redis import Keys, Redis, as_str
 from escalation.sla import CLOCKS, PRIORITIES, Clock, SlaPolicies, bump
 from escalation.windows import reply_window, window_refusal, window_state
@@ -195,7 +196,9 @@ class _Change:
     # (kind, text, data) for the notification webhook queue, queued in the same MULTI.
     notices: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     applied: list[str] = field(default_factory=list)
-    outbound: dict[str, str] = field(default_factory=dict)  # reply id -> OutboundReply JSON
+    # reply id -> OutboundReply JSON: kept on the ticket, and queued for the sender in
+    # the same MULTI, so a recorded reply is never left unsent.
+    outbound: dict[str, str] = field(default_factory=dict)
     # event key -> "<ticket id>|created" or "|appended": which ticket took the event,
     # written with the ticket so a concurrent run of the same event reads it back.
     event_marks: dict[str, str] = field(default_factory=dict)
@@ -429,6 +432,8 @@ class TicketStore:
             pipe.sadd(self.k_list(t.id, "applied"), *ch.applied)
         if ch.outbound:
             pipe.hset(self.k_list(t.id, "outbound"), mapping=ch.outbound)
+            for raw in ch.outbound.values():
+                enqueue_reply_in(pipe, self.keys, OutboundReply.from_json(raw))
         for event_key, mark in ch.event_marks.items():
             pipe.set(self.k_event(event_key), mark, ex=EVENT_TTL_S)
         after = self._alert_members(t) if t.status == "open" else {}
@@ -751,7 +756,8 @@ class TicketStore:
         channel: str | None = None,
         check: Callable[[OutboundReply], None] | None = None,
     ) -> tuple[OutboundReply, bool]:
-        """Record an agent's reply and return it for the outbox; (reply, new).
+        """Record an agent's reply and queue it for the sender, in one transaction;
+        (reply, new).
 
         The ticket must be open and not claimed by someone else (an unclaimed ticket is
         claimed by the replier in the same transaction), and the platform's reply window
@@ -819,9 +825,9 @@ class TicketStore:
             return r
 
         r = await self._mutate(tid, fn, check_applied=(reply_id,))
-        if r is None:  # a retry: hand back what was recorded, for the outbox again
+        if r is None:  # a retry: hand back what was recorded (and queued) then
             raw = await self.redis.hget(self.k_list(tid, "outbound"), reply_id)
-            if raw is None:  # recorded before replies were kept; it was queued then
+            if raw is None:  # recorded before replies were kept
                 raise TicketError(409, "duplicate", f"reply {key!r} was already recorded")
             return OutboundReply.from_json(raw), False
         if first:
@@ -1019,7 +1025,8 @@ def _customer_msg(event: InboundEvent, now: float) -> dict[str, Any]:
 
 def _derived_key(agent: str, channel: str | None, text: str, last_event_id: str) -> str:
     """The idempotency key of a reply sent without one: a request retried after a
-    failure (e.g. the enqueue) finds its recorded reply instead of sending a second."""
+    failure (a timeout, a lost answer) finds its recorded reply instead of sending a
+    second."""
     raw = "\0".join((agent, channel or "", last_event_id, text))
     return "auto." + hashlib.sha256(raw.encode()).hexdigest()[:32]
 

@@ -343,9 +343,7 @@ async def test_reply_goes_where_the_customer_last_wrote_and_public_answers_the_m
     api: Any, redis: Any, keys: Any
 ) -> None:
     tid, _ = await api.store.open_or_append(
-        event(
-            "@acme your delivery is a joke", kind="mention", event_id="m100", audience="private"
-        ),
+        event("@acme your delivery is a joke", kind="mention", event_id="m100", audience="private"),
         reason="complaint",
         priority="high",
         reasons={},
@@ -493,49 +491,62 @@ async def test_mastodon_reply_over_the_limit_with_the_handle_is_422(
     assert api.adapter.compose(refused) != prefix + too_long
 
 
-async def test_reply_retried_after_a_failed_enqueue_is_sent_once(
+async def test_a_reply_is_recorded_and_queued_together_and_a_retry_sends_it_once(
     api: Any, redis: Any, keys: Any, monkeypatch: Any
 ) -> None:
-    import escalation.api as api_module
+    import escalation.tickets as tickets_module
 
+    # The transaction that would record and queue the reply fails: neither happens.
     failures = [ConnectionError("redis connection lost")]
-    real = api_module.enqueue_reply
+    real = tickets_module.enqueue_reply_in
 
-    async def flaky(*args: Any) -> bool:
+    def flaky(*args: Any) -> Any:
         if failures:
             raise failures.pop()
-        return await real(*args)
+        return real(*args)
 
-    monkeypatch.setattr(api_module, "enqueue_reply", flaky)
+    monkeypatch.setattr(tickets_module, "enqueue_reply_in", flaky)
     tid = await new_ticket(api)
     url = f"{API}/tickets/{tid}/reply"
     body = {"text": "Refund issued"}  # no idempotency key
     r = await api.post(url, json=body, headers=auth(api, "ann"))
-    assert r.status == 500  # recorded on the ticket, not queued
+    assert r.status == 500
+    d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
+    assert [m for m in d["conversation"] if m["from"] == "agent"] == []
+    assert d["ticket"]["sla"]["first_response"]["state"] == "running"
     assert await redis.xlen(keys.outbox) == 0
-    r = await api.post(url, json=body, headers=auth(api, "ann"))
-    data = await r.json()
-    assert r.status == 200 and data["created"] is False
+    # The agent sends again: recorded and queued. The same request once more (its answer
+    # was lost) finds the recorded reply and queues nothing.
+    first = await (await api.post(url, json=body, headers=auth(api, "ann"))).json()
+    again = await api.post(url, json=body, headers=auth(api, "ann"))
+    data = await again.json()
+    assert first["created"] is True and again.status == 200 and data["created"] is False
     (queued,) = await outbox(redis, keys)
-    assert queued.reply_id == data["reply_id"] and queued.text == "Refund issued"
+    assert queued.reply_id == data["reply_id"] == first["reply_id"]
+    assert queued.text == "Refund issued"
     d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
     assert [m["text"] for m in d["conversation"] if m["from"] == "agent"] == ["Refund issued"]
     # After the customer writes again the same words are a new reply.
     await api.store.append_customer_message(tid, event("and the shipping?"))
     r = await api.post(url, json=body, headers=auth(api, "ann"))
     assert r.status == 200 and (await r.json())["created"] is True
+    assert len(await outbox(redis, keys)) == 2
 
-    # The retry queues the reply as recorded, even if the ticket moved on meanwhile.
-    failures.append(ConnectionError("again"))
+    # A retry with a client key returns the reply as recorded, though the ticket moved on.
     t2 = await new_ticket(api, user="50", kind="mention", event_id="m500")
     body = {"text": "Sorry!", "idempotency_key": "c-1"}
     r = await api.post(f"{API}/tickets/{t2}/reply", json=body, headers=auth(api, "ann"))
-    assert r.status == 500
+    assert r.status == 200
     await api.store.append_customer_message(t2, event("details in DM", user="50"))
     r = await api.post(f"{API}/tickets/{t2}/reply", json=body, headers=auth(api, "ann"))
-    assert r.status == 200
-    last = (await outbox(redis, keys))[-1]
-    assert (last.kind, last.in_reply_to_id, last.text) == ("mention", "m500", "Sorry!")
+    assert r.status == 200 and (await r.json())["created"] is False
+    queued = await outbox(redis, keys)
+    assert len(queued) == 3
+    assert (queued[-1].kind, queued[-1].in_reply_to_id, queued[-1].text) == (
+        "mention",
+        "m500",
+        "Sorry!",
+    )
 
 
 async def test_resolved_ticket_refuses_priority_and_release(
