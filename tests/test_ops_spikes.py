@@ -194,6 +194,26 @@ async def test_quiet_baseline_then_burst_raises_one_alert_and_clears(redis: Any,
     assert raised_count() - before == 2
 
 
+async def test_a_steady_negative_rate_is_the_baseline_not_a_spike(redis: Any, keys: Any) -> None:
+    """A busy account's normal (2 negatives a minute, 20 a window, over min_count) from
+    its first minute: the baseline learns it at once and nothing is raised; a burst on top
+    later still is."""
+    det = SpikeDetector(redis, keys, CFG)
+    states = []
+    for m in range(3 * 60):
+        for j in range(2):
+            states.append(await det.observe("busy", now=T0 + m * 60 + j * 20, item="{}"))
+    assert not [s for s in states if s.transition == "raised"]
+    assert 15 <= states[-1].baseline <= 25 and states[-1].count == 20
+    state = await redis.hgetall(keys.ns("ops", "spike", "busy"))
+    assert b"ewma" in state and await redis.ttl(keys.ns("ops", "spike", "busy")) > 0
+    t = T0 + 3 * 3600
+    raised = [
+        await det.observe("busy", now=t + i, item="{}") for i in range(int(states[-1].threshold))
+    ]
+    assert [s.transition for s in raised].count("raised") == 1
+
+
 async def test_many_workers_racing_raise_exactly_once(redis: Any, keys: Any) -> None:
     n = await quiet_period(redis, keys, start=T0, hours=2)
     t = T0 + 2 * 3600
@@ -393,6 +413,7 @@ async def test_worker_tick_clears_alerts_without_traffic(
     from bot import keys as K
 
     app[K.REDIS] = redis  # tick() needs only Redis, keys, settings and the clock
+    await SpikeDetector(redis, keys, CFG).observe("acme", now=T0 - 120)  # some history
     await burst(redis, keys, start=T0, n=12, n0=0, every_s=1)
     assert (await list_alerts(redis, keys))[0]["status"] == "active"
     clock["now"] = T0 + CFG.window_s + 60
@@ -408,7 +429,10 @@ def run_cli(redis_url: str, cfg: Path, *args: str) -> subprocess.CompletedProces
 async def test_insights_and_alerts_commands(
     redis: Any, keys: Any, redis_server: Any, tmp_path: Path
 ) -> None:
-    await burst(redis, keys, start=time.time() - 300, n=12, n0=0, every_s=5)
+    start = time.time() - 300
+    ops = OpsConfig(bucket_s=60, window_s=600, min_count=10)
+    await SpikeDetector(redis, keys, ops).observe("acme", now=start - 120)  # some history
+    await burst(redis, keys, start=start, n=12, n0=0, every_s=5)
     cfg = tmp_path / "replydesk.yml"
     cfg.write_text(
         "ops: {bucket_s: 60, window_s: 600, min_count: 10}\n"

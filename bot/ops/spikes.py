@@ -22,7 +22,10 @@ another worker changed it in between.
 
 Window count >= max(factor * max(baseline, floor), min_count) raises; falling below
 ``clear_ratio`` of that threshold clears. The baseline is frozen while an alert is active
-so that a long crisis does not become the new normal and clear itself.
+so that a long crisis does not become the new normal and clear itself. It is bias-
+corrected (an EWMA started at zero would call a busy account's normal rate a spike and
+then, frozen, never clear it), and an account raises nothing before one bucket of
+history.
 """
 
 from __future__ import annotations
@@ -70,9 +73,10 @@ local clear_ratio = tonumber(ARGV[8])
 local events_max = tonumber(ARGV[11])
 local ttl = tonumber(ARGV[14])
 local cur = math.floor(now / bs)
-local st = redis.call('HMGET', KEYS[1], 'ewma', 'last', 'alert', 'thr', 'peak')
+local st = redis.call('HMGET', KEYS[1], 'ewma', 'last', 'alert', 'thr', 'peak', 'n')
 local ewma = tonumber(st[1]) or 0
 local last = tonumber(st[2]) or (cur - 1)
+local n = tonumber(st[6]) or 0
 local active = st[3] or ''
 if active ~= ARGV[15] then
   return {'retry'}
@@ -101,6 +105,7 @@ if cur - 1 > last then
       end
     end
     ewma = ewma * (1 - alpha) ^ (cur - 1 - p)
+    n = math.min(n + (cur - 1 - last), 1000000)
   end
   last = cur - 1
 end
@@ -115,12 +120,17 @@ end
 local win_start = (cur - nwin + 1) * bs
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. win_start)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(events_max + 1))
-local base = ewma * nwin
+-- An EWMA started at zero understates the rate until it has seen many buckets: divide
+-- by the weight its n buckets carry (the usual bias correction), so a busy account's
+-- baseline is right from its first buckets. No alert before one bucket of history:
+-- with none, a busy account's normal minute would look like a spike (and stay raised).
+local base = 0
+if n > 0 then base = ewma / (1 - (1 - alpha) ^ n) * nwin end
 local thr = math.max(factor * math.max(base, floor), min_count)
 local result = 'none'
 local peak = tonumber(st[5]) or 0
 if active == '' then
-  if count >= thr then
+  if count >= thr and n >= 1 then
     result = 'raised'
     active = ARGV[12]
     peak = count
@@ -154,6 +164,12 @@ else
     end
   end
 end
+-- The baseline learns from every call (frozen while an alert is active, above), and an
+-- idle account's state goes away.
+redis.call('HSET', KEYS[1], 'ewma', tostring(ewma), 'last', tostring(last), 'n', tostring(n))
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
 if result == 'raised' or result == 'cleared' then
   local kind, text = 'alert.raised', ''
   if result == 'raised' then
