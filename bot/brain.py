@@ -40,7 +40,7 @@ from bot.redis import Keys, Redis
 from escalation.sla import PRIORITIES
 from escalation.tickets import TicketStore
 from handlers.decisions import Answer, Decision, Escalate, Ignore, decision_from_dict
-from handlers.policy import decide
+from handlers.policy import decide, screen
 from handlers.responses import Responses, Say
 
 log = structlog.get_logger(__name__)
@@ -141,6 +141,9 @@ class Brain:
         return await self._apply(event, decision)
 
     async def _decide(self, event: InboundEvent) -> Decision:
+        screened = screen(event, self.settings.accounts)
+        if screened is not None:
+            return screened  # our own accounts and bots: no NLU, no conversation
         conv = await self.convs.load(event.platform, event.account, event.author.id)
         conv.ticket_id = await self.tickets.open_ticket_for(
             self.tickets.conv_of(event.platform, event.account, event.author.id)
@@ -149,7 +152,14 @@ class Brain:
         account = self.settings.account(event.account)
         say = self._say(event, nlu, account.persona if account else "")
         d = await decide(
-            message=event, nlu=nlu, conversation=conv, account=account, say=say, orders=self.orders
+            message=event,
+            nlu=nlu,
+            conversation=conv,
+            account=account,
+            say=say,
+            orders=self.orders,
+            now=self.now(),  # the clock the bot's turns were recorded with
+            max_bot_replies_per_hour=self.settings.dialog.max_bot_replies_per_hour,
         )
         d.reasons.setdefault("unclear_before", conv.unclear)
         return d

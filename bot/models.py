@@ -26,6 +26,8 @@ class Author:
     handle: str
     followers: int = 0
     verified: bool = False
+    # The platform marks the account as automated (Mastodon ``account.bot``): not answered.
+    bot: bool = False
 
 
 @dataclass(slots=True)
@@ -78,6 +80,8 @@ class InboundEvent:
             "followers": a.followers,
             "verified": a.verified,
         }
+        if a.bot:  # only where a platform says so; most have no such flag
+            d["author"]["bot"] = True
         return _ENCODER.encode(d)
 
     @classmethod

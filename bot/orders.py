@@ -1,14 +1,19 @@
 """The order-lookup hook: how the bot asks the shop system about an order.
 
-Request: ``GET {dialog.order_lookup_url}?order=A12345`` with
-``Authorization: Bearer <secret order_lookup_token>`` (when set) and
-``Accept: application/json``.
+Request: ``GET {dialog.order_lookup_url}?order=A12345&platform=x&customer_id=6253282
+&customer_handle=alice`` with ``Authorization: Bearer <secret order_lookup_token>`` (when
+set) and ``Accept: application/json``. ``platform``, ``customer_id`` and
+``customer_handle`` name who is asking: the platform's user id (stable) and handle
+(``customer_handle`` may be empty, e.g. on Weibo).
 
 Response: 200 with ``{"order": "A12345", "status": "shipped", "eta": "2026-11-25",
 "tracking_url": "https://..."}`` (``status`` one of processing, shipped, delivered,
 cancelled, returned, or any word, shown as is; ``eta`` and ``tracking_url`` optional);
-404 when there is no such order. Anything else (other status, timeout, bad JSON) is an
-:class:`OrderLookupError` and the bot hands the question to an agent.
+404 when there is no such order. The shop MUST also answer 404 for an order that is not
+that customer's (not linked to that platform account): anyone can DM the brand an order
+number, and the answer carries its status and tracking link. Anything else (other
+status, timeout, bad JSON) is an :class:`OrderLookupError` and the bot hands the
+question to an agent.
 """
 
 from __future__ import annotations
@@ -20,11 +25,16 @@ import aiohttp
 
 # A12345, AB-123456, #123456, 1234567890
 ORDER_RE = re.compile(r"(?<![A-Za-z0-9])(?:#\s?)?([A-Za-z]{1,3}-?\d{4,12}|\d{6,14})(?![A-Za-z0-9])")
+# A Chinese mobile number ("call me on 13812345678") is not an order number.
+MOBILE_CN_RE = re.compile(r"1[3-9]\d{9}")
 
 
 def find_order_number(text: str) -> str | None:
-    m = ORDER_RE.search(text)
-    return m.group(1).upper() if m else None
+    for m in ORDER_RE.finditer(text):
+        if MOBILE_CN_RE.fullmatch(m.group(1)) and not m.group(0).startswith("#"):
+            continue  # "#13812345678" was meant as an order number
+        return m.group(1).upper()
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +58,23 @@ class OrderLookup:
         self.token = token
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def lookup(self, order: str) -> OrderInfo | None:
-        """The order, or None when the shop says it does not exist (404)."""
+    async def lookup(
+        self, order: str, *, platform: str, customer_id: str, customer_handle: str = ""
+    ) -> OrderInfo | None:
+        """The order, or None when the shop says it does not exist or is not this
+        customer's (404)."""
         headers = {"Accept": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        params = {
+            "order": order,
+            "platform": platform,
+            "customer_id": customer_id,
+            "customer_handle": customer_handle,
+        }
         try:
             async with self.http.get(
-                self.url, params={"order": order}, headers=headers, timeout=self.timeout
+                self.url, params=params, headers=headers, timeout=self.timeout
             ) as r:
                 if r.status == 404:
                     return None

@@ -69,6 +69,15 @@ def escalate(
     )
 
 
+def handoff(
+    reason: str, message: InboundEvent, account: AccountConfig | None, say: Say
+) -> Escalate:
+    """A ticket at normal priority for what the bot cannot settle itself (no answer, a
+    repeated answer, a busy thread), with the usual acknowledgement."""
+    text = ack(message, account, say, dm_key="ack_dm", public_key="ack_public")
+    return Escalate(reason, "normal", text, {"rule": reason})
+
+
 @router.intent("complaint")
 def complaint(message: InboundEvent, nlu: NluResult, account: AccountConfig, say: Say) -> Escalate:
     return escalate("complaint", message, nlu, account, say)

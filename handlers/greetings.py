@@ -8,6 +8,9 @@ from handlers.router import Router
 
 router = Router("greetings")
 
+# The intents this router answers: chat, not a support question.
+SMALL_TALK = frozenset({"greet", "thanks", "goodbye", "praise"})
+
 
 @router.intent("greet")
 def greet(say: Say) -> Answer:

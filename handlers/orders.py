@@ -1,7 +1,8 @@
 """Order status through the order-lookup hook (bot.orders documents the HTTP contract).
 
 Order details are private: a public mention is asked to move to DM, never answered
-with a status.
+with a status, and the lookup names the asking customer (platform, id, handle) so the
+shop answers only about that customer's own orders.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ async def order_status(
 ) -> Answer | Escalate | None:
     number = find_order_number(message.text)
     if orders is None:
-        return None  # no hook configured: let the FAQ answer, or ask
+        return None  # no hook configured: let the FAQ answer, or a person
     if nlu.intent == "shipping" and number is None:
         return None  # a general shipping question is the FAQ's
     if message.is_public:
@@ -30,7 +31,12 @@ async def order_status(
     if number is None:
         return Answer(say("order_ask_number"), {"order_rule": "ask_number"})
     try:
-        info = await orders.lookup(number)
+        info = await orders.lookup(
+            number,
+            platform=message.platform,
+            customer_id=message.author.id,
+            customer_handle=message.author.handle,
+        )
     except OrderLookupError as e:
         return Escalate(
             "order_lookup_failed",
@@ -46,8 +52,8 @@ async def order_status(
             "order_status",
             order=info.order,
             status=status,
-            eta_part=say("order_eta_part", eta=info.eta) if info.eta else "",
-            tracking_part=say("order_tracking_part", tracking_url=info.tracking_url)
+            eta_part=say.part("order_eta_part", eta=info.eta) if info.eta else "",
+            tracking_part=say.part("order_tracking_part", tracking_url=info.tracking_url)
             if info.tracking_url
             else "",
         ),

@@ -1,11 +1,17 @@
 """The decision policy, in order:
 
-1. ignore spam and lottery hunters;
+0. (bot/brain.py, before the NLU: :func:`screen`) ignore our own accounts and automated
+   accounts;
+1. ignore calm spam and lottery hunters;
 2. if a human owns the conversation, join its ticket and say nothing;
 3. escalate complaints, negative posts and requests for a person;
-4. answer confident intents (order status, greetings, an FAQ hit above its threshold);
-5. otherwise ask one clarifying question (not of a post over the answer guard: that one
-   goes to a person), and escalate on the second unclear turn.
+4. answer confident intents (order status, an FAQ hit above its threshold, small talk);
+   an answer to a post that is not calm goes to a person instead;
+5. a support intent that nothing answers goes to a person; a post with no intent
+   (out of scope) gets one clarifying question (not a post over the answer guard: that
+   one goes to a person), and escalates on the second unclear turn;
+6. an answer the bot already sent in the last hour is not sent again (small talk: say
+   nothing; else a person), nor more than ``dialog.max_bot_replies_per_hour`` answers.
 
 Each step is a router of topic handlers; the first decision wins. Handlers get only the
 values the pipeline hands them, so the policy is tested with plain values.
@@ -13,22 +19,46 @@ values the pipeline hands them, so the policy is tested with plain values.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from bot.config import AccountConfig
+from bot.config import AccountConfig, DialogConfig
 from bot.conversation import Conversation
 from bot.models import InboundEvent
-from bot.nlu.types import NluResult
+from bot.nlu.types import OUT_OF_SCOPE, NluResult
 from bot.orders import OrderLookup
 from handlers import complaints, faq, greetings, human_request, orders, spam
-from handlers.complaints import public_ack_enabled
-from handlers.decisions import Answer, Decision, Escalate, nlu_reasons
+from handlers.complaints import handoff, public_ack_enabled
+from handlers.decisions import Answer, Decision, Escalate, Ignore, nlu_reasons
 from handlers.responses import Say
 from handlers.router import Router
 
 IGNORE = Router("ignore").include(spam.router)
 ESCALATE = Router("escalate").include(complaints.router, human_request.router)
-ANSWER = Router("answer").include(orders.router, greetings.router, faq.router)
+# The FAQ before small talk: "Hi! How long do refunds take?" wants the FAQ answer.
+ANSWER = Router("answer").include(orders.router, faq.router, greetings.router)
+
+HOUR_S = 3600.0
+
+
+def screen(message: InboundEvent, accounts: Iterable[AccountConfig]) -> Ignore | None:
+    """Posts no one should answer, known without the NLU: one of our own accounts on this
+    platform (two brand accounts on one deployment answered each other forever) or an
+    account the platform marks as automated."""
+    handle = message.author.handle.lstrip("@").lower()
+    for a in accounts:
+        if a.platform != message.platform:
+            continue
+        ours = (
+            message.author.id == a.user_id
+            if a.user_id
+            else bool(handle) and handle == a.handle.lstrip("@").lower()
+        )
+        if ours:
+            return Ignore("own_account", {"rule": "own_account", "own_account": a.id})
+    if message.author.bot:
+        return Ignore("bot_author", {"rule": "bot_author"})
+    return None
 
 
 async def decide(
@@ -39,7 +69,11 @@ async def decide(
     account: AccountConfig | None,
     say: Say,
     orders: OrderLookup | None = None,
+    now: float | None = None,
+    max_bot_replies_per_hour: int = DialogConfig.max_bot_replies_per_hour,
 ) -> Decision:
+    """``now`` is the pipeline's clock (the times of the conversation's turns); it
+    defaults to when the message was received."""
     available: dict[str, Any] = {
         "message": message,
         "nlu": nlu,
@@ -51,7 +85,25 @@ async def decide(
     }
     base = nlu_reasons(nlu)
     d = await _decide(available, message, nlu, conversation, account, say)
+    if isinstance(d, Answer):
+        d = _throttle(
+            d,
+            message,
+            conversation,
+            account,
+            say,
+            now=message.received_at if now is None else now,
+            cap=max_bot_replies_per_hour,
+        )
     d.reasons = {**base, **d.reasons}
+    return d
+
+
+def _tone(
+    rule: str, message: InboundEvent, nlu: NluResult, account: AccountConfig | None, say: Say
+) -> Escalate:
+    d = complaints.escalate("tone", message, nlu, account, say)
+    d.reasons["rule"] = rule
     return d
 
 
@@ -78,17 +130,51 @@ async def _decide(
     if d is not None:
         return d
     d = await ANSWER.dispatch(intent, **available)
-    if d is not None and not (isinstance(d, Answer) and message.is_public and nlu.is_negative):
+    if isinstance(d, Answer) and (not nlu.calm or (message.is_public and nlu.is_negative)):
+        # Every canned answer needs a calm post: "Wow, amazing service, nobody answered
+        # in 5 days. Love it." must not get "Thank you so much!", nor the FAQ text.
+        tone = _tone("answer_tone", message, nlu, account, say)
+        tone.reasons["held_back"] = d.reasons.get("rule")
+        return tone
+    if d is not None:
         return d
     if not nlu.calm:
         # A clarifying question is a canned answer too: an upset post that nothing
         # answers ("is it about an order, a payment...?") goes to a person instead.
-        d = complaints.escalate("tone", message, nlu, account, say)
-        d.reasons["rule"] = "unclear_tone"
-        return d
+        return _tone("unclear_tone", message, nlu, account, say)
+    if intent and intent != OUT_OF_SCOPE:
+        # The customer said what it is about ("my card was charged twice"); asking "is it
+        # about an order, a payment...?" would ask it again.
+        return handoff("no_answer", message, account, say)
     if conversation.unclear >= 1:
         ack: str | None = say("escalate_unclear", sla_promise=say.sla_promise("low"))
         if message.is_public:
             ack = say("ack_public_human") if public_ack_enabled(account, message) else None
         return Escalate("unclear", "low", ack, {"rule": "unclear_twice"})
     return Answer(say("clarify"), {"rule": "clarify"})
+
+
+def _throttle(
+    d: Answer,
+    message: InboundEvent,
+    conversation: Conversation,
+    account: AccountConfig | None,
+    say: Say,
+    *,
+    now: float,
+    cap: int,
+) -> Decision:
+    """No answer twice in an hour, and at most ``cap`` an hour: a canned answer that did
+    not help goes to a person, and a loop with another bot ends through one."""
+    sent = [t for t in conversation.turns if t.who == "bot" and now - t.at < HOUR_S]
+    held_back = {"held_back": d.reasons.get("rule")}
+    if any(t.text == d.text for t in sent):
+        if str(d.reasons.get("rule", "")).startswith(f"{greetings.router.name}."):
+            return Ignore("repeat", {"rule": "repeat", **held_back})  # a second "hi!" says nothing
+        e = handoff("repeat", message, account, say)
+    elif len(sent) >= cap:
+        e = handoff("busy_thread", message, account, say)
+    else:
+        return d
+    e.reasons.update(held_back)
+    return e

@@ -85,13 +85,18 @@ class Say:
         self.base = base
 
     def __call__(self, key: str, **variables: Any) -> str:
+        return self.part(key, **variables).strip()
+
+    def part(self, key: str, **variables: Any) -> str:
+        """A fragment filled into another template (``order_eta_part``): unstripped, as it
+        carries its own spacing (a leading space in English, none in Chinese)."""
         v = self.responses.raw(key, self.language, self.persona)
         if v is None:
             raise KeyError(f"no reply template {key!r}")
         if isinstance(v, list):
             digest = hashlib.sha256(f"{self.seed}:{key}".encode()).digest()
             v = v[digest[0] % len(v)]
-        return fill(str(v), {**self.base, **variables}).strip()
+        return fill(str(v), {**self.base, **variables})
 
     def sla_promise(self, priority: str) -> str:
         """The promise for a ticket of ``priority`` ("an agent will reply within 30

@@ -1,12 +1,18 @@
-"""Spam and lottery hunters: ignored, never answered, never ticketed."""
+"""Spam and lottery hunters: ignored, never answered, never ticketed.
+
+Only a calm post is ignored: the classifier calls an angry post about a giveaway or a
+scam ("SCAM ALERT: @acme stole my money") spam too, and that customer needs a person, so
+an upset "spam" post goes on through the policy (to the tone escalation).
+"""
 
 from __future__ import annotations
 
 import re
 
 from bot.models import InboundEvent
-from bot.nlu.types import NluResult
+from bot.nlu.types import OUT_OF_SCOPE, NluResult
 from handlers.decisions import Ignore
+from handlers.greetings import SMALL_TALK
 from handlers.router import Router
 
 router = Router("spam")
@@ -16,21 +22,22 @@ LOTTERY_RE = re.compile(
     r"抽奖|求中奖|中奖|锦鲤|转发.{0,4}抽|#?giveaway|pick me|lottery|sweepstake|#win\b|\bwin me\b",
     re.IGNORECASE,
 )
-# Intents under which a lottery phrase is still a real customer concern.
-_SERIOUS = frozenset(
-    {"complaint", "order_status", "shipping", "payment_problem", "returns_refunds", "human_request"}
-)
+# The lottery phrases decide only over intents that carry no support question: "can't log
+# in to check the lottery result" is an account_login question all the same.
+LOTTERY_INTENTS = frozenset({"spam", OUT_OF_SCOPE, *SMALL_TALK})
+
+
+def _ignorable(nlu: NluResult) -> bool:
+    return nlu.calm and not nlu.is_negative and nlu.intent != "complaint"
 
 
 @router.intent("spam")
-def spam(nlu: NluResult) -> Ignore:
-    return Ignore("spam")
+def spam(nlu: NluResult) -> Ignore | None:
+    return Ignore("spam") if _ignorable(nlu) else None
 
 
-@router.intent()
+@router.intent(*LOTTERY_INTENTS)
 def lottery(message: InboundEvent, nlu: NluResult) -> Ignore | None:
-    if nlu.intent in _SERIOUS or nlu.is_negative:
-        return None
-    if LOTTERY_RE.search(message.text):
+    if _ignorable(nlu) and LOTTERY_RE.search(message.text):
         return Ignore("lottery")
     return None

@@ -247,3 +247,90 @@ def test_pipeline_setting_is_validated() -> None:
         make_settings("redis://127.0.0.1:1/0", **{"dialog.pipeline": "brain"}).dialog.pipeline
         == "brain"
     )
+
+
+def brain_with(redis: Any, keys: Any, settings: Any, clock: FakeClock) -> Brain:
+    tickets = TicketStore(redis, keys, settings.escalation, clock=clock)
+    return Brain(
+        redis, keys, settings, StubNlu(), tickets=tickets, responses=RESPONSES, clock=clock
+    )
+
+
+async def test_own_accounts_and_bots_are_ignored_without_the_nlu(
+    redis: Any, keys: Any, redis_server: Any, tmp_path: Any, clock: FakeClock
+) -> None:
+    """Two brand accounts on one deployment: each one's reply mentions the other."""
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        redis_server.url,
+        tmp_path,
+        accounts=[
+            {"id": "acme", "platform": "generic", "user_id": "1000", "handle": "acme"},
+            {"id": "acme_help", "platform": "generic", "handle": "acme_help"},
+        ],
+    )
+    brain = brain_with(redis, keys, settings, clock)
+    from_acme = event("@acme_help hello!", kind="mention", account="acme_help", user="1000")
+    from_help = event("@acme hello!", kind="mention", user="2000", handle="acme_help")
+    for ev in (from_acme, from_help):
+        o = await brain.handle(ev)
+        assert o.decision == "ignore" and o.reasons["rule"] == "own_account"
+    automated = event("@acme hello!", kind="mention", user="77")
+    automated.author = Author("77", "newsbot", bot=True)
+    o = await brain.handle(automated)
+    assert o.decision == "ignore" and o.reasons["rule"] == "bot_author"
+    assert brain.nlu.calls == 0  # type: ignore[attr-defined]
+    assert await outbox(redis, keys) == []
+    assert (await brain.handle(event("hello!"))).decision == "answer"  # a customer
+
+
+async def test_a_chatty_thread_gets_no_repeated_small_talk(
+    brain: Brain, redis: Any, keys: Any, clock: FakeClock
+) -> None:
+    """Another bot (or a chatty customer) thanking in a public thread: the bot's thanks
+    lines are not sent twice within the hour."""
+    outcomes = []
+    for i in range(6):
+        clock.advance(20)
+        o = await brain.handle(event(f"@acme thanks {i}", kind="mention", at=clock()))
+        outcomes.append((o.decision, o.reasons["rule"]))
+    texts = [r["text"] for r in await outbox(redis, keys)]
+    assert len(texts) == len(set(texts)) <= 2  # the two "thanks" variants, once each
+    assert ("ignore", "repeat") in outcomes
+    assert all(d in ("answer", "ignore") for d, _ in outcomes)
+
+
+async def test_a_repeated_faq_answer_goes_to_a_person(
+    brain: Brain, redis: Any, keys: Any, clock: FakeClock
+) -> None:
+    assert (await brain.handle(event("how do I get a refund?"))).decision == "answer"
+    clock.advance(60)
+    o = await brain.handle(event("how do I get a refund???", at=clock()))
+    assert o.decision == "escalate" and o.reasons["rule"] == "repeat" and len(o.reply_ids) == 1
+    t = await brain.tickets.get(o.ticket_id or "")
+    assert t is not None and t.reason == "repeat" and t.priority == "normal"
+    sent = [r["text"] for r in await outbox(redis, keys)]
+    assert sent[0] == "Returns are free within 30 days." and "support team" in sent[1]
+
+
+async def test_answers_per_hour_are_capped_by_the_brains_clock(
+    redis: Any, keys: Any, redis_server: Any, tmp_path: Any, clock: FakeClock
+) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(redis_server.url, tmp_path, **{"dialog.max_bot_replies_per_hour": 2})
+    brain = brain_with(redis, keys, settings, clock)
+    for text in ("hello", "how do I get a refund?"):
+        assert (await brain.handle(event(text, user="1"))).decision == "answer"
+        clock.advance(60)
+    # An hour on, the cap starts over.
+    clock.advance(3600)
+    assert (await brain.handle(event("thanks", user="1"))).decision == "answer"
+    # Another customer over the cap in the hour: a person takes the next one.
+    for text in ("hello", "how do I get a refund?"):
+        assert (await brain.handle(event(text, user="2"))).decision == "answer"
+    o = await brain.handle(event("thanks", user="2"))
+    assert o.decision == "escalate" and o.reasons["rule"] == "busy_thread"
+    t = await brain.tickets.get(o.ticket_id or "")
+    assert t is not None and t.reason == "busy_thread" and t.priority == "normal"

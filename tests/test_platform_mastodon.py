@@ -14,7 +14,7 @@ import pytest
 from bot.app import build_app
 from bot.config import ConfigError, Settings
 from bot.ingest import IngestWriter
-from bot.models import OutboundReply
+from bot.models import InboundEvent, OutboundReply
 from bot.outbox import sent_record
 from bot.platforms import adapter_for
 from bot.platforms.mastodon import MastodonAdapter, html_to_text
@@ -111,6 +111,18 @@ async def test_webhook_status_created_mentioning_us(client, redis, keys) -> None
     (ev,) = await inbound_events(redis, keys)
     assert ev["event_id"] == "108914343542683797" and ev["kind"] == "mention"
     assert ev["author"]["handle"] == "a@pl.nulled.red" and ev["text"] == "@shop where is my order?"
+
+
+async def test_an_automated_account_is_marked_as_a_bot(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """Mastodon's ``account.bot`` reaches the worker as ``Author.bot`` (the policy ignores
+    such authors, so two bots do not answer each other)."""
+    robot = {"id": "108892712797543199", "acct": "news@bots.example", "bot": True}
+    for p in (status("10", account=robot), status("11")):
+        assert (await hook(client, {"event": "status.created", "object": p})).status == 200
+    bot_ev, person_ev = await inbound_events(redis, keys)
+    assert bot_ev["author"]["bot"] is True and "bot" not in person_ev["author"]
+    assert InboundEvent.from_json(json.dumps(bot_ev)).author.bot is True
+    assert InboundEvent.from_json(json.dumps(person_ev)).author.bot is False
 
 
 async def test_direct_status_is_a_dm(client, redis, keys) -> None:  # type: ignore[no-untyped-def]

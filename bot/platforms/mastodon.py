@@ -234,6 +234,7 @@ class MastodonAdapter(ApiAdapter):
                 id=str(acc.get("id") or ""),
                 handle=str(acc.get("acct") or ""),
                 followers=int(acc.get("followers_count") or 0),
+                bot=acc.get("bot") is True,
             ),
             text=html_to_text(str(status.get("content") or "")),
             language=lang if isinstance(lang, str) and lang else None,
