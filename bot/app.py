@@ -33,6 +33,7 @@ from bot.platforms.mastodon_stream import run_mastodon_streams
 from bot.platforms.sandbox import SandboxAdapter
 from bot.platforms.x import link_shared_webhooks
 from bot.redis import Keys, open_redis
+from bot.runner import STARTING
 from bot.streams import refresh_stream_gauges
 from bot.worker import InboundWorker
 from escalation.api import register_api
@@ -61,6 +62,7 @@ def build_app(
     app[K.ROLE] = role
     app[K.KEYS] = Keys(settings.redis.key_prefix)
     app[K.SERVICES] = {}
+    app[STARTING] = []
     app[K.ADAPTERS] = {a.id: adapter_for(a) for a in settings.accounts}
     link_shared_webhooks(app[K.ADAPTERS].values())  # several X accounts, one app webhook
 
@@ -146,8 +148,22 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         # A reply the platform window no longer allows becomes a note on the ticket.
         on_undeliverable=functools.partial(note_undeliverable, app[K.REDIS], app[K.KEYS]),
     )
+
+    async def consume() -> None:
+        # Not before the pipeline can decide (the NLU model may still be loading): an
+        # event taken earlier would fail its attempts.
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            for task in app[STARTING]:
+                await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if stop.is_set() or task.cancelled() or task.exception():
+                    return  # the runner reports a failed start
+        finally:
+            stopping.cancel()
+        await worker.run(stop)
+
     tasks = [
-        asyncio.create_task(worker.run(stop), name="inbound-worker"),
+        asyncio.create_task(consume(), name="inbound-worker"),
         asyncio.create_task(sender.run(stop), name="outbox-sender"),
     ]
     if s.worker.stream_retention_s > 0 or s.worker.dead_retention_s > 0:
@@ -170,7 +186,12 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _brain_ctx(app: web.Application) -> AsyncIterator[None]:
-    """NLU service (started here; or one already in SERVICES["nlu"], left open) + Brain."""
+    """NLU service (started here; or one already in SERVICES["nlu"], left open) + Brain.
+
+    Started in the background (``STARTING``): loading takes seconds and a first start
+    trains for up to a minute, during which /healthz must answer (a liveness probe would
+    restart the process, and each restart trains from nothing); /readyz says 503 and the
+    inbound worker waits until the pipeline is ready."""
     from bot.nlu import build_service
 
     s = app[K.SETTINGS]
@@ -178,14 +199,23 @@ async def _brain_ctx(app: web.Application) -> AsyncIterator[None]:
     owned = nlu is None
     if nlu is None:
         nlu = build_service(s.nlu, data_dir=s.redis.data_dir)
-        await nlu.start()
         app[K.SERVICES]["nlu"] = nlu
     pipeline = app[K.PIPELINE]
     assert isinstance(pipeline, LazyBrain)
-    pipeline.brain = build_brain(app[K.REDIS], app[K.KEYS], s, nlu, app[K.HTTP])
+
+    async def start() -> None:
+        if owned:
+            await nlu.start()
+        pipeline.brain = build_brain(app[K.REDIS], app[K.KEYS], s, nlu, app[K.HTTP])
+
+    task = asyncio.create_task(start(), name="nlu-start")
+    app[STARTING].append(task)
     try:
         yield
     finally:
+        task.cancel()  # a training stops at its next step (NluService.start)
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await task  # its error, if any, is the runner's to report
         if owned:
             await nlu.close()
 

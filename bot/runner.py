@@ -1,10 +1,13 @@
 """Run the aiohttp app until SIGINT or SIGTERM, then shut it down in order.
 
-The shape of aiohttp's ``web.run_app``, with one difference: a signal during startup
-still closes what has started. run_app sets its runner up outside its ``try``, so a
-signal while the first start trains the NLU model (up to a minute) left Redis and the
-HTTP session to the garbage collector, which closed them in no order and logged
-"asynchronous generator is already running".
+The shape of aiohttp's ``web.run_app``, with two differences. A signal during startup
+still closes what has started: run_app sets its runner up outside its ``try``, so a
+signal during startup left Redis and the HTTP session to the garbage collector, which
+closed them in no order and logged "asynchronous generator is already running". And
+startup work too slow to wait for (loading or training the NLU model, up to a minute)
+runs after the listener is up, as tasks in ``app[STARTING]``: /healthz answers
+meanwhile, and a failure of one ends the process with its error, as a failed startup
+would.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import contextlib
 
 from aiohttp import web
 
+# Startup tasks the app runs after the listener is up (bot/app.py); the runner ends the
+# process with the error of one that fails.
+STARTING = web.AppKey("starting", list[asyncio.Task[None]])
+
 
 async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> None:
     runner = web.AppRunner(
@@ -22,6 +29,9 @@ async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: f
     try:
         await runner.setup()  # installs the SIGINT/SIGTERM handlers (GracefulExit)
         await web.TCPSite(runner, host, port).start()
+        for task in app.get(STARTING, []):
+            await asyncio.wait([task])  # (a signal cancels the wait, not the task)
+            task.result()  # its error, if it failed
         await asyncio.Event().wait()  # until a signal
     finally:
         # After a cancelled startup this exits the contexts that were entered, newest first.

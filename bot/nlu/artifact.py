@@ -120,6 +120,16 @@ class Loaded:
     data_error: str | None = None
 
 
+def _reusable(art: Path, encoder_name: str, runtime: str) -> bool:
+    """Whether a retraining may start from ``art``'s encoder export and vectors."""
+    old = read_stamp(art)
+    return old is not None and (old.encoder, old.runtime, old.versions) == (
+        encoder_name,
+        runtime,
+        library_versions(),
+    )
+
+
 class TrainingStopped(Exception):
     """Raised by a ``step`` callback to stop training between steps; the argument names
     the stage it stopped in."""
@@ -144,17 +154,9 @@ def train(
     td = load_training_data(nlu_data)
     step("data", 1.0)
     art.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".nlu-", dir=art.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(art), dir=art.parent))
     try:
-        old = read_stamp(art)
-        reusable = (
-            reuse_old
-            and old is not None
-            and (
-                (old.encoder, old.runtime, old.versions)
-                == (encoder_name, runtime, library_versions())
-            )
-        )
+        reusable = reuse_old and _reusable(art, encoder_name, runtime)
         if reusable:
             reuse.copy_export(art, tmp)
         tuning = FaqTuning(td.faqs, tune_epochs, progress=lambda done: step("tune", done))
@@ -163,6 +165,9 @@ def train(
         encoder = reuse.RememberingEncoder(inner, known)
         step("encoder", 1.0)
         engine, report = train_engine(td, encoder, step, views=fold_encoders(inner, tuning.views))
+        # It must parse before it replaces the old artifact: a damaged reused export that
+        # no text needed shows here, and load_or_train retrains from nothing.
+        _check_parses(engine, inner)
         encoder.save(tmp)
         stamp = Stamp(
             format=FORMAT,
@@ -183,11 +188,15 @@ def train(
         with (tmp / "engine.pkl").open("wb") as fh:
             pickle.dump(engine, fh, protocol=pickle.HIGHEST_PROTOCOL)
         (tmp / "stamp.json").write_text(stamp.to_json())
-        prev = art.with_name(art.name + ".old")
+        # On disk before the renames: after a power cut the name must not point at files
+        # the kernel had not written yet.
+        _fsync_tree(tmp)
+        prev = _previous(art)
         if art.exists():
             shutil.rmtree(prev, ignore_errors=True)
             art.rename(prev)
         tmp.rename(art)
+        _fsync_dir(art.parent)
         shutil.rmtree(prev, ignore_errors=True)
         step("save", 1.0)
     except BaseException:
@@ -219,11 +228,15 @@ def load(art: Path, encoder_name: str, runtime: str) -> Loaded:
         engine = pickle.load(fh)  # our own file, written by train() above
     # A pickle unpickles even when the classes it names have changed shape under the same
     # FORMAT; one parse finds that here, where load_or_train retrains, not on a message.
+    _check_parses(engine, encoder)
+    return Loaded(engine, encoder, stamp, trained=False)
+
+
+def _check_parses(engine: Engine, encoder: Encoder) -> None:
     try:
         engine.analyze(["hello"], encoder, Thresholds(0.5, 0.5, 0.5))
     except Exception as e:
         raise RuntimeError(f"engine.pkl does not parse ({type(e).__name__}: {e})") from e
-    return Loaded(engine, encoder, stamp, trained=False)
 
 
 def load_or_train(
@@ -271,16 +284,21 @@ def load_or_train(
         log.info("nlu.training", reason=found)
         # A forced or unloadable retraining starts from nothing.
         fresh = force or found.startswith("unloadable")
+        reusing = not fresh and _reusable(art, encoder_name, runtime)
+
+        args = (nlu_data, art, encoder_name, runtime, step)
         try:
-            return train(
-                nlu_data,
-                art,
-                encoder_name,
-                runtime,
-                step,
-                reuse_old=not fresh,
-                tune_epochs=tune_epochs,
-            )
+            try:
+                return train(*args, reuse_old=not fresh, tune_epochs=tune_epochs)
+            except (NluDataError, TrainingStopped):
+                raise
+            except Exception as e:
+                if not reusing:
+                    raise
+                # A damaged file in the old artifact (a truncated export) would fail every
+                # retraining that starts from it, and so every start: once from nothing.
+                log.warning("nlu.training_retry_fresh", error=f"{type(e).__name__}: {e}")
+                return train(*args, reuse_old=False, tune_epochs=tune_epochs)
         except NluDataError as e:
             if not (keep_last_good and found == DATA_CHANGED):
                 raise
@@ -301,9 +319,54 @@ def _training_lock(art: Path) -> Iterator[None]:
     with art.with_name(art.name + ".lock").open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            _remove_leftovers(art)
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _tmp_prefix(art: Path) -> str:
+    return f".{art.name}-"
+
+
+def _previous(art: Path) -> Path:
+    """Where the artifact being replaced waits while the new one is renamed in."""
+    return art.with_name(art.name + ".old")
+
+
+def _remove_leftovers(art: Path) -> None:
+    """What a training killed mid-way left beside the artifact (with the lock held, no
+    training is running): its unfinished folder (about 100 MB, never reused) and, when it
+    died between its two renames, the previous artifact, which goes back in place."""
+    prev = _previous(art)
+    if prev.is_dir() and not art.exists():
+        prev.rename(art)
+        log.warning("nlu.artifact_restored", path=str(art))
+    leftovers = [p for p in art.parent.glob(_tmp_prefix(art) + "*") if p.is_dir()]
+    for p in [*leftovers, prev]:
+        shutil.rmtree(p, ignore_errors=True)
+    if leftovers:
+        log.info("nlu.leftovers_removed", folders=len(leftovers))
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a folder's entries (new files, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def report_of(loaded: Loaded) -> TrainReport | None:

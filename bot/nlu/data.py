@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from bot.nlu.lang import clean_text
+
 # Rasa entity annotations: [text](entity) or [text]{"entity": ...}
 _ENTITY = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\{[^}]*\})")
 
@@ -82,12 +84,53 @@ def data_hash(root: str | Path) -> str:
 
 def _examples_block(value: Any, where: str) -> list[str]:
     if isinstance(value, list):  # Rasa's long form: [{text: ..., metadata: ...}]
-        lines = [v["text"] if isinstance(v, dict) else str(v) for v in value]
+        lines = [_example(v, f"{where}.examples[{j}]") for j, v in enumerate(value)]
     elif isinstance(value, str):
         lines = [ln.strip()[2:] for ln in value.splitlines() if ln.strip().startswith("- ")]
     else:
         raise NluDataError(f"{where}: examples must be a '- text' block")
-    return [_ENTITY.sub(r"\1", ln).strip() for ln in lines if ln.strip()]
+    return [clean_text(_ENTITY.sub(r"\1", ln).strip()) for ln in lines if ln.strip()]
+
+
+# Valid YAML can still have the wrong shape (a bare string where an entry belongs, a
+# mapping where a list belongs); these checks turn that into an NluDataError naming the
+# file and the entry, so it is a data error (exit 2, the last good model kept), not a crash.
+def _example(value: Any, where: str) -> str:
+    if isinstance(value, dict):
+        if "text" not in value:
+            raise NluDataError(f"{where}: needs text")
+        value = value["text"]
+    return _scalar(value, where, "a text")
+
+
+def _scalar(value: Any, where: str, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise NluDataError(f"{where}: expected {what}, got {_shape(value)}")
+    return str(value)
+
+
+def _entries(data: dict[str, Any], key: str, path: Path) -> list[Any]:
+    """``data[key]`` as a list (absent or empty: none)."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise NluDataError(f"{path} {key}: expected a list of entries, got {_shape(value)}")
+    return value
+
+
+def _mapping(item: Any, where: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise NluDataError(f"{where}: expected a mapping, got {_shape(item)}")
+    return item
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _unreadable(path: Path, e: Exception) -> NluDataError:
@@ -112,25 +155,41 @@ def parse_rasa_nlu(path: Path) -> list[tuple[str, str]]:
 
 def _nlu_rows(data: dict[str, Any], path: Path) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for i, item in enumerate(data.get("nlu") or []):
-        if not isinstance(item, dict) or "intent" not in item:
+    for i, item in enumerate(_entries(data, "nlu", path)):
+        where = f"{path} nlu[{i}]"
+        if "intent" not in _mapping(item, where):  # synonym, regex, lookup: not ours
             continue
-        intent = str(item["intent"])
-        out += [(t, intent) for t in _examples_block(item.get("examples", ""), f"{path} nlu[{i}]")]
+        intent = _scalar(item["intent"], f"{where}.intent", "an intent name")
+        out += [(t, intent) for t in _examples_block(item.get("examples", ""), where)]
     return out
 
 
 def parse_faq(path: Path) -> list[Faq]:
     faqs: list[Faq] = []
-    for i, f in enumerate(_load_yaml(path).get("faqs") or []):
+    for i, f in enumerate(_entries(_load_yaml(path), "faqs", path)):
         where = f"{path} faqs[{i}]"
-        try:
-            questions = {str(k): [str(q) for q in v] for k, v in f["questions"].items()}
-            answers = {str(k): str(v).strip() for k, v in f["answer"].items()}
-            faq = Faq(id=str(f["id"]), questions=questions, answers=answers, intent=f.get("intent"))
-        except (KeyError, TypeError, AttributeError) as e:
-            raise NluDataError(f"{where}: needs id, questions.<lang>[], answer.<lang>") from e
-        if not answers or not any(questions.values()):
+        f = _mapping(f, where)
+        need = "needs id, questions.<lang>[], answer.<lang>"
+        questions, answers = f.get("questions"), f.get("answer")
+        if "id" not in f or not isinstance(questions, dict) or not isinstance(answers, dict):
+            raise NluDataError(f"{where}: {need}")
+        if not all(isinstance(v, list) for v in questions.values()):
+            raise NluDataError(f"{where}.questions: expected <lang>: [phrasings]")
+        faq = Faq(
+            id=_scalar(f["id"], f"{where}.id", "an id"),
+            questions={
+                str(k): [clean_text(_scalar(q, f"{where}.questions.{k}", "a phrasing")) for q in v]
+                for k, v in questions.items()
+            },
+            answers={
+                str(k): clean_text(_scalar(v, f"{where}.answer.{k}", "an answer").strip())
+                for k, v in answers.items()
+            },
+            intent=None
+            if f.get("intent") is None
+            else _scalar(f["intent"], f"{where}.intent", "an intent name"),
+        )
+        if not faq.answers or not any(faq.questions.values()):
             raise NluDataError(f"{where}: empty questions or answer")
         faqs.append(faq)
     ids = [f.id for f in faqs]
@@ -146,13 +205,12 @@ def parse_sentiment(path: Path) -> list[tuple[str, str]]:
 
 def _sentiment_rows(data: dict[str, Any], path: Path) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    for i, item in enumerate(data.get("sentiment") or []):
-        label = str(item.get("label", ""))
+    for i, item in enumerate(_entries(data, "sentiment", path)):
+        where = f"{path} sentiment[{i}]"
+        label = _mapping(item, where).get("label")
         if label not in ("negative", "neutral", "positive"):
-            raise NluDataError(f"{path} sentiment[{i}]: label must be negative|neutral|positive")
-        out += [
-            (t, label) for t in _examples_block(item.get("examples", ""), f"{path} sentiment[{i}]")
-        ]
+            raise NluDataError(f"{where}: label must be negative|neutral|positive")
+        out += [(t, label) for t in _examples_block(item.get("examples", ""), where)]
     return out
 
 
@@ -168,13 +226,19 @@ def _faq_query_rows(data: dict[str, Any], path: Path) -> list[tuple[str, str]]:
             isinstance(v, list) for v in by_language.values()
         ):
             raise NluDataError(f"{path} {where}: expected <language>: [messages]")
-        return [str(t).strip() for v in by_language.values() for t in v if str(t).strip()]
+        return [
+            t.strip()
+            for lang, v in by_language.items()
+            for j, m in enumerate(v)
+            if (t := _scalar(m, f"{path} {where}.{lang}[{j}]", "a message")).strip()
+        ]
 
-    for i, item in enumerate(data.get("faq_queries") or []):
+    for i, item in enumerate(_entries(data, "faq_queries", path)):
         if not isinstance(item, dict) or "id" not in item:
             raise NluDataError(f"{path} faq_queries[{i}]: needs an id")
         langs = {k: v for k, v in item.items() if k != "id"}
-        out += [(t, str(item["id"])) for t in texts(langs, f"faq_queries[{i}]")]
+        faq_id = _scalar(item["id"], f"{path} faq_queries[{i}].id", "an id")
+        out += [(t, faq_id) for t in texts(langs, f"faq_queries[{i}]")]
     out += [(t, NO_FAQ) for t in texts(data.get("unrelated") or {}, "unrelated")]
     return out
 

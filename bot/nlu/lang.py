@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import re
 
+
+def clean_text(text: str) -> str:
+    """``text`` with unpaired UTF-16 surrogates replaced by U+FFFD. Python strings may hold
+    them (a JSON "\\ud83d" escape, a command-line byte that is not UTF-8), the tokenizer
+    and UTF-8 output refuse them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A proper pair written as two escapes becomes its character; a lone half, U+FFFD.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 # What detect_language answers.
 LANGUAGES = frozenset({"en", "zh", "other"})
 

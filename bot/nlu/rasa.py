@@ -1,14 +1,18 @@
 """Client for a Rasa server's ``POST /model/parse``, with outage tracking.
 
-Failures are reported once per outage: the first failure logs a warning, the first
-success after it logs the recovery; every failed message is still counted in
-``replydesk_nlu_rasa_fallbacks_total``.
+Failures are reported once per outage: the first failure logs a warning, and the
+recovery is logged once ``RECOVERY_SUCCESSES`` requests in a row have succeeded (a Rasa
+failing every other request is one outage, not a pair of lines per message); every
+failed message is still counted in ``replydesk_nlu_rasa_fallbacks_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import structlog
@@ -20,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 # Rasa's FallbackClassifier intent means "below its threshold": our out_of_scope.
 RASA_FALLBACK_INTENT = "nlu_fallback"
+RECOVERY_SUCCESSES = 3
 
 
 class RasaError(Exception):
@@ -35,24 +40,40 @@ class RasaParse:
     ranking: list[IntentScore]
 
 
+def _score(entry: Any, where: str) -> IntentScore | None:
+    """One ``{name, confidence}`` of Rasa's reply (None: no name, as Rasa's empty intent);
+    anything else is a bad response, never a crash or a made-up score."""
+    if not isinstance(entry, dict):
+        raise RasaError("bad_response", f"{where} is not an object")
+    name, confidence = entry.get("name"), entry.get("confidence")
+    if name is not None and not isinstance(name, str):
+        raise RasaError("bad_response", f"{where}.name is not a string")
+    if not name and confidence is None:
+        return None
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        raise RasaError("bad_response", f"{where}.confidence is not a number")
+    if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+        raise RasaError("bad_response", f"{where}.confidence is not in [0, 1]")
+    if not name:
+        return None
+    return IntentScore(OUT_OF_SCOPE if name == RASA_FALLBACK_INTENT else name, float(confidence))
+
+
 def map_response(body: object) -> RasaParse:
-    """Rasa's JSON → our intent, confidence and top-5 ranking."""
+    """Rasa's JSON → our intent, confidence and top-5 ranking; RasaError("bad_response")
+    for anything else."""
     if not isinstance(body, dict) or not isinstance(body.get("intent"), dict):
         raise RasaError("bad_response", "no intent in reply")
     raw = body.get("intent_ranking") or [body["intent"]]
+    if not isinstance(raw, list):
+        raise RasaError("bad_response", "intent_ranking is not a list")
     ranking: list[IntentScore] = []
-    for r in raw:
-        name = r.get("name")
-        if not name:
-            continue
-        name = OUT_OF_SCOPE if name == RASA_FALLBACK_INTENT else str(name)
-        if any(s.name == name for s in ranking):
-            continue
-        ranking.append(IntentScore(name, round(float(r.get("confidence") or 0.0), 4)))
-    top = body["intent"]
-    name = top.get("name") or OUT_OF_SCOPE
-    name = OUT_OF_SCOPE if name == RASA_FALLBACK_INTENT else str(name)
-    return RasaParse(name, float(top.get("confidence") or 0.0), ranking[:5])
+    for i, r in enumerate(raw):
+        score = _score(r, f"intent_ranking[{i}]")
+        if score is not None and all(s.name != score.name for s in ranking):
+            ranking.append(IntentScore(score.name, round(score.confidence, 4)))
+    top = _score(body["intent"], "intent") or IntentScore(OUT_OF_SCOPE, 0.0)
+    return RasaParse(top.name, top.confidence, ranking[:5])
 
 
 class RasaClient:
@@ -62,6 +83,7 @@ class RasaClient:
         self._session: aiohttp.ClientSession | None = None
         self.down = False  # inside an outage
         self.failures = 0
+        self._successes = 0  # in a row, during an outage
 
     async def start(self) -> None:
         if self._session is None:
@@ -80,7 +102,12 @@ class RasaClient:
             async with self._session.post(self.url, json={"text": text}) as resp:
                 if resp.status != 200:
                     raise RasaError("http", f"status {resp.status}")
-                result = map_response(await resp.json(content_type=None))
+                body = await resp.read()
+            try:
+                reply = json.loads(body)
+            except ValueError as e:  # a proxy's HTML error page, a truncated body
+                raise RasaError("bad_response", "not JSON") from e
+            result = map_response(reply)
         except RasaError as e:
             self._failed(e)
             raise
@@ -93,14 +120,17 @@ class RasaClient:
             self._failed(err)
             raise err from e
         if self.down:
-            log.info("nlu.rasa.recovered", url=self.url, failed_messages=self.failures)
-            self.down = False
-            self.failures = 0
+            self._successes += 1
+            if self._successes >= RECOVERY_SUCCESSES:
+                log.info("nlu.rasa.recovered", url=self.url, failed_messages=self.failures)
+                self.down = False
+                self.failures = 0
         return result
 
     def _failed(self, e: RasaError) -> None:
         NLU_RASA_FALLBACKS.labels(reason=e.reason).inc()
         self.failures += 1
+        self._successes = 0
         if not self.down:
             self.down = True
             log.warning("nlu.rasa.down", url=self.url, reason=e.reason, error=str(e))

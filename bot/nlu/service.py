@@ -5,6 +5,7 @@ while FAQ hits and negativity still come from the embedded engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -14,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from bot.config import NLU_BACKENDS
 from bot.metrics import NLU_DATA_INVALID, NLU_PARSE_SECONDS
 from bot.nlu.artifact import Loaded, TrainingStopped, artifact_dir, load_or_train
 from bot.nlu.encoder import set_threads
 from bot.nlu.features import strip_reply_prefix
+from bot.nlu.lang import clean_text
 from bot.nlu.types import NluResult
 
 if TYPE_CHECKING:
@@ -27,8 +30,6 @@ if TYPE_CHECKING:
     from bot.nlu.rasa import RasaClient
 
 log = structlog.get_logger(__name__)
-
-BACKENDS = ("embedded", "rasa")
 
 
 def resolve_data_dir(cfg: NluConfig, nlu_data_dir: str | None = None) -> Path:
@@ -45,8 +46,10 @@ class NluService:
         preloaded: Loaded | None = None,
     ) -> None:
         """``preloaded``: an already loaded artifact (tests, benchmarks) instead of data_dir's."""
-        if cfg.backend not in BACKENDS:
-            raise ValueError(f"nlu.backend: {cfg.backend!r} is not one of {', '.join(BACKENDS)}")
+        if cfg.backend not in NLU_BACKENDS:
+            raise ValueError(
+                f"nlu.backend: {cfg.backend!r} is not one of {', '.join(NLU_BACKENDS)}"
+            )
         self.cfg = cfg
         self.nlu_data = resolve_data_dir(cfg, nlu_data_dir)
         self.artifact = artifact_dir(data_dir)
@@ -141,7 +144,7 @@ class NluService:
         ``progress`` hears how many texts each call finished."""
         out: list[NluResult] = []
         for start in range(0, len(texts), 256):
-            chunk = texts[start : start + 256]
+            chunk = [clean_text(t) for t in texts[start : start + 256]]
             t0 = time.perf_counter()
             results = self._analyze([(t, language) for t in chunk])
             ms = (time.perf_counter() - t0) * 1000 / len(chunk)
@@ -192,6 +195,9 @@ class NluService:
         if self._batcher is None:
             raise RuntimeError("NluService.start() was not awaited")
         t0 = time.perf_counter()
+        # Once, here: a lone surrogate would fail the tokenizer (and the batch it is in),
+        # Rasa's JSON and the result's UTF-8 output.
+        text = clean_text(text)
         if self._rasa is None:
             result = await self._batcher.submit((text, language))
         else:
@@ -210,6 +216,11 @@ class NluService:
         except RasaError:
             result = await embedded
             return replace(result, backend="embedded-fallback")
+        except BaseException:  # cancelled, or a bug: no embedded parse left unawaited
+            embedded.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await embedded
+            raise
         result = await embedded
         return replace(
             result,
