@@ -153,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        # --log-level is validated with the rest (a bad one is a config error, not a crash).
+        level = {"log_level": args.log_level} if args.log_level else None
+        settings = load_settings(args.config, overrides=level)
     except ConfigError as e:
         print(f"replydesk: config error: {e}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level or settings.log_level)
+    setup_logging(settings.log_level)
     try:
         return int(args.func(settings, args) or 0)
     except ConfigError as e:

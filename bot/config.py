@@ -26,11 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 DEFAULT_CONFIG_FILE = "replydesk.yml"
 PLATFORMS = ("generic", "sandbox", "x", "weibo", "mastodon")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class ConfigError(Exception):
@@ -101,6 +103,10 @@ class WorkerConfig:
     # Dead letters (which keep the customer's message) older than this are trimmed, read
     # or not; replay or export them before. 0: keep all.
     dead_retention_s: float = 30 * 24 * 3600
+
+
+NLU_BACKENDS = ("embedded", "rasa")
+NLU_RUNTIMES = ("auto", "onnx", "torch")
 
 
 @dataclass
@@ -200,6 +206,9 @@ class DialogConfig:
     # Conversation context (turns, unclear count) expires after this idle time.
     conversation_idle_s: int = 24 * 3600
     max_turns: int = 20
+    # Answers the bot sends one conversation per hour; the next one goes to a person
+    # (ends loops with other bots). Counted in the turns kept: at most max_turns / 2.
+    max_bot_replies_per_hour: int = 5
     # Order-lookup hook: GET {order_lookup_url}?order=A12345, bearer secret order_lookup_token.
     order_lookup_url: str = ""
     order_lookup_timeout_s: float = 2.0
@@ -248,8 +257,21 @@ class OpsConfig:
     notify_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.bucket_s < 1 or self.window_s < self.bucket_s or self.window_s % self.bucket_s:
+        if self.bucket_s < 1:
+            raise ConfigError("ops.bucket_s: must be at least 1")
+        if self.window_s < self.bucket_s or self.window_s % self.bucket_s:
             raise ConfigError("ops.window_s: must be a positive multiple of ops.bucket_s")
+        # Zero divides by zero in the detector (half-life) or spins a loop (tick).
+        if self.baseline_half_life_s <= 0:
+            raise ConfigError("ops.baseline_half_life_s: must be greater than 0")
+        if self.tick_s <= 0:
+            raise ConfigError("ops.tick_s: must be greater than 0")
+        if self.notify_timeout_s <= 0:
+            raise ConfigError("ops.notify_timeout_s: must be greater than 0")
+        if self.min_count < 1:
+            raise ConfigError("ops.min_count: must be at least 1")
+        if self.alert_events_max < 1:
+            raise ConfigError("ops.alert_events_max: must be at least 1")
         if self.factor <= 1.0:
             raise ConfigError("ops.factor: must be greater than 1")
         if not 0.0 < self.clear_ratio <= 1.0:
@@ -326,14 +348,50 @@ class Settings:
             raise ConfigError(f"server.port: {self.server.port} is not a TCP port")
         if self.worker.max_attempts < 1:
             raise ConfigError("worker.max_attempts: must be at least 1")
+        if self.worker.concurrency < 1:  # 0: a worker that never reads, yet ready
+            raise ConfigError("worker.concurrency: must be at least 1")
+        if self.worker.block_ms < 1:  # 0 is Redis' "block forever": stopping would hang
+            raise ConfigError("worker.block_ms: must be at least 1")
+        if self.worker.visibility_timeout_s <= 0 or self.worker.claim_interval_s <= 0:
+            raise ConfigError(
+                "worker.visibility_timeout_s, worker.claim_interval_s: must be greater than 0"
+            )
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}")
+        _check_webhook_url(self.secrets.get("notify_webhook_url"), "secrets.notify_webhook_url")
         if self.ingest.max_body_bytes < 1024:
             raise ConfigError("ingest.max_body_bytes: must be at least 1024")
         if self.nlu.answer_guard is not None and not 0 < self.nlu.answer_guard <= 1:
             raise ConfigError("nlu.answer_guard: must be in (0, 1]")
         if self.nlu.faq_tuning_epochs < 0:
             raise ConfigError("nlu.faq_tuning_epochs: must be 0 (off) or more")
+        if self.nlu.backend not in NLU_BACKENDS:
+            raise ConfigError(f"nlu.backend: expected one of {', '.join(NLU_BACKENDS)}")
+        if self.nlu.runtime not in NLU_RUNTIMES:
+            raise ConfigError(f"nlu.runtime: expected one of {', '.join(NLU_RUNTIMES)}")
+        if not self.nlu.rasa_timeout_s > 0:  # written so that NaN fails too
+            raise ConfigError("nlu.rasa_timeout_s: must be greater than 0")
         if self.dialog.pipeline not in ("brain", "pass-through"):
             raise ConfigError("dialog.pipeline: expected brain or pass-through")
+        if not 1 <= self.dialog.max_bot_replies_per_hour <= self.dialog.max_turns // 2:
+            # Each answer keeps two turns (the customer's and the bot's).
+            raise ConfigError(
+                "dialog.max_bot_replies_per_hour: must be between 1 and dialog.max_turns / 2"
+            )
+
+
+def _check_webhook_url(url: Secret | None, key: str) -> None:
+    """An http(s) URL with a host (and a valid port), or ConfigError naming ``key``. The
+    message never shows the URL: it is a secret (Slack's carries its token)."""
+    if url is None or not url.get():
+        return
+    try:
+        parts = urlsplit(url.get())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # .port out of range
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}: expected an http(s) URL with a host")
 
 
 def _env_name(s: str) -> str:

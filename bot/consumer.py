@@ -128,7 +128,7 @@ class StreamConsumer:
             for task, msg_id in list(self._held.items()):
                 if msg_id in lost:
                     del self._held[task]
-                    metrics.WORKER_LEASES_LOST.labels(self.role).inc()
+                    metrics.WORKER_LEASES_LOST.labels(consumer_role=self.role).inc()
                     log.warning("entry_lease_lost", role=self.role, stream_id=msg_id)
 
     async def _guarded(self, msg_id: str, fields: dict[str, str]) -> None:

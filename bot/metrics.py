@@ -69,8 +69,10 @@ WORKER_RECLAIMED = Counter(
 WORKER_LEASES_LOST = Counter(
     "replydesk_worker_leases_lost_total",
     "Entries taken over by another consumer while this one was still handling them "
-    "(the process stalled past the visibility timeout).",
-    ["role"],
+    "(the process stalled past the visibility timeout), by consumer_role (worker, sender).",
+    # Not "role": that is the scrape target's label (docker/prometheus.yml), and
+    # Prometheus would rename ours to exported_role.
+    ["consumer_role"],
     registry=REGISTRY,
 )
 WORKER_SECONDS = Histogram(

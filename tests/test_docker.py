@@ -150,6 +150,31 @@ def test_promtool_checks_config_rules_and_rule_tests() -> None:
         assert res.returncode == 0, f"promtool {' '.join(args)}:\n{res.stdout}{res.stderr}"
 
 
+def test_metric_labels_do_not_collide_with_target_labels() -> None:
+    """A metric label named like a label of its target (job, instance, prometheus.yml's
+    role) is renamed exported_<name> at scrape time, so rules and panels grouping by it
+    would read the target's value instead."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from bot import metrics
+
+    prom = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    target = {"job", "instance"} | {
+        k
+        for job in prom["scrape_configs"]
+        for sc in job["static_configs"]
+        for k in sc.get("labels", {})
+    }
+    clashes = {
+        f"{m._name}{{{label}}}"
+        for m in vars(metrics).values()
+        if isinstance(m, MetricWrapperBase)
+        for label in m._labelnames
+        if label in target
+    }
+    assert not clashes, f"metric labels that are also target labels: {sorted(clashes)}"
+
+
 def exported_names() -> set[str]:
     """Every series name bot/metrics.py can export, with the suffixes of each type."""
     suffixes = {

@@ -356,9 +356,10 @@ async def test_notification_posts_slack_compatible_text(
 
     url = Secret(str(server.make_url("/hook")))
     async with ClientSession() as http:
-        assert await notify.deliver_pending(redis, keys, http, url) == 0  # 502: kept for later
-        assert await notify.deliver_pending(redis, keys, http, url) == 1
-        assert await notify.deliver_pending(redis, keys, http, url) == 0
+        assert await notify.deliver_pending(redis, keys, http, url, now=T0) == 0  # 502: later
+        retry_at = T0 + notify.RETRY.first_s
+        assert await notify.deliver_pending(redis, keys, http, url, now=retry_at) == 1
+        assert await notify.deliver_pending(redis, keys, http, url, now=retry_at) == 0
     assert got == [{"text": "crisis on acme", "replydesk": {"kind": "crisis", "alert_id": "a1"}}]
 
 
@@ -413,7 +414,8 @@ async def test_worker_tick_clears_alerts_without_traffic(
     from bot import keys as K
 
     app[K.REDIS] = redis  # tick() needs only Redis, keys, settings and the clock
-    await SpikeDetector(redis, keys, CFG).observe("acme", now=T0 - 120)  # some history
+    # history: a bucket that has left the window
+    await SpikeDetector(redis, keys, CFG).observe("acme", now=T0 - CFG.window_s - 120)
     await burst(redis, keys, start=T0, n=12, n0=0, every_s=1)
     assert (await list_alerts(redis, keys))[0]["status"] == "active"
     clock["now"] = T0 + CFG.window_s + 60
@@ -431,7 +433,8 @@ async def test_insights_and_alerts_commands(
 ) -> None:
     start = time.time() - 300
     ops = OpsConfig(bucket_s=60, window_s=600, min_count=10)
-    await SpikeDetector(redis, keys, ops).observe("acme", now=start - 120)  # some history
+    # history: a bucket that has left the window
+    await SpikeDetector(redis, keys, ops).observe("acme", now=start - ops.window_s - 120)
     await burst(redis, keys, start=start, n=12, n0=0, every_s=5)
     cfg = tmp_path / "replydesk.yml"
     cfg.write_text(

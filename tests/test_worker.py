@@ -299,10 +299,12 @@ async def test_a_lease_taken_over_is_not_taken_back(redis, keys):
     try:
         msg_id = await add(redis, keys, event("s2"))
         await until(lambda: pipe.calls["s2"] == 1, 10, "the worker to start the event")
-        lost = sample("replydesk_worker_leases_lost_total", role="worker")
+        lost = sample("replydesk_worker_leases_lost_total", consumer_role="worker")
         await redis.xclaim(keys.inbound, keys.WORKERS, "w-other", 0, [msg_id], justid=True)
         await until(
-            lambda: sample("replydesk_worker_leases_lost_total", role="worker") == lost + 1,
+            lambda: (
+                sample("replydesk_worker_leases_lost_total", consumer_role="worker") == lost + 1
+            ),
             10,
             "the lost lease to be counted",
         )
@@ -312,7 +314,7 @@ async def test_a_lease_taken_over_is_not_taken_back(redis, keys):
             await redis.xclaim(keys.inbound, keys.WORKERS, "w-other", 0, [msg_id], justid=True)
         pending = await redis.xpending_range(keys.inbound, keys.WORKERS, msg_id, msg_id, 1)
         assert pending and pending[0]["consumer"] == b"w-other"
-        assert sample("replydesk_worker_leases_lost_total", role="worker") == lost + 1
+        assert sample("replydesk_worker_leases_lost_total", consumer_role="worker") == lost + 1
     finally:
         stop.set()
         await task

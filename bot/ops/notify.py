@@ -2,10 +2,14 @@
 
 Raising an alert only queues the notification in Redis (``ops:notify`` list), so the hot
 path does no HTTP and the one process that raised it need not be the one that posts.
-A background task in every worker pops and POSTs ``{"text": ..., "replydesk": {...}}`` to
-``settings.secrets["notify_webhook_url"]``. Delivery is at most once per pop with a few
-retries: a process killed mid-POST can lose one notification (the alert itself, its
-metric and console banner are already recorded).
+A background task in every worker takes items and POSTs ``{"text": ..., "replydesk": {...}}``
+to ``settings.secrets["notify_webhook_url"]``. One Redis script takes each item, so no two
+workers post the same one at once. A failed post is retried by time, not by count: the
+item waits in ``ops:notify:retry`` (a zset by its next attempt) from 2 s, doubling to
+5 min, and is dropped only an hour after its first failure, so an alert outlives a
+webhook outage or deploy. Delivery is at most once per take: a process killed mid-POST
+can lose one notification (the alert itself, its metric and console banner are already
+recorded).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
@@ -26,11 +32,49 @@ from bot.redis import Keys, Redis
 log = structlog.get_logger(__name__)
 
 MAX_QUEUED = 1000
-MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """When a failed notification is tried again: ``first_s`` after its first failure,
+    doubling up to ``max_s``; dropped once ``give_up_s`` have passed since that failure."""
+
+    first_s: float = 2.0
+    max_s: float = 300.0
+    give_up_s: float = 3600.0
+
+    def delay(self, attempts: int) -> float:
+        return min(self.max_s, self.first_s * 2 ** (attempts - 1))
+
+
+RETRY = Backoff()
 
 
 def queue_key(keys: Keys) -> str:
     return keys.ns("ops", "notify")
+
+
+def retry_key(keys: Keys) -> str:
+    return keys.ns("ops", "notify", "retry")
+
+
+# One item per call, atomically, so two workers never post the same item: a retry that is
+# due first (the older notification), else the oldest new one.
+_TAKE_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if due[1] then
+  redis.call('ZREM', KEYS[2], due[1])
+  return due[1]
+end
+return redis.call('LPOP', KEYS[1])
+"""
+
+# Bounded like the queue: past MAX_QUEUED waiting retries, the new one is dropped.
+_RETRY_LUA = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 def queue_in(pipe: Any, keys: Keys, *, kind: str, text: str, data: dict[str, Any]) -> None:
@@ -56,11 +100,15 @@ async def deliver_pending(
     *,
     timeout_s: float = 5.0,
     max_items: int = 50,
+    now: float | None = None,
+    backoff: Backoff = RETRY,
 ) -> int:
-    """POST queued notifications; returns how many were delivered."""
+    """POST queued notifications that are due (at ``now``, default the wall clock, which
+    every worker shares); returns how many were delivered."""
     delivered = 0
     for _ in range(max_items):
-        raw = await redis.lpop(queue_key(keys))
+        at = time.time() if now is None else now
+        raw = await redis.eval(_TAKE_LUA, 2, queue_key(keys), retry_key(keys), repr(at))
         if raw is None:
             break
         item = json.loads(cast(bytes, raw))
@@ -71,21 +119,44 @@ async def deliver_pending(
         try:
             await _post(http, url.get(), item, timeout_s)
         except (aiohttp.ClientError, TimeoutError, _HttpError) as e:
-            item["attempts"] = int(item.get("attempts", 0)) + 1
-            log.warning("notification_failed", kind=kind, attempt=item["attempts"], error=str(e))
-            if item["attempts"] >= MAX_ATTEMPTS:
-                metrics.NOTIFICATIONS.labels(kind, "dropped").inc()
-            else:
-                metrics.NOTIFICATIONS.labels(kind, "error").inc()
-                await redis.rpush(queue_key(keys), json.dumps(item, ensure_ascii=False))
+            await _retry_later(redis, keys, item, e, at, backoff)
             break  # the endpoint is unwell: try again on the next round
         metrics.NOTIFICATIONS.labels(kind, "ok").inc()
         delivered += 1
     return delivered
 
 
+async def _retry_later(
+    redis: Redis, keys: Keys, item: dict[str, Any], e: Exception, now: float, backoff: Backoff
+) -> None:
+    kind = str(item.get("kind", "crisis"))
+    item["attempts"] = int(item.get("attempts", 0)) + 1
+    first = float(item.setdefault("first_failed_at", now))
+    # The type and HTTP status only: aiohttp's messages can carry the URL, a secret.
+    log.warning(
+        "notification_failed",
+        kind=kind,
+        attempt=item["attempts"],
+        error=type(e).__name__,
+        status=getattr(e, "status", None),
+    )
+    if now - first < backoff.give_up_s:
+        item.setdefault("id", secrets.token_hex(8))  # equal notifications stay two members
+        item["next_at"] = now + backoff.delay(item["attempts"])
+        member = json.dumps(item, ensure_ascii=False)
+        if await redis.eval(
+            _RETRY_LUA, 1, retry_key(keys), repr(item["next_at"]), member, MAX_QUEUED
+        ):
+            metrics.NOTIFICATIONS.labels(kind, "error").inc()
+            return
+    metrics.NOTIFICATIONS.labels(kind, "dropped").inc()
+    log.warning("notification_dropped", kind=kind, attempts=item["attempts"])
+
+
 class _HttpError(Exception):
-    pass
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 async def _post(
@@ -95,7 +166,7 @@ async def _post(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with http.post(url, json=body, timeout=timeout) as resp:
         if resp.status >= 300:
-            raise _HttpError(f"HTTP {resp.status}")
+            raise _HttpError(resp.status)
 
 
 async def run(
@@ -107,11 +178,12 @@ async def run(
     *,
     interval_s: float = 1.0,
     timeout_s: float = 5.0,
+    backoff: Backoff = RETRY,
 ) -> None:
     while not stop.is_set():
         started = time.monotonic()
         try:
-            await deliver_pending(redis, keys, http, url, timeout_s=timeout_s)
+            await deliver_pending(redis, keys, http, url, timeout_s=timeout_s, backoff=backoff)
         except Exception as e:  # Redis hiccup: keep the loop alive
             log.warning("notification_loop_failed", error=type(e).__name__)
         wait = max(0.05, interval_s - (time.monotonic() - started))

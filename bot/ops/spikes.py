@@ -24,8 +24,9 @@ Window count >= max(factor * max(baseline, floor), min_count) raises; falling be
 ``clear_ratio`` of that threshold clears. The baseline is frozen while an alert is active
 so that a long crisis does not become the new normal and clear itself. It is bias-
 corrected (an EWMA started at zero would call a busy account's normal rate a spike and
-then, frozen, never clear it), and an account raises nothing before one bucket of
-history.
+then, frozen, never clear it). It folds only buckets that have left the window, so the
+window is compared with the time before it, and a new account raises nothing until its
+first bucket has (one window after its first message).
 """
 
 from __future__ import annotations
@@ -93,21 +94,24 @@ for i = 1, #raw, 2 do
   order[#order + 1] = b
 end
 table.sort(order)
--- Fold completed buckets (last, cur-1] into the EWMA; empty buckets count as zero.
-if cur - 1 > last then
+-- Fold the buckets that have left the window, (last, cur-nwin], into the EWMA (empty
+-- ones count as zero): the window is compared with what came before it, so a burst never
+-- raises its own baseline. A new account's first bucket is folded one window later.
+local upto = cur - nwin
+if upto > last then
   if active == '' then
     local p = last
     for _, b in ipairs(order) do
-      if b > last and b < cur then
+      if b > last and b <= upto then
         ewma = ewma * (1 - alpha) ^ (b - p - 1)
         ewma = (1 - alpha) * ewma + alpha * counts[b]
         p = b
       end
     end
-    ewma = ewma * (1 - alpha) ^ (cur - 1 - p)
-    n = math.min(n + (cur - 1 - last), 1000000)
+    ewma = ewma * (1 - alpha) ^ (upto - p)
+    n = math.min(n + (upto - last), 1000000)
   end
-  last = cur - 1
+  last = upto
 end
 local count = 0
 for _, b in ipairs(order) do
@@ -122,8 +126,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. win_start)
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(events_max + 1))
 -- An EWMA started at zero understates the rate until it has seen many buckets: divide
 -- by the weight its n buckets carry (the usual bias correction), so a busy account's
--- baseline is right from its first buckets. No alert before one bucket of history:
--- with none, a busy account's normal minute would look like a spike (and stay raised).
+-- baseline is right from its first buckets. No alert before one bucket has left the
+-- window: with no history, a busy account's normal rate would look like a spike (and,
+-- the baseline frozen, stay raised).
 local base = 0
 if n > 0 then base = ewma / (1 - (1 - alpha) ^ n) * nwin end
 local thr = math.max(factor * math.max(base, floor), min_count)

@@ -139,8 +139,8 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
                     (f"sum by (result) (rate(replydesk_worker_events_total[{R}]))", "{{result}}"),
                     (f"sum(rate(replydesk_worker_reclaimed_total[{R}]))", "reclaimed"),
                     (
-                        f"sum by (role) (rate(replydesk_worker_leases_lost_total[{R}]))",
-                        "lease lost ({{role}})",
+                        f"sum by (consumer_role) (rate(replydesk_worker_leases_lost_total[{R}]))",
+                        "lease lost ({{consumer_role}})",
                     ),
                 ],
                 "ts",
