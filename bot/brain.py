@@ -97,13 +97,7 @@ class Brain:
         raw = await self.redis.get(decided_key)
         if raw is None:
             decision = await self._decide(event)
-            stored = await self.redis.set(
-                decided_key,
-                json.dumps(decision.to_dict(), ensure_ascii=False),
-                nx=True,
-                ex=self.settings.worker.outcome_ttl_s,
-            )
-            if stored:
+            if await self._store_decision(decided_key, decision, first=True):
                 metrics.DECISIONS.labels(event.platform, event.kind, decision.kind).inc()
                 metrics.INTENTS.labels(str(decision.reasons.get("intent", "none"))).inc()
             else:  # another worker decided first: follow its decision
@@ -120,11 +114,7 @@ class Brain:
             # crashed run's replay): the bot has the conversation back, so decide again
             # rather than open a ticket for a "thanks, bye".
             decision = await self._decide(event)
-            await self.redis.set(
-                decided_key,
-                json.dumps(decision.to_dict(), ensure_ascii=False),
-                ex=self.settings.worker.outcome_ttl_s,
-            )
+            await self._store_decision(decided_key, decision, first=False)
         # Insights and the negative-spike detector; record_message counts an event
         # once, so a redelivery after a crash neither loses nor doubles it.
         intent = str(decision.reasons.get("intent", "none"))
@@ -139,6 +129,18 @@ class Brain:
             cfg=self.settings.ops,
         )
         return await self._apply(event, decision)
+
+    async def _store_decision(self, key: str, decision: Decision, *, first: bool) -> bool:
+        """Keep ``decision`` for re-runs of the event; ``first``: only if none is kept yet
+        (True when this one was)."""
+        return bool(
+            await self.redis.set(
+                key,
+                json.dumps(decision.to_dict(), ensure_ascii=False),
+                nx=first,
+                ex=self.settings.worker.outcome_ttl_s,
+            )
+        )
 
     async def _decide(self, event: InboundEvent) -> Decision:
         screened = screen(event, self.settings.accounts)
