@@ -39,6 +39,9 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("ticket_clock")
 MAX_BODY = 64 * 1024
 MAX_TEXT = 5000
 SSE_BLOCK_MS = 10_000
+# How often an open event stream checks its caller is still signed in (a revoked token
+# or a signed-out session must stop receiving ticket events).
+SSE_REAUTH_S = 10.0
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 Handler = Callable[[web.Request, Agent], Awaitable[web.StreamResponse]]
@@ -310,15 +313,30 @@ async def events(request: web.Request, agent: Agent) -> web.StreamResponse:
         }
     )
     await resp.prepare(request)
+
+    async def still_signed_in() -> bool:
+        return await authenticate(request) is not None
+
     with contextlib.suppress(ConnectionError):  # the agent closed the page
-        await _pump(resp, redis, stream, last)
+        await _pump(resp, redis, stream, last, still_signed_in)
     return resp
 
 
-async def _pump(resp: web.StreamResponse, redis: Any, stream: str, last: str) -> None:
+async def _pump(
+    resp: web.StreamResponse,
+    redis: Any,
+    stream: str,
+    last: str,
+    still_signed_in: Callable[[], Awaitable[bool]],
+) -> None:
     await resp.write(b": connected\n\n")
+    checked = time.monotonic()
     while True:
         res: Any = await redis.xread({stream: last}, count=100, block=SSE_BLOCK_MS)
+        if time.monotonic() - checked >= SSE_REAUTH_S:
+            if not await still_signed_in():
+                return  # the browser reconnects, gets 401 and goes to the sign-in page
+            checked = time.monotonic()
         if not res:
             await resp.write(b": keep-alive\n\n")
             continue

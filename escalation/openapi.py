@@ -31,18 +31,27 @@ def _ticket_resp(desc: str = "The ticket after the change") -> dict[str, Any]:
     }
 
 
-def _action(summary: str, *, body: dict[str, Any] | None = None, extra: str = "") -> dict[str, Any]:
+def _post_errors(*codes: str) -> dict[str, Any]:
+    """Every POST reads a JSON body (400 ``bad_json``, 413 ``too_large``), needs an agent
+    (401), and may find the ticket changing too fast (503 ``busy``)."""
+    return {c: _ERR for c in sorted({"400", "401", "413", "503", *codes})}
+
+
+def _action(
+    summary: str,
+    *,
+    body: dict[str, Any] | None = None,
+    extra: str = "",
+    supervisor: bool = False,
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
         "description": extra,
         "parameters": [{"$ref": "#/components/parameters/TicketId"}],
         "responses": {
             "200": _ticket_resp(),
-            "401": _ERR,
-            "403": _ERR,
-            "404": _ERR,
-            "409": _ERR,
-            "422": _ERR,
+            # 403 only for the supervisor's actions: the others need no role.
+            **_post_errors("404", "409", "422", *(["403"] if supervisor else [])),
         },
     }
     if body is not None:
@@ -217,10 +226,7 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    "401": _ERR,
-                    "404": _ERR,
-                    "409": _ERR,
-                    "422": _ERR,
+                    **_post_errors("404", "409", "422"),
                 },
             }
         },
@@ -249,14 +255,13 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    "401": _ERR,
-                    "404": _ERR,
-                    "422": _ERR,
+                    **_post_errors("404", "422"),
                 },
             }
         },
         "/tickets/{id}/assign": _action(
-            "Assign to an agent (supervisor)",
+            "Assign to an agent (supervisor); 409 `not_open` if resolved",
+            supervisor=True,
             body={
                 "type": "object",
                 "required": ["agent"],
@@ -266,6 +271,7 @@ OPENAPI: dict[str, Any] = {
         "/tickets/{id}/priority": _action(
             "Change the priority (supervisor); running SLA deadlines are recomputed (a breached "
             "clock keeps the deadline it missed); 409 `not_open` if resolved",
+            supervisor=True,
             body={
                 "type": "object",
                 "required": ["priority"],
@@ -292,10 +298,27 @@ OPENAPI: dict[str, Any] = {
                     "ticket.note, ticket.replied, ticket.resolved, ticket.reopened, "
                     "sla.at_risk, sla.breach) and `data` (JSON: ticket_id, status, priority, "
                     "at, and per type: assignee, clock, due_at, from, reason, author). "
-                    "Comment lines keep the connection alive."
+                    "Comment lines keep the connection alive. The stream ends when the "
+                    "caller's token is revoked or the session ends."
                 ),
+                "parameters": [
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "description": "resume after this stream id (e.g. 1700000000000-0)",
+                        "schema": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"},
+                    },
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "as Last-Event-ID, for clients that cannot set headers",
+                        "schema": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"},
+                    },
+                ],
                 "responses": {
-                    "200": {"description": "event stream", "content": {"text/event-stream": {}}}
+                    "200": {"description": "event stream", "content": {"text/event-stream": {}}},
+                    "401": _ERR,
+                    "422": _ERR,
                 },
             }
         },
@@ -421,7 +444,10 @@ OPENAPI: dict[str, Any] = {
                         "description": "null when the platform has none. Weibo: dm {closes_at, open, "
                         "closing_soon, remaining_s} (48 h after the customer's last DM) and "
                         "mention {replies_left, open} (one reply per mention, for the latest "
-                        "public mention)",
+                        "public mention). In the listing an estimate from the ticket; in "
+                        "GET /tickets/{id} from the platform's window state, with mention.used "
+                        "and that state's applies, open, closes_at, closing_soon, unfollowed "
+                        "and mentions_answerable",
                     },
                 },
             },

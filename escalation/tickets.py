@@ -27,7 +27,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -42,7 +42,7 @@ from bot.ops.insights import record_first_response
 from bot.outbox import enqueue_reply_in
 from bot.redis import Keys, Redis, as_str
 from escalation.sla import CLOCKS, PRIORITIES, Clock, SlaPolicies, bump
-from escalation.windows import reply_window, window_refusal, window_state
+from escalation.windows import reply_window, watch_window, window_refusal, window_state
 
 log = structlog.get_logger(__name__)
 
@@ -390,7 +390,11 @@ class TicketStore:
         fn: Callable[[Ticket, _Change, set[str]], T],
         *,
         check_applied: tuple[str, ...] = (),
+        load: Callable[[Any, Ticket], Awaitable[None]] | None = None,
     ) -> T:
+        """Run ``fn`` on the ticket in one WATCH/MULTI transaction, retried on conflict.
+        ``load(pipe, ticket)`` may WATCH and read more keys first (on the WATCHing
+        pipeline), so ``fn`` decides on state that cannot change before the write."""
         if not _valid_id(tid):
             raise _not_found(tid)
         key = self.k_ticket(tid)
@@ -406,6 +410,8 @@ class TicketStore:
                         if await pipe.sismember(self.k_list(tid, "applied"), k):
                             already.add(k)
                     t = Ticket.from_hash(h)
+                    if load is not None:
+                        await load(pipe, t)
                     before = self._alert_members(t)
                     ch = _Change()
                     result = fn(t, ch, already)
@@ -680,7 +686,10 @@ class TicketStore:
             if t.status != "open":
                 raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
             owner = t.claimed_by(now)
-            if owner and owner != agent and not supervisor:
+            if not owner:  # nobody holds it: nothing to release, nothing to log
+                ch.write = False
+                return t
+            if owner != agent and not supervisor:
                 raise TicketError(
                     409, "claimed", f"ticket {tid} is claimed by {owner}", owner=owner
                 )
@@ -771,8 +780,16 @@ class TicketStore:
         key = key or _derived_key(agent, channel, text, t0.last_event_id)
         reply_id = f"ticket:{tid}:agent:{key}"
         # Window state is the platforms package's (read-only here); the sender's reserve
-        # stays the authority, this refuses what it would certainly refuse.
-        window = await window_state(self.redis, self.keys, t0, self.now())
+        # stays the authority, this refuses what it would certainly refuse. It is read
+        # under WATCH in the reply's transaction: an unfollow recorded after the read
+        # fails the EXEC and the check runs again on the new state.
+        window: dict[str, Any] | None = None
+
+        async def load(pipe: Any, t: Ticket) -> None:
+            nonlocal window
+            await watch_window(pipe, self.keys, t)
+            window = await window_state(pipe, self.keys, t, self.now())
+
         # Filled by the attempt that commits (_mutate may rerun fn on a WATCH conflict),
         # so the first-response figures are recorded once, after the commit.
         first: list[tuple[str, str, float, float]] = []
@@ -824,7 +841,7 @@ class TicketStore:
             ch.events.append(("ticket.replied", {"assignee": agent}))
             return r
 
-        r = await self._mutate(tid, fn, check_applied=(reply_id,))
+        r = await self._mutate(tid, fn, check_applied=(reply_id,), load=load)
         if r is None:  # a retry: hand back what was recorded (and queued) then
             raw = await self.redis.hget(self.k_list(tid, "outbound"), reply_id)
             if raw is None:  # recorded before replies were kept

@@ -6,7 +6,8 @@ The platforms package keeps the authoritative state (follows, unfollows, mention
 used) in Redis; :func:`describe_window` reads it for the ticket detail, while
 :func:`reply_window` estimates from the ticket alone for the queue listing.
 :func:`window_refusal` tells, from the same state, why an agent's reply could not be
-delivered, so the store refuses it (409) instead of recording a reply nobody gets.
+delivered, so the store refuses it (409) instead of recording a reply nobody gets; the
+store reads that state inside the reply's transaction, under :func:`watch_window`.
 """
 
 from __future__ import annotations
@@ -45,13 +46,40 @@ def reply_window(t: Ticket, now: float, *, warn_s: float) -> dict[str, Any] | No
 async def describe_window(
     redis: Redis, keys: Keys, t: Ticket, now: float, *, warn_s: float
 ) -> dict[str, Any] | None:
-    """The window from the platforms package's Redis state, with ``closing_soon``."""
+    """The window for the ticket detail: the listing's shape (``dm``, ``mention``, which
+    the console shows) from the platforms package's Redis state, plus that state's own
+    fields (``applies``, ``open``, ``closes_at``, ``closing_soon``, ``unfollowed``,
+    ``mentions_answerable``)."""
+    estimate = reply_window(t, now, warn_s=warn_s)
     d = await window_state(redis, keys, t, now)
     if d is None:
-        return reply_window(t, now, warn_s=warn_s)
+        return estimate
     closes = d.get("closes_at")
     d["closing_soon"] = bool(closes is not None and now < closes <= now + warn_s)
     d["platform"] = t.platform
+    dm = (estimate or {}).get("dm")
+    if closes is not None:
+        d["dm"] = {
+            "closes_at": closes,
+            "open": True,
+            "closing_soon": d["closing_soon"],
+            "remaining_s": max(0.0, closes - now),
+        }
+    elif dm is not None or d.get("unfollowed"):
+        # Closed: by an unfollow (whenever the 48 h would end) or by time.
+        ended = dm["closes_at"] if dm is not None and dm["closes_at"] <= now else None
+        d["dm"] = {"closes_at": ended, "open": False, "closing_soon": False, "remaining_s": 0.0}
+    mention = (estimate or {}).get("mention")
+    if mention is not None:
+        # As window_refusal decides a public reply: any while the window is open, else
+        # the mention's one reply if it is unused and still answerable.
+        used = not mention["open"]
+        answerable = t.mention_reply_to_id in d.get("mentions_answerable", ())
+        d["mention"] = {
+            "replies_left": 0 if used or not answerable else 1,
+            "open": bool(d.get("open")) or (not used and answerable),
+            "used": used,
+        }
     return d
 
 
@@ -61,6 +89,13 @@ async def window_state(redis: Redis, keys: Keys, t: Ticket, now: float) -> dict[
     if not _pw.applies(t.platform):
         return None
     return await _pw.describe(redis, keys, t.platform, t.account, t.user_id, now=now)
+
+
+async def watch_window(pipe: Any, keys: Keys, t: Ticket) -> None:
+    """WATCH the customer's window state on ``pipe`` (a transaction in its WATCH phase),
+    so a change to it (an unfollow, a mention's reply taken) aborts the EXEC."""
+    if _pw.applies(t.platform):
+        await pipe.watch(keys.user_state(t.platform, t.account, t.user_id))
 
 
 def window_refusal(state: dict[str, Any] | None, t: Ticket, reply: OutboundReply) -> str | None:

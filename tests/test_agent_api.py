@@ -313,6 +313,13 @@ async def test_weibo_window_shown_and_undeliverable_becomes_a_note(
     )
     lst = await (await api.get(f"{API}/tickets", headers=auth(api, "ann"))).json()
     assert lst["tickets"][0]["reply_window"]["dm"]["closing_soon"] is True
+    # The detail has the listing's shape too (the console reads dm/mention).
+    assert w["dm"] == {
+        "closes_at": w["closes_at"],
+        "open": True,
+        "closing_soon": True,
+        "remaining_s": 3600.0,
+    }
 
     reply = OutboundReply(
         "r-1",
@@ -568,3 +575,104 @@ async def test_resolved_ticket_refuses_priority_and_release(
     assert await redis.xlen(keys.events) == events
     lists = await api.store.lists(tid)
     assert [h["action"] for h in lists["history"]] == ["created", "resolved"]
+
+
+async def test_reply_window_is_checked_inside_the_ticket_transaction(
+    api: Any, redis: Any, keys: Any, clock: FakeClock, monkeypatch: Any
+) -> None:
+    """The customer unfollows right after the reply path read the window state: the
+    reply must be refused, not recorded and queued on the stale read."""
+    from escalation import tickets as tickets_mod
+
+    dm = event("差评！退款呢", platform="weibo", account="wb", at=clock.t)
+    await windows.record(redis, keys, dm)
+    tid, _ = await api.store.open_or_append(dm, reason="complaint", priority="high", reasons={})
+    unfollow = event("", platform="weibo", account="wb", kind="unfollow", at=clock.t + 1)
+    clock.advance(60)
+    real = tickets_mod.window_state
+    calls = 0
+
+    async def then_unfollow(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        state = await real(*args, **kw)
+        if calls == 1:  # the unfollow lands between the check and the write
+            await windows.record(redis, keys, unfollow)
+        return state
+
+    monkeypatch.setattr(tickets_mod, "window_state", then_unfollow)
+    before = await api.store.get(tid)
+    r = await api.post(
+        f"{API}/tickets/{tid}/reply", json={"text": "您好"}, headers=auth(api, "ann")
+    )
+    body = await r.json()
+    assert r.status == 409 and body["error"]["code"] == "window_closed", body
+    assert "unfollowed" in body["error"]["message"]
+    assert await redis.xlen(keys.outbox) == 0
+    after = await api.store.get(tid)
+    assert before is not None and after is not None and after.to_hash() == before.to_hash()
+
+
+async def test_events_stream_ends_when_the_agent_is_revoked(
+    api: Any, redis: Any, keys: Any, monkeypatch: Any
+) -> None:
+    """A revoked agent (or an ended session) must stop receiving live ticket events."""
+    from escalation import api as api_mod
+
+    monkeypatch.setattr(api_mod, "SSE_BLOCK_MS", 100)
+    monkeypatch.setattr(api_mod, "SSE_REAUTH_S", 0.0, raising=False)
+    tid = await new_ticket(api)
+    async with api.get(f"{API}/events", headers=auth(api, "ann")) as r:
+        assert await asyncio.wait_for(r.content.readline(), 5) == b": connected\n"
+        await AgentStore(redis, keys).revoke("ann")
+        await api.post(f"{API}/tickets/{tid}/claim", headers=auth(api, "bob"))
+        rest = await asyncio.wait_for(r.content.read(), 5)  # the server ends the stream
+        assert b"ticket.claimed" not in rest
+
+
+async def test_openapi_lists_the_errors_each_route_gives(api: Any) -> None:
+    """Every status a route really answers is in its documented responses."""
+    doc = await (await api.get(f"{API}/openapi.json")).json()
+    tid = await new_ticket(api)
+
+    def documented(path: str, method: str) -> set[str]:
+        return set(doc["paths"][path][method]["responses"])
+
+    for action in ("claim", "release", "reply", "notes", "assign", "priority", "resolve", "reopen"):
+        path = f"/tickets/{{id}}/{action}"
+        for body, status in ((b"{oops", 400), (b"x" * 70_000, 413)):
+            r = await api.post(
+                f"{API}/tickets/{tid}/{action}",
+                data=body,
+                headers={**auth(api, "sue"), "Content-Type": "application/json"},
+            )
+            assert r.status == status, (action, r.status)
+            assert str(status) in documented(path, "post"), (path, status)
+        r = await api.post(f"{API}/tickets/{tid}/{action}", json={})
+        assert r.status == 401 and "401" in documented(path, "post")
+    # Only the supervisor actions answer 403.
+    for action in ("claim", "release", "reply", "notes", "resolve", "reopen"):
+        assert "403" not in documented(f"/tickets/{{id}}/{action}", "post"), action
+    r = await api.get(f"{API}/events", headers={**auth(api, "ann"), "Last-Event-ID": "nope"})
+    assert r.status == 422 and "422" in documented("/events", "get")
+    assert (await api.get(f"{API}/events")).status == 401 and "401" in documented("/events", "get")
+    params = {p["name"] for p in doc["paths"]["/events"]["get"].get("parameters", [])}
+    assert {"since", "Last-Event-ID"} <= params
+
+
+async def test_release_without_a_live_claim_records_nothing(
+    api: Any, redis: Any, keys: Any, clock: FakeClock
+) -> None:
+    """Releasing a ticket nobody holds changes nothing: the activity log must not say
+    that an agent who never held it "released it"."""
+    tid = await new_ticket(api)
+    events = await redis.xlen(keys.events)
+    r = await api.post(f"{API}/tickets/{tid}/release", headers=auth(api, "bob"))
+    assert r.status == 200 and (await r.json())["ticket"]["assignee"] is None
+    await api.post(f"{API}/tickets/{tid}/claim", headers=auth(api, "ann"))
+    clock.advance(api.store.cfg.claim_lease_s + 1)  # ann's lease lapsed
+    r = await api.post(f"{API}/tickets/{tid}/release", headers=auth(api, "bob"))
+    assert r.status == 200
+    d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
+    assert [h["action"] for h in d["history"]] == ["created", "claimed"]
+    assert await redis.xlen(keys.events) == events + 1  # only the claim

@@ -573,3 +573,43 @@ def test_crisis_banner_appears_and_clears_live(browser: Any, server: LiveServer)
     server.call(lambda app: burst(app, t0 + 3600, 0))  # an hour of quiet: the alert clears
     expect(banner).to_be_hidden()
     page.context.close()
+
+
+# -- the reply window -------------------------------------------------------------------
+def test_ticket_page_shows_the_weibo_reply_window(browser: Any, server: LiveServer) -> None:
+    """The ticket page reads the detail's reply_window (the platforms package's state),
+    which must have the dm/mention shape the listing has and the page expects."""
+    from bot.platforms import windows
+
+    expect = playwright_expect()
+    now = time.time()
+    dm = event("差评，客服在哪", platform="weibo", account="wb", user="7", at=now - 47 * 3600)
+
+    async def seen(app: Any) -> str:
+        from bot import keys as K
+
+        await windows.record(app[K.REDIS], app[K.KEYS], dm)
+        tid, _ = await app[TICKETS].open_or_append(
+            dm, reason="complaint", priority="high", reasons={}
+        )
+        return str(tid)
+
+    tid = server.call(seen)
+    page = agent_page(browser, server, "ann")
+    page.goto(f"{server.url}/console/tickets/{tid}")
+    window = page.locator("#window")
+    expect(window).to_contain_text("Direct messages: open for 59m")
+    expect(window.locator(".error-text")).to_have_count(1)  # closing soon: in red
+
+    unfollow = event("", platform="weibo", account="wb", user="7", kind="unfollow", at=now)
+
+    async def unfollowed(app: Any) -> None:
+        from bot import keys as K
+
+        await windows.record(app[K.REDIS], app[K.KEYS], unfollow)
+
+    server.call(unfollowed)
+    page.reload()
+    expect(window).to_contain_text("Direct messages: closed")
+    expect(window).to_contain_text("unfollowed")
+    page.context.close()

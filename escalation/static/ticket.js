@@ -142,13 +142,20 @@
       return;
     }
     if (w.dm) {
-      const txt = w.dm.open
-        ? `Direct messages: open for ${duration(w.dm.remaining_s)} (until ${clockTime(w.dm.closes_at)}).`
-        : `Direct messages: closed since ${clockTime(w.dm.closes_at)}.`;
+      let txt = `Direct messages: open for ${duration(w.dm.remaining_s)} (until ${clockTime(w.dm.closes_at)}).`;
+      if (!w.dm.open) {
+        // The detail says why it closed (unfollowed); a closing time may be unknown.
+        txt = "Direct messages: closed"
+          + (w.unfollowed ? " (the customer unfollowed)" : "")
+          + (w.dm.closes_at && !w.unfollowed ? ` since ${clockTime(w.dm.closes_at)}` : "") + ".";
+      }
       p.append(el("span", { class: w.dm.closing_soon || !w.dm.open ? "error-text" : "" }, txt), " ");
     }
     if (w.mention) {
-      p.append(w.mention.open ? "Public reply: 1 reply left to this mention." : "Public reply: already used for this mention.");
+      let txt = "Public reply: 1 reply left to this mention.";
+      if (!w.mention.open) txt = w.mention.used === false ? "Public reply: closed for this mention." : "Public reply: already used for this mention.";
+      else if (!w.mention.replies_left) txt = "Public reply: allowed while direct messages are open.";
+      p.append(txt);
     }
     if (!w.dm && !w.mention) p.append(`${w.platform}: no window is running.`);
   }
