@@ -4,7 +4,7 @@
    accounts;
 1. ignore calm spam and lottery hunters;
 2. if a human owns the conversation, join its ticket and say nothing;
-3. escalate complaints, negative posts and requests for a person;
+3. escalate complaints, negative posts, requests for a person and prize claims;
 4. answer confident intents (order status, an FAQ hit above its threshold, small talk);
    an answer to a post that is not calm goes to a person instead;
 5. a support intent that nothing answers goes to a person; a post with no intent
@@ -27,14 +27,14 @@ from bot.conversation import Conversation
 from bot.models import InboundEvent
 from bot.nlu.types import OUT_OF_SCOPE, NluResult
 from bot.orders import OrderLookup
-from handlers import complaints, faq, greetings, human_request, orders, spam
+from handlers import complaints, faq, greetings, human_request, orders, prizes, spam
 from handlers.complaints import handoff, public_ack_enabled
 from handlers.decisions import Answer, Decision, Escalate, Ignore, nlu_reasons
 from handlers.responses import Say
 from handlers.router import Router
 
 IGNORE = Router("ignore").include(spam.router)
-ESCALATE = Router("escalate").include(complaints.router, human_request.router)
+ESCALATE = Router("escalate").include(complaints.router, human_request.router, prizes.router)
 # The FAQ before small talk: "Hi! How long do refunds take?" wants the FAQ answer.
 ANSWER = Router("answer").include(orders.router, faq.router, greetings.router)
 

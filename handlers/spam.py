@@ -2,7 +2,8 @@
 
 Only a calm post is ignored: the classifier calls an angry post about a giveaway or a
 scam ("SCAM ALERT: @acme stole my money") spam too, and that customer needs a person, so
-an upset "spam" post goes on through the policy (to the tone escalation).
+an upset "spam" post goes on through the policy (to the tone escalation). Nor is a
+winner asking how to claim a prize (handlers/prizes.py), which a person handles.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from bot.models import InboundEvent
 from bot.nlu.types import OUT_OF_SCOPE, NluResult
 from handlers.decisions import Ignore
 from handlers.greetings import SMALL_TALK
+from handlers.prizes import is_prize_claim
 from handlers.router import Router
 
 router = Router("spam")
@@ -27,17 +29,18 @@ LOTTERY_RE = re.compile(
 LOTTERY_INTENTS = frozenset({"spam", OUT_OF_SCOPE, *SMALL_TALK})
 
 
-def _ignorable(nlu: NluResult) -> bool:
-    return nlu.calm and not nlu.is_negative and nlu.intent != "complaint"
+def _ignorable(message: InboundEvent, nlu: NluResult) -> bool:
+    calm = nlu.calm and not nlu.is_negative and nlu.intent != "complaint"
+    return calm and not is_prize_claim(message.text)
 
 
 @router.intent("spam")
-def spam(nlu: NluResult) -> Ignore | None:
-    return Ignore("spam") if _ignorable(nlu) else None
+def spam(message: InboundEvent, nlu: NluResult) -> Ignore | None:
+    return Ignore("spam") if _ignorable(message, nlu) else None
 
 
 @router.intent(*LOTTERY_INTENTS)
 def lottery(message: InboundEvent, nlu: NluResult) -> Ignore | None:
-    if _ignorable(nlu) and LOTTERY_RE.search(message.text):
+    if _ignorable(message, nlu) and LOTTERY_RE.search(message.text):
         return Ignore("lottery")
     return None

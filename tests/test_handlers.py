@@ -138,6 +138,47 @@ async def test_an_upset_spam_post_goes_to_a_person(
     assert isinstance(d, Escalate) and d.reason == reason and d.ack
 
 
+# What the trained model makes of a calm winner: spam, confident, calm.
+PRIZE_CLAIMS = [
+    ("I won the giveaway, how do I claim my prize?", "en"),
+    ("Hi! I was picked as a winner in last week's draw, what do I do now?", "en"),
+    ("Got a DM saying I won a kettle, is that really you?", "en"),
+    ("我中奖了，请问怎么领奖？", "zh"),
+    ("有人私信说我中奖了，是你们官方吗？", "zh"),
+]
+
+
+@pytest.mark.parametrize("text, language", PRIZE_CLAIMS)
+async def test_a_calm_prize_claim_goes_to_a_person(text: str, language: str) -> None:
+    """A winner asking how to claim, or whether a "you won" DM is ours, is not a hunter:
+    a person who can check the draw takes it, and a public one is moved to DM."""
+    result = nlu("spam", 0.94, language=language, negativity=0.05)
+    d = await run(text, result, language=language)
+    assert isinstance(d, Escalate) and d.reason == "prize_claim" and d.priority == "normal"
+    assert d.reasons["rule"] == "prize_claim" and d.ack
+    d = await run(text, result, kind="mention", language=language)
+    assert isinstance(d, Escalate) and d.reason == "prize_claim"
+    assert ("私信" if language == "zh" else "DM") in (d.ack or "")
+    # Whatever the intent: an order question that is a prize claim is still one.
+    d = await run(text, nlu("order_status", language=language), language=language)
+    assert isinstance(d, Escalate) and d.reason == "prize_claim"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pick me! hope I won 🤞",
+        "amazing prize, count me in",
+        "winner winner pls choose me, I never win anything",
+        "I won't stop entering lol #giveaway",
+        "转发抽奖 求中奖 希望能收到奖品",
+    ],
+)
+async def test_a_hunter_with_prize_words_is_still_ignored(text: str) -> None:
+    d = await run(text, nlu("spam", 0.99, negativity=0.1))
+    assert isinstance(d, Ignore) and d.reason == "spam"
+
+
 async def test_human_owned_conversation_joins_ticket_silently() -> None:
     d = await run("hello again", nlu("greet"), c=conv(ticket_id="T7"))
     assert isinstance(d, Escalate) and d.reason == "human_owned" and d.ack is None
