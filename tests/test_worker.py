@@ -355,3 +355,17 @@ async def test_a_group_lost_with_the_data_is_recreated(redis, keys, monkeypatch)
         stop.set()
         await asyncio.gather(*tasks)
     assert logged.names.count("consumer_group_recreated") == 1
+
+
+async def test_lag_is_counted_when_redis_cannot_tell_it(redis, keys) -> None:
+    """An unread entry deleted by hand leaves Redis without a lag figure (nil in XINFO
+    GROUPS); the gauge then counts the unread entries instead of reporting 0, which would
+    silence the backlog alerts."""
+    await redis.xgroup_create(keys.inbound, keys.WORKERS, id="0", mkstream=True)
+    ids = [await redis.xadd(keys.inbound, {"n": str(i)}) for i in range(5)]
+    await redis.xreadgroup(keys.WORKERS, "c1", {keys.inbound: ">"}, count=1)  # one read
+    assert (await stream_stats(redis, keys.inbound, keys.WORKERS))[1:] == (4, 1)
+    await redis.xdel(keys.inbound, ids[2])  # a tombstone past the group's position
+    groups = await redis.xinfo_groups(keys.inbound)
+    assert groups[0]["lag"] is None  # what Redis reports here
+    assert await stream_stats(redis, keys.inbound, keys.WORKERS) == (4, 3, 1)
