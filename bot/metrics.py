@@ -277,3 +277,40 @@ PLATFORM_STREAM_CATCHUP = Counter(
     ["platform"],
     registry=REGISTRY,
 )
+
+# -- series that exist from the start ---------------------------------------------
+# A labelled child appears on its first inc(), at 1, and Prometheus' increase()/rate()
+# count nothing into a series' first sample: the first dead letter, lost lease, failed
+# notification or SLA breach of a process would never reach the alerts that watch them
+# (docker/prometheus-rules.yml). So the label values known here start at 0. (Per-account
+# series cannot: the accounts are only known from the config.)
+DEAD_LETTER_SOURCES = ("inbound", "outbox")
+CONSUMER_ROLES = ("worker", "sender")  # StreamConsumer.role of InboundWorker, Sender
+WORKER_RESULTS = ("done", "failed", "dead", "skipped_done")
+RASA_FALLBACK_REASONS = ("timeout", "http", "connection", "bad_response")
+NOTIFICATION_KINDS = ("crisis", "sla")
+NOTIFICATION_RESULTS = ("ok", "error", "dropped", "disabled")
+SLA_ALERT_KINDS = ("at_risk", "breach")
+SLA_CLOCKS = ("first_response", "next_response", "resolution")  # escalation.sla.CLOCKS
+SLA_PRIORITIES = ("urgent", "high", "normal", "low")  # the default escalation.policies
+
+
+def _start_at_zero() -> None:
+    for source in DEAD_LETTER_SOURCES:
+        DEAD_LETTERS.labels(source)
+    for role in CONSUMER_ROLES:
+        WORKER_LEASES_LOST.labels(consumer_role=role)
+    for result in WORKER_RESULTS:
+        WORKER_EVENTS.labels(result)
+    for reason in RASA_FALLBACK_REASONS:
+        NLU_RASA_FALLBACKS.labels(reason=reason)
+    for kind in NOTIFICATION_KINDS:
+        for result in NOTIFICATION_RESULTS:
+            NOTIFICATIONS.labels(kind, result)
+    for kind in SLA_ALERT_KINDS:
+        for clock in SLA_CLOCKS:
+            for priority in SLA_PRIORITIES:
+                SLA_ALERTS.labels(kind, clock, priority)
+
+
+_start_at_zero()

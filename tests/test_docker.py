@@ -135,6 +135,40 @@ def test_example_config_builds_an_app() -> None:
         build_app(settings, role=role)
 
 
+def documented_secret_variables() -> set[str]:
+    """Every full REPLYDESK_SECRET_* name the example config and docs/deploy.md tell an
+    operator to set (placeholders such as REPLYDESK_SECRET_<ACCOUNT>_<NAME> left out)."""
+    text = (DOCKER / "replydesk.example.yml").read_text() + (ROOT / "docs/deploy.md").read_text()
+    return {m for m in re.findall(r"\bREPLYDESK_SECRET_[A-Z0-9_]*", text) if not m.endswith("_")}
+
+
+@needs_compose
+def test_compose_hands_the_documented_secrets_to_the_containers() -> None:
+    """docs/deploy.md starts compose with the secrets in its shell; compose passes a
+    container only the variables its `environment` names, so each must be listed there
+    under the name bot/config.py reads, or every replydesk service fails at start."""
+    from bot.app import build_app
+    from bot.config import load_settings
+
+    secrets = {name: f"value-of-{name.lower()}" for name in documented_secret_variables()}
+    secrets["REPLYDESK_SECRET_NOTIFY_WEBHOOK_URL"] = "https://hooks.example.com/T0/B0"
+    assert len(secrets) >= 7, sorted(secrets)
+    res = compose_config(GRAFANA_ADMIN_PASSWORD="test-only", **secrets)
+    assert res.returncode == 0, res.stderr
+    services = yaml.safe_load(res.stdout)["services"]
+    for name, role in (("web", "web"), ("worker-1", "worker"), ("worker-2", "worker")):
+        svc = services[name]
+        env = {k: str(v) for k, v in svc["environment"].items() if v is not None}
+        missing = {k for k, v in secrets.items() if env.get(k) != v}
+        assert not missing, f"{name} does not receive {sorted(missing)}"
+        # The config file is mounted where REPLYDESK_CONFIG points.
+        assert any(v.split(":")[1] == env["REPLYDESK_CONFIG"] for v in svc["volumes"]), svc
+        settings = load_settings(DOCKER / "replydesk.example.yml", env=env)
+        assert settings.secrets["notify_webhook_url"].get().startswith("https://")
+        assert settings.secrets["order_lookup_token"].get()
+        build_app(settings, role=role)
+
+
 # -- Prometheus --------------------------------------------------------------------------
 
 
@@ -209,6 +243,89 @@ def test_rules_use_only_real_metrics() -> None:
     assert not unknown, f"rules use metrics bot/metrics.py does not define: {sorted(unknown)}"
 
 
+def fresh_exposition() -> list[tuple[str, dict[str, str]]]:
+    """(name, labels) of every sample /metrics shows before the process has done
+    anything (a new interpreter: this one's registry holds the other tests' series)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code = (
+        "from prometheus_client import generate_latest\n"
+        "from bot.metrics import REGISTRY\n"
+        "print(generate_latest(REGISTRY).decode())\n"
+    )
+    res = run(sys.executable, "-c", code)
+    assert res.returncode == 0, res.stderr
+    return [
+        (s.name, s.labels) for f in text_string_to_metric_families(res.stdout) for s in f.samples
+    ]
+
+
+SELECTOR = re.compile(r"\b(replydesk_[a-z0-9_]+_total)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def _matches(labels: dict[str, str], matchers: str) -> bool:
+    for name, op, value in MATCHER.findall(matchers):
+        got = labels.get(name, "")
+        hit = re.fullmatch(value, got) is not None if "~" in op else got == value
+        if hit == op.startswith("!"):
+            return False
+    return True
+
+
+def test_counters_the_alerts_watch_exist_at_zero_from_the_start() -> None:
+    """increase() and rate() see no increase into a series' first sample, and a labelled
+    counter's series appears on its first inc(), at 1: the first dead letter, lost lease or
+    SLA breach of a process would never alert (prometheus-rules.test.yml, "a counter
+    series born at 1"). So every counter an alert watches has its known series at 0
+    (per-account ones excepted: the accounts are only known from the config)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from bot import metrics
+
+    per_account = {
+        f"{m._name}_total"
+        for m in vars(metrics).values()
+        if isinstance(m, MetricWrapperBase) and "account" in m._labelnames
+    }
+    fresh = fresh_exposition()
+    rules = yaml.safe_load((DOCKER / "prometheus-rules.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    missing = [
+        f"{name}{{{matchers}}}"
+        for e in exprs
+        for name, matchers in SELECTOR.findall(e)
+        if name not in per_account
+        and not any(n == name and _matches(labels, matchers) for n, labels in fresh)
+    ]
+    assert not missing, f"no series at start for {missing}"
+    # And each value the alerts group by, not only one of them.
+    have = {(n, tuple(sorted(labels.items()))) for n, labels in fresh}
+    for name, labels in (
+        ("replydesk_dead_letters_total", {"source": "inbound"}),
+        ("replydesk_dead_letters_total", {"source": "outbox"}),
+        ("replydesk_worker_leases_lost_total", {"consumer_role": "worker"}),
+        ("replydesk_worker_leases_lost_total", {"consumer_role": "sender"}),
+        ("replydesk_notifications_total", {"kind": "sla", "result": "error"}),
+        ("replydesk_notifications_total", {"kind": "crisis", "result": "dropped"}),
+        ("replydesk_worker_events_total", {"result": "failed"}),
+    ):
+        assert (name, tuple(sorted(labels.items()))) in have, (name, labels)
+
+
+def test_initial_label_values_are_the_codes_own() -> None:
+    """The series bot/metrics.py creates at 0 carry label values the code really uses."""
+    from bot import metrics
+    from bot.config import EscalationConfig
+    from bot.outbox import Sender
+    from bot.worker import InboundWorker
+    from escalation.sla import CLOCKS
+
+    assert set(metrics.SLA_CLOCKS) == set(CLOCKS)
+    assert set(metrics.CONSUMER_ROLES) == {InboundWorker.role, Sender.role}
+    assert set(metrics.SLA_PRIORITIES) == set(EscalationConfig().policies)
+
+
 def dashboard() -> dict[str, Any]:
     return json.loads((DOCKER / "grafana" / "dashboards" / "replydesk.json").read_text())
 
@@ -225,6 +342,46 @@ def test_dashboard_uses_only_real_metrics_and_is_current() -> None:
         sys.path.pop(0)
     current = (DOCKER / "grafana" / "dashboards" / "replydesk.json").read_text()
     assert build_dashboard.render() == current, "run: python docker/grafana/build_dashboard.py"
+
+
+def test_deploy_doc_names_only_real_metrics_and_settings() -> None:
+    """Every metric docs/deploy.md tells an operator to watch (with its labels) is one
+    bot/metrics.py exports, and every `section.key` setting is one bot/config.py reads."""
+    import dataclasses
+    import typing
+
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from bot import metrics
+    from bot.config import Settings
+
+    text = (ROOT / "docs/deploy.md").read_text()
+    names = set(
+        re.findall(r"`([a-z][a-z0-9_]*_total|replydesk_[a-z0-9_]+)(?:\{([^}`]*)\})?`", text)
+    )
+    assert len(names) >= 5, names
+    labels = {
+        f"{m._name}_total" if m._type == "counter" else m._name: set(m._labelnames)
+        for m in vars(metrics).values()
+        if isinstance(m, MetricWrapperBase)
+    }
+    for name, selector in names:
+        assert name in exported_names(), f"docs/deploy.md: {name} is not exported"
+        used = set(re.findall(r"(\w+)\s*(?:=|$)", selector)) if selector else set()
+        assert used <= labels[name], f"docs/deploy.md: {name}{{{selector}}}: labels {labels[name]}"
+
+    keys = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)`", text))
+    sections = {f.name: f.type for f in dataclasses.fields(Settings)}
+    checked = 0
+    for key in keys:
+        section, *rest = key.split(".")
+        if section not in sections:
+            continue  # alert.raised, dump.rdb, status.created: not settings
+        cls = typing.get_type_hints(Settings)[section]
+        assert dataclasses.is_dataclass(cls) and len(rest) == 1, key
+        assert rest[0] in {f.name for f in dataclasses.fields(cls)}, f"docs/deploy.md: {key}"
+        checked += 1
+    assert checked >= 10
 
 
 def test_grafana_provisioning_points_at_the_dashboard() -> None:
@@ -293,3 +450,27 @@ def test_service_image_installs_cpu_torch_first_and_bakes_the_model() -> None:
     assert torch < project
     assert "download.pytorch.org/whl/cpu" in runs[torch]
     assert any(r.strip() == "replydesk train" for r in runs[project:])
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_build_context_holds_what_the_image_copies_and_no_more(name: str) -> None:
+    """docker/<name>.dockerignore (an allowlist BuildKit applies to this Dockerfile) lets
+    through every COPY source, which exists, and keeps the venv, .git and var/ out."""
+    ignore = DOCKER / f"{name}.dockerignore"
+    assert ignore.exists(), f"{ignore.name} missing: the build would send the whole tree"
+    lines = [ln.strip() for ln in ignore.read_text().splitlines()]
+    patterns = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert patterns[0] == "*"
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    for op, rest in instructions((DOCKER / name).read_text()):
+        if op != "COPY" or "--from=" in rest:
+            continue
+        sources = [w for w in rest.split() if not w.startswith("--")][:-1]
+        for src in sources:
+            src = src.rstrip("/")
+            assert (ROOT / src).exists(), f"{name}: COPY {src}: no such file"
+            assert any(src == a or src.startswith(a + "/") for a in allowed), (
+                f"{name}: COPY {src} is not in {ignore.name}"
+            )
+    for never in (".venv", ".git", "var", "replydesk.yml"):
+        assert not any(never == a or never.startswith(a + "/") for a in allowed), never
