@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 RASA_VENV ?= $(HOME)/.cache/replydesk-rasa-venv
+# Where torch comes from. PyPI's torch wheel for Linux is the CUDA build (gigabytes); on
+# a machine without a local CPU build, `make run TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test venv lint typecheck check rasa rasa-venv bench clean
@@ -15,7 +18,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip wheel
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -124,3 +124,40 @@ def test_an_artifact_a_killed_swap_moved_aside_is_put_back(
     loaded = load_or_train(nlu_data_dir, tmp_path / "nlu", CFG.encoder, CFG.runtime)
     assert not loaded.trained
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nlu", "nlu.lock"]
+
+
+@pytest.mark.slow
+def test_the_new_artifact_is_on_disk_before_it_takes_the_name(
+    edited: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file of the new artifact, and its folders, are fsynced before the folder is
+    renamed into place, and the parent folder after: after a power cut the name never
+    points at files the kernel had not written."""
+    events: list[tuple[str, str]] = []
+    fsync, rename = os.fsync, Path.rename
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def recording_rename(self: Path, target: str | os.PathLike[str]) -> Path:
+        events.append(("rename", f"{self} -> {target}"))
+        return rename(self, target)
+
+    monkeypatch.setattr(art_mod.os, "fsync", recording_fsync)
+    monkeypatch.setattr(Path, "rename", recording_rename)
+    art = edited / "nlu"
+    load_or_train(edited.parent / "nlu_data", art, CFG.encoder, CFG.runtime)
+
+    into_place = [i for i, (kind, what) in enumerate(events) if what.endswith(f" -> {art}")]
+    assert len(into_place) == 1
+    swap = into_place[0]
+    tmp = events[swap][1].split(" -> ")[0]
+    synced = {what for kind, what in events[:swap] if kind == "fsync"}
+    for folder, _, files in os.walk(art):
+        rel = os.path.relpath(folder, art)
+        tmp_folder = os.path.normpath(os.path.join(tmp, rel))
+        assert tmp_folder in synced
+        for name in files:
+            assert os.path.join(tmp_folder, name) in synced, f"{rel}/{name} not fsynced"
+    assert ("fsync", str(edited)) in events[swap + 1 :]  # the renames themselves
