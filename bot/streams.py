@@ -166,7 +166,10 @@ async def stream_stats(redis: Redis, stream: str, group: str) -> tuple[int, int,
                 # deleted (an XDEL by hand, a SETID); count them, up to a cap, rather than
                 # report 0 and silence the lag alerts.
                 last = as_str(g.get("last-delivered-id", "0-0"))
-                lag = len(await redis.xrange(stream, min=f"({last}", max="+", count=LAG_COUNT_CAP))
+                unread: Any = await redis.xrange(
+                    stream, min=f"({last}", max="+", count=LAG_COUNT_CAP
+                )
+                lag = len(unread)
     return length, lag, pending
 
 

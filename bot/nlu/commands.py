@@ -25,7 +25,12 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("parse", help="parse one message and print the NLU result as JSON")
     p.add_argument("text")
-    p.add_argument("--lang", choices=["en", "zh", "other"], help="skip language detection")
+    p.add_argument(
+        "--lang",
+        choices=["en", "zh", "other"],
+        help="the platform's language tag: it decides where the text cannot tell, but "
+        "Chinese characters or English function words in the text win",
+    )
     p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser(

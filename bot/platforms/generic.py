@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.config import AccountConfig
 from bot.models import Author, InboundEvent, OutboundReply
 from bot.platforms.base import (
     HandshakeError,
@@ -61,6 +62,12 @@ def _str(obj: Mapping[str, Any], key: str, where: str, *, required: bool = True)
 
 class GenericAdapter(PlatformAdapter):
     name = "generic"
+
+    def __init__(self, account: AccountConfig) -> None:
+        super().__init__(account)
+        # Checked at start-up, naming the key: without it every webhook would fail (500),
+        # where a bad setting must stop the service instead.
+        account.secret("signing_secret")
 
     def handshake(self, query: Mapping[str, str]) -> HttpReply:
         challenge = query.get("challenge")
