@@ -4,7 +4,8 @@
    accounts;
 1. ignore calm spam and lottery hunters;
 2. if a human owns the conversation, join its ticket and say nothing;
-3. escalate complaints, negative posts, requests for a person and prize claims;
+3. escalate complaints and negative posts, prize claims, requests for a person and
+   follow-ups of an earlier message;
 4. answer confident intents (order status, an FAQ hit above its threshold, small talk);
    an answer to a post that is not calm goes to a person instead;
 5. a support intent that nothing answers goes to a person; a post with no intent
@@ -34,7 +35,7 @@ from handlers.responses import Say
 from handlers.router import Router
 
 IGNORE = Router("ignore").include(spam.router)
-ESCALATE = Router("escalate").include(complaints.router, human_request.router, prizes.router)
+ESCALATE = Router("escalate").include(complaints.router, prizes.router, human_request.router)
 # The FAQ before small talk: "Hi! How long do refunds take?" wants the FAQ answer.
 ANSWER = Router("answer").include(orders.router, faq.router, greetings.router)
 

@@ -179,6 +179,20 @@ async def test_a_hunter_with_prize_words_is_still_ignored(text: str) -> None:
     assert isinstance(d, Ignore) and d.reason == "spam"
 
 
+@pytest.mark.parametrize("kind", ["dm", "mention"])
+async def test_a_follow_up_goes_to_a_person_not_a_greeting(kind: str) -> None:
+    """"Hello? Anyone there? I've been waiting 3 days" is not small talk: the bot cannot
+    tell what became of the earlier message, so a person takes it."""
+    d = await run(
+        "Hello? Anyone there? I've been waiting 3 days for an answer", nlu("follow_up"), kind=kind
+    )
+    assert isinstance(d, Escalate) and d.reason == "follow_up" and d.priority == "normal"
+    assert d.reasons["rule"] == "follow_up" and d.ack
+    # With a ticket open, it joins the ticket like any other message.
+    d = await run("any update?", nlu("follow_up"), c=conv(ticket_id="T7"))
+    assert isinstance(d, Escalate) and d.reason == "human_owned"
+
+
 async def test_human_owned_conversation_joins_ticket_silently() -> None:
     d = await run("hello again", nlu("greet"), c=conv(ticket_id="T7"))
     assert isinstance(d, Escalate) and d.reason == "human_owned" and d.ack is None

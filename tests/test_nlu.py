@@ -37,6 +37,11 @@ PARAPHRASES = {
         "账号登录一直失败，提示密码错误",
     ],
     "human_request": ["could I please speak with an actual human being"],
+    # A customer chasing an earlier message is not greeting us (docs/escalation.md).
+    "follow_up": [
+        "hello? is anybody there? I wrote to you on Sunday and heard nothing",
+        "你好，我前天留言的问题还没有人回复",
+    ],
     "greet": ["hello hello, good morning lumo team"],
     "spam": ["retweeted and tagged friends, pick me for the prize 🙏 #giveaway"],
 }
