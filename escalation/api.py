@@ -2,9 +2,10 @@
 
 Every route but ``/openapi.json`` needs an agent (bearer token or console session, see
 ``escalation.auth``). Errors are ``{"error": {"code": ..., "message": ...}}`` with 400
-(unreadable body), 401, 403 (role), 404, 409 (conflict: claimed by someone else, not
-open, reply window closed...), 413 and 422 (invalid field, reply too long). The shapes
-are documented in ``escalation/openapi.py``; keep the two in step.
+(unreadable body), 401, 403 (role), 404, 405 (known path, wrong method; with ``Allow``),
+409 (conflict: claimed by someone else, not open, reply window closed...), 413 and 422
+(invalid field, reply too long). The shapes are documented in ``escalation/openapi.py``;
+keep the two in step.
 """
 
 from __future__ import annotations
@@ -352,8 +353,23 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
 
 
-async def _not_found(request: web.Request) -> web.Response:
-    return error_response(404, "not_found", "no such API route")
+async def _no_route(request: web.Request) -> web.Response:
+    """The /api/v1 catch-all: 405 when another route has this path (the catch-all takes
+    every method, so it shadows aiohttp's own 405), else 404. Asks the router, so every
+    route under /api/v1 counts, whoever added it."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is request.match_info.route.resource:
+            continue
+        if resource.canonical.startswith(f"{PREFIX}/"):
+            _match, methods = await resource.resolve(request)  # methods: empty if no match
+            allowed |= methods
+    if not allowed:
+        return error_response(404, "not_found", "no such API route")
+    allow = ", ".join(sorted(allowed))
+    resp = error_response(405, "method_not_allowed", f"{request.method} not allowed; use {allow}")
+    resp.headers["Allow"] = allow
+    return resp
 
 
 def register_api(app: web.Application, *, clock: Callable[[], float] = time.time) -> None:
@@ -377,7 +393,7 @@ def register_api(app: web.Application, *, clock: Callable[[], float] = time.time
     ):
         r.add_post(f"{PREFIX}/tickets/{{id}}/{action}", fn)
     r.add_get(f"{PREFIX}/events", events)
-    r.add_route("*", f"{PREFIX}/{{tail:.*}}", _not_found)
+    r.add_route("*", f"{PREFIX}/{{tail:.*}}", _no_route)
 
 
 async def _tickets_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -92,7 +92,9 @@ OPENAPI: dict[str, Any] = {
             "Support agents work escalated conversations here. Authenticate with "
             "`Authorization: Bearer <token>` (from `replydesk agents add`) or the console's "
             "`replydesk_session` cookie plus `X-CSRF-Token` on POSTs. Times are epoch seconds. "
-            'Errors are `{"error": {"code", "message", ...}}`.'
+            'Errors are `{"error": {"code", "message", ...}}`. Any path below asked with a '
+            "method it does not list answers 405 `method_not_allowed`, with an `Allow` header "
+            "naming the methods it takes; an unknown path answers 404 `not_found`."
         ),
     },
     "servers": [{"url": "/api/v1"}],
@@ -358,7 +360,8 @@ OPENAPI: dict[str, Any] = {
                                     "properties": {
                                         "code": {
                                             "type": "string",
-                                            "description": "unauthorized, forbidden, not_found, bad_json, too_large, "
+                                            "description": "unauthorized, forbidden, not_found, "
+                                            "method_not_allowed, bad_json, too_large, "
                                             "invalid, too_long (with length, limit), claimed (with "
                                             "owner), not_open, not_resolved, no_public_mention, "
                                             "window_closed (with platform), duplicate, "
@@ -412,7 +415,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     "reason": {
                         "type": "string",
-                        "description": "complaint, negative, tone, human_request, unclear, ...",
+                        "description": "complaint, negative, tone, human_request, follow_up, unclear, ...",
                     },
                     "reasons": {
                         "type": "object",

@@ -27,7 +27,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -50,7 +50,8 @@ Clock_ = Callable[[], float]
 T = TypeVar("T")
 EVENTS_MAXLEN = 10_000
 EVENT_TTL_S = 30 * 24 * 3600
-MAX_LIST = 500
+# Tickets read per round trip when listing the queue (see TicketStore.search).
+SCAN_PAGE = 500
 # A bare acknowledgement from the customer does not restart the next-response clock.
 _TRIVIAL = {
     "thanks",
@@ -294,34 +295,70 @@ class TicketStore:
         assignee: str | None = None,
         limit: int = 100,
     ) -> list[Ticket]:
-        """Tickets ordered by SLA due time (open) or newest resolution (resolved)."""
-        if status == "resolved":
-            ids = await self.redis.zrevrange(self.k_resolved, 0, MAX_LIST * 4)
-        else:
-            ids = await self.redis.zrange(self.k_open, 0, MAX_LIST * 4)
-        if not ids:
-            return []
-        tx = self.redis.pipeline(transaction=False)
-        for i in ids:
-            tx.hgetall(self.k_ticket(as_str(i)))
-        out = []
+        """Tickets ordered by SLA due time (open) or newest resolution (resolved).
+
+        Reads the index a page at a time until ``limit`` tickets match or it ends: a
+        filter finds its tickets however deep in the queue they are, and no request
+        loads the whole queue at once."""
+        out: list[Ticket] = []
         now = self.now()
-        for h in await tx.execute():
-            if not h:
-                continue
-            t = Ticket.from_hash(h)
-            if priority and t.priority != priority:
-                continue
-            if account and t.account != account:
-                continue
-            if assignee is not None:
-                owner = t.claimed_by(now)
-                if (assignee == "" and owner) or (assignee and owner != assignee):
+        async for ids in self._index_pages(resolved=status == "resolved"):
+            tx = self.redis.pipeline(transaction=False)
+            for i in ids:
+                tx.hgetall(self.k_ticket(i))
+            for h in await tx.execute():
+                if not h:  # gone since the index was read
                     continue
-            out.append(t)
-            if len(out) >= limit:
-                break
+                t = Ticket.from_hash(h)
+                if priority and t.priority != priority:
+                    continue
+                if account and t.account != account:
+                    continue
+                if assignee is not None:
+                    owner = t.claimed_by(now)
+                    if (assignee == "" and owner) or (assignee and owner != assignee):
+                        continue
+                out.append(t)
+                if len(out) >= limit:
+                    return out
         return out
+
+    async def _index_pages(self, *, resolved: bool) -> AsyncIterator[list[str]]:
+        """The ids of ``tickets:open`` (ascending) or ``tickets:resolved`` (descending),
+        ``SCAN_PAGE`` at a time, each id once.
+
+        Each page starts at the last score read rather than at an offset, so tickets
+        leaving the index ahead of it meanwhile (resolved, rescheduled) shift nothing and
+        no later ticket is skipped; ``skip`` steps over the entries already read that
+        share that score (ties can outnumber a page)."""
+        key = self.k_resolved if resolved else self.k_open
+        bound: float | str = "+inf" if resolved else "-inf"
+        skip = 0
+        seen: set[str] = set()
+        while True:
+            page: Any  # [(member, score)]: withscores=True
+            if resolved:
+                page = await self.redis.zrevrangebyscore(
+                    key, bound, "-inf", start=skip, num=SCAN_PAGE, withscores=True
+                )
+            else:
+                page = await self.redis.zrangebyscore(
+                    key, bound, "+inf", start=skip, num=SCAN_PAGE, withscores=True
+                )
+            if not page:
+                return
+            last = page[-1][1]
+            ties = sum(1 for _, score in page if score == last)
+            skip = skip + ties if last == bound else ties
+            bound = last
+            # A ticket rescheduled later while we read comes round again: list it once.
+            ids = [as_str(m) for m, _ in page]
+            ids = [i for i in ids if i not in seen]
+            seen.update(ids)
+            if ids:
+                yield ids
+            if len(page) < SCAN_PAGE:
+                return
 
     def view(self, t: Ticket, *, now: float | None = None) -> dict[str, Any]:
         """The JSON shape of a ticket in the API (see openapi.json ``Ticket``)."""
@@ -403,7 +440,7 @@ class TicketStore:
                 try:
                     await pipe.watch(key)
                     h = await pipe.hgetall(key)
-                    if not h:
+                    if not h:  # never there, or deleted since the caller looked: 404
                         raise _not_found(tid)
                     already: set[str] = set()
                     for k in check_applied:
@@ -906,10 +943,18 @@ class TicketStore:
         return t
 
     async def reopen(self, tid: str, agent: str) -> Ticket:
-        t0 = await self.get(tid)
-        if t0 is None:
-            raise _not_found(tid)
-        conv_key = self.k_conv(t0.conv)
+        async def load(pipe: Any, t: Ticket) -> None:
+            # The conversation may have a newer open ticket: only one may be open.
+            # Watched with the ticket, so a ticket opened meanwhile fails the EXEC.
+            conv_key = self.k_conv(t.conv)
+            await pipe.watch(conv_key)
+            other = await pipe.get(conv_key)
+            if other is not None and as_str(other) != tid:
+                raise TicketError(
+                    409,
+                    "conversation_has_ticket",
+                    f"ticket {as_str(other)} is open for this customer",
+                )
 
         def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
             now = self.now()
@@ -925,30 +970,7 @@ class TicketStore:
             ch.events.append(("ticket.reopened", {}))
             return t
 
-        # The conversation may have a newer open ticket: only one may be open.
-        for _ in range(50):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(conv_key, self.k_ticket(tid))
-                    other = await pipe.get(conv_key)
-                    if other is not None and as_str(other) != tid:
-                        raise TicketError(
-                            409,
-                            "conversation_has_ticket",
-                            f"ticket {as_str(other)} is open for this customer",
-                        )
-                    h = await pipe.hgetall(self.k_ticket(tid))
-                    t = Ticket.from_hash(h)
-                    before = self._alert_members(t)
-                    ch = _Change()
-                    fn(t, ch, set())
-                    pipe.multi()
-                    self._write(pipe, t, ch, before)
-                    await pipe.execute()
-                    return t
-                except WatchError:
-                    continue
-        raise TicketError(503, "busy", "ticket is changing too fast; try again")
+        return await self._mutate(tid, fn, load=load)
 
     # -- SLA alerts (the scanner) ----------------------------------------------
     async def due_alerts(self, now: float, limit: int = 200) -> list[str]:

@@ -676,3 +676,130 @@ async def test_release_without_a_live_claim_records_nothing(
     d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
     assert [h["action"] for h in d["history"]] == ["created", "claimed"]
     assert await redis.xlen(keys.events) == events + 1  # only the claim
+
+
+async def test_a_known_path_with_the_wrong_method_is_405_with_allow(api: Any) -> None:
+    """A wrong method on a route that exists says which methods it takes; only paths no
+    route has are 404."""
+    tid = await new_ticket(api)
+    r = await api.get(f"{API}/tickets/{tid}/claim", headers=auth(api, "ann"))
+    body = await r.json()
+    assert r.status == 405 and body["error"]["code"] == "method_not_allowed", body
+    assert "GET" in body["error"]["message"] and r.headers["Allow"] == "POST"
+    r = await api.delete(f"{API}/tickets/{tid}", headers=auth(api, "ann"))
+    assert r.status == 405 and set(r.headers["Allow"].split(", ")) == {"GET", "HEAD"}
+    r = await api.post(f"{API}/tickets", json={}, headers=auth(api, "ann"))
+    assert r.status == 405 and "GET" in r.headers["Allow"].split(", ")
+    # Routes other modules add under /api/v1 count too.
+    r = await api.post(f"{API}/insights?account=acme", headers=auth(api, "ann"))
+    assert r.status == 405 and "GET" in r.headers["Allow"].split(", ")
+    for path in ("/nothing/here", f"/tickets/{tid}/unknown", f"/tickets/{tid}/claim/more"):
+        r = await api.get(f"{API}{path}", headers=auth(api, "ann"))
+        assert r.status == 404 and (await r.json())["error"]["code"] == "not_found", path
+        assert "Allow" not in r.headers
+    t = await api.store.get(tid)
+    assert t is not None and t.assignee == ""  # the GET claimed nothing
+
+
+async def test_filtered_listing_looks_past_the_head_of_a_big_queue(
+    api: Any, redis: Any, clock: FakeClock
+) -> None:
+    """A filter finds matching tickets however far down the queue they are (the listing
+    once read only its first ~2000 tickets), in queue order, at most ``limit`` of them."""
+    store = api.store
+    # Only the fields the listing reads (the rest take their defaults), in one round trip.
+    template = {"platform": "generic", "account": "acme", "created_at": str(clock.t)}
+    pipe = redis.pipeline(transaction=False)
+
+    def put(tid: str, index: str, score: float, **fields: Any) -> None:
+        h = {**template, "id": tid, **{k: str(v) for k, v in fields.items()}}
+        pipe.hset(store.k_ticket(tid), mapping=h)
+        pipe.zadd(index, {tid: score})
+
+    filler = 2100  # past the old cap of 2001
+    for i in range(filler):
+        # Groups of 1000 share a due time: ties longer than a page.
+        put(f"T{i + 1}", store.k_open, clock.t + 3600 + i // 1000)
+        put(f"T{i + 5001}", store.k_resolved, clock.t - 3600 - i, status="resolved")
+    late = clock.t + 7200
+    put("T9001", store.k_open, late, account="other")
+    put("T9002", store.k_open, late + 1, account="other", assignee="ann", lease_until=late)
+    put("T9003", store.k_open, late + 2, account="other")
+    put("T9004", store.k_resolved, clock.t - 10 * filler, status="resolved", account="other")
+    pipe.zadd(store.k_open, {"T9999": late + 3})  # an index entry whose hash is gone
+    await pipe.execute()
+
+    async def ids(query: str) -> list[str]:
+        r = await api.get(f"{API}/tickets?{query}", headers=auth(api, "ann"))
+        assert r.status == 200, query
+        return [t["id"] for t in (await r.json())["tickets"]]
+
+    assert await ids("account=other") == ["T9001", "T9002", "T9003"]
+    assert await ids("account=other&limit=2") == ["T9001", "T9002"]
+    assert await ids("assignee=me") == ["T9002"]
+    assert await ids("status=resolved&account=other") == ["T9004"]
+    # Unfiltered, or matching everything: the head of the queue, in its order.
+    head = [t.decode() for t in await redis.zrange(store.k_open, 0, 499)]
+    assert await ids("limit=500") == head
+    assert await ids("assignee=none&limit=500") == head
+    # The whole queue, past the tied groups' page boundaries: in order, each ticket once.
+    found = await store.search(account="acme", limit=10_000)
+    queue = [t.decode() for t in await redis.zrange(store.k_open, 0, -1)]
+    assert [t.id for t in found] == queue[:filler]
+
+
+@pytest.mark.parametrize("action", ["claim", "release", "reply", "notes", "resolve", "reopen"])
+async def test_a_ticket_deleted_under_a_change_is_404_and_nothing_is_written(
+    api: Any, redis: Any, keys: Any, monkeypatch: Any, action: str
+) -> None:
+    """The ticket's hash goes (e.g. removed by retention) just as a change starts: the
+    API answers 404 ``not_found``, never a 500, and writes nothing back."""
+    from redis.asyncio.client import Pipeline
+
+    tid = await new_ticket(api)
+    if action == "reopen":
+        await api.post(f"{API}/tickets/{tid}/resolve", headers=auth(api, "ann"))
+    key = api.store.k_ticket(tid)
+    real_watch = Pipeline.watch
+
+    async def watch_then_delete(self: Any, *names: Any) -> Any:
+        res = await real_watch(self, *names)
+        if key in names:
+            await redis.delete(key)  # on another connection, after the WATCH
+        return res
+
+    monkeypatch.setattr(Pipeline, "watch", watch_then_delete)
+    events = await redis.xlen(keys.events)
+    conv = await api.store.open_ticket_for("generic:acme:42")
+    r = await api.post(
+        f"{API}/tickets/{tid}/{action}", json={"text": "hello"}, headers=auth(api, "ann")
+    )
+    body = await r.json()
+    assert r.status == 404 and body["error"]["code"] == "not_found", (action, r.status, body)
+    assert not await redis.exists(key)
+    assert await redis.xlen(keys.events) == events
+    assert await redis.xlen(keys.outbox) == 0
+    assert await api.store.open_ticket_for("generic:acme:42") == conv
+
+
+async def test_reopen_refused_while_the_customer_has_a_newer_open_ticket(
+    api: Any, redis: Any, keys: Any
+) -> None:
+    tid = await new_ticket(api)
+    await api.post(f"{API}/tickets/{tid}/resolve", headers=auth(api, "ann"))
+    newer = await new_ticket(api)  # the customer wrote again: a new ticket
+    before = await api.store.get(tid)
+    events = await redis.xlen(keys.events)
+    r = await api.post(f"{API}/tickets/{tid}/reopen", headers=auth(api, "ann"))
+    body = await r.json()
+    assert r.status == 409 and body["error"]["code"] == "conversation_has_ticket"
+    assert newer in body["error"]["message"]
+    after = await api.store.get(tid)
+    assert before is not None and after is not None and after.to_hash() == before.to_hash()
+    assert await redis.xlen(keys.events) == events
+    assert await api.store.open_ticket_for("generic:acme:42") == newer
+    # Once that one is resolved too, the old one may be reopened.
+    await api.post(f"{API}/tickets/{newer}/resolve", headers=auth(api, "ann"))
+    r = await api.post(f"{API}/tickets/{tid}/reopen", headers=auth(api, "ann"))
+    assert r.status == 200 and (await r.json())["ticket"]["status"] == "open"
+    assert await api.store.open_ticket_for("generic:acme:42") == tid
