@@ -11,9 +11,13 @@ import asyncio
 import gc
 import importlib
 import json
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.log import setup_logging
@@ -25,7 +29,7 @@ COMMAND_MODULES = ("bot.nlu.commands", "escalation.commands", "bot.ops.commands"
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import build_app  # the composition root, used only here
-    from bot.runner import run_server
+    from bot.runner import ListenError, run_server
 
     if args.host:
         settings.server.host = args.host
@@ -34,21 +38,26 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.demo:
         from bot.demo import enable_demo, install_demo
 
-        enable_demo(settings)
+        enable_demo(settings)  # every role: a worker sends to the sandbox accounts
         app = build_app(settings, role=args.role)
-        install_demo(app)
+        if args.role != "worker":  # a worker serves neither the sandbox nor the console
+            install_demo(app)
     else:
         app = build_app(settings, role=args.role)
     # Everything imported so far lives for the whole process: move it out of the
     # collector's view, so full collections stay short (they showed as p99 spikes).
     gc.collect()
     gc.freeze()
-    run_server(
-        app,
-        settings.server.host,
-        settings.server.port,
-        shutdown_timeout=max(5.0, settings.worker.visibility_timeout_s / 2),
-    )
+    try:
+        run_server(
+            app,
+            settings.server.host,
+            settings.server.port,
+            shutdown_timeout=max(5.0, settings.worker.visibility_timeout_s / 2),
+        )
+    except ListenError as e:
+        print(f"replydesk: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -115,8 +124,36 @@ def _config_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return n
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {value!r}")
+    return int(value)
+
+
+def _entry_id(value: str) -> str:
+    # The full id, as `dead list` prints it: Redis would take "123" as 123-0 for the delete
+    # but match any 123-N when reading, and answer an error to anything else.
+    m = re.fullmatch(r"(\d{1,20})-(\d{1,20})", value)
+    if m is None or max(int(m[1]), int(m[2])) >= 2**64:
+        raise argparse.ArgumentTypeError(f"not an entry id like 1712345678901-0: {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="replydesk", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="replydesk",
+        description="replydesk command line: the service, dead letters, NLU, agents and ops.",
+    )
     p.add_argument("--config", help="YAML config file (default: ./replydesk.yml if present)")
     p.add_argument("--log-level", default=None, help="debug, info, warning, error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -124,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the service")
     s.add_argument("--role", choices=["all", "web", "worker"], default="all")
     s.add_argument("--host", default=None)
-    s.add_argument("--port", type=int, default=None)
+    s.add_argument("--port", type=_port, default=None)
     s.add_argument(
         "--demo",
         action="store_true",
@@ -135,10 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dead", help="inspect and replay dead-lettered events and replies")
     dsub = d.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
     dl = dsub.add_parser("list", help="list dead entries as JSON lines")
-    dl.add_argument("--count", type=int, default=100)
+    dl.add_argument("--count", type=_positive, default=100, help="at most this many (100)")
     dl.set_defaults(func=_dead_list)
     dr = dsub.add_parser("replay", help="put a dead entry back on its stream")
-    dr.add_argument("id")
+    dr.add_argument("id", type=_entry_id, help="an id from `replydesk dead list`")
     dr.set_defaults(func=_dead_replay)
 
     c = sub.add_parser("config", help="check the configuration and print a summary")
@@ -159,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"replydesk: config error: {e}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as e:  # the YAML file is not text (bot.config reads UTF-8)
+        print(f"replydesk: config error: the config file is not UTF-8 text ({e})", file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
     try:
         return int(args.func(settings, args) or 0)
@@ -168,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     except NluDataError as e:
         print(f"replydesk: data error: {e}", file=sys.stderr)
         return 2
+    except (RedisConnectionError, RedisTimeoutError) as e:
+        # The client has already retried for a few seconds: Redis is down or the URL wrong.
+        # (redis-py's message names the host or socket, never the password.)
+        print(f"replydesk: cannot reach Redis (REDIS_URL or redis.url): {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # Ctrl-C on a command (train, eval, ...): each cleans up in its own finally
         # blocks (train removes its unfinished folder); a traceback would add nothing.

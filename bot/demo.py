@@ -98,6 +98,8 @@ def base_url(settings: Settings) -> str:
     host = settings.server.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
+    elif ":" in host:  # an IPv6 address goes in brackets in a URL
+        host = f"[{host}]"
     return f"http://{host}:{settings.server.port}"
 
 

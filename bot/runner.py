@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 from aiohttp import web
 
@@ -22,13 +23,24 @@ from aiohttp import web
 STARTING = web.AppKey("starting", list[asyncio.Task[None]])
 
 
+class ListenError(Exception):
+    """The listener could not start (port taken, unknown host): a one-line error for the
+    command line, not a traceback."""
+
+
 async def _serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> None:
     runner = web.AppRunner(
         app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_timeout
     )
     try:
         await runner.setup()  # installs the SIGINT/SIGTERM handlers (GracefulExit)
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except (OSError, OverflowError) as e:  # OverflowError: a port above 65535
+            # asyncio wraps bind errors in a long message; the errno says it in a word.
+            errno = getattr(e, "errno", None)
+            reason = os.strerror(errno) if errno and errno > 0 else str(getattr(e, "strerror", e))
+            raise ListenError(f"cannot listen on {host}:{port}: {reason}") from e
         for task in app.get(STARTING, []):
             await asyncio.wait([task])  # (a signal cancels the wait, not the task)
             task.result()  # its error, if it failed

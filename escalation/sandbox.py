@@ -37,9 +37,11 @@ CSRF_HEADER = "X-CSRF-Token"
 COOKIE_MAX_AGE = 7 * 24 * 3600
 MAX_TEXT = 2000
 MAX_PENDING = 50
-HANDLE_RE = re.compile(r"^[A-Za-z0-9_\u4e00-\u9fff]{1,30}$")
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+# Used with fullmatch: ``$`` in re.match also accepts a trailing newline.
+HANDLE_RE = re.compile(r"[A-Za-z0-9_\u4e00-\u9fff]{1,30}")
+ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CURSOR_RE = re.compile(r"(\d{1,20})-(\d{1,20})")
+MAX_STREAM_PART = 2**64 - 1  # a stream id is two 64-bit numbers
 
 
 def sandbox_accounts(settings: Settings) -> list[AccountConfig]:
@@ -48,7 +50,7 @@ def sandbox_accounts(settings: Settings) -> list[AccountConfig]:
 
 def _customer(request: web.Request) -> str | None:
     cid = request.cookies.get(CUSTOMER_COOKIE, "")
-    return cid if ID_RE.match(cid) else None
+    return cid if ID_RE.fullmatch(cid) else None
 
 
 def _set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str) -> None:
@@ -85,6 +87,15 @@ def _account_view(a: AccountConfig) -> dict[str, str]:
     }
 
 
+def _cookies_dropped(request: web.Request) -> bool:
+    """Plain http on a non-local host: the browser drops the Secure cookies, and every post
+    would fail its CSRF check however often the visitor reloads."""
+    if request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https":
+        return False
+    host = (request.host or "").rsplit(":", 1)[0].strip("[]")
+    return host not in ("localhost", "127.0.0.1", "::1") and not host.endswith(".localhost")
+
+
 async def page(request: web.Request) -> web.Response:
     settings = request.app[K.SETTINGS]
     customer = _customer(request)
@@ -92,7 +103,7 @@ async def page(request: web.Request) -> web.Response:
     new_customer = customer is None
     if customer is None:
         customer = "sb" + secrets.token_hex(8)
-    if not ID_RE.match(csrf):
+    if not ID_RE.fullmatch(csrf):
         csrf = secrets.token_urlsafe(24)
     accounts = [_account_view(a) for a in sandbox_accounts(settings)]
     resp = render(
@@ -102,6 +113,7 @@ async def page(request: web.Request) -> web.Response:
         csrf_token=csrf,
         handle="guest" + customer[-4:],
         new_customer=new_customer,
+        cookies_dropped=_cookies_dropped(request),
     )
     _set_cookie(resp, request, CUSTOMER_COOKIE, customer)
     _set_cookie(resp, request, CSRF_COOKIE, csrf)
@@ -141,7 +153,7 @@ async def post_message(request: web.Request) -> web.Response:
         return _bad(403, "no sandbox session; reload the page")
     try:
         data = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         return _bad(400, "expected a JSON body")
     if not isinstance(data, dict):
         return _bad(400, "expected a JSON object")
@@ -154,8 +166,10 @@ async def post_message(request: web.Request) -> web.Response:
     text = data.get("text")
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
         return _bad(400, f"text must be 1 to {MAX_TEXT} characters")
+    if not _utf8(text):
+        return _bad(400, "text is not valid Unicode")
     handle = str(data.get("handle") or "")
-    if not HANDLE_RE.match(handle):
+    if not HANDLE_RE.fullmatch(handle):
         return _bad(400, "handle: 1 to 30 letters, digits or _")
 
     event_id = "sb-" + secrets.token_hex(8)
@@ -185,16 +199,30 @@ async def post_message(request: web.Request) -> web.Response:
         status = 0
     if status != 200:
         log.warning("sandbox_webhook_refused", account=account.id, status=status)
-        return web.json_response(
-            {
-                "error": f"the webhook answered {status or 'nothing'}",
-                "id": entry_id,
-                "ref": event_id,
-            },
-            status=502,
-        )
+        # The page says "not sent" and keeps the text for another try: the turn must
+        # not stay in the conversation, waiting for a bot that never heard of it.
+        await inbox.remove(account.id, customer, entry_id)
+        return _bad(502, f"the webhook answered {status or 'nothing'}")
     log.info("sandbox_message_posted", account=account.id, event_id=event_id, kind=kind)
     return web.json_response({"id": entry_id, "ref": event_id})
+
+
+def _utf8(text: str) -> bool:
+    """False for text JSON can carry but UTF-8 cannot (lone surrogates, "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _cursor_ok(cursor: str) -> bool:
+    """A stream id Redis accepts as an exclusive start (the largest one has no successor)."""
+    m = CURSOR_RE.fullmatch(cursor)
+    if m is None:
+        return False
+    parts = (int(m[1]), int(m[2]))
+    return max(parts) <= MAX_STREAM_PART and parts != (MAX_STREAM_PART, MAX_STREAM_PART)
 
 
 def _outcome_view(raw: bytes | str | None) -> dict[str, Any] | None:
@@ -215,9 +243,9 @@ async def get_messages(request: web.Request) -> web.Response:
     if account is None:
         return _bad(404, "unknown sandbox account")
     after = request.query.get("after", "")
-    if after and not CURSOR_RE.match(after):
+    if after and not _cursor_ok(after):
         return _bad(400, "bad cursor")
-    pending = [p for p in request.query.get("pending", "").split(",") if ID_RE.match(p)]
+    pending = [p for p in request.query.get("pending", "").split(",") if ID_RE.fullmatch(p)]
     entries = await _inbox(request).read(account.id, customer, after=after or "-")
     refs = list(
         dict.fromkeys([*pending[:MAX_PENDING], *(e.ref for e in entries if e.who == "customer")])

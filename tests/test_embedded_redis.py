@@ -1,9 +1,13 @@
-"""The embedded Redis of the default run: data kept across restarts, stopped by its starter."""
+"""The embedded Redis of the default run: data kept across restarts, stopped by the last
+process that uses it (whichever started it)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
+from pathlib import Path
 
 import psutil
 
@@ -41,3 +45,74 @@ async def test_a_second_user_of_the_data_dir_leaves_the_server_running(tmp_path)
     finally:
         await asyncio.to_thread(first.stop)
     assert not psutil.pid_exists(pid)  # the one that started it still stops it
+
+
+# A short-lived command in its own process: starts (or joins) the embedded server, says
+# "ready", and leaves when its stdin closes (or is SIGKILLed by the test).
+_COMMAND = """
+import sys
+from bot.redis import EmbeddedRedis
+e = EmbeddedRedis(sys.argv[1])
+print("READY", e.start(), e._server.pid, flush=True)
+sys.stdin.read()
+e.stop()
+"""
+
+
+def _command(data_dir: str) -> tuple[subprocess.Popen[str], str, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _COMMAND, data_dir],
+        cwd=Path(__file__).resolve().parents[1],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = ""
+    while not line.startswith("READY"):  # (structlog's default output shares stdout)
+        line = proc.stdout.readline()
+        assert line, "the command ended before it was ready"
+    _, url, pid = line.split()
+    return proc, url, int(pid)
+
+
+async def test_a_command_that_started_the_server_leaves_it_to_the_service(tmp_path):
+    """`replydesk tickets ...` starts the embedded server, `replydesk serve` joins it, the
+    command exits: the service keeps its Redis, and stops it when it leaves last."""
+    data_dir = str(tmp_path / "var")
+    command, url, pid = await asyncio.to_thread(_command, data_dir)
+    serve = EmbeddedRedis(data_dir)
+    try:
+        assert await asyncio.to_thread(serve.start) == url  # joined, did not start another
+        command.communicate("", timeout=30)  # the command exits
+        assert command.returncode == 0
+        gc.collect()
+        client = connect(serve.url)
+        try:
+            await client.set("k", "v")
+            assert await client.get("k") == b"v"
+        finally:
+            await client.aclose()
+        assert psutil.pid_exists(pid)
+    finally:
+        await asyncio.to_thread(serve.stop)
+    assert not psutil.pid_exists(pid)  # the last user stopped it
+    # ... and cleaned up after the starter: no stale temp folder or registry file.
+    assert not Path(url.removeprefix("unix://")).parent.exists()
+    assert not (tmp_path / "var" / "replydesk.rdb.settings").exists()
+    async with open_redis(RedisConfig(url=None, data_dir=data_dir)) as r:
+        assert await r.get("k") == b"v"  # a fresh start finds the data
+
+
+async def test_a_killed_user_does_not_keep_the_server_alive(tmp_path):
+    """A command killed outright never runs its cleanup; the next user to leave still
+    stops the server (the lock dies with the process)."""
+    data_dir = str(tmp_path / "var")
+    command, url, pid = await asyncio.to_thread(_command, data_dir)
+    command.kill()
+    command.communicate(timeout=10)
+    later = EmbeddedRedis(data_dir)
+    assert await asyncio.to_thread(later.start) == url  # the orphaned server, joined
+    await asyncio.to_thread(later.stop)
+    assert not psutil.pid_exists(pid)

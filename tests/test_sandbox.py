@@ -18,6 +18,7 @@ from bot.platforms.sandbox import SandboxAdapter, SandboxInbox, event_body
 from escalation.sandbox import CSRF_COOKIE, CUSTOMER_COOKIE
 from tests.conftest import GENERIC_SECRET, make_settings
 from tests.support.browser import sandbox_accounts
+from tests.support.redis_server import free_port
 
 
 def _account(**kw: Any) -> AccountConfig:
@@ -176,6 +177,8 @@ async def test_post_goes_through_the_signed_webhook(client: Any, redis: Any, key
         ({"account": "acme", "kind": "dm", "text": "  ", "handle": "a"}, 400),
         ({"account": "acme", "kind": "dm", "text": "x" * 2001, "handle": "a"}, 400),
         ({"account": "acme", "kind": "dm", "text": "x", "handle": "<img>"}, 400),
+        ({"account": "acme", "kind": "dm", "text": "x", "handle": "al\n"}, 400),
+        ({"account": "acme", "kind": "dm", "text": "lone \ud800 surrogate", "handle": "a"}, 400),
         (["not", "an", "object"], 400),
     ],
 )
@@ -186,6 +189,38 @@ async def test_post_refuses_bad_input(
     r = await client.post("/sandbox/api/messages", json=body, headers=_h(customer, csrf, csrf))
     assert r.status == status
     assert await redis.xlen(keys.inbound) == 0
+    assert await redis.keys("rd:sandbox:*") == []  # nothing shown in the conversation
+
+
+async def test_post_refuses_json_nested_too_deep(client: Any, redis: Any) -> None:
+    customer, csrf = await _session(client)
+    h = _h(customer, csrf, csrf) | {"Content-Type": "application/json"}
+    r = await client.post("/sandbox/api/messages", data=b"[" * 100_000, headers=h)
+    assert r.status == 400  # was 500 (RecursionError)
+    assert await redis.keys("rd:sandbox:*") == []
+
+
+async def test_a_refused_webhook_leaves_no_turn_behind(
+    aiohttp_client: Any, redis_server: Any, redis: Any, keys: Any, tmp_path: Any
+) -> None:
+    """The page says "not sent" and keeps the text to try again: the turn must not also
+    sit in the conversation, waiting forever (and doubled by the retry)."""
+    settings = make_settings(
+        redis_server.url,
+        tmp_path,
+        **{
+            "accounts": sandbox_accounts(),
+            "sandbox.enabled": True,
+            "sandbox.webhook_base": f"http://127.0.0.1:{free_port()}",  # nobody listens
+        },
+    )
+    client = await aiohttp_client(build_app(settings, role="web"))
+    customer, csrf = await _session(client)
+    msg = {"account": "acme", "kind": "dm", "text": "hello?", "handle": "al"}
+    r = await client.post("/sandbox/api/messages", json=msg, headers=_h(customer, csrf, csrf))
+    assert r.status == 502 and "webhook" in (await r.json())["error"]
+    r = await client.get("/sandbox/api/messages", params={"account": "acme"}, headers=_h(customer))
+    assert (await r.json())["entries"] == []
 
 
 async def test_reads_need_the_sandbox_cookie_and_a_sane_cursor(client: Any) -> None:
@@ -198,6 +233,16 @@ async def test_reads_need_the_sandbox_cookie_and_a_sane_cursor(client: Any) -> N
         headers=_h(customer),
     )
     assert r.status == 400
+    # Shaped like a stream id but not one Redis takes (was a 500), or with a newline.
+    for after in ("99999999999999999999-0", f"{2**64 - 1}-{2**64 - 1}", "1-0\n"):
+        q = {"account": "acme", "after": after}
+        r = await client.get("/sandbox/api/messages", params=q, headers=_h(customer))
+        assert r.status == 400, after
+    r = await client.get(
+        "/sandbox/api/messages", params={"account": "acme", "after": f"{2**64 - 1}-0"},
+        headers=_h(customer),
+    )  # fmt: skip
+    assert r.status == 200
     r = await client.get("/sandbox/api/messages", params={"account": "other"}, headers=_h(customer))
     assert r.status == 404
 
@@ -214,3 +259,13 @@ async def test_sandbox_is_off_unless_enabled(aiohttp_client: Any, settings: Any)
     client = await aiohttp_client(build_app(settings, role="web"))
     assert (await client.get("/sandbox")).status == 404
     assert (await client.get("/console/login")).status == 200  # the console is always there
+
+
+async def test_page_warns_when_the_browser_will_drop_its_cookies(client: Any) -> None:
+    """Served on a LAN address over http (serve --host 0.0.0.0), the Secure cookies are
+    refused and every post fails its CSRF check: the page says so up front."""
+    assert "will not keep" not in await (await client.get("/sandbox")).text()
+    r = await client.get("/sandbox", headers={"Host": "192.168.1.20:8080"})
+    assert "will not keep the sandbox's cookies" in await r.text()
+    r = await client.get("/sandbox", headers={"Host": "demo.example", "X-Forwarded-Proto": "https"})
+    assert "will not keep" not in await r.text()

@@ -10,6 +10,8 @@ only the first run on a machine trains it.
 from __future__ import annotations
 
 import re
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,20 @@ def _send(page: Any, text: str, *, kind: str = "a direct message") -> None:
     page.get_by_role("button", name="Send").click()
 
 
+def _wait_ready(url: str, within_s: float = 300) -> None:
+    """Until /readyz says the brain is ready. With no current NLU artifact (a first run, or
+    nlu_data changed) the service trains one after it starts listening, for longer than
+    the page's expectations wait: the bot's first answer timed out."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2):
+                return
+        except OSError:  # 503 (HTTPError) while training, or not listening yet
+            assert time.monotonic() < deadline, "the service never became ready"
+            time.sleep(0.5)
+
+
 def test_real_pipeline_faq_complaint_and_agent_answer(browser: Any, redis_server: Any) -> None:
     expect = playwright_expect()
     flush_redis(redis_server.url)
@@ -60,6 +76,7 @@ def test_real_pipeline_faq_complaint_and_agent_answer(browser: Any, redis_server
         },
     )
     with LiveServer(settings) as srv:
+        _wait_ready(srv.url)
         token = srv.add_agent("ann", "supervisor")
         customer = browser.new_context(viewport={"width": 1100, "height": 860}).new_page()
         csp = csp_violations(customer)

@@ -7,13 +7,22 @@ import json
 import os
 import re
 import stat
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
 from bot.app import build_app
-from bot.demo import DEMO_AGENT, SECRETS_FILE, enable_demo, install_demo
+from bot.demo import DEMO_AGENT, SECRETS_FILE, base_url, enable_demo, install_demo
 from escalation.agents import AgentStore
 from tests.conftest import make_settings
+from tests.support.cli import ROOT
+from tests.support.redis_server import env_with_redis, free_port
 
 
 def test_enable_demo_adds_accounts_with_a_persisted_secret(
@@ -78,3 +87,44 @@ async def test_install_demo_prints_addresses_and_a_working_token(
     await (await aiohttp_client(app3)).close()
     assert token not in out3.getvalue()
     assert await AgentStore(redis, keys).by_token(token) is None
+
+
+@pytest.mark.parametrize(("role", "prints"), [("web", True), ("worker", False)])
+def test_serve_demo_prints_addresses_only_where_they_are_served(
+    redis_server: Any, tmp_path: Path, role: str, prints: bool
+) -> None:
+    """`serve --demo --role worker` printed a sandbox and console address it does not serve
+    (the worker has neither page)."""
+    config = tmp_path / "replydesk.yml"
+    settings = {"dialog": {"pipeline": "pass-through"}, "redis": {"data_dir": str(tmp_path)}}
+    config.write_text(yaml.safe_dump(settings))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "--config", str(config), "serve", "--demo",
+         "--role", role, "--port", str(port)],
+        cwd=ROOT, env=env_with_redis(redis_server.url), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert ("customer sandbox:" in out) is prints, out
+    assert (f"http://127.0.0.1:{port}/console" in out) is prints, out
+
+
+def test_printed_addresses_are_urls_for_every_listen_host(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    s = make_settings(redis_server.url, tmp_path)
+    for host, shown in [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("::1", "[::1]")]:
+        s.server.host = host
+        assert base_url(s) == f"http://{shown}:{s.server.port}"  # was http://::1:8080

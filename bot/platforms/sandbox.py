@@ -99,6 +99,10 @@ class SandboxInbox:
         res = await tx.execute()
         return as_str(res[0])
 
+    async def remove(self, account: str, customer_id: str, entry_id: str) -> None:
+        """Take back an entry (a customer turn the webhook refused)."""
+        await self.redis.xdel(self.key(account, customer_id), entry_id)
+
     async def deliver(self, reply: OutboundReply) -> str:
         """Append a bot or agent reply once per reply_id; returns its entry id."""
         marker = self._delivered_key(reply.reply_id)
