@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 
 import pytest
 from aiohttp import web
@@ -74,6 +75,11 @@ async def test_own_posts_are_dropped(client, redis, keys):
             ),
             400,
         ),
+        # Valid JSON too deep for the parser (it used to be a 500).
+        (
+            lambda b, h: signed(GENERIC_SECRET, b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+            400,
+        ),
     ],
     ids=[
         "wrong-sig",
@@ -84,6 +90,7 @@ async def test_own_posts_are_dropped(client, redis, keys):
         "bad-author",
         "empty-id",
         "half-bad-batch",
+        "too-deep",
     ],
 )
 async def test_refusals_store_nothing(client, redis, keys, mutate, status):
@@ -94,6 +101,26 @@ async def test_refusals_store_nothing(client, redis, keys, mutate, status):
     assert "error" in await resp.json()
     assert await stored(redis, keys) == 0
     assert await redis.dbsize() == 0  # no dedupe key either
+
+
+async def test_a_lone_surrogate_in_the_text_is_stored_as_a_replacement_character(
+    client, redis, keys
+):
+    """A broken emoji escape ("\\ud83d" without its pair) is valid JSON but not UTF-8:
+    storing it failed, and the 503 made the platform retry the message forever. The
+    event is taken, with U+FFFD where the half emoji was."""
+    raw = json.dumps(generic_event("half", "great job PLACEHOLDER")).encode()
+    body, headers = signed(GENERIC_SECRET, raw.replace(b"PLACEHOLDER", b"\\ud83d!"))
+    resp = await client.post(URL, data=body, headers=headers)
+    assert resp.status == 200
+    ((_, fields),) = await redis.xrange(keys.inbound)
+    assert "great job \ufffd!" in fields[b"event"].decode()
+    # A whole emoji sent as an escaped pair is untouched.
+    body, headers = signed(GENERIC_SECRET, raw.replace(b"PLACEHOLDER", b"\\ud83d\\ude00"))
+    body = body.replace(b'"half"', b'"pair"')
+    body, headers = signed(GENERIC_SECRET, body)
+    assert (await client.post(URL, data=body, headers=headers)).status == 200
+    assert "great job \U0001f600" in (await redis.xrange(keys.inbound))[1][1][b"event"].decode()
 
 
 async def test_oversized_body_is_413(client, redis, keys):

@@ -363,6 +363,29 @@ async def test_catch_up_pages_through_many_missed_mentions(
     assert [e["text"] for e in evs] == [f"@shop m{i}" for i in range(95)]  # oldest first
 
 
+async def test_a_broken_emoji_in_a_streamed_mention_is_stored(
+    fake, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Half an emoji (a lone surrogate escape in the API's JSON) used to fail the store,
+    and the catch-up with it, on every reconnect; it is stored with U+FFFD instead."""
+    settings = stream_settings(redis_server.url, tmp_path, fake.base_url)
+    adapter = adapter_for(settings.accounts[2])
+    assert isinstance(adapter, MastodonAdapter)
+    writer = IngestWriter(redis, keys, dedupe_ttl_s=3600, batch_max=64)
+    await writer.start()
+    fake.mention("baseline")
+    try:
+        async with aiohttp.ClientSession() as http:
+            stream = MastodonStream(adapter, redis, keys, writer, http)
+            assert await stream.catch_up() == 0
+            fake.mention("love it \ud83d")
+            assert await stream.catch_up() == 1
+    finally:
+        await writer.close()
+    (ev,) = await inbound_events(redis, keys)
+    assert ev["text"] == "@shop love it \ufffd"
+
+
 async def test_stream_and_webhook_dedupe_to_one_event(
     fake, aiohttp_client, redis_server, redis, keys, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]

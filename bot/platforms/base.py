@@ -9,6 +9,7 @@ HTTP client session.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,15 +29,40 @@ class PayloadError(Exception):
     """The body is not a payload this platform sends (→ 400, nothing stored)."""
 
 
+# What JSON's \\uXXXX escapes leave behind of a broken emoji: a surrogate with no pair
+# (a pair decodes to the emoji itself). Valid JSON, but no UTF-8 can carry it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def json_object(body: bytes) -> dict[str, Any]:
-    """A webhook body that must be one JSON object, or the PayloadError saying why not."""
+    """A webhook body that must be one JSON object, or the PayloadError saying why not.
+    Lone surrogates in its strings become U+FFFD: storing them would fail, and the 503
+    would make the platform resend the event forever."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PayloadError("body is not JSON") from e
+    except RecursionError as e:
+        raise PayloadError("body is nested too deeply") from e
     if not isinstance(data, dict):
         raise PayloadError("body must be a JSON object")
+    if b"\\u" in body:  # only an escape makes a surrogate
+        try:
+            data = without_lone_surrogates(data)
+        except RecursionError as e:
+            raise PayloadError("body is nested too deeply") from e
     return data
+
+
+def without_lone_surrogates(value: Any) -> Any:
+    """``value`` (parsed JSON) with U+FFFD for every unpaired surrogate in its strings."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_lone_surrogates(v) for v in value]
+    return value
 
 
 class HandshakeError(Exception):

@@ -23,7 +23,7 @@ import structlog
 
 from bot import metrics
 from bot.ingest import IngestWriter
-from bot.platforms.base import PlatformAdapter
+from bot.platforms.base import PlatformAdapter, without_lone_surrogates
 from bot.platforms.mastodon import MastodonAdapter, id_newer
 from bot.redis import Keys, Redis
 
@@ -79,7 +79,8 @@ class MastodonStream:
     async def _store(self, notification: Mapping[str, Any]) -> bool:
         """Store one notification's event (if any) and advance the cursor; True if new."""
         new = False
-        ev = self.adapter.notification_event(notification)
+        # From the stream or the catch-up's JSON: half an emoji would fail the store.
+        ev = self.adapter.notification_event(without_lone_surrogates(notification))
         if ev is not None:
             (new,) = await self.writer.store([ev])
             metrics.INGEST_EVENTS.labels(
