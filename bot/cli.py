@@ -124,7 +124,8 @@ def _config_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(value: str) -> int:
+def positive(value: str) -> int:
+    """An argparse type: a whole number of at least 1 (a usage error otherwise)."""
     try:
         n = int(value)
     except ValueError:
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dead", help="inspect and replay dead-lettered events and replies")
     dsub = d.add_subparsers(dest="dead_command", required=True, metavar="ACTION")
     dl = dsub.add_parser("list", help="list dead entries as JSON lines")
-    dl.add_argument("--count", type=_positive, default=100, help="at most this many (100)")
+    dl.add_argument("--count", type=positive, default=100, help="at most this many (100)")
     dl.set_defaults(func=_dead_list)
     dr = dsub.add_parser("replay", help="put a dead entry back on its stream")
     dr.add_argument("id", type=_entry_id, help="an id from `replydesk dead list`")
@@ -195,9 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, overrides=level)
     except ConfigError as e:
         print(f"replydesk: config error: {e}", file=sys.stderr)
-        return 2
-    except UnicodeDecodeError as e:  # the YAML file is not text (bot.config reads UTF-8)
-        print(f"replydesk: config error: the config file is not UTF-8 text ({e})", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
     try:

@@ -18,8 +18,17 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_dead_list_and_replay(redis, keys, redis_server):
-    await redis.xadd(keys.dead, {"event": '{"x":1}', "source": "inbound", "stream_id": "1-0",
-                                 "error": "RuntimeError: boom", "attempts": "3", "failed_at": "1.0"})
+    await redis.xadd(
+        keys.dead,
+        {
+            "event": '{"x":1}',
+            "source": "inbound",
+            "stream_id": "1-0",
+            "error": "RuntimeError: boom",
+            "attempts": "3",
+            "failed_at": "1.0",
+        },
+    )
     out = cli(redis_server.url, "dead", "list")
     assert out.returncode == 0, out.stderr
     [row] = [json.loads(line) for line in out.stdout.splitlines()]
@@ -48,6 +57,11 @@ def test_bad_arguments_are_usage_errors(redis_server):
     _one_line_error(cli(redis_server.url, "dead", "replay", "garbage"), 2, "not an entry id")
     _one_line_error(cli(redis_server.url, "dead", "replay", "1-0\n"), 2, "not an entry id")
     _one_line_error(cli(redis_server.url, "serve", "--port", "99999"), 2, "1 to 65535")
+    # "no alerts" with exit 0 although alerts existed.
+    _one_line_error(cli(redis_server.url, "alerts", "--limit", "0"), 2, "at least 1")
+    _one_line_error(
+        cli(redis_server.url, "insights", "--account", "a", "--limit", "-1"), 2, "at least 1"
+    )
 
 
 def test_redis_unreachable_or_misnamed_is_one_line():

@@ -110,3 +110,10 @@ def test_faq_thresholds_per_language(tmp_path):
         write(tmp_path, "nlu: {faq_threshold: 0.7, faq_thresholds: {zh: 0.5}}\n"), env={}
     )
     assert s.nlu.faq_threshold == 0.7 and s.nlu.faq_thresholds == {"zh": 0.5}
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "replydesk.yml"
+    path.write_bytes(b"log_level: info\n# caf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match=r"replydesk\.yml: not UTF-8 text \(byte 21\)"):
+        load_settings(path, env={})

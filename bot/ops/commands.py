@@ -12,14 +12,16 @@ from bot.config import Settings
 
 
 def add_commands(sub: Any) -> None:
+    from bot.cli import positive  # bot.cli imports this module
+
     i = sub.add_parser("insights", help="an account's hot words, top intents and response times")
     i.add_argument("--account", required=True)
-    i.add_argument("--limit", type=int, default=15)
+    i.add_argument("--limit", type=positive, default=15)
     i.set_defaults(func=_insights)
     a = sub.add_parser("alerts", help="list crisis alerts (newest first)")
     a.add_argument("--status", choices=["active", "cleared"], default=None)
     a.add_argument("--account", default=None)
-    a.add_argument("--limit", type=int, default=20)
+    a.add_argument("--limit", type=positive, default=20)
     a.set_defaults(func=_alerts)
 
 
