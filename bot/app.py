@@ -34,6 +34,7 @@ from bot.platforms.sandbox import SandboxAdapter
 from bot.platforms.x import link_shared_webhooks
 from bot.redis import Keys, open_redis
 from bot.runner import STARTING
+from bot.storage_down import storage_down
 from bot.streams import refresh_stream_gauges
 from bot.worker import InboundWorker
 from escalation.api import register_api
@@ -57,7 +58,9 @@ def build_app(
 ) -> web.Application:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    app = web.Application(client_max_size=settings.ingest.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.ingest.max_body_bytes, middlewares=[storage_down]
+    )
     app[K.SETTINGS] = settings
     app[K.ROLE] = role
     app[K.KEYS] = Keys(settings.redis.key_prefix)

@@ -24,6 +24,7 @@ from bot import keys as K
 from bot import metrics
 from bot.models import OutboundReply
 from bot.redis import as_str
+from bot.storage_down import UNAVAILABLE
 from escalation.agents import NAME_RE, Agent, AgentStore
 from escalation.auth import authenticate
 from escalation.lengths import check_length
@@ -78,8 +79,8 @@ def _op(
                 resp = error_response(e.status, e.code, e.message, **e.extra)
             except TicketError as e:
                 resp = error_response(e.status, e.code, e.message, **e.extra)
-            except web.HTTPException:
-                raise
+            except (web.HTTPException, *UNAVAILABLE):
+                raise  # Redis down: bot.storage_down answers 503
             except Exception:
                 log.exception("agent_api_error", op=name)
                 resp = error_response(500, "internal", "unexpected error")

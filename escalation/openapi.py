@@ -365,7 +365,8 @@ OPENAPI: dict[str, Any] = {
                                             "invalid, too_long (with length, limit), claimed (with "
                                             "owner), not_open, not_resolved, no_public_mention, "
                                             "window_closed (with platform), duplicate, "
-                                            "conversation_has_ticket, busy",
+                                            "conversation_has_ticket, busy, unavailable (Redis "
+                                            "unreachable: 503 with Retry-After, on any route)",
                                         },
                                         "message": {"type": "string"},
                                         "owner": {"type": "string"},
