@@ -70,11 +70,21 @@ def escalate(
 
 
 def handoff(
-    reason: str, message: InboundEvent, account: AccountConfig | None, say: Say
+    reason: str,
+    message: InboundEvent,
+    account: AccountConfig | None,
+    say: Say,
+    *,
+    apologise: bool = False,
 ) -> Escalate:
     """A ticket at normal priority for what the bot cannot settle itself (no answer, a
-    repeated answer, a busy thread), with the usual acknowledgement."""
-    text = ack(message, account, say, dm_key="ack_dm", public_key="ack_public")
+    repeated answer, a busy thread, a prize claim). Its acknowledgement is neutral: "We're
+    sorry to hear this" fits a complaint or a customer kept waiting (``apologise``), not
+    a winner asking for a prize or a question nothing answered."""
+    if apologise:
+        text = ack(message, account, say, dm_key="ack_dm", public_key="ack_public")
+    else:
+        text = ack(message, account, say, dm_key="ack_handoff", public_key="ack_public_human")
     return Escalate(reason, "normal", text, {"rule": reason})
 
 

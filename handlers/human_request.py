@@ -29,4 +29,4 @@ def human_request(
 
 @router.intent("follow_up")
 def follow_up(message: InboundEvent, account: AccountConfig, say: Say) -> Escalate:
-    return handoff("follow_up", message, account, say)
+    return handoff("follow_up", message, account, say, apologise=True)  # kept waiting

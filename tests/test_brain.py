@@ -311,7 +311,7 @@ async def test_a_repeated_faq_answer_goes_to_a_person(
     t = await brain.tickets.get(o.ticket_id or "")
     assert t is not None and t.reason == "repeat" and t.priority == "normal"
     sent = [r["text"] for r in await outbox(redis, keys)]
-    assert sent[0] == "Returns are free within 30 days." and "support team" in sent[1]
+    assert sent[0] == "Returns are free within 30 days." and "a colleague who can help" in sent[1]
 
 
 async def test_answers_per_hour_are_capped_by_the_brains_clock(

@@ -156,6 +156,7 @@ async def test_a_calm_prize_claim_goes_to_a_person(text: str, language: str) -> 
     d = await run(text, result, language=language)
     assert isinstance(d, Escalate) and d.reason == "prize_claim" and d.priority == "normal"
     assert d.reasons["rule"] == "prize_claim" and d.ack
+    assert not any(w in d.ack.lower() for w in ("sorry", "抱歉"))  # a winner, not a complaint
     d = await run(text, result, kind="mention", language=language)
     assert isinstance(d, Escalate) and d.reason == "prize_claim"
     assert ("私信" if language == "zh" else "DM") in (d.ack or "")
@@ -187,7 +188,7 @@ async def test_a_follow_up_goes_to_a_person_not_a_greeting(kind: str) -> None:
         "Hello? Anyone there? I've been waiting 3 days for an answer", nlu("follow_up"), kind=kind
     )
     assert isinstance(d, Escalate) and d.reason == "follow_up" and d.priority == "normal"
-    assert d.reasons["rule"] == "follow_up" and d.ack
+    assert d.reasons["rule"] == "follow_up" and d.ack and "sorry" in d.ack.lower()  # kept waiting
     # With a ticket open, it joins the ticket like any other message.
     d = await run("any update?", nlu("follow_up"), c=conv(ticket_id="T7"))
     assert isinstance(d, Escalate) and d.reason == "human_owned"
