@@ -8,8 +8,33 @@ from __future__ import annotations
 
 import logging
 import sys
+from urllib.parse import urlsplit
 
 import structlog
+
+
+def loggable_url(url: str) -> str:
+    """``url`` for a log line: scheme, host, port and path. The user info and the query
+    go, as credentials ride in either (``https://user:pass@host``, ``?token=``)."""
+    try:
+        p = urlsplit(url)
+        host, port = p.hostname or "", p.port
+    except ValueError:  # an unparsable URL may hold anything
+        return "<unparsable URL>"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return f"{p.scheme}://{host}{f':{port}' if port else ''}{p.path}"
+
+
+def _exception_formatter() -> structlog.typing.ExceptionRenderer:
+    """Tracebacks without local variables: the console renderer's default (rich, or
+    better-exceptions) prints every frame's locals, which hold message text, request
+    bodies and credentials."""
+    try:
+        import rich  # noqa: F401 - only whether it is installed
+    except ImportError:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False)
 
 
 def setup_logging(level: str = "info", *, json: bool | None = None) -> None:
@@ -22,7 +47,9 @@ def setup_logging(level: str = "info", *, json: bool | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(exception_formatter=_exception_formatter())
     )
     structlog.configure(
         processors=[

@@ -235,6 +235,16 @@ class EmbeddedRedis:
             time.sleep(0.02)
 
 
+def _url_problem(e: ValueError) -> str:
+    """What is wrong with a Redis URL, without any of it: redis-py's own messages name
+    none of it, but urllib's quote the port or the whole host part, which is a piece of
+    the password when a '/', '?' or '#' in it is not percent-encoded."""
+    msg = str(e)
+    if msg.startswith(("Redis URL must specify", "Invalid value for '")):
+        return msg
+    return "not a valid URL (percent-encode '@', ':', '/', '?' and '#' in the password)"
+
+
 @contextlib.asynccontextmanager
 async def open_redis(cfg: RedisConfig) -> AsyncIterator[Redis]:
     """Connect to ``cfg.url`` or, without one, to an embedded server started here."""
@@ -245,8 +255,8 @@ async def open_redis(cfg: RedisConfig) -> AsyncIterator[Redis]:
     else:
         try:
             client = connect(cfg.url.get())
-        except ValueError as e:  # a scheme redis-py does not know; the message omits the URL
-            raise ConfigError(f"redis.url (REDIS_URL): {e}") from None
+        except ValueError as e:
+            raise ConfigError(f"redis.url (REDIS_URL): {_url_problem(e)}") from None
     try:
         yield client
     finally:

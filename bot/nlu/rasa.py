@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from bot.log import loggable_url
 from bot.metrics import NLU_RASA_FALLBACKS
 from bot.nlu.types import OUT_OF_SCOPE, IntentScore
 
@@ -122,7 +123,9 @@ class RasaClient:
         if self.down:
             self._successes += 1
             if self._successes >= RECOVERY_SUCCESSES:
-                log.info("nlu.rasa.recovered", url=self.url, failed_messages=self.failures)
+                log.info(
+                    "nlu.rasa.recovered", url=loggable_url(self.url), failed_messages=self.failures
+                )
                 self.down = False
                 self.failures = 0
         return result
@@ -133,4 +136,4 @@ class RasaClient:
         self._successes = 0
         if not self.down:
             self.down = True
-            log.warning("nlu.rasa.down", url=self.url, reason=e.reason, error=str(e))
+            log.warning("nlu.rasa.down", url=loggable_url(self.url), reason=e.reason, error=str(e))

@@ -96,25 +96,33 @@ async def read_json(resp: aiohttp.ClientResponse, platform: str) -> Any:
         return {"_text": text[:200]}
 
 
+# The fields in which platforms state what went wrong. Nothing else of an error body is
+# kept: X's ``parameters``/``value``, a proxy's HTML page or a receiver that answers with
+# the request can echo the reply text, and this message goes to the dead stream, which
+# `replydesk dead list` prints.
+_ERROR_FIELDS = ("title", "detail", "error", "error_description", "error_code")
+
+
+def _scalar(v: Any) -> str:
+    return str(v) if isinstance(v, str | int | float) and not isinstance(v, bool) else ""
+
+
 def error_text(body: str) -> str:
     """The platform's message: X ``detail``/``errors``, Weibo ``error``, Mastodon ``error``."""
     try:
         d = json.loads(body)
     except (json.JSONDecodeError, ValueError):
-        return body.strip()[:300]
+        return f"non-JSON body of {len(body)} characters"
+    parts: list[str] = []
     if isinstance(d, dict):
-        parts = []
-        for k in ("title", "detail", "error", "error_description", "error_code"):
-            if d.get(k) not in (None, ""):
-                parts.append(f"{k}={d[k]}")
+        for k in _ERROR_FIELDS:
+            if v := _scalar(d.get(k)):
+                parts.append(f"{k}={v}")
         errs = d.get("errors")
-        if isinstance(errs, list):
-            for e in errs[:3]:
-                if isinstance(e, dict):
-                    parts.append(str(e.get("message") or e.get("detail") or e))
-        if parts:
-            return "; ".join(parts)[:500]
-    return body.strip()[:300]
+        for e in errs[:3] if isinstance(errs, list) else []:
+            if isinstance(e, dict) and (m := _scalar(e.get("message") or e.get("detail"))):
+                parts.append(m)
+    return "; ".join(parts)[:500] or f"no error message in a body of {len(body)} characters"
 
 
 def http_error(status: int, headers: Mapping[str, str], body: str) -> SendError:

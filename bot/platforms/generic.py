@@ -40,6 +40,7 @@ from bot.platforms.base import (
     SignatureError,
     json_object,
 )
+from bot.platforms.common import error_text
 from bot.platforms.signing import hmac_sha256_hex, same
 
 SIGNATURE_HEADER = "X-Replydesk-Signature"
@@ -167,8 +168,9 @@ class GenericAdapter(PlatformAdapter):
                     retry_after=float(ra) if ra and ra.replace(".", "", 1).isdigit() else None,
                 )
             if resp.status >= 400:
+                # Not the body itself: a receiver may answer with the request (the reply).
                 raise SendError(
-                    f"HTTP {resp.status}: {payload[:200]}", status=resp.status, permanent=True
+                    f"HTTP {resp.status}: {error_text(payload)}", status=resp.status, permanent=True
                 )
             try:
                 pid = str(json.loads(payload).get("id", ""))
