@@ -7,11 +7,11 @@ import io
 import json
 
 import pytest
-from aiohttp import web
 
 from bot.app import build_app
 from bot.metrics import REGISTRY
 from tests.conftest import GENERIC_SECRET
+from tests.support.waiting import until
 from tests.support.webhooks import generic_event, signed
 
 URL = "/webhooks/generic/acme"
@@ -202,5 +202,20 @@ async def test_health_ready_metrics(client):
     assert 'replydesk_stream_length{stream="inbound"}' in text
 
 
-def test_web_app_type(settings):
-    assert isinstance(build_app(settings, role="web"), web.Application)
+async def test_the_web_role_stores_events_and_the_worker_role_takes_no_webhooks(
+    client, aiohttp_client, settings, redis, keys
+):
+    """role=web (the ingest tier) stores events for the workers and handles none itself;
+    role=worker serves no webhooks."""
+
+    async def groups() -> list[str]:
+        return [g["name"].decode() for g in await redis.xinfo_groups(keys.inbound)]
+
+    body, headers = signed(GENERIC_SECRET, generic_event("r1"))
+    assert (await client.post(URL, data=body, headers=headers)).status == 200
+    assert await stored(redis, keys) == 1
+    assert await groups() == []  # no worker reads here
+    worker = await aiohttp_client(build_app(settings, role="worker"))
+    assert (await worker.post(URL, data=body, headers=headers)).status == 404
+    await until(groups, what="the worker role's consumer group")
+    assert await groups() == [keys.WORKERS] and await stored(redis, keys) == 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from asyncio.subprocess import PIPE, STDOUT
 from typing import Any
 
@@ -18,6 +17,7 @@ from bot.app import build_app
 from bot.models import Author, InboundEvent
 from bot.ops import record_message
 from tests.conftest import GENERIC_SECRET
+from tests.support.waiting import until
 from tests.support.webhooks import generic_event, signed
 
 PROMTOOL = shutil.which("promtool")
@@ -49,10 +49,10 @@ async def test_metrics_pass_promtool_check(
     )
     await record_message(redis, keys, ev, intent="complaint", negative=True, decision="escalate")
 
-    deadline = time.monotonic() + 10
-    while await redis.exists(keys.outcome("generic:acme:m2")) == 0:
-        assert time.monotonic() < deadline, "the worker did not handle the events"
-        await asyncio.sleep(0.05)
+    await until(
+        lambda: redis.exists(keys.outcome("generic:acme:m2")),
+        what="the worker to handle the events",
+    )
 
     resp = await client.get("/metrics")
     assert resp.status == 200

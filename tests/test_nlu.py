@@ -19,6 +19,7 @@ from bot.nlu.engine import Thresholds
 from bot.nlu.lang import detect_language
 from bot.nlu.parts import cosine
 from tests.support.cli import run_replydesk
+from tests.support.trained_nlu import add_example
 
 pytest_plugins = ["tests.conftest_nlu"]
 
@@ -187,14 +188,6 @@ def test_unchanged_artifact_loads_without_training(
     assert loaded.stamp.data_sha256 == nlu_artifact.stamp.data_sha256
 
 
-def add_example(data: Path, text: str) -> None:
-    """Append a thanks example to a copy of nlu_data/ (a data edit)."""
-    smalltalk = data / "nlu" / "smalltalk.yml"
-    smalltalk.write_text(
-        smalltalk.read_text(encoding="utf-8") + f"    - {text}\n", encoding="utf-8"
-    )
-
-
 def test_changed_data_file_triggers_retraining(
     nlu_artifact: Loaded,
     nlu_data_dir: Path,
@@ -302,16 +295,30 @@ def test_processes_sharing_a_data_dir_train_one_at_a_time(
     shutil.copytree(nlu_data_root / "nlu", art)
     add_example(data, "ta very much")
     trained_by: list[str] = []
+    stale_found: list[str] = []  # each time a caller found the artifact stale
+    real_stale_reason = art_mod.stale_reason
+
+    def stale_reason(*a: Any, **k: Any) -> str | None:
+        reason = real_stale_reason(*a, **k)
+        if reason is not None:
+            stale_found.append(reason)
+        return reason
 
     def slow_train(nlu_data: Path, art_dir: Path, *a: object, **k: object) -> Loaded:
         trained_by.append(threading.current_thread().name)
-        time.sleep(0.5)  # the other caller arrives meanwhile
+        # The trainer found it stale twice (before and under the lock); wait for the other
+        # caller to find it stale too: it is then on its way to the lock.
+        deadline = time.monotonic() + 60
+        while len(stale_found) < 3:
+            assert time.monotonic() < deadline, "the other caller never arrived"
+            time.sleep(0.01)
         stamp = json.loads((art_dir / "stamp.json").read_text())
         stamp["data_sha256"] = data_hash(nlu_data)  # now current for the new data
         (art_dir / "stamp.json").write_text(json.dumps(stamp))
         return nlu_artifact
 
     monkeypatch.setattr(art_mod, "train", slow_train)
+    monkeypatch.setattr(art_mod, "stale_reason", stale_reason)
     cfg = NluConfig()
     with ThreadPoolExecutor(2) as pool:
         results = list(

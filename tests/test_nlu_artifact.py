@@ -14,15 +14,11 @@ from bot.config import NluConfig
 from bot.nlu import artifact as art_mod
 from bot.nlu.artifact import Loaded, load_or_train, stale_reason
 from bot.nlu.service import NluService
+from tests.support.trained_nlu import add_example
 
 pytest_plugins = ["tests.conftest_nlu"]
 
 CFG = NluConfig()
-
-
-def add_example(data: Path, text: str) -> None:
-    smalltalk = data / "nlu" / "smalltalk.yml"
-    smalltalk.write_text(smalltalk.read_text(encoding="utf-8") + f"    - {text}\n", "utf-8")
 
 
 @pytest.fixture

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession
 
 from bot import metrics
 from bot.config import Secret
 from bot.ops import notify
+from tests.support.notify_hook import hook_server
 from tests.support.waiting import until
 
 T0 = 1_800_000_000.0
@@ -17,24 +18,6 @@ T0 = 1_800_000_000.0
 
 def count(kind: str, result: str) -> float:
     return metrics.NOTIFICATIONS.labels(kind, result)._value.get()
-
-
-async def hook_server(aiohttp_server: Any, refuse: dict[str, int]) -> tuple[Any, list[Any]]:
-    """A webhook that answers 503 to the first ``refuse["n"]`` posts, then accepts."""
-    got: list[dict[str, Any]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        refuse["seen"] = refuse.get("seen", 0) + 1
-        if refuse["n"] > 0:
-            refuse["n"] -= 1
-            return web.Response(status=503)
-        got.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    app.router.add_post("/hook/{token}", hook)
-    return await aiohttp_server(app), got
 
 
 async def queued(redis: Any, keys: Any) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bot import metrics
 from bot.app import build_app
@@ -23,6 +22,7 @@ from bot.ops.routes import CLOCK, tick
 from bot.ops.spikes import SpikeDetector, get_alert, list_alerts
 from escalation.agents import AgentStore
 from tests.support.cli import replydesk_cli
+from tests.support.notify_hook import hook_server
 from tests.support.redis_server import env_with_redis
 
 T0 = 1_800_000_000.0  # an arbitrary fixed "now" at the start of the quiet period
@@ -336,19 +336,7 @@ async def test_dms_and_positive_messages_do_not_count(redis: Any, keys: Any) -> 
 async def test_notification_posts_slack_compatible_text(
     redis: Any, keys: Any, aiohttp_server: Any
 ) -> None:
-    got: list[dict[str, Any]] = []
-    fail = {"n": 1}
-
-    async def hook(request: web.Request) -> web.Response:
-        if fail["n"]:
-            fail["n"] -= 1
-            return web.Response(status=502)
-        got.append(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    server = await aiohttp_server(app)
+    server, got = await hook_server(aiohttp_server, {"n": 1}, status=502)
     await notify.enqueue(redis, keys, kind="crisis", text="crisis on acme", data={"alert_id": "a1"})
     from aiohttp import ClientSession
 

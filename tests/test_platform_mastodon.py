@@ -19,7 +19,6 @@ from bot.outbox import sent_record
 from bot.platforms import adapter_for
 from bot.platforms.mastodon import MastodonAdapter, html_to_text
 from bot.platforms.mastodon_stream import MastodonStream
-from bot.textfit import count
 from tests.conftest import make_settings
 from tests.fakes import FakeMastodon
 from tests.fakes.harness import (
@@ -31,6 +30,7 @@ from tests.fakes.harness import (
     mastodon_signature,
     reply,
 )
+from tests.fakes.mastodon import status_length
 from tests.support.waiting import until
 
 EXAMPLE_CONTENT = (
@@ -281,8 +281,9 @@ async def test_instance_limit_is_read_and_long_text_fitted(env, fake, redis, key
     (st,) = fake.statuses
     assert st["content"].startswith("@someone@far.away.example Please check")
     assert st["content"].endswith("page. Reply for details")
-    # The remote domain is free (only "@someone" counts), and another sentence would not fit.
-    n = count(st["content"], "mastodon")
+    # The remote domain is free (only "@someone" counts), and another sentence would not
+    # fit: counted the instance's way, not with bot.textfit.
+    n = status_length(st["content"])
     assert n <= 120 < n + len(" Please check the tracking page.")
     assert len(st["content"]) - n == len("@far.away.example")
 

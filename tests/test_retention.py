@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.redis import Keys
 from bot.retention import trim_by_age, trim_stream
+from tests.support.waiting import until
 
 DAY = 24 * 3600.0
 
@@ -77,8 +78,6 @@ async def test_worker_role_trims_on_start(
     """Wired into the worker: old acknowledged entries and dead letters older than
     ``worker.dead_retention_s`` are gone once it has started; the entry still pending and
     a recent dead letter are kept."""
-    import asyncio
-
     from bot.app import build_app
     from tests.conftest import make_settings
 
@@ -94,9 +93,8 @@ async def test_worker_role_trims_on_start(
     await redis.xadd(keys.dead, {"source": "inbound", "event": "{}"}, id="1000-0")
     recent = (await redis.xadd(keys.dead, {"source": "inbound", "event": "{}"})).decode()
     await aiohttp_client(build_app(settings, role="worker"))
-    for _ in range(100):
-        if await ids(redis, s) == ["3000-0"] and await ids(redis, keys.dead) == [recent]:
-            break
-        await asyncio.sleep(0.05)
-    assert await ids(redis, s) == ["3000-0"]
-    assert await ids(redis, keys.dead) == [recent]
+
+    async def trimmed() -> bool:
+        return await ids(redis, s) == ["3000-0"] and await ids(redis, keys.dead) == [recent]
+
+    await until(trimmed, what="the worker's start-up trim")

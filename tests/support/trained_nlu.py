@@ -19,3 +19,9 @@ def nlu_data_dir() -> str:
     )
     d.mkdir(parents=True, exist_ok=True)
     return str(d)
+
+
+def add_example(data: Path, text: str) -> None:
+    """Append a thanks example to a copy of nlu_data/ (a data edit: the next start retrains)."""
+    smalltalk = data / "nlu" / "smalltalk.yml"
+    smalltalk.write_text(smalltalk.read_text(encoding="utf-8") + f"    - {text}\n", "utf-8")
