@@ -16,12 +16,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from bot.config import ConfigError, Settings, load_settings
 from bot.log import setup_logging
 from bot.nlu.data import NluDataError
+from bot.storage_down import UNAVAILABLE
 
 # Modules that contribute their own subcommands.
 COMMAND_MODULES = ("bot.nlu.commands", "escalation.commands", "bot.ops.commands")
@@ -206,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except NluDataError as e:
         print(f"replydesk: data error: {e}", file=sys.stderr)
         return 2
-    except (RedisConnectionError, RedisTimeoutError) as e:
+    except UNAVAILABLE as e:
         # The client has already retried for a few seconds: Redis is down or the URL wrong.
         # (redis-py's message names the host or socket, never the password.)
         print(f"replydesk: cannot reach Redis (REDIS_URL or redis.url): {e}", file=sys.stderr)
