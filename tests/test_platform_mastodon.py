@@ -4,6 +4,7 @@ streaming client's reconnect + catch-up (nothing lost, nothing doubled)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from typing import Any
@@ -343,23 +344,31 @@ async def test_stream_disconnect_and_catch_up_lose_and_double_nothing(
     assert all(c.headers["Authorization"] == f"Bearer {MASTO_TOKEN}" for c in streams)
 
 
-async def test_catch_up_pages_through_many_missed_mentions(
-    fake, redis_server, redis, keys, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def catch_up_stream(fake, redis_server, redis, keys, tmp_path):  # type: ignore[no-untyped-def]
+    """The Mastodon account's stream client, its writer started, for catch-up calls."""
     settings = stream_settings(redis_server.url, tmp_path, fake.base_url)
     adapter = adapter_for(settings.accounts[2])
     assert isinstance(adapter, MastodonAdapter)
     writer = IngestWriter(redis, keys, dedupe_ttl_s=3600, batch_max=64)
     await writer.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield MastodonStream(adapter, redis, keys, writer, http)
+    finally:
+        await writer.close()
+
+
+async def test_catch_up_pages_through_many_missed_mentions(
+    fake, redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     fake.mention("baseline")
-    async with aiohttp.ClientSession() as http:
-        stream = MastodonStream(adapter, redis, keys, writer, http)
+    async with catch_up_stream(fake, redis_server, redis, keys, tmp_path) as stream:
         assert await stream.catch_up() == 0  # first start: baseline only
         for i in range(95):
             fake.mention(f"m{i}")
         assert await stream.catch_up() == 95
         assert await stream.catch_up() == 0
-    await writer.close()
     evs = await inbound_events(redis, keys)
     assert [e["text"] for e in evs] == [f"@shop m{i}" for i in range(95)]  # oldest first
 
@@ -369,20 +378,11 @@ async def test_a_broken_emoji_in_a_streamed_mention_is_stored(
 ) -> None:  # type: ignore[no-untyped-def]
     """Half an emoji (a lone surrogate escape in the API's JSON) used to fail the store,
     and the catch-up with it, on every reconnect; it is stored with U+FFFD instead."""
-    settings = stream_settings(redis_server.url, tmp_path, fake.base_url)
-    adapter = adapter_for(settings.accounts[2])
-    assert isinstance(adapter, MastodonAdapter)
-    writer = IngestWriter(redis, keys, dedupe_ttl_s=3600, batch_max=64)
-    await writer.start()
     fake.mention("baseline")
-    try:
-        async with aiohttp.ClientSession() as http:
-            stream = MastodonStream(adapter, redis, keys, writer, http)
-            assert await stream.catch_up() == 0
-            fake.mention("love it \ud83d")
-            assert await stream.catch_up() == 1
-    finally:
-        await writer.close()
+    async with catch_up_stream(fake, redis_server, redis, keys, tmp_path) as stream:
+        assert await stream.catch_up() == 0
+        fake.mention("love it \ud83d")
+        assert await stream.catch_up() == 1
     (ev,) = await inbound_events(redis, keys)
     assert ev["text"] == "@shop love it \ufffd"
 
