@@ -26,13 +26,10 @@ from typing import Any
 
 from redis.exceptions import RedisError, WatchError
 
+from bot.config import TURN_LEASE_S
 from bot.redis import Keys, Redis, release_lock
 
 RECENT_EVENTS = 50
-# A turn's lease outlasts any one event (NLU, an order lookup and a few writes, each
-# with its own timeout) and expires on its own, so a worker that dies holding it delays
-# that customer's next message by at most this much; its own event is redelivered.
-TURN_LEASE_S = 30.0
 
 
 @dataclass(slots=True)
