@@ -25,6 +25,7 @@ from bot import metrics, retention
 from bot.brain import LazyBrain, build_brain
 from bot.config import Settings
 from bot.ingest import IngestRoutes, IngestWriter
+from bot.models import MESSAGE_KINDS
 from bot.ops import register_ops_routes
 from bot.outbox import Sender
 from bot.pipeline import PassThroughPipeline, Pipeline
@@ -82,6 +83,9 @@ def build_app(
         if settings.sandbox.enabled:
             setup_sandbox(app)  # customer sandbox page under /sandbox (escalation.sandbox)
     if role in ("all", "worker"):
+        metrics.start_accounts_at_zero(
+            ((a.platform, a.id) for a in settings.accounts), MESSAGE_KINDS
+        )
         if pipeline_factory is not None:
             app[K.PIPELINE] = pipeline_factory(app)
         elif settings.dialog.pipeline == "brain":

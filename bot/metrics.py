@@ -11,6 +11,8 @@ read from Redis at scrape time, so any process reports the shared truth.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -282,8 +284,8 @@ PLATFORM_STREAM_CATCHUP = Counter(
 # A labelled child appears on its first inc(), at 1, and Prometheus' increase()/rate()
 # count nothing into a series' first sample: the first dead letter, lost lease, failed
 # notification or SLA breach of a process would never reach the alerts that watch them
-# (docker/prometheus-rules.yml). So the label values known here start at 0. (Per-account
-# series cannot: the accounts are only known from the config.)
+# (docker/prometheus-rules.yml). So the label values known here start at 0; the
+# per-account ones once the config is read (start_accounts_at_zero, from bot/app.py).
 DEAD_LETTER_SOURCES = ("inbound", "outbox")
 CONSUMER_ROLES = ("worker", "sender")  # StreamConsumer.role of InboundWorker, Sender
 WORKER_RESULTS = ("done", "failed", "dead", "skipped_done")
@@ -314,3 +316,12 @@ def _start_at_zero() -> None:
 
 
 _start_at_zero()
+
+
+def start_accounts_at_zero(accounts: Iterable[tuple[str, str]], kinds: Iterable[str]) -> None:
+    """The per-account series, for the configured (platform, account) pairs once the
+    config is read: a worker's first negative post counts towards the spike rules."""
+    kinds = tuple(kinds)
+    for platform, account in accounts:
+        for kind in kinds:
+            NEGATIVE_MESSAGES.labels(platform, account, kind)
