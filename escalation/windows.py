@@ -30,13 +30,7 @@ def reply_window(t: Ticket, now: float, *, warn_s: float) -> dict[str, Any] | No
         return None
     out: dict[str, Any] = {"platform": t.platform}
     if window is not None and t.last_dm_at:
-        closes = t.last_dm_at + window
-        out["dm"] = {
-            "closes_at": closes,
-            "open": now < closes,
-            "closing_soon": now < closes <= now + warn_s,
-            "remaining_s": max(0.0, closes - now),
-        }
+        out["dm"] = _dm_view(t.last_dm_at + window, now, warn_s)
     if t.platform in ONE_REPLY_PER_MENTION and t.mention_event_id:
         used = t.mention_replied == t.mention_event_id
         out["mention"] = {"replies_left": 0 if used else 1, "open": not used}
@@ -54,21 +48,16 @@ async def describe_window(
     d = await window_state(redis, keys, t, now)
     if d is None:
         return estimate
-    closes = d.get("closes_at")
+    closes = d.get("closes_at")  # set while open only
     d["closing_soon"] = bool(closes is not None and now < closes <= now + warn_s)
     d["platform"] = t.platform
     dm = (estimate or {}).get("dm")
     if closes is not None:
-        d["dm"] = {
-            "closes_at": closes,
-            "open": True,
-            "closing_soon": d["closing_soon"],
-            "remaining_s": max(0.0, closes - now),
-        }
+        d["dm"] = _dm_view(closes, now, warn_s)
     elif dm is not None or d.get("unfollowed"):
         # Closed: by an unfollow (whenever the 48 h would end) or by time.
         ended = dm["closes_at"] if dm is not None and dm["closes_at"] <= now else None
-        d["dm"] = {"closes_at": ended, "open": False, "closing_soon": False, "remaining_s": 0.0}
+        d["dm"] = _dm_view(ended, now, warn_s)
     mention = (estimate or {}).get("mention")
     if mention is not None:
         # As window_refusal decides a public reply: any while the window is open, else
@@ -81,6 +70,18 @@ async def describe_window(
             "used": used,
         }
     return d
+
+
+def _dm_view(closes: float | None, now: float, warn_s: float) -> dict[str, Any]:
+    """The DM window as the console shows it; ``closes`` None: closed, end unknown."""
+    if closes is None:
+        return {"closes_at": None, "open": False, "closing_soon": False, "remaining_s": 0.0}
+    return {
+        "closes_at": closes,
+        "open": now < closes,
+        "closing_soon": now < closes <= now + warn_s,
+        "remaining_s": max(0.0, closes - now),
+    }
 
 
 async def window_state(redis: Redis, keys: Keys, t: Ticket, now: float) -> dict[str, Any] | None:

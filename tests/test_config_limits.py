@@ -3,18 +3,11 @@ never reads, a traceback at start, a leaked secret) are refused when the config 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from bot.config import ConfigError, load_settings
 from tests.support.cli import replydesk_cli
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "replydesk.yml"
-    p.write_text(text)
-    return p
+from tests.support.config_files import assert_refused, write
 
 
 @pytest.mark.parametrize(
@@ -36,10 +29,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ],
 )
 def test_values_that_break_later_are_refused_naming_the_key(tmp_path, text, key):
-    with pytest.raises(ConfigError) as e:
-        load_settings(write(tmp_path, text), env={})
-    assert key in str(e.value)
-    assert "\n" not in str(e.value)
+    assert_refused(tmp_path, text, key)
 
 
 def test_log_level_is_case_insensitive(tmp_path):

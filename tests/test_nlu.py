@@ -19,7 +19,7 @@ from bot.nlu.engine import Thresholds
 from bot.nlu.lang import detect_language
 from bot.nlu.parts import cosine
 from tests.support.cli import run_replydesk
-from tests.support.trained_nlu import add_example
+from tests.support.trained_nlu import add_example, forbid_training
 
 pytest_plugins = ["tests.conftest_nlu"]
 
@@ -178,10 +178,7 @@ async def test_a_mistagged_chinese_post_is_answered_in_chinese(nlu_service: NluS
 def test_unchanged_artifact_loads_without_training(
     nlu_artifact: Loaded, nlu_data_dir: Path, nlu_data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_training(*a: object, **k: object) -> Loaded:
-        raise AssertionError("retrained although nothing changed")
-
-    monkeypatch.setattr(art_mod, "train", no_training)
+    forbid_training(monkeypatch, "retrained although nothing changed")
     cfg = NluConfig()
     loaded = load_or_train(nlu_data_dir, nlu_data_root / "nlu", cfg.encoder, cfg.runtime)
     assert not loaded.trained

@@ -14,7 +14,7 @@ from bot.config import NluConfig
 from bot.nlu import artifact as art_mod
 from bot.nlu.artifact import Loaded, load_or_train, stale_reason
 from bot.nlu.service import NluService
-from tests.support.trained_nlu import add_example
+from tests.support.trained_nlu import add_example, forbid_training
 
 pytest_plugins = ["tests.conftest_nlu"]
 
@@ -113,10 +113,7 @@ def test_an_artifact_a_killed_swap_moved_aside_is_put_back(
     shutil.copytree(nlu_data_root / "nlu", tmp_path / "nlu.old")
     shutil.copytree(nlu_data_root / "nlu", tmp_path / ".nlu-unfinished")
 
-    def no_training(*a: object, **k: object) -> Loaded:
-        raise AssertionError("trained although the artifact was only moved aside")
-
-    monkeypatch.setattr(art_mod, "train", no_training)
+    forbid_training(monkeypatch, "trained although the artifact was only moved aside")
     loaded = load_or_train(nlu_data_dir, tmp_path / "nlu", CFG.encoder, CFG.runtime)
     assert not loaded.trained
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nlu", "nlu.lock"]

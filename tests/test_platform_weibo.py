@@ -12,7 +12,7 @@ import pytest
 from bot.app import build_app
 from bot.config import AccountConfig, Secret
 from bot.models import Author, InboundEvent, OutboundReply
-from bot.outbox import sent_record
+from bot.outbox import Sender, sent_record
 from bot.platforms import windows
 from bot.platforms.base import SignatureError
 from bot.platforms.weibo import WeiboAdapter, encode_data, signature
@@ -285,6 +285,15 @@ def answer(ev: InboundEvent, text: str = "纯文本回复", n: int = 0) -> Outbo
     return OutboundReply.answering(ev, text, n=n)
 
 
+async def opened(kind: str, env, redis, keys) -> tuple[InboundEvent, Sender]:  # type: ignore[no-untyped-def]
+    """A customer's ``kind`` event a minute ago (the window it opens recorded), and a
+    sender to answer it."""
+    settings, clock, http = env
+    ev = inbound(kind, clock.now - 60)
+    await windows.record(redis, keys, ev)
+    return ev, make_sender(settings, redis, keys, http, clock)
+
+
 async def test_dm_reply_in_window_is_sent_form_encoded(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
     settings, clock, http = env
     ev = inbound("dm", clock.now - 3600)
@@ -358,11 +367,9 @@ async def test_unfollow_closes_window_and_default_is_dead_letter(
 
 
 async def test_failed_mention_reply_gives_the_credit_back(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
-    settings, clock, http = env
-    ev = inbound("mention", clock.now - 60)
-    await windows.record(redis, keys, ev)
+    _, clock, _ = env
+    ev, sender = await opened("mention", env, redis, keys)
     fake_weibo.fail_next(400, {"error": "receiver invalid", "error_code": 20003})
-    sender = make_sender(settings, redis, keys, http, clock)
     await deliver(sender, answer(ev))
     (dead,) = await dead_entries(redis, keys)
     assert "error_code=20003" in dead["error"] and "receiver invalid" in dead["error"]
@@ -371,20 +378,14 @@ async def test_failed_mention_reply_gives_the_credit_back(env, fake_weibo, redis
 
 
 async def test_rate_limit_error_code_is_retried(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
-    settings, clock, http = env
-    ev = inbound("dm", clock.now - 60)
-    await windows.record(redis, keys, ev)
+    ev, sender = await opened("dm", env, redis, keys)
     fake_weibo.fail_next(403, {"error": "User requests out of rate limit!", "error_code": 10023})
-    sender = make_sender(settings, redis, keys, http, clock)
     await deliver(sender, answer(ev))
     assert len(fake_weibo.messages) == 1 and await redis.xlen(keys.dead) == 0
 
 
 async def test_long_reply_fits_under_300(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
-    settings, clock, http = env
-    ev = inbound("dm", clock.now - 60)
-    await windows.record(redis, keys, ev)
-    sender = make_sender(settings, redis, keys, http, clock)
+    ev, sender = await opened("dm", env, redis, keys)
     await deliver(sender, answer(ev, "您的包裹正在派送中，请耐心等待。" * 40))
     (msg,) = fake_weibo.messages
     assert len(str(msg["text"])) < 300 and str(msg["text"]).endswith("详情请回复我们")
@@ -392,10 +393,7 @@ async def test_long_reply_fits_under_300(env, fake_weibo, redis, keys) -> None: 
 
 async def test_emoji_reply_fits_in_utf16_code_units(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
     """Counted in graphemes this fitted as 299 but is 418 code units: 21325, dead-lettered."""
-    settings, clock, http = env
-    ev = inbound("dm", clock.now - 60)
-    await windows.record(redis, keys, ev)
-    sender = make_sender(settings, redis, keys, http, clock)
+    ev, sender = await opened("dm", env, redis, keys)
     await deliver(sender, answer(ev, "感谢您的耐心等待👍🏽" * 40))
     assert await redis.xlen(keys.dead) == 0
     (msg,) = fake_weibo.messages

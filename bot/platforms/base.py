@@ -9,7 +9,6 @@ HTTP client session.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -18,6 +17,7 @@ import aiohttp
 
 from bot.config import AccountConfig
 from bot.models import InboundEvent, OutboundReply
+from bot.nlu.lang import clean_text
 from bot.redis import Keys, Redis
 
 
@@ -27,11 +27,6 @@ class SignatureError(Exception):
 
 class PayloadError(Exception):
     """The body is not a payload this platform sends (→ 400, nothing stored)."""
-
-
-# What JSON's \\uXXXX escapes leave behind of a broken emoji: a surrogate with no pair
-# (a pair decodes to the emoji itself). Valid JSON, but no UTF-8 can carry it.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def json_object(body: bytes) -> dict[str, Any]:
@@ -55,9 +50,11 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 
 def without_lone_surrogates(value: Any) -> Any:
-    """``value`` (parsed JSON) with U+FFFD for every unpaired surrogate in its strings."""
+    """``value`` (parsed JSON) with U+FFFD for every unpaired surrogate in its strings:
+    what a JSON "\\ud83d" escape leaves of a broken emoji (a pair decodes to the emoji
+    itself), valid JSON that no UTF-8 can carry."""
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return clean_text(value)
     if isinstance(value, dict):
         return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
+
 
 def nlu_data_dir() -> str:
     """A data_dir whose artifact folder holds the trained model (REPLYDESK_TEST_NLU_DIR)."""
@@ -25,3 +27,13 @@ def add_example(data: Path, text: str) -> None:
     """Append a thanks example to a copy of nlu_data/ (a data edit: the next start retrains)."""
     smalltalk = data / "nlu" / "smalltalk.yml"
     smalltalk.write_text(smalltalk.read_text(encoding="utf-8") + f"    - {text}\n", "utf-8")
+
+
+def forbid_training(monkeypatch: pytest.MonkeyPatch, why: str) -> None:
+    """Make any training in this test fail with ``why``: what it checks must load."""
+    from bot.nlu import artifact
+
+    def no_training(*a: object, **k: object) -> None:
+        raise AssertionError(why)
+
+    monkeypatch.setattr(artifact, "train", no_training)
