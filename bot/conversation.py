@@ -11,7 +11,8 @@ nothing (its key is among the recent ones).
 A customer's events are decided one at a time (``ConversationStore.turn``): a worker
 runs many events at once and several workers share the stream, and two messages decided
 on the same state would both get a clarifying question, or an FAQ answer would go out
-beside the ticket the other one opened.
+beside the ticket the other one opened. The lease is renewed while its event runs, so a
+slow Rasa or order lookup cannot outlast it, and lapses on its own when a worker dies.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import structlog
 from redis.exceptions import RedisError, WatchError
 
 from bot.config import TURN_LEASE_S
-from bot.redis import Keys, Redis, release_lock
+from bot.redis import Keys, Redis, release_lock, renew_lock
 
 RECENT_EVENTS = 50
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -72,27 +76,55 @@ class Conversation:
 
 
 class ConversationStore:
-    def __init__(self, redis: Redis, keys: Keys, *, idle_s: int, max_turns: int = 20) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        idle_s: int,
+        max_turns: int = 20,
+        lease_s: float = TURN_LEASE_S,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.idle_s = idle_s
         self.max_turns = max_turns
+        self.lease_s = lease_s
 
     @contextlib.asynccontextmanager
     async def turn(self, platform: str, account: str, user: str) -> AsyncIterator[None]:
         """Hold the customer's conversation while one event is decided and applied."""
         key = self.keys.lock(f"conv:{platform}:{account}:{user}")
         token = secrets.token_hex(8)
+        ttl_ms = int(self.lease_s * 1000)
         delay = 0.005
-        while not await self.redis.set(key, token, nx=True, px=int(TURN_LEASE_S * 1000)):
+        while not await self.redis.set(key, token, nx=True, px=ttl_ms):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
+        keeper = asyncio.create_task(self._keep(key, token, ttl_ms), name="turn-lease")
         try:
             yield
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             # Not ours to free once it has lapsed; if Redis is gone it lapses by itself.
             with contextlib.suppress(RedisError):
                 await release_lock(self.redis, key, token)
+
+    async def _keep(self, key: str, token: str, ttl_ms: int) -> None:
+        """Renew the lease every third of it until cancelled. A failed renewal is tried
+        again at the next tick (two more before it lapses); a lease found gone was lost
+        to a stall longer than the lease, and is logged once: the event goes on, and its
+        writes stay idempotent per event."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                if not await renew_lock(self.redis, key, token, ttl_ms):
+                    log.warning("conversation_lease_lost", lock=key)
+                    return
+            except RedisError as e:
+                log.warning("conversation_lease_renew_failed", error=type(e).__name__)
 
     async def load(self, platform: str, account: str, user: str) -> Conversation:
         raw = await self.redis.get(self.keys.conv(platform, account, user))

@@ -120,6 +120,18 @@ async def release_lock(redis: Redis, key: str, token: str) -> None:
     await redis.eval(_RELEASE_LOCK_LUA, 1, key, token)
 
 
+_RENEW_LOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+async def renew_lock(redis: Redis, key: str, token: str, ttl_ms: int) -> bool:
+    """Extend the lock ``key`` to ``ttl_ms`` from now while it holds our ``token``; False
+    once it is not ours any more (it lapsed, and perhaps someone else holds it)."""
+    return bool(await redis.eval(_RENEW_LOCK_LUA, 1, key, token, ttl_ms))
+
+
 def connect(url: str, **kwargs: Any) -> Redis:
     """A client that reconnects: a Redis restart (failover, upgrade) costs a retry,
     not a failed request."""

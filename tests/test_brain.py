@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bot.brain import Brain
 from bot.conversation import ConversationStore
@@ -16,6 +17,7 @@ from escalation.tickets import TicketStore
 from handlers.responses import Responses
 from tests.support.escalation import FakeClock, event
 from tests.support.nlu_values import StubNlu
+from tests.support.waiting import until
 
 RESPONSES = Responses.load(Path(__file__).resolve().parents[1] / "nlu_data" / "responses")
 
@@ -191,6 +193,45 @@ async def test_a_lease_left_by_a_dead_worker_lapses(brain: Brain, redis: Any, ke
     o = await asyncio.wait_for(brain.handle(event("how do I get a refund?")), timeout=30)
     assert o.decision == "answer"
     assert not await redis.exists(key)
+
+
+async def test_a_slow_event_keeps_its_lease_until_done(redis: Any, keys: Any) -> None:
+    """An event running for several lease lengths (a slow Rasa, an order lookup) keeps
+    the customer's conversation: the next message waits for it, not for the lease."""
+    store = ConversationStore(redis, keys, idle_s=60, lease_s=0.3)
+    order: list[str] = []
+
+    async def slow() -> None:
+        async with store.turn("generic", "acme", "42"):
+            order.append("slow in")
+            await asyncio.sleep(1.2)  # the slow outside call: four lease lengths
+            order.append("slow out")
+
+    async def next_message() -> None:
+        await until(lambda: order, what="the slow event holds the lease")
+        async with store.turn("generic", "acme", "42"):
+            order.append("next in")
+
+    await asyncio.gather(slow(), next_message())
+    assert order == ["slow in", "slow out", "next in"]
+    assert not await redis.exists(keys.lock("conv:generic:acme:42"))
+
+
+async def test_a_lease_lost_to_a_stall_is_logged_and_left_to_its_new_holder(
+    redis: Any, keys: Any
+) -> None:
+    store = ConversationStore(redis, keys, idle_s=60, lease_s=0.3)
+    key = keys.lock("conv:generic:acme:42")
+    with capture_logs() as logs:
+        async with store.turn("generic", "acme", "42"):
+            # As if this worker stalled past the lease and another one took it.
+            await redis.set(key, "other-worker", px=5000)
+            await until(
+                lambda: any(e["event"] == "conversation_lease_lost" for e in logs),
+                what="the lost lease logged",
+            )
+    assert await redis.get(key) == b"other-worker"  # not renewed, nor freed, by us
+    assert await redis.pttl(key) <= 5000
 
 
 async def test_decision_replayed_after_a_crash_between_effects(

@@ -64,8 +64,6 @@ def test_secrets_never_show_in_reprs():
         # Over max_turns / 2 (10 by default) the turns kept could not show the cap.
         ("dialog: {max_bot_replies_per_hour: 11}\n", "dialog.max_bot_replies_per_hour"),
         ("dialog: {order_lookup_timeout_s: 0}\n", "dialog.order_lookup_timeout_s"),
-        # Together past half the 30 s turn lease: two messages could be decided at once.
-        ("nlu: {rasa_timeout_s: 10}\ndialog: {order_lookup_timeout_s: 6}\n", "15 s together"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, key):
