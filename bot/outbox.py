@@ -9,9 +9,12 @@ Exactly once, step by step: the sender writes a send *intent* (``keys.sending``)
 it calls the platform, and the platform's id (``keys.sent``) together with the XACK
 after. A reclaimed entry that has an intent but no result may or may not have been
 posted. Where the platform dedupes resends itself (Mastodon ``Idempotency-Key`` =
-reply_id, kept about an hour) the sender resends; elsewhere (X, Weibo) it never
-guesses: the reply goes to ``dead`` with an "unknown" error for a human to check.
-Replaying that dead letter (a new stream entry) is the human's decision: it is sent.
+reply_id, kept about an hour) the sender resends, but only within 50 minutes of the
+first try that may have posted (kept in the intent as ``unsure_since``, through later
+tries that the platform refused); elsewhere (X, Weibo) it never guesses: the reply goes
+to ``dead`` with an "unknown" error for a human to check. A gateway timeout (504) counts
+as "may have posted" too. Replaying that dead letter (a new stream entry) is the human's
+decision: it is sent.
 
 Around the call: the platform's length rule (``adapter.compose``), its reply window
 (:mod:`bot.platforms.windows`; a closed window goes to ``on_undeliverable``, never to
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -191,23 +195,19 @@ class Sender(StreamConsumer):
     ) -> None:
         idempotent = bool(getattr(adapter, "idempotent_resend", True))
         intent = json.loads(intent_raw) if intent_raw is not None else None
+        # When a request of this reply may have been posted (its outcome unknown): a
+        # resend is a no-op only while the platform keeps the idempotency key, so every
+        # later try, and a reclaim's, counts its age from then.
+        unsure_since: float | None = None
         # An intent from another stream entry means a human replayed the dead letter
         # after checking the platform: that is the decision to send again.
         if intent is not None and intent.get("msg_id", msg_id) != msg_id:
             log_.warning("reply_replayed_after_unknown_delivery")
         elif intent is not None:
-            age = self.clock() - float(intent.get("at", 0))
+            unsure_since = float(intent.get("unsure_since", intent.get("at", 0)))
+            age = self.clock() - unsure_since
             if not idempotent or age > IDEMPOTENT_RESEND_MAX_AGE_S:
-                await self._dead(
-                    msg_id,
-                    fields,
-                    "delivery unknown: a sender stopped after calling the platform and before "
-                    f"recording its answer ({age:.0f}s ago); not resent to avoid a second reply. "
-                    f"Check the {reply.platform} account for this reply before replaying it.",
-                    attempts,
-                )
-                metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
-                log_.error("reply_delivery_unknown")
+                await self._unknown(msg_id, fields, reply, attempts, age, log_)
                 return
             log_.warning("reply_resent_idempotently")
         elif attempts > self.cfg.max_attempts + 1:
@@ -242,22 +242,46 @@ class Sender(StreamConsumer):
                         )
                         log_.warning("reply_undeliverable", reason=reservation.reason)
                         return
-                record = {
+                if unsure_since is not None and (
+                    self.clock() - unsure_since > IDEMPOTENT_RESEND_MAX_AGE_S
+                ):
+                    age = self.clock() - unsure_since
+                    await self._unknown(msg_id, fields, reply, attempts, age, log_)
+                    return
+                record: dict[str, Any] = {
                     "at": self.clock(),
                     "consumer": self.consumer,
                     "try": tries,
                     "msg_id": msg_id,
                 }
+                if unsure_since is not None:
+                    record["unsure_since"] = unsure_since
                 await self.redis.set(
                     self.keys.sending(reply.reply_id), json.dumps(record), ex=SENT_TTL_S
                 )
                 try:
                     result = await adapter.send(self.http, out)
                 except SendError as e:
-                    # The platform answered: nothing was posted, the intent is void.
-                    await self.redis.delete(self.keys.sending(reply.reply_id))
                     status_class = "invalid" if e.status is None else _status_class(e.status)
                     metrics.OUTBOUND_ERRORS.labels(reply.platform, status_class).inc()
+                    if e.maybe_posted and not idempotent:
+                        # A gateway timeout: the platform may still post it.
+                        await self._dead(
+                            msg_id,
+                            fields,
+                            f"delivery unknown: {e}; the platform may have posted it, not "
+                            f"resent to avoid a second reply. Check the {reply.platform} account.",
+                            attempts,
+                        )
+                        metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
+                        log_.error("reply_delivery_unknown", status=e.status)
+                        return
+                    if e.maybe_posted:
+                        unsure_since = unsure_since or float(record["at"])
+                    elif unsure_since is None:
+                        # The platform answered: nothing was posted, the intent is void
+                        # (unless an earlier try may have posted).
+                        await self.redis.delete(self.keys.sending(reply.reply_id))
                     if e.status == 429:
                         # Rate refusal: a wait, not a failed try (up to a sanity cap).
                         tries, throttled = tries - 1, throttled + 1
@@ -270,7 +294,12 @@ class Sender(StreamConsumer):
                             )
                     if e.permanent or tries >= self.cfg.max_attempts or throttled > MAX_THROTTLED:
                         await windows.release(self.redis, self.keys, out, reservation)
-                        await self._dead(msg_id, fields, str(e), attempts)
+                        await self._dead(
+                            msg_id,
+                            fields,
+                            str(e) + self._unsure_note(reply, unsure_since),
+                            attempts,
+                        )
                         metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "dead").inc()
                         log_.warning("reply_dead_lettered", status=e.status, tries=tries)
                         return
@@ -280,9 +309,13 @@ class Sender(StreamConsumer):
                     continue
                 except (aiohttp.ClientError, TimeoutError) as e:
                     if _never_sent(e):
-                        # Certainly not posted: the intent is void; retry with backoff.
-                        await self.redis.delete(self.keys.sending(reply.reply_id))
-                    elif not idempotent:
+                        # Certainly not posted (by this try): retry with backoff.
+                        if unsure_since is None:
+                            await self.redis.delete(self.keys.sending(reply.reply_id))
+                    elif idempotent:
+                        # Connected, then lost: it may be posted; resent with the same key.
+                        unsure_since = unsure_since or float(record["at"])
+                    else:
                         # Connected, then lost: the platform may have posted it.
                         await self._dead(
                             msg_id,
@@ -295,8 +328,9 @@ class Sender(StreamConsumer):
                         metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
                         log_.error("reply_delivery_unknown", error=type(e).__name__)
                         return
+                    note = self._unsure_note(reply, unsure_since)
                     if not await self._network_retry(
-                        msg_id, fields, reply, out, reservation, attempts, tries, e, log_
+                        msg_id, fields, reply, out, reservation, attempts, tries, e, log_, note
                     ):
                         return
                     continue
@@ -321,6 +355,36 @@ class Sender(StreamConsumer):
                 max(0.0, time.time() - reply.event_received_at)
             )
         log_.info("reply_sent", platform_id=result.platform_id, kind=reply.kind, tries=tries)
+
+    def _unsure_note(self, reply: OutboundReply, unsure_since: float | None) -> str:
+        """For a dead letter: an earlier try of this reply may have been posted."""
+        if unsure_since is None:
+            return ""
+        return (
+            f" (an earlier try {self.clock() - unsure_since:.0f}s ago may have posted it: "
+            f"check the {reply.platform} account before replaying)"
+        )
+
+    async def _unknown(
+        self,
+        msg_id: str,
+        fields: dict[str, str],
+        reply: OutboundReply,
+        attempts: int,
+        age: float,
+        log_: Any,
+    ) -> None:
+        """Dead-letter a reply that may already be posted and cannot be resent safely."""
+        await self._dead(
+            msg_id,
+            fields,
+            "delivery unknown: a call to the platform may have posted this reply "
+            f"{age:.0f}s ago without its answer being recorded; not resent to avoid a second "
+            f"reply. Check the {reply.platform} account for this reply before replaying it.",
+            attempts,
+        )
+        metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
+        log_.error("reply_delivery_unknown", unsure_for_s=round(age))
 
     async def _record_sent(self, msg_id: str, reply_id: str, done: dict[str, Any]) -> None:
         tx = self.redis.pipeline(transaction=True)
@@ -358,12 +422,13 @@ class Sender(StreamConsumer):
         tries: int,
         e: Exception,
         log_: Any,
+        note: str = "",
     ) -> bool:
         """Back off after a network error; False (and dead-lettered) when out of tries."""
         metrics.OUTBOUND_ERRORS.labels(reply.platform, "network").inc()
         if tries >= self.cfg.max_attempts:
             await windows.release(self.redis, self.keys, out, reservation)
-            await self._dead(msg_id, fields, f"{type(e).__name__}: {e}", attempts)
+            await self._dead(msg_id, fields, f"{type(e).__name__}: {_redacted(e)}{note}", attempts)
             metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "dead").inc()
             log_.warning("reply_dead_lettered", error=type(e).__name__, tries=tries)
             return False
@@ -431,6 +496,16 @@ def _never_sent(e: BaseException) -> bool:
     """The platform certainly did not get the request (safe to send again)."""
     # The redirect variants of the URL errors come from the platform's answer.
     return isinstance(e, _NOT_SENT) and not isinstance(e, aiohttp.RedirectClientError)
+
+
+# A URL's query: where Weibo's access_token travels (platforms.md §2.5).
+_URL_QUERY = re.compile(r"(\bhttps?://[^\s?#]*)\?[^\s#]*")
+
+
+def _redacted(e: BaseException) -> str:
+    """An exception's message without URL queries: aiohttp names the request's whole URL
+    in some errors (a connect timeout), and this text goes to the dead stream."""
+    return _URL_QUERY.sub(r"\1?…", str(e))
 
 
 def _status_class(status: int | None) -> str:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -204,6 +205,75 @@ async def test_intent_without_result_on_mastodon_resends_with_same_key(env, redi
     assert rec is not None and rec["platform_id"] == m.statuses[0]["id"]
 
 
+async def test_a_gateway_timeout_on_x_is_unknown_not_resent(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """A 504 is a proxy that stopped waiting for X after passing the request on: X may
+    still post it, and does not dedupe DMs. Like a read timeout: delivery unknown."""
+    settings, clock, http, x, _ = env
+    x.fail_next(504, {"title": "Gateway Timeout"})
+    await deliver(make_sender(settings, redis, keys, http, clock), reply("x", "brandx", "dm"))
+    assert len(x.calls) == 1  # not retried
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("delivery unknown: HTTP 504")
+
+
+async def test_a_gateway_timeout_on_mastodon_is_resent_with_the_same_key(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, _, m = env
+    parent = m.mention("where is my parcel?")["status"]["id"]
+    r = reply("mastodon", "brandm", "mention", recipient_handle="alice", in_reply_to_id=parent)
+    m.fail_next(504, {"error": "Gateway Timeout"})
+    await deliver(make_sender(settings, redis, keys, http, clock), r)
+    posts = m.calls_to("/api/v1/statuses")
+    assert len(posts) == 2 and {c.headers["Idempotency-Key"] for c in posts} == {r.reply_id}
+    assert len(m.statuses) == 1 and await sent_record(redis, keys, r.reply_id) is not None
+
+
+async def test_mastodon_is_not_resent_after_its_idempotency_key_may_have_expired(
+    env, redis, keys
+) -> None:  # type: ignore[no-untyped-def]
+    """A post whose answer was lost may be on the instance, which dedupes a resend only
+    while it keeps the Idempotency-Key (up to an hour, platforms.md §3.3). A long
+    Retry-After on the next try must not lead to a resend after that."""
+    settings, clock, http, _, m = env
+    m.clock = clock.time
+    parent = m.mention("where is my parcel?")["status"]["id"]
+    r = reply("mastodon", "brandm", "mention", recipient_handle="alice", in_reply_to_id=parent)
+    m.drop_next()  # posted, then the connection drops before the answer
+    m.fail_next(503, headers={"Retry-After": "4000"})  # down for longer than the key lives
+    await deliver(make_sender(settings, redis, keys, http, clock), r)
+    assert len(m.statuses) == 1
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("delivery unknown:")
+    assert await sent_record(redis, keys, r.reply_id) is None
+
+
+async def test_a_reclaim_remembers_an_earlier_try_that_may_have_posted(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """The same, with the sender stopped during the long wait: the 503 that followed the
+    lost answer does not erase that the reply may be out, so the reclaim an hour later
+    does not post it again."""
+    settings, clock, http, _, m = env
+    m.clock = clock.time
+    parent = m.mention("where is my parcel?")["status"]["id"]
+    r = reply("mastodon", "brandm", "mention", recipient_handle="alice", in_reply_to_id=parent)
+    m.drop_next()
+    m.fail_next(503, headers={"Retry-After": "4000"})
+    first = make_sender(settings, redis, keys, http, clock, consumer="s1")
+    stop = asyncio.Event()
+    first._stop = stop  # what run() sets
+
+    async def sleep_then_stop(seconds: float) -> None:
+        await clock.sleep(seconds)
+        if seconds >= 1000:
+            stop.set()  # SIGTERM during the long wait
+
+    first.sleep = sleep_then_stop
+    await deliver(first, r)
+    assert len(m.statuses) == 1 and await redis.xlen(keys.dead) == 0  # left for a reclaim
+    await _take_over(make_sender(settings, redis, keys, http, clock, consumer="s2"))
+    assert len(m.statuses) == 1
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("delivery unknown:")
+
+
 async def test_connection_lost_after_send_on_x_is_unknown(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
     settings, clock, http, x, _ = env
     x.drop_next()
@@ -330,7 +400,9 @@ def test_header_parsing() -> None:
     assert retry_after({}, now) is None
 
 
-async def test_5xx_with_calls_left_backs_off_instead_of_waiting_for_the_reset(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+async def test_5xx_with_calls_left_backs_off_instead_of_waiting_for_the_reset(
+    env, redis, keys
+) -> None:  # type: ignore[no-untyped-def]
     settings, clock, http, x, _ = env
     headers = {
         "x-rate-limit-limit": "100",
@@ -416,8 +488,7 @@ async def test_a_long_rate_limit_wait_keeps_the_reply_from_other_senders(
 
         adapters = {a.id: adapter_for(a) for a in settings.accounts}
         senders = [
-            Sender(redis, keys, settings.worker, adapters, http, consumer=f"s{n}")
-            for n in (1, 2)
+            Sender(redis, keys, settings.worker, adapters, http, consumer=f"s{n}") for n in (1, 2)
         ]
         handled = {"s1": 0, "s2": 0}  # entries each sender finished
         for sender in senders:
@@ -463,9 +534,10 @@ async def _assert_retried_as_unsent(settings, clock, redis, keys, r: OutboundRep
     assert await redis.get(keys.sending(r.reply_id)) is None
 
 
-async def test_a_connect_timeout_is_retried_not_unknown(redis_server, redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A platform that drops connection attempts (an outage): aiohttp's connect timeout is
-    no ClientConnectorError, but the request never left, so X's reply is retried."""
+@contextlib.contextmanager
+def _dropping_connects() -> Iterator[str]:
+    """The base URL of a host that drops connection attempts (an outage): its accept
+    queue is full, so further SYNs go unanswered and the client's connect times out."""
     import socket
 
     listener = socket.socket()
@@ -479,18 +551,56 @@ async def test_a_connect_timeout_is_retried_not_unknown(redis_server, redis, key
         with contextlib.suppress(BlockingIOError):
             c.connect(("127.0.0.1", port))
         backlog.append(c)
-    settings = make_settings(
-        redis_server.url, tmp_path, accounts=accounts(f"http://127.0.0.1:{port}")
-    )
-    clock = FakeClock()
-    timeout = aiohttp.ClientTimeout(total=30, connect=0.3)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            await deliver(make_sender(settings, redis, keys, http, clock), mention())
+        yield f"http://127.0.0.1:{port}"
     finally:
         for c in (*backlog, listener):
             c.close()
+
+
+async def test_a_connect_timeout_is_retried_not_unknown(
+    redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """aiohttp's connect timeout is no ClientConnectorError, but the request never left,
+    so X's reply is retried."""
+    clock = FakeClock()
+    timeout = aiohttp.ClientTimeout(total=30, connect=0.3)
+    with _dropping_connects() as base:
+        settings = make_settings(redis_server.url, tmp_path, accounts=accounts(base))
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            await deliver(make_sender(settings, redis, keys, http, clock), mention())
     await _assert_retried_as_unsent(settings, clock, redis, keys, mention())
+
+
+async def test_a_network_error_keeps_the_access_token_out_of_the_dead_letter(
+    redis_server, redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """Weibo takes its access_token in the query (platforms.md §2.5), and aiohttp names
+    the whole URL in a connect timeout: the dead stream (`replydesk dead list`) must not
+    show the token."""
+    clock = FakeClock()
+    timeout = aiohttp.ClientTimeout(total=30, connect=0.3)
+    dm = InboundEvent(
+        platform="weibo",
+        account="brandwb",
+        kind="dm",
+        event_id="d1",
+        author=Author(id="6253282", handle=""),
+        text="在吗",
+        created_at=clock.now - 10,
+        received_at=clock.now - 10,
+    )
+    await windows.record(redis, keys, dm)  # the DM opens the reply window
+    with _dropping_connects() as base:
+        settings = make_settings(redis_server.url, tmp_path, accounts=accounts(weibo_base=base))
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            await deliver(
+                make_sender(settings, redis, keys, http, clock), OutboundReply.answering(dm, "您好")
+            )
+    (dead,) = await dead_entries(redis, keys)
+    assert dead["error"].startswith("ConnectionTimeoutError")
+    assert "/2/messages/reply.json" in dead["error"]  # where it failed is still there
+    assert WEIBO_TOKEN not in dead["error"]
 
 
 async def test_waiting_for_a_pooled_connection_is_retried_not_unknown(
@@ -548,7 +658,9 @@ async def weibo(aiohttp_server, redis_server, redis, keys, tmp_path):  # type: i
         yield settings, clock, http, wb, mentioned
 
 
-async def test_a_failure_during_the_rate_limit_wait_keeps_the_mention_reply(weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failure_during_the_rate_limit_wait_keeps_the_mention_reply(
+    weibo, redis, keys
+) -> None:  # type: ignore[no-untyped-def]
     """A sender that fails (a Redis error, or killed) while it waits for a rate-limit
     token has posted nothing: the mention's one reply is still there for the reclaim."""
     settings, clock, http, wb, mentioned = weibo

@@ -75,7 +75,10 @@ class SendError(Exception):
 
     ``permanent`` errors (4xx other than 429) are not retried: the reply goes to the
     dead stream with the platform's message. Others are retried with backoff, waiting at
-    least ``retry_after`` seconds when the platform said so.
+    least ``retry_after`` seconds when the platform said so. A ``maybe_posted`` answer
+    (a gateway timeout) says nothing of whether the request was carried out: like a
+    connection lost after the request left, it is retried only where a resend is
+    idempotent.
     """
 
     def __init__(
@@ -85,11 +88,13 @@ class SendError(Exception):
         status: int | None = None,
         permanent: bool = False,
         retry_after: float | None = None,
+        maybe_posted: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.permanent = permanent
         self.retry_after = retry_after
+        self.maybe_posted = maybe_posted
 
 
 @dataclass(frozen=True)

@@ -125,9 +125,16 @@ def error_text(body: str) -> str:
     return "; ".join(parts)[:500] or f"no error message in a body of {len(body)} characters"
 
 
+# A proxy in front of the platform gave up waiting after passing the request on: the
+# platform may still carry it out (the same as a read timeout on our side).
+MAYBE_POSTED_STATUSES = frozenset({504})
+
+
 def http_error(status: int, headers: Mapping[str, str], body: str) -> SendError:
     msg = f"HTTP {status}: {error_text(body)}"
     if status == 429 or status >= 500:
         wait = retry_after(headers, time.time(), rate_refused=status == 429)
-        return SendError(msg, status=status, retry_after=wait)
+        return SendError(
+            msg, status=status, retry_after=wait, maybe_posted=status in MAYBE_POSTED_STATUSES
+        )
     return SendError(msg, status=status, permanent=True)

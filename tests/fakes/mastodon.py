@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import regex
@@ -15,6 +17,9 @@ from aiohttp import web
 from tests.fakes.base import FakePlatform, error_response
 
 VISIBILITIES = {"public", "unlisted", "private", "direct"}
+# Mastodon keeps an Idempotency-Key "for up to 1 hour" (platforms.md §3.3); after that
+# the same key posts again.
+IDEMPOTENCY_TTL_S = 3600.0
 
 # The instance's length rule as platforms.md §3.4 states it, written apart from
 # bot.textfit so that a counting bug there shows up here as Mastodon's 422: grapheme
@@ -53,7 +58,8 @@ class FakeMastodon(FakePlatform):
         self._notif_ids = itertools.count(70_000_000)
         self.statuses: list[dict[str, Any]] = []
         self.notifications: list[dict[str, Any]] = []  # oldest first
-        self.idempotency: dict[str, dict[str, Any]] = {}
+        self.idempotency: dict[str, tuple[float, dict[str, Any]]] = {}  # key → (at, status)
+        self.clock: Callable[[], float] = time.time  # a test's fake clock, for key expiry
         self._streams: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self.stream_connects = 0
         self.refuse_streams = 0  # answer the next N stream connects with 503
@@ -140,7 +146,9 @@ class FakeMastodon(FakePlatform):
             return error_response(s)
         key = request.headers.get("Idempotency-Key")
         if key and key in self.idempotency:
-            return web.json_response(self.idempotency[key])
+            at, kept = self.idempotency[key]
+            if self.clock() - at < IDEMPOTENCY_TTL_S:
+                return web.json_response(kept)
         body = call.json
         if (
             not isinstance(body, dict)
@@ -170,7 +178,7 @@ class FakeMastodon(FakePlatform):
         }
         self.statuses.append(status)
         if key:
-            self.idempotency[key] = status
+            self.idempotency[key] = (self.clock(), status)
         await self.after_record(s, request)
         return web.json_response(
             status,
