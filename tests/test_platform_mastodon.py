@@ -267,6 +267,30 @@ async def test_dm_reply_is_direct_and_keeps_acct_first(env, fake, redis, keys) -
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("您好，我们已经收到您的消息，会尽快处理。", "zh"),  # a Chinese answer on an en account
+        ("Thanks, we're on it.", "en"),
+        ("👍", "en"),  # the text cannot tell: the account's language
+    ],
+)
+async def test_reply_language_is_the_replys_own(env, fake, redis, keys, text, expected) -> None:  # type: ignore[no-untyped-def]
+    """Mastodon shows and filters posts by their language tag: a Chinese answer tagged
+    with the account's "en" is hidden from readers filtering for Chinese."""
+    settings, http = env
+    r = reply(
+        "mastodon",
+        "brandm",
+        "dm",
+        recipient_handle="a@pl.nulled.red",
+        text=f"@a@pl.nulled.red {text}",
+    )
+    await deliver(make_sender(settings, redis, keys, http), r)
+    (call,) = fake.calls_to("/api/v1/statuses")
+    assert call.json["language"] == expected
+
+
 async def test_instance_limit_is_read_and_long_text_fitted(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
     settings, http = env
     fake.max_characters = 120

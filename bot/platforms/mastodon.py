@@ -28,6 +28,7 @@ import structlog
 from bot import textfit
 from bot.config import ConfigError
 from bot.models import Author, InboundEvent, OutboundReply
+from bot.nlu.lang import resolve_language
 from bot.platforms.base import (
     HttpReply,
     PayloadError,
@@ -289,8 +290,11 @@ class MastodonAdapter(ApiAdapter):
         body: dict[str, Any] = {"status": reply.text, "visibility": visibility}
         if reply.in_reply_to_id:
             body["in_reply_to_id"] = reply.in_reply_to_id
-        if self.account.language:
-            body["language"] = self.account.language.split("-")[0]
+        # The reply's own language (a Chinese answer from an "en" account is tagged zh:
+        # readers filter by it); the account's where the text cannot tell.
+        lang = resolve_language(reply.text, self.account.language)
+        if lang != "other":
+            body["language"] = lang
         headers = {
             "Authorization": f"Bearer {self.account.secret('access_token')}",
             # The instance keeps keys ~1 h: a resend after an ambiguous failure is a no-op.
