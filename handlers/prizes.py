@@ -26,16 +26,19 @@ router = Router("prizes")
 WON_RE = re.compile(
     r"\bI(?:'ve| have)? won\b(?!['’]t)|\bwon (?:the|your|a|an)\b"
     r"|\b(?:picked|chosen|selected|announced|drawn) as (?:a |the |one of the )?winners?\b"
-    r"|\bmy prize\b|中奖了|中了奖|获奖了|抽中了|我的奖品",
+    r"|\bmy prize\b|中奖(?:了|啦|咯|喽)|中了奖|获奖了|抽中了|(?:抽奖|转发)中了|我的奖品",
     re.IGNORECASE,
 )
-# What a winner asks: how to claim, where the prize is, whether a message is really ours.
+# What a winner asks: how to claim, where to send their address, where the prize is,
+# whom to ask, whether a message is really ours.
 CLAIM_RE = re.compile(
     r"\bclaim|\bcollect|\bredeem|\breceived?\b|\barrived?\b|\bsent\b|\bship"
-    r"|\bhaven'?t (?:got|had|heard)|\bnever (?:got|came|heard)|\bwhat do I do\b|\bnext steps?\b"
+    r"|\bhaven'?t (?:got|had|heard)|\bnever (?:got|came|heard|showed|turned)|\bwhat do I do\b"
+    r"|\bnext steps?\b|\b(?:my|shipping|postal|home) address\b|\bwho (?:do|should) I (?:contact|talk)"
     r"|\bhow do I get\b|\bis (?:this|that|it) (?:really |actually )?(?:you|legit|real|official)\b"
     r"|\blegit\b|\bscam|\bfake\b"
-    r"|领奖|领取|兑奖|兑换|没收到|未收到|还没到|还没发|怎么领|怎么拿|是你们|官方|骗",
+    r"|领奖|领取|兑奖|兑换|没收到|未收到|还没到|还没发|一直没|怎么领|怎么拿|是你们|官方|骗"
+    r"|地址|什么时候(?:发|寄|到)|找谁|联系谁",
     re.IGNORECASE,
 )
 

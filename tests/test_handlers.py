@@ -125,7 +125,7 @@ async def test_a_support_question_that_mentions_a_lottery_is_answered() -> None:
             nlu("spam", 0.97, language="zh", negativity=0.6),
             "negative",
         ),
-        ("我中奖了但是奖品一直没发货", nlu("spam", 0.9, language="zh", negativity=0.4), "tone"),
+        ("抽奖全是内定的吧，没意思", nlu("spam", 0.9, language="zh", negativity=0.4), "tone"),
     ],
 )
 @pytest.mark.parametrize("kind", ["dm", "mention"])
@@ -145,6 +145,10 @@ PRIZE_CLAIMS = [
     ("Got a DM saying I won a kettle, is that really you?", "en"),
     ("我中奖了，请问怎么领奖？", "zh"),
     ("有人私信说我中奖了，是你们官方吗？", "zh"),
+    ("Apparently I won your raffle?? where do I send my address", "en"),
+    ("won a kettle in the summer giveaway, it never turned up. who do I contact?", "en"),
+    ("中奖啦！收货地址发给谁呀", "zh"),
+    ("转发抽奖中了一台加湿器，请问奖品什么时候寄出", "zh"),
 ]
 
 
@@ -173,6 +177,8 @@ async def test_a_calm_prize_claim_goes_to_a_person(text: str, language: str) -> 
         "winner winner pls choose me, I never win anything",
         "I won't stop entering lol #giveaway",
         "转发抽奖 求中奖 希望能收到奖品",
+        "转发抽奖，中了请联系我",
+        "if I won I'd tell my whole address book lol #giveaway",
     ],
 )
 async def test_a_hunter_with_prize_words_is_still_ignored(text: str) -> None:
