@@ -39,6 +39,13 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # and left to expire when a worker dies holding it: that customer's next message then
 # waits at most this long, and the dead worker's event is redelivered.
 TURN_LEASE_S = 15.0
+# How long a Redis command may wait for its reply before the connection counts as
+# broken (bot/redis.py connect). Set here rather than left to redis-py, whose default
+# went from none to 5 s in 8.x. A blocking read (XREAD/XREADGROUP BLOCK: the worker's
+# worker.block_ms, the console's live events) must block for less, with a second to
+# spare, or every idle wait ends in a TimeoutError instead of an empty read.
+REDIS_SOCKET_TIMEOUT_S = 5.0
+BLOCKING_READ_MAX_MS = int(REDIS_SOCKET_TIMEOUT_S * 1000) - 1000
 
 
 class ConfigError(Exception):
@@ -358,6 +365,11 @@ class Settings:
             raise ConfigError("worker.concurrency: must be at least 1")
         if self.worker.block_ms < 1:  # 0 is Redis' "block forever": stopping would hang
             raise ConfigError("worker.block_ms: must be at least 1")
+        if self.worker.block_ms > BLOCKING_READ_MAX_MS:
+            raise ConfigError(
+                f"worker.block_ms: at most {BLOCKING_READ_MAX_MS} (below the Redis socket "
+                f"timeout of {REDIS_SOCKET_TIMEOUT_S:g} s)"
+            )
         if self.worker.visibility_timeout_s <= 0 or self.worker.claim_interval_s <= 0:
             raise ConfigError(
                 "worker.visibility_timeout_s, worker.claim_interval_s: must be greater than 0"

@@ -24,7 +24,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 from redis.retry import Retry as SyncRetry
 
-from bot.config import ConfigError, RedisConfig
+from bot.config import REDIS_SOCKET_TIMEOUT_S, ConfigError, RedisConfig
 
 log = structlog.get_logger(__name__)
 
@@ -135,6 +135,7 @@ async def renew_lock(redis: Redis, key: str, token: str, ttl_ms: int) -> bool:
 def connect(url: str, **kwargs: Any) -> Redis:
     """A client that reconnects: a Redis restart (failover, upgrade) costs a retry,
     not a failed request."""
+    kwargs.setdefault("socket_timeout", REDIS_SOCKET_TIMEOUT_S)
     kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5))
     kwargs.setdefault("retry_on_error", list(RETRYABLE_ERRORS))
     kwargs.setdefault("health_check_interval", 30)

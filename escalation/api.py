@@ -22,6 +22,7 @@ from aiohttp import web
 
 from bot import keys as K
 from bot import metrics
+from bot.config import BLOCKING_READ_MAX_MS
 from bot.models import OutboundReply
 from bot.redis import as_str
 from bot.storage_down import UNAVAILABLE
@@ -40,7 +41,8 @@ TICKETS = web.AppKey("tickets", TicketStore)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("ticket_clock")
 MAX_BODY = 64 * 1024
 MAX_TEXT = 5000
-SSE_BLOCK_MS = 10_000
+# Each idle wait ends in a keep-alive; below the Redis socket timeout (bot/config.py).
+SSE_BLOCK_MS = BLOCKING_READ_MAX_MS
 # How often an open event stream checks its caller is still signed in (a revoked token
 # or a signed-out session must stop receiving ticket events).
 SSE_REAUTH_S = 10.0

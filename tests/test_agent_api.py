@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -264,6 +265,26 @@ async def test_events_stream_sees_changes(api: Any) -> None:
             lines.append(await asyncio.wait_for(r.content.readline(), 5))
         text = b"".join(lines).decode()
         assert "event: ticket.claimed" in text and f'"ticket_id": "{tid}"' in text
+
+
+async def test_an_idle_events_stream_stays_open_past_the_redis_socket_timeout(
+    api: Any,
+) -> None:
+    """With nothing happening, the live stream sends keep-alives and stays open: the
+    blocking read it waits in must not outlast the Redis client's socket timeout (then
+    each idle wait failed, the stream broke every half minute and the log said Redis was
+    down)."""
+    from bot.config import REDIS_SOCKET_TIMEOUT_S
+
+    async with api.get(f"{API}/events", headers=auth(api, "ann")) as r:
+        assert await asyncio.wait_for(r.content.readline(), 5) == b": connected\n"
+        lines: list[bytes] = []
+        deadline = time.monotonic() + REDIS_SOCKET_TIMEOUT_S + 1.5
+        while time.monotonic() < deadline:
+            line = await asyncio.wait_for(r.content.readline(), REDIS_SOCKET_TIMEOUT_S * 2)
+            assert line, "the server ended the stream"
+            lines.append(line)
+        assert b": keep-alive\n" in lines
 
 
 async def test_openapi_describes_every_route(api: Any) -> None:

@@ -64,6 +64,8 @@ def test_secrets_never_show_in_reprs():
         # Over max_turns / 2 (10 by default) the turns kept could not show the cap.
         ("dialog: {max_bot_replies_per_hour: 11}\n", "dialog.max_bot_replies_per_hour"),
         ("dialog: {order_lookup_timeout_s: 0}\n", "dialog.order_lookup_timeout_s"),
+        # Past the Redis socket timeout: every idle read would fail with a TimeoutError.
+        ("worker: {block_ms: 5000}\n", "worker.block_ms"),
     ],
 )
 def test_errors_name_the_key(tmp_path, text, key):
