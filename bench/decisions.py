@@ -1,6 +1,6 @@
 """What the bot would do with each held-out message: the decision policy over the NLU.
 
-    .venv/bin/python -m bench.decisions                 # the four tests/data/*_heldout.yml
+    .venv/bin/python -m bench.decisions                 # every tests/data/*_heldout.yml
     .venv/bin/python -m bench.decisions --json out.json tests/data/tone_heldout.yml
 
 Each message goes through the trained artifact (var/nlu, trained first if stale) and
@@ -20,6 +20,8 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+
+import yaml
 
 from bot.config import AccountConfig, load_settings
 from bot.conversation import Conversation
@@ -54,6 +56,21 @@ def group(kind: str, label: str) -> str:
     return "intents"
 
 
+def post_groups(path: Path) -> dict[str, str]:
+    """A Rasa NLU file's ``metadata: {group: ...}`` per example text (the blind set's
+    sarcasm_complaint, small_talk, ...): its messages count by that group instead."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    blocks = data.get("nlu") if isinstance(data, dict) else None
+    out: dict[str, str] = {}
+    for block in blocks if isinstance(blocks, list) else []:
+        examples = block.get("examples") if isinstance(block, dict) else None
+        for ex in examples if isinstance(examples, list) else []:
+            meta = ex.get("metadata") if isinstance(ex, dict) else None
+            if isinstance(meta, dict) and meta.get("group"):
+                out[str(ex.get("text", ""))] = str(meta["group"])
+    return out
+
+
 async def tally(paths: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
     settings = load_settings(None)
     responses = Responses.load(ROOT / "nlu_data" / "responses")
@@ -63,6 +80,7 @@ async def tally(paths: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
     try:
         for path in paths:
             kind, rows = load_test_data(path)
+            groups = post_groups(path) if kind == "intents" and path.is_file() else {}
             counts: dict[str, Counter[str]] = {}
             for n, (text, label) in enumerate(rows):
                 result = await nlu.parse(text)
@@ -88,7 +106,7 @@ async def tally(paths: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
                     account=ACCOUNT,
                     say=say,
                 )
-                c = counts.setdefault(group(kind, label), Counter())
+                c = counts.setdefault(groups.get(text) or group(kind, label), Counter())
                 c[outcome(d)] += 1
                 c["n"] += 1
             out[path.name] = {g: dict(c.most_common()) for g, c in counts.items()}
