@@ -4,8 +4,10 @@ For each inbound event:
 
 * follow/unfollow → reply-window state (``bot.platforms.windows``) → ``state``;
 * a message → conversation context → NLU → ``handlers.policy.decide`` → effects:
-  Answer → a reply through the outbox; Escalate → the conversation's ticket (new, or the
-  message appended) plus an optional acknowledgement; Ignore → nothing.
+  Answer → a reply through the outbox; Escalate → the conversation's ticket (new, with
+  the conversation's recent turns as its context; or the message appended, raising the
+  ticket's priority when the message is worse) plus an optional acknowledgement (for an
+  appended public mention, once per ticket); Ignore → nothing.
 
 A customer's messages are decided one at a time (``ConversationStore.turn``), each on
 the state the previous one left. A worker may run an event twice (it died before acknowledging). The decision is
@@ -108,7 +110,7 @@ class Brain:
         if (
             isinstance(decision, Escalate)
             and decision.reason == "human_owned"
-            and await self.tickets.append_to_open(event) is None
+            and await self.tickets.append_to_open(event, priority=decision.priority) is None
         ):
             # The agent resolved the ticket after this message was decided (or before a
             # crashed run's replay): the bot has the conversation back, so decide again
@@ -219,18 +221,29 @@ class Brain:
             )
             return Outcome("answer", d.reasons, [reply.reply_id])
         assert isinstance(d, Escalate)
+        # What the customer and the bot said before, for the agent (kept only if this
+        # event opens the ticket). Read before this event's turns are recorded below.
+        conv = await self.convs.load(event.platform, event.account, event.author.id)
+        context = conv.context(since=self.now() - self.settings.dialog.conversation_idle_s)
         tid, created = await self.tickets.open_or_append(
-            event, reason=d.reason, priority=d.priority, reasons=d.reasons
+            event, reason=d.reason, priority=d.priority, reasons=d.reasons, context=context
         )
         reply_ids: list[str] = []
         turns = [customer]
-        if d.ack and created:
+        if d.ack and (created or d.reason == "human_owned"):
             reply = OutboundReply.answering(event, d.ack)
             reply.ticket_id = tid
-            await self.tickets.add_bot_message(tid, reply)
-            await enqueue_reply(self.redis, self.keys, reply)
-            reply_ids.append(reply.reply_id)
-            turns.append(Turn(self.now(), "bot", d.ack, reply.kind))
+            sent = True
+            if created:
+                await self.tickets.add_bot_message(tid, reply)
+                await enqueue_reply(self.redis, self.keys, reply)
+            else:
+                # A mention joining the ticket: acknowledged once per ticket, as the
+                # platform's reply window allows (recorded and queued together).
+                sent = await self.tickets.add_public_ack(tid, reply)
+            if sent:
+                reply_ids.append(reply.reply_id)
+                turns.append(Turn(self.now(), "bot", d.ack, reply.kind))
         await self.convs.record(
             event.platform, event.account, event.author.id, turns=turns, unclear=0, **conv_args
         )

@@ -32,6 +32,9 @@ from bot.config import TURN_LEASE_S
 from bot.redis import Keys, Redis, release_lock, renew_lock
 
 RECENT_EVENTS = 50
+# Turns copied onto a ticket as its context (what was said before it, or while it was
+# resolved): enough for an order number or the answer that did not help, not a history.
+CONTEXT_TURNS = 10
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +65,13 @@ class Conversation:
     @property
     def key_parts(self) -> tuple[str, str, str]:
         return self.platform, self.account, self.user
+
+    def context(self, *, since: float, limit: int = CONTEXT_TURNS) -> list[dict[str, Any]]:
+        """The last ``limit`` turns after ``since``, as a ticket keeps them (``at``,
+        ``from``: customer | bot, ``kind``: dm | mention, ``text``) for the agent who
+        picks the conversation up (escalation.tickets)."""
+        recent = [t for t in self.turns if t.at > since][-limit:]
+        return [{"at": t.at, "from": t.who, "kind": t.kind, "text": t.text} for t in recent]
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -197,6 +197,7 @@ async def get_ticket(request: web.Request, agent: Agent) -> web.Response:
         {
             "ticket": view,
             "conversation": lists["messages"],
+            "context": lists["context"],
             "notes": lists["notes"],
             "history": lists["history"],
         }

@@ -68,7 +68,9 @@ def _to_login(request: web.Request) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"{LOGIN_PATH}?next={nxt}" if nxt and nxt != "/console" else LOGIN_PATH)
 
 
-async def _page(request: web.Request, template: str, **context: Any) -> web.Response:
+async def _page(
+    request: web.Request, template: str, status: int = 200, **context: Any
+) -> web.Response:
     current = await _current(request)
     if current is None:
         raise _to_login(request)
@@ -76,6 +78,7 @@ async def _page(request: web.Request, template: str, **context: Any) -> web.Resp
     return render(
         request,
         template,
+        status=status,
         csrf_token=session.csrf_token,
         agent_name=agent.name,
         agent_role=agent.role,
@@ -167,7 +170,16 @@ async def ticket_page(request: web.Request) -> web.Response:
 async def supervisor_page(request: web.Request) -> web.Response:
     current = await _current(request)
     if current is not None and not current[1].is_supervisor:
-        raise web.HTTPForbidden(text="the supervisor view needs the supervisor role")
+        # The console's own page (top bar, way back), still a 403.
+        return await _page(
+            request,
+            "forbidden.html",
+            status=403,
+            page="forbidden",
+            title="Supervisors only",
+            reason="The supervisor view needs the supervisor role. Ask a supervisor if you "
+            "need a ticket reassigned or its priority changed.",
+        )
     return await _page(request, "supervisor.html", page="supervisor")
 
 

@@ -466,6 +466,19 @@ OPENAPI: dict[str, Any] = {
                     "text": {"type": "string"},
                 },
             },
+            "ContextTurn": {
+                "type": "object",
+                "description": "a turn of the conversation the ticket does not hold: before "
+                "it opened (the last 10 within dialog.conversation_idle_s), or exchanged with "
+                "the bot while it was resolved (added when it is reopened)",
+                "properties": {
+                    "at": {"type": "number"},
+                    "from": {"enum": ["customer", "bot"]},
+                    "kind": {"enum": ["mention", "dm"]},
+                    "text": {"type": "string"},
+                    "when": {"enum": ["before_ticket", "while_resolved"]},
+                },
+            },
             "Note": {
                 "type": "object",
                 "properties": {
@@ -480,6 +493,7 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "ticket": _ref("Ticket"),
                     "conversation": {"type": "array", "items": _ref("Message")},
+                    "context": {"type": "array", "items": _ref("ContextTurn")},
                     "notes": {"type": "array", "items": _ref("Note")},
                     "history": {
                         "type": "array",
@@ -489,6 +503,15 @@ OPENAPI: dict[str, Any] = {
                                 "at": {"type": "number"},
                                 "actor": {"type": "string"},
                                 "action": {"type": "string"},
+                                "from": {
+                                    "type": "string",
+                                    "description": "priority before (action priority, or "
+                                    "sla.breach when the breach raised it)",
+                                },
+                                "to": {
+                                    "type": "string",
+                                    "description": "the new priority, or the agent assigned",
+                                },
                             },
                         },
                     },

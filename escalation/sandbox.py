@@ -96,6 +96,11 @@ def _cookies_dropped(request: web.Request) -> bool:
     return host not in ("localhost", "127.0.0.1", "::1") and not host.endswith(".localhost")
 
 
+def guest_handle(customer: str) -> str:
+    """The handle a pretend customer starts with, from its id (the page can change it)."""
+    return "guest" + customer[-4:]
+
+
 async def page(request: web.Request) -> web.Response:
     settings = request.app[K.SETTINGS]
     customer = _customer(request)
@@ -111,7 +116,7 @@ async def page(request: web.Request) -> web.Response:
         "sandbox.html",
         accounts=accounts,
         csrf_token=csrf,
-        handle="guest" + customer[-4:],
+        handle=guest_handle(customer),
         new_customer=new_customer,
         cookies_dropped=_cookies_dropped(request),
     )
@@ -264,11 +269,16 @@ async def get_messages(request: web.Request) -> web.Response:
 
 
 async def new_conversation(request: web.Request) -> web.Response:
-    """Forget the pretend customer: the next page load is a new one."""
+    """Forget the pretend customer and start a new one at once.
+
+    Answers the new customer's handle, which the page puts in its handle field: the
+    previous customer's handle must not go out under the new id.
+    """
     if not _csrf_ok(request):
         return _bad(403, "missing or wrong CSRF token; reload the page")
-    resp = web.json_response({"ok": True})
-    _set_cookie(resp, request, CUSTOMER_COOKIE, "sb" + secrets.token_hex(8))
+    customer = "sb" + secrets.token_hex(8)
+    resp = web.json_response({"ok": True, "handle": guest_handle(customer)})
+    _set_cookie(resp, request, CUSTOMER_COOKIE, customer)
     return resp
 
 

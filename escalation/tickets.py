@@ -4,6 +4,9 @@ Redis layout (every name through ``keys.ns``):
 
 * ``ticket:{id}`` hash: the ticket's fields (``Ticket``), clocks as JSON;
 * ``ticket:{id}:msgs`` / ``:notes`` / ``:history`` lists of JSON entries;
+* ``ticket:{id}:context`` list of JSON entries: the conversation's turns (customer and
+  bot) before the ticket opened, and those exchanged while it was resolved, added when
+  it is reopened (``bot.conversation.Conversation.context``); kept as the messages are;
 * ``ticket:{id}:applied`` set of idempotency keys (event keys, reply keys) already applied;
 * ``ticket:{id}:outbound`` hash reply id → the agent reply as queued (``OutboundReply``
   JSON; queued on the outbox in the same transaction), what a retried request gets back;
@@ -36,6 +39,7 @@ from redis.exceptions import WatchError
 
 from bot import metrics
 from bot.config import EscalationConfig
+from bot.conversation import Conversation
 from bot.models import InboundEvent, OutboundReply
 from bot.ops import notify
 from bot.ops.insights import record_first_response
@@ -193,6 +197,7 @@ class _Change:
     messages: list[dict[str, Any]] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    context: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # (kind, text, data) for the notification webhook queue, queued in the same MULTI.
     notices: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
@@ -200,6 +205,8 @@ class _Change:
     # reply id -> OutboundReply JSON: kept on the ticket, and queued for the sender in
     # the same MULTI, so a recorded reply is never left unsent.
     outbound: dict[str, str] = field(default_factory=dict)
+    # The bot's replies recorded by this change, queued for the sender in the same MULTI.
+    replies: list[OutboundReply] = field(default_factory=list)
     # event key -> "<ticket id>|created" or "|appended": which ticket took the event,
     # written with the ticket so a concurrent run of the same event reads it back.
     event_marks: dict[str, str] = field(default_factory=dict)
@@ -277,13 +284,14 @@ class TicketStore:
 
     async def lists(self, tid: str) -> dict[str, list[dict[str, Any]]]:
         tx = self.redis.pipeline(transaction=False)
-        for what in ("msgs", "notes", "history"):
+        for what in ("msgs", "notes", "history", "context"):
             tx.lrange(self.k_list(tid, what), 0, -1)
-        msgs, notes, history = await tx.execute()
+        msgs, notes, history, context = await tx.execute()
         return {
             "messages": [json.loads(m) for m in msgs],
             "notes": [json.loads(n) for n in notes],
             "history": [json.loads(h) for h in history],
+            "context": [json.loads(c) for c in context],
         }
 
     async def search(
@@ -466,7 +474,12 @@ class TicketStore:
         now = self.now()
         t.updated_at = now
         pipe.hset(self.k_ticket(t.id), mapping=t.to_hash())
-        for what, items in (("msgs", ch.messages), ("notes", ch.notes), ("history", ch.history)):
+        for what, items in (
+            ("msgs", ch.messages),
+            ("notes", ch.notes),
+            ("history", ch.history),
+            ("context", ch.context),
+        ):
             if items:
                 pipe.rpush(
                     self.k_list(t.id, what), *(json.dumps(i, ensure_ascii=False) for i in items)
@@ -477,6 +490,8 @@ class TicketStore:
             pipe.hset(self.k_list(t.id, "outbound"), mapping=ch.outbound)
             for raw in ch.outbound.values():
                 enqueue_reply_in(pipe, self.keys, OutboundReply.from_json(raw))
+        for reply in ch.replies:
+            enqueue_reply_in(pipe, self.keys, reply)
         for event_key, mark in ch.event_marks.items():
             pipe.set(self.k_event(event_key), mark, ex=EVENT_TTL_S)
         after = self._alert_members(t) if t.status == "open" else {}
@@ -535,6 +550,16 @@ class TicketStore:
             if c.running and not c.breached:
                 self.sla.schedule(c, p, name)
 
+    def _change_priority(self, t: Ticket, ch: _Change, to: str, *, actor: str, **why: Any) -> None:
+        """Set the priority and re-time the running deadlines under its policy, recorded
+        with who changed it from what (a supervisor, or the bot for a worse message)."""
+        old, t.priority = t.priority, to
+        self._reschedule(t)
+        ch.history.append(
+            {"at": self.now(), "actor": actor, "action": "priority", "from": old, "to": to, **why}
+        )
+        ch.events.append(("ticket.priority", {"from": old}))
+
     # -- from the pipeline ------------------------------------------------------
     async def open_or_append(
         self,
@@ -543,8 +568,11 @@ class TicketStore:
         reason: str,
         priority: str,
         reasons: dict[str, Any],
+        context: list[dict[str, Any]] | None = None,
     ) -> tuple[str, bool]:
-        """The conversation's open ticket with ``event`` appended, or a new ticket.
+        """The conversation's open ticket with ``event`` appended (its priority raised to
+        ``priority`` if that is higher), or a new ticket at ``priority`` keeping
+        ``context`` (the conversation's turns before it, ``Conversation.context``).
 
         Idempotent per event: a re-run returns the same answer and appends nothing.
         Returns (ticket id, whether this event created it)."""
@@ -553,34 +581,37 @@ class TicketStore:
             return known
         conv = self.conv_of(event.platform, event.account, event.author.id)
         for _ in range(200):
-            appended = await self._append_to_open(event, conv)
+            appended = await self._append_to_open(event, conv, priority=priority)
             if appended is not None:
                 return appended
             created = await self._create(
-                event, conv, reason=reason, priority=priority, reasons=reasons
+                event, conv, reason=reason, priority=priority, reasons=reasons, context=context
             )
             if created is not None:
                 return created, True
         raise TicketError(503, "busy", "conversation is changing too fast")
 
-    async def append_to_open(self, event: InboundEvent) -> str | None:
+    async def append_to_open(self, event: InboundEvent, *, priority: str = "low") -> str | None:
         """Append ``event`` to the conversation's open ticket, never opening one: for a
-        message decided while a person owned the conversation. None when that ticket was
-        resolved meanwhile (the bot has the conversation back)."""
+        message decided while a person owned the conversation; ``priority``: what the
+        message would get as a new escalation (the ticket's rises to it, never falls).
+        None when that ticket was resolved meanwhile (the bot has the conversation back)."""
         known = await self.ticket_for_event(event.key)
         if known is not None:
             return known[0]
         found = await self._append_to_open(
-            event, self.conv_of(event.platform, event.account, event.author.id)
+            event, self.conv_of(event.platform, event.account, event.author.id), priority=priority
         )
         return found[0] if found is not None else None
 
-    async def _append_to_open(self, event: InboundEvent, conv: str) -> tuple[str, bool] | None:
+    async def _append_to_open(
+        self, event: InboundEvent, conv: str, *, priority: str
+    ) -> tuple[str, bool] | None:
         tid = await self.open_ticket_for(conv)
         if tid is None:
             return None
         try:
-            if await self.append_customer_message(tid, event, conv=conv):
+            if await self.append_customer_message(tid, event, conv=conv, priority=priority):
                 return tid, False
         except TicketError as e:
             if e.code != "stale_conversation":
@@ -591,7 +622,14 @@ class TicketStore:
         return await self.ticket_for_event(event.key) or (tid, False)
 
     async def _create(
-        self, event: InboundEvent, conv: str, *, reason: str, priority: str, reasons: dict[str, Any]
+        self,
+        event: InboundEvent,
+        conv: str,
+        *,
+        reason: str,
+        priority: str,
+        reasons: dict[str, Any],
+        context: list[dict[str, Any]] | None,
     ) -> str | None:
         now = self.now()
         seq = await self.redis.incr(self.k_seq)
@@ -617,6 +655,8 @@ class TicketStore:
         self.sla.start(t.clocks["resolution"], p, "resolution", now)
         ch = _Change(conv_set=True, applied=[event.key], event_marks={event.key: f"{tid}|created"})
         ch.messages.append(_customer_msg(event, now))
+        # Written with the ticket: an agent never sees it without what came before.
+        ch.context = [{**c, "when": "before_ticket"} for c in context or ()]
         ch.history.append({"at": now, "actor": "bot", "action": "created", "reason": reason})
         ch.events.append(("ticket.created", {"reason": reason}))
         t.messages = 1
@@ -648,9 +688,13 @@ class TicketStore:
             t.last_dm_conversation_id = event.conversation_id
 
     async def append_customer_message(
-        self, tid: str, event: InboundEvent, *, conv: str = ""
+        self, tid: str, event: InboundEvent, *, conv: str = "", priority: str = "low"
     ) -> bool:
-        """Append ``event`` to ticket ``tid``; False if it was applied before."""
+        """Append ``event`` to ticket ``tid``; False if it was applied before.
+
+        ``priority`` is what the message would get as a new escalation: a worse message
+        raises the ticket to it (never lower), in the same transaction as the append so
+        a re-run of the event raises nothing twice."""
 
         def fn(t: Ticket, ch: _Change, already: set[str]) -> bool:
             if event.key in already:
@@ -666,6 +710,8 @@ class TicketStore:
             # message; a bare "thanks"/"ok" asks for nothing and starts nothing.
             if t.first_response_at and not nr.running and not is_trivial(event.text):
                 self.sla.start(nr, self._policy(t), "next_response", now)
+            if priority in PRIORITIES and PRIORITIES.index(priority) > PRIORITIES.index(t.priority):
+                self._change_priority(t, ch, priority, actor="bot", event_id=event.event_id)
             ch.messages.append(_customer_msg(event, now))
             ch.applied.append(event.key)
             ch.event_marks[event.key] = f"{tid}|appended"
@@ -697,6 +743,46 @@ class TicketStore:
             ch.applied.append(reply.reply_id)
 
         await self._mutate(tid, fn, check_applied=(reply.reply_id,))
+
+    async def add_public_ack(self, tid: str, reply: OutboundReply) -> bool:
+        """Acknowledge publicly a mention appended to an open ticket (``reply``: the ack
+        a new escalated mention gets, moving the customer to DM), once per ticket: not
+        when the ticket already has a public reply (the bot's ack or an agent's), nor
+        when the platform's reply window would refuse it. Recorded and queued for the
+        sender in one transaction; True if it is (or a run before this one had it)."""
+        window: dict[str, Any] | None = None
+
+        async def load(pipe: Any, t: Ticket) -> None:
+            nonlocal window
+            await watch_window(pipe, self.keys, t)
+            window = await window_state(pipe, self.keys, t, self.now())
+
+        def fn(t: Ticket, ch: _Change, already: set[str]) -> bool:
+            ch.write = False
+            if reply.reply_id in already:
+                return True
+            if t.status != "open" or t.mention_replied or not t.mention_event_id:
+                return False
+            if window_refusal(window, t, reply) is not None:
+                return False
+            ch.write = True
+            t.mention_replied = t.mention_event_id
+            t.messages += 1
+            ch.messages.append(
+                {
+                    "id": reply.reply_id,
+                    "at": self.now(),
+                    "from": "bot",
+                    "kind": reply.kind,
+                    "text": reply.text,
+                }
+            )
+            ch.applied.append(reply.reply_id)
+            ch.replies.append(reply)
+            ch.events.append(("ticket.message", {"from": "bot"}))
+            return True
+
+        return await self._mutate(tid, fn, check_applied=(reply.reply_id,), load=load)
 
     # -- agent actions ----------------------------------------------------------
     async def claim(self, tid: str, agent: str) -> Ticket:
@@ -754,15 +840,9 @@ class TicketStore:
             raise TicketError(422, "invalid", f"priority must be one of {', '.join(PRIORITIES)}")
 
         def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
-            now = self.now()
             if t.status != "open":
                 raise TicketError(409, "not_open", f"ticket {tid} is {t.status}")
-            old, t.priority = t.priority, priority
-            self._reschedule(t)
-            ch.history.append(
-                {"at": now, "actor": by, "action": "priority", "from": old, "to": priority}
-            )
-            ch.events.append(("ticket.priority", {"from": old}))
+            self._change_priority(t, ch, priority, actor=by)
             return t
 
         return await self._mutate(tid, fn)
@@ -943,7 +1023,12 @@ class TicketStore:
         return t
 
     async def reopen(self, tid: str, agent: str) -> Ticket:
+        """Open a resolved ticket again, with what the customer and the bot said while it
+        was resolved (the conversation's turns since then) added to its context."""
+        conv = Conversation("", "", "")
+
         async def load(pipe: Any, t: Ticket) -> None:
+            nonlocal conv
             # The conversation may have a newer open ticket: only one may be open.
             # Watched with the ticket, so a ticket opened meanwhile fails the EXEC.
             conv_key = self.k_conv(t.conv)
@@ -955,11 +1040,18 @@ class TicketStore:
                     "conversation_has_ticket",
                     f"ticket {as_str(other)} is open for this customer",
                 )
+            # Watched too: a turn the bot records meanwhile is not left out.
+            turns_key = self.keys.conv(t.platform, t.account, t.user_id)
+            await pipe.watch(turns_key)
+            raw = await pipe.get(turns_key)
+            conv = Conversation.from_json(raw) if raw else Conversation("", "", "")
 
         def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
             now = self.now()
             if t.status != "resolved":
                 raise TicketError(409, "not_resolved", f"ticket {tid} is {t.status}")
+            since = conv.context(since=t.resolved_at)
+            ch.context = [{**c, "when": "while_resolved"} for c in since]
             t.status, t.resolved_at = "open", 0.0
             p = self._policy(t)
             self.sla.start(t.clocks["resolution"], p, "resolution", now)
@@ -1025,7 +1117,10 @@ class TicketStore:
                 platform=t.platform,
                 customer=t.user_handle,
             )
-            ch.history.append({"at": now, "actor": "sla", "action": f"sla.{kind}", "clock": clock})
+            entry = {"at": now, "actor": "sla", "action": f"sla.{kind}", "clock": clock}
+            if t.priority != alert["priority_before"]:  # the breach raised it: say from what
+                entry.update({"from": alert["priority_before"], "to": t.priority})
+            ch.history.append(entry)
             ch.events.append((f"sla.{kind}", {"clock": clock, "due_at": due}))
             if notice is not None:
                 ch.notices.append(("sla", *notice(alert)))

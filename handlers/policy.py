@@ -3,7 +3,10 @@
 0. (bot/brain.py, before the NLU: :func:`screen`) ignore our own accounts and automated
    accounts;
 1. ignore calm spam and lottery hunters;
-2. if a human owns the conversation, join its ticket and say nothing;
+2. if a human owns the conversation, join its ticket and say nothing, but carry what
+   the message would get as a new escalation (steps 3-5): its priority (the ticket's
+   rises to it) and, for a public mention, the acknowledgement that moves it to DM
+   (the pipeline sends it once per ticket);
 3. escalate complaints and negative posts, prize claims, requests for a person and
    follow-ups of an earlier message;
 4. answer confident intents (order status, an FAQ hit above its threshold, small talk);
@@ -21,6 +24,7 @@ values the pipeline hands them, so the policy is tested with plain values.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from bot.config import AccountConfig, DialogConfig
@@ -121,12 +125,7 @@ async def _decide(
     if d is not None:
         return d
     if conversation.owner == "human":
-        return Escalate(
-            "human_owned",
-            "normal",
-            None,
-            {"rule": "human_owned", "ticket_id": conversation.ticket_id},
-        )
+        return await _human_owned(available, message, nlu, conversation, account, say)
     d = await ESCALATE.dispatch(intent, **available)
     if d is not None:
         return d
@@ -153,6 +152,36 @@ async def _decide(
             ack = say("ack_public_human") if public_ack_enabled(account, message) else None
         return Escalate("unclear", "low", ack, {"rule": "unclear_twice"})
     return Answer(say("clarify"), {"rule": "clarify"})
+
+
+async def _human_owned(
+    available: dict[str, Any],
+    message: InboundEvent,
+    nlu: NluResult,
+    conversation: Conversation,
+    account: AccountConfig | None,
+    say: Say,
+) -> Escalate:
+    """Join the open ticket, with what the message would get as a new escalation: decided
+    by :func:`_decide` as if the bot owned the conversation, so the priority and
+    acknowledgement rules stay in one place. No order lookup: an answer here is thrown
+    away. Priority ``low`` when it would not escalate: nothing to raise."""
+    unowned = replace(conversation, ticket_id=None)
+    fresh = await _decide(
+        {**available, "conversation": unowned, "orders": None},
+        message,
+        nlu,
+        unowned,
+        account,
+        say,
+    )
+    reasons: dict[str, Any] = {"rule": "human_owned", "ticket_id": conversation.ticket_id}
+    if not isinstance(fresh, Escalate):
+        return Escalate("human_owned", "low", None, reasons)
+    reasons["as_new"] = fresh.reasons.get("rule", fresh.reason)
+    # A DM is the agent's to answer; a public post is moved to DM as a new one would be.
+    ack = fresh.ack if message.is_public else None
+    return Escalate("human_owned", fresh.priority, ack, reasons)
 
 
 def _throttle(

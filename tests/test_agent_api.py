@@ -824,3 +824,89 @@ async def test_reopen_refused_while_the_customer_has_a_newer_open_ticket(
     r = await api.post(f"{API}/tickets/{tid}/reopen", headers=auth(api, "ann"))
     assert r.status == 200 and (await r.json())["ticket"]["status"] == "open"
     assert await api.store.open_ticket_for("generic:acme:42") == tid
+
+
+async def test_ticket_detail_shows_the_conversation_before_it_and_while_resolved(
+    api: Any, redis: Any, keys: Any, clock: FakeClock, settings: Any
+) -> None:
+    from bot.conversation import ConversationStore, Turn
+
+    before = [
+        {"at": clock.t - 60, "from": "customer", "kind": "dm", "text": "order A12345?"},
+        {"at": clock.t - 59, "from": "bot", "kind": "dm", "text": "It shipped."},
+    ]
+    tid, _ = await api.store.open_or_append(
+        event("where is my order?"), reason="repeat", priority="normal", reasons={}, context=before
+    )
+    d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
+    assert d["context"] == [{**c, "when": "before_ticket"} for c in before]
+    assert [m["text"] for m in d["conversation"]] == ["where is my order?"]
+    r = await api.post(f"{API}/tickets/{tid}/resolve", headers=auth(api, "ann"))
+    assert r.status == 200
+    # While it was resolved the customer wrote again and the bot answered.
+    clock.advance(60)
+    convs = ConversationStore(redis, keys, idle_s=settings.dialog.conversation_idle_s)
+    said = [Turn(clock.t, "customer", "and the invoice?"), Turn(clock.t, "bot", "Sent by email.")]
+    assert await convs.record("generic", "acme", "42", event_key="later", turns=said)
+    clock.advance(60)
+    r = await api.post(f"{API}/tickets/{tid}/reopen", headers=auth(api, "ann"))
+    assert r.status == 200
+    d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
+    assert [(c["from"], c["text"], c["when"]) for c in d["context"]] == [
+        ("customer", "order A12345?", "before_ticket"),
+        ("bot", "It shipped.", "before_ticket"),
+        ("customer", "and the invoice?", "while_resolved"),
+        ("bot", "Sent by email.", "while_resolved"),
+    ]
+    doc = await (await api.get(f"{API}/openapi.json")).json()
+    detail = doc["components"]["schemas"]["TicketDetail"]["properties"]
+    assert detail["context"]["items"] == {"$ref": "#/components/schemas/ContextTurn"}
+    turn = doc["components"]["schemas"]["ContextTurn"]["properties"]
+    assert set(d["context"][0]) == set(turn)
+
+
+async def test_a_public_ack_on_an_open_ticket_waits_on_the_reply_window(
+    api: Any, redis: Any, keys: Any, clock: FakeClock
+) -> None:
+    """The bot's move-to-DM ack for a mention joining a ticket: refused where the sender
+    would refuse it (Weibo: 48 h lapsed, no DM window), else recorded and queued once."""
+
+    async def seen(ev: Any) -> Any:
+        ev.received_at = clock.t
+        await windows.record(redis, keys, ev)
+        return ev
+
+    def ack_for(ev: Any, tid: str) -> OutboundReply:
+        reply = OutboundReply.answering(ev, "抱歉，请私信我们")
+        reply.ticket_id = tid
+        return reply
+
+    dm = await seen(event("人工客服", platform="weibo", account="wb", at=clock.t))
+    tid, _ = await api.store.open_or_append(dm, reason="human", priority="normal", reasons={})
+    late = await seen(event("@品牌 骗子", platform="weibo", account="wb", kind="mention"))
+    clock.advance(49 * 3600)  # handled two days late: the DM window and the mention lapsed
+    await api.store.append_customer_message(tid, late, priority="urgent")
+    queued = await redis.xlen(keys.outbox)
+    assert not await api.store.add_public_ack(tid, ack_for(late, tid))
+    t = await api.store.get(tid)
+    assert t is not None and t.mention_replied == "" and await redis.xlen(keys.outbox) == queued
+
+    # In time (the mention's one reply is free): recorded and queued in one go, once.
+    fresh = await seen(
+        event("@品牌 还骗", platform="weibo", account="wb", kind="mention", at=clock.t)
+    )
+    await api.store.append_customer_message(tid, fresh, priority="urgent")
+    ack = ack_for(fresh, tid)
+    assert await api.store.add_public_ack(tid, ack)
+    assert await api.store.add_public_ack(tid, ack)  # a re-run: done before, nothing new
+    assert await redis.xlen(keys.outbox) == queued + 1
+    d = await (await api.get(f"{API}/tickets/{tid}", headers=auth(api, "ann"))).json()
+    assert [(m["from"], m["kind"]) for m in d["conversation"]][-1] == ("bot", "mention")
+    assert d["ticket"]["reply_window"]["mention"]["used"] is True
+    # Once per ticket: another mention gets none.
+    other = await seen(
+        event("@品牌 ???", platform="weibo", account="wb", kind="mention", at=clock.t)
+    )
+    await api.store.append_customer_message(tid, other)
+    assert not await api.store.add_public_ack(tid, ack_for(other, tid))
+    assert await redis.xlen(keys.outbox) == queued + 1

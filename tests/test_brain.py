@@ -375,3 +375,190 @@ async def test_answers_per_hour_are_capped_by_the_brains_clock(
     assert o.decision == "escalate" and o.reasons["rule"] == "busy_thread"
     t = await brain.tickets.get(o.ticket_id or "")
     assert t is not None and t.reason == "busy_thread" and t.priority == "normal"
+
+
+# -- what a ticket shows of the conversation before it ----------------------------------
+async def test_a_ticket_keeps_what_was_said_before_it(
+    brain: Brain, redis: Any, keys: Any, clock: FakeClock
+) -> None:
+    """The customer gave the order number to the bot; the ticket opened on the repeat
+    shows it to the agent, with who said what, where and when. Turns older than the
+    conversation's idle time are not part of it."""
+    idle = brain.settings.dialog.conversation_idle_s
+    assert (await brain.handle(event("hello", at=clock()))).decision == "answer"
+    clock.advance(idle + 60)  # a day later: that greeting is another conversation
+    asked = clock()
+    first = event("how do I get a refund for order A12345?", at=asked)
+    assert (await brain.handle(first)).decision == "answer"
+    clock.advance(60)
+    repeat = event("how do I get a refund?", at=clock())
+    o = await brain.handle(repeat)
+    assert o.decision == "escalate" and o.reasons["rule"] == "repeat"
+    lists = await brain.tickets.lists(o.ticket_id or "")
+    assert lists["context"] == [
+        {
+            "at": asked,
+            "from": "customer",
+            "kind": "dm",
+            "text": "how do I get a refund for order A12345?",
+            "when": "before_ticket",
+        },
+        {
+            "at": asked,
+            "from": "bot",
+            "kind": "dm",
+            "text": "Returns are free within 30 days.",
+            "when": "before_ticket",
+        },
+    ]
+    # The escalated message itself is the ticket's first message, not context.
+    assert lists["messages"][0]["text"] == "how do I get a refund?"
+    await brain.handle(repeat)  # a re-run adds nothing
+    assert len((await brain.tickets.lists(o.ticket_id or ""))["context"]) == 2
+
+
+async def test_a_reopened_ticket_gets_what_was_said_while_it_was_resolved(
+    brain: Brain, redis: Any, keys: Any, clock: FakeClock
+) -> None:
+    opened = await brain.handle(event("worst service ever", at=clock()))
+    tid = opened.ticket_id or ""
+    clock.advance(60)
+    await brain.tickets.resolve(tid, "ann")
+    clock.advance(60)
+    later = clock()
+    assert (await brain.handle(event("how do I get a refund?", at=later))).decision == "answer"
+    clock.advance(60)
+    await brain.tickets.reopen(tid, "ann")
+    context = (await brain.tickets.lists(tid))["context"]
+    # Only the exchange since the resolve: the complaint and its ack are messages.
+    assert [(c["from"], c["text"], c["when"]) for c in context] == [
+        ("customer", "how do I get a refund?", "while_resolved"),
+        ("bot", "Returns are free within 30 days.", "while_resolved"),
+    ]
+    assert context[0]["at"] == later
+    # Resolved and reopened again with nothing said meanwhile: nothing is added twice.
+    await brain.tickets.resolve(tid, "ann")
+    clock.advance(60)
+    await brain.tickets.reopen(tid, "ann")
+    assert len((await brain.tickets.lists(tid))["context"]) == 2
+
+
+def test_context_is_the_last_turns_after_a_time() -> None:
+    from bot.conversation import CONTEXT_TURNS, Conversation, Turn
+
+    conv = Conversation("generic", "acme", "42")
+    conv.turns = [Turn(float(i), "customer" if i % 2 else "bot", f"t{i}") for i in range(20)]
+    assert [c["text"] for c in conv.context(since=0.0)] == [f"t{i}" for i in range(10, 20)]
+    assert len(conv.context(since=0.0)) == CONTEXT_TURNS
+    assert [c["text"] for c in conv.context(since=16.0)] == ["t17", "t18", "t19"]
+
+
+# -- a worse message on an open ticket ---------------------------------------------------
+SCATHING = (
+    "@acme you double charged me $400 and ignore me. Going to the press. "
+    "Everyone boycott @acme, total scammers!!!"
+)
+
+
+class AngryNlu(StubNlu):
+    """The stub, plus the public outburst as the complaint it is."""
+
+    RULES = (("scammers", "complaint", None, 0.95), *StubNlu.RULES)
+
+
+def angry_brain(redis: Any, keys: Any, settings: Any, clock: FakeClock) -> Brain:
+    tickets = TicketStore(redis, keys, settings.escalation, clock=clock)
+    return Brain(
+        redis, keys, settings, AngryNlu(), tickets=tickets, responses=RESPONSES, clock=clock
+    )
+
+
+ACK_PUBLIC = (
+    "@alice We're sorry to hear this. Please send us a DM so we can look into it right away."
+)
+
+
+async def test_a_worse_public_post_raises_the_ticket_and_is_acknowledged_once(
+    redis: Any, keys: Any, settings: Any, clock: FakeClock
+) -> None:
+    brain = angry_brain(redis, keys, settings, clock)
+    opened = await brain.handle(event("I want to talk to a human", at=clock()))
+    tid = opened.ticket_id or ""
+    t = await brain.tickets.get(tid)
+    assert t is not None and t.priority == "normal"
+    clock.advance(120)
+    post = event(SCATHING, kind="mention", at=clock())
+    o = await brain.handle(post)
+    assert (o.decision, o.ticket_id, o.reply_ids) == ("append", tid, [f"{post.key}:0"])
+    t = await brain.tickets.get(tid)
+    assert t is not None and t.priority == "urgent"
+    # Re-timed as a supervisor's change is: first response due 15 min after opening.
+    fr = t.clocks["first_response"]
+    assert fr.due == t.created_at + 15 * 60
+    history = (await brain.tickets.lists(tid))["history"]
+    raised = [h for h in history if h["action"] == "priority"]
+    assert [(h["actor"], h["from"], h["to"]) for h in raised] == [("bot", "normal", "urgent")]
+    ack = (await outbox(redis, keys))[-1]
+    assert (ack["kind"], ack["in_reply_to_id"], ack["ticket_id"]) == ("mention", post.event_id, tid)
+    assert ack["text"] == ACK_PUBLIC
+    # The same post as a first message gets the same acknowledgement, at the same priority.
+    fresh = await brain.handle(event(SCATHING, kind="mention", user="7", at=clock()))
+    t7 = await brain.tickets.get(fresh.ticket_id or "")
+    assert t7 is not None and t7.priority == "urgent"
+    assert (await outbox(redis, keys))[-1]["text"] == ACK_PUBLIC
+    sent = len(await outbox(redis, keys))
+
+    again = await brain.handle(post)  # a re-run changes nothing more
+    assert again.reply_ids == o.reply_ids and len(await outbox(redis, keys)) == sent
+    assert len((await brain.tickets.lists(tid))["history"]) == len(history)
+    # Once per ticket: the next public post joins the ticket without another ack.
+    clock.advance(60)
+    more = await brain.handle(event(f"{SCATHING} still waiting", kind="mention", at=clock()))
+    assert more.decision == "append" and more.reply_ids == []
+    assert len(await outbox(redis, keys)) == sent
+    lists = await brain.tickets.lists(tid)
+    assert [m["from"] for m in lists["messages"]] == [
+        "customer",
+        "bot",
+        "customer",
+        "bot",
+        "customer",
+    ]
+    assert len([h for h in lists["history"] if h["action"] == "priority"]) == 1
+
+
+async def test_a_calmer_message_never_lowers_the_priority(
+    redis: Any, keys: Any, settings: Any, clock: FakeClock
+) -> None:
+    brain = angry_brain(redis, keys, settings, clock)
+    opened = await brain.handle(event(SCATHING, kind="mention", at=clock()))
+    clock.advance(60)
+    for text in ("thanks", "I want to talk to a human"):
+        o = await brain.handle(event(text, at=clock()))
+        assert o.decision == "append" and o.reply_ids == []
+    t = await brain.tickets.get(opened.ticket_id or "")
+    assert t is not None and t.priority == "urgent"
+    history = (await brain.tickets.lists(t.id))["history"]
+    assert [h["action"] for h in history] == ["created"]
+
+
+async def test_appended_mention_acknowledged_after_a_crash_between_effects(
+    redis: Any, keys: Any, settings: Any, clock: FakeClock
+) -> None:
+    """The first run decided, appended (raising the priority) and died before the
+    acknowledgement: the re-run sends it, once, and raises nothing again."""
+    brain = angry_brain(redis, keys, settings, clock)
+    tid = (await brain.handle(event("I want to talk to a human", at=clock()))).ticket_id or ""
+    before = len(await outbox(redis, keys))
+    post = event(SCATHING, kind="mention", at=clock())
+    decision = await brain._decide(post)
+    assert decision.reasons["rule"] == "human_owned" and decision.priority == "urgent"
+    await redis.set(keys.ns("decided", post.key), json.dumps(decision.to_dict()))
+    assert await brain.tickets.append_to_open(post, priority=decision.priority) == tid
+    o = await brain.handle(post)
+    assert o.decision == "append" and o.reply_ids == [f"{post.key}:0"]
+    assert await brain.handle(post) == o
+    sent = await outbox(redis, keys)
+    assert len(sent) == before + 1 and sent[-1]["text"] == ACK_PUBLIC
+    history = (await brain.tickets.lists(tid))["history"]
+    assert [h["action"] for h in history] == ["created", "priority"]

@@ -67,19 +67,32 @@ def server(redis_server: Any, tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def new_ticket(
-    srv: LiveServer, *, priority: str = "high", reason: str = "complaint", **kw: Any
+    srv: LiveServer,
+    *,
+    priority: str = "high",
+    reason: str = "complaint",
+    opened_at: float | None = None,
+    **kw: Any,
 ) -> str:
-    """A ticket opened the way the pipeline opens one (now, on a sandbox account)."""
+    """A ticket opened the way the pipeline opens one (now, or at ``opened_at``, on a
+    sandbox account)."""
     kw.setdefault("platform", "sandbox")
-    kw.setdefault("at", time.time())
+    kw.setdefault("at", opened_at or time.time())
 
     async def go(app: Any) -> str:
-        tid, _ = await app[TICKETS].open_or_append(
-            event(**kw),
-            reason=reason,
-            priority=priority,
-            reasons={"rule": "complaint", "intent": "complaint", "confidence": 0.91},
-        )
+        store = app[TICKETS]
+        real_now = store.now
+        if opened_at is not None:  # the store's clock starts the SLA clocks
+            store.now = lambda: opened_at
+        try:
+            tid, _ = await store.open_or_append(
+                event(**kw),
+                reason=reason,
+                priority=priority,
+                reasons={"rule": "complaint", "intent": "complaint", "confidence": 0.91},
+            )
+        finally:
+            store.now = real_now
         return str(tid)
 
     return str(srv.call(go))
@@ -430,7 +443,115 @@ def test_reply_goes_where_the_customer_last_wrote(browser: Any, server: LiveServ
     page.context.close()
 
 
+def test_a_draft_keeps_its_channel_and_a_notice_says_where_the_customer_wrote(
+    browser: Any, server: LiveServer
+) -> None:
+    """A customer's new public mention must not flip a DM draft (private details) to a
+    public reply: typing chooses the channel; a notice says where the customer wrote."""
+    expect = playwright_expect()
+    tid = new_ticket(server, kind="dm", text="My parcel never came")
+
+    def customer_writes(kind: str, text: str) -> None:
+        ev = event(text, kind=kind, platform="sandbox", at=time.time())
+        server.call(lambda app: app[TICKETS].append_customer_message(tid, ev))
+
+    page = agent_page(browser, server, "ann")
+    page.goto(f"{server.url}/console/tickets/{tid}")
+    expect(page.locator("#conversation .msg-customer")).to_have_count(1)
+    dm, public = page.get_by_label("direct message"), page.get_by_label("public reply")
+    notice = page.locator("#channel-notice")
+    expect(dm).to_be_checked()
+    page.get_by_label("Message", exact=True).fill("Your code is 4471 for 1 Main St, flat 2.")
+    customer_writes("mention", "@acme hello??")
+    expect(page.locator("#conversation .msg-customer")).to_have_count(2)
+    expect(dm).to_be_checked()
+    expect(public).not_to_be_checked()
+    expect(notice).to_have_text(re.compile(r"The customer's latest message is a public mention"))
+    expect(notice).to_be_visible()
+    shot(page, "console-channel-notice", full_page=False)
+    # The agent answering where the customer wrote clears the notice; a DM brings it back.
+    public.check()
+    expect(notice).to_be_empty()
+    customer_writes("dm", "sent you a DM")
+    expect(page.locator("#conversation .msg-customer")).to_have_count(3)
+    expect(public).to_be_checked()
+    expect(notice).to_have_text(re.compile(r"The customer's latest message is a direct message"))
+    page.context.close()
+
+
 # -- supervisor -----------------------------------------------------------------------
+def test_ticket_reassign_needs_a_choice(browser: Any, server: LiveServer) -> None:
+    """Nobody holds the ticket: the list starts on a disabled "choose…", and Reassign
+    without a choice assigns nobody (not whoever is listed first)."""
+    expect = playwright_expect()
+    tid = new_ticket(server)
+    page = agent_page(browser, server, "sue")
+    page.goto(f"{server.url}/console/tickets/{tid}")
+    expect(page.locator("#holder")).to_have_text(re.compile("Unassigned"))
+    menu = page.get_by_label("Assign to")
+    expect(menu.locator("option")).to_have_count(4)  # choose…, ann, bob, sue
+    expect(menu).to_have_value("")
+    placeholder = menu.locator("option").first
+    expect(placeholder).to_have_text("choose…")
+    expect(placeholder).to_be_disabled()
+    page.get_by_role("button", name="Reassign").click()
+    expect(page.locator("#action-status")).to_have_text("Choose an agent to assign the ticket to.")
+    expect(menu).to_be_focused()
+    page.wait_for_timeout(300)
+    expect(page.locator("#holder")).to_have_text(re.compile("Unassigned"))
+    menu.select_option("bob")
+    page.get_by_role("button", name="Reassign").click()
+    expect(page.locator("#holder")).to_have_text(re.compile("Held by bob"))
+    expect(menu).to_have_value("bob")
+    page.context.close()
+
+
+def test_supervisor_load_unassigned_risk_revoked_holder_and_phone_width(
+    browser: Any, server: LiveServer
+) -> None:
+    from bot import keys as K
+    from escalation.agents import AgentStore
+
+    expect = playwright_expect()
+    old = time.time() - 30 * 86400  # every clock long breached
+    new_ticket(server, user="1", opened_at=old)
+    new_ticket(server, user="2")
+    held = new_ticket(server, user="3", opened_at=old)
+
+    async def hand_to_bob_then_revoke(app: Any) -> None:
+        await app[TICKETS].assign(held, "bob", "sue")
+        await AgentStore(app[K.REDIS], app[K.KEYS]).revoke("bob")
+
+    server.call(hand_to_bob_then_revoke)
+    # Not is_mobile: a mobile viewport zooms out to fit, hiding a page that scrolls sideways.
+    page = agent_page(browser, server, "sue", viewport={"width": 400, "height": 800})
+    page.goto(f"{server.url}/console/supervisor")
+    expect(page.locator("#held-body tr")).to_have_count(3)
+    unassigned = page.locator("#load-body tr", has_text="unassigned").locator("td")
+    expect(unassigned).to_have_text(["unassigned", "—", "2", "1"])
+    expect(page.locator('#load-body tr[data-agent="bob"] td')).to_have_text(
+        ["bob", "revoked", "1", "1"]
+    )
+    # Held by a revoked agent: nobody is preselected in the menu.
+    expect(page.get_by_label(f"Assign {held} to")).to_have_value("")
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, overflow
+    # Every header of the load table can be read: inside the viewport, or in a box that
+    # scrolls sideways on its own.
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll("#load th")].filter((th) => {
+             const r = th.getBoundingClientRect();
+             const box = th.closest(".table-scroll");
+             const fits = r.left >= 0 && r.right <= window.innerWidth;
+             return !fits && !(box && box.scrollWidth > box.clientWidth
+               && getComputedStyle(box).overflowX === "auto");
+           }).map((th) => th.textContent)"""
+    )
+    assert cut == []
+    shot(page, "console-supervisor-phone")
+    page.context.close()
+
+
 def test_supervisor_reassign_priority_and_load(browser: Any, server: LiveServer) -> None:
     expect = playwright_expect()
     t1 = new_ticket(server, user="1")
@@ -450,7 +571,12 @@ def test_supervisor_reassign_priority_and_load(browser: Any, server: LiveServer)
     # Agents do not get the supervisor view.
     ann = agent_page(browser, server, "ann")
     expect(ann.get_by_role("link", name="Supervisor")).to_have_count(0)
-    assert ann.goto(f"{server.url}/console/supervisor").status == 403
+    refused = ann.goto(f"{server.url}/console/supervisor")
+    assert refused is not None and refused.status == 403
+    expect(ann.locator("#whoami")).to_have_text("ann")  # the console's own layout
+    expect(ann.get_by_role("heading", name="Supervisors only")).to_be_visible()
+    ann.get_by_role("link", name="Back to the queue").click()
+    expect(ann).to_have_url(re.compile(r"/console$"))
     # The holder sees the reassignment on the ticket page.
     bob = agent_page(browser, server, "bob")
     bob.goto(f"{server.url}/console/tickets/{t1}")
@@ -612,4 +738,73 @@ def test_ticket_page_shows_the_weibo_reply_window(browser: Any, server: LiveServ
     page.reload()
     expect(window).to_contain_text("Direct messages: closed")
     expect(window).to_contain_text("unfollowed")
+    page.context.close()
+
+
+# -- what the ticket does not hold: the conversation before it; a breach's priority -----
+def test_ticket_page_shows_the_conversation_before_it_collapsed(
+    browser: Any, server: LiveServer
+) -> None:
+    expect = playwright_expect()
+    now = time.time()
+    before = [
+        {"at": now - 120, "from": "customer", "kind": "mention", "text": XSS_TEXT},
+        {"at": now - 110, "from": "bot", "kind": "mention", "text": "Returns are free."},
+    ]
+
+    async def go(app: Any) -> str:
+        tid, _ = await app[TICKETS].open_or_append(
+            event("where is my order?", platform="sandbox", at=now),
+            reason="repeat",
+            priority="normal",
+            reasons={"rule": "repeat"},
+            context=before,
+        )
+        return str(tid)
+
+    tid = str(server.call(go))
+    page = agent_page(browser, server, "ann")
+    csp = csp_violations(page)
+    page.goto(f"{server.url}/console/tickets/{tid}")
+    section = page.locator("#context-before_ticket")
+    expect(section).to_be_visible()
+    expect(section.locator("summary")).to_have_text("Before this ticket")
+    expect(page.locator("#context-while_resolved")).to_be_hidden()
+    turns = section.locator(".msg")
+    expect(turns).to_have_count(2)
+    expect(turns.first).to_be_hidden()  # collapsed until the agent opens it
+    expect(page.locator("#conversation .msg-customer .msg-text")).to_have_text("where is my order?")
+    section.locator("summary").click()
+    expect(turns.first).to_be_visible()
+    # Who said it, where, when; the customer's text as text, never as markup.
+    expect(turns.nth(0).locator(".who")).to_contain_text("Customer")
+    expect(turns.nth(0).locator(".msg-text")).to_have_text(XSS_TEXT)
+    expect(turns.nth(0).locator("time")).to_have_attribute(
+        "datetime", re.compile(r"^\d{4}-\d\d-\d\dT")
+    )
+    expect(turns.nth(0).locator(".kind-mention")).to_have_text("public")
+    expect(turns.nth(1).locator(".who")).to_have_text("Bot")
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("() => window.__xss") is None
+    # The agent's choice to open it survives a live update of the ticket.
+    ev = event("any news?", platform="sandbox", at=time.time())
+    server.call(lambda app: app[TICKETS].append_customer_message(tid, ev))
+    expect(page.locator("#conversation .msg-customer")).to_have_count(2)
+    expect(turns.first).to_be_visible()
+    shot(page, "console-ticket-context")
+    assert not csp, csp
+    page.context.close()
+
+
+def test_activity_says_which_priority_a_breach_raised(browser: Any, server: LiveServer) -> None:
+    expect = playwright_expect()
+    tid = new_ticket(server, priority="normal")
+    # The scanner's breach of the first-response clock (its first run: gen 1).
+    fired = server.call(lambda app: app[TICKETS].fire_alert(f"{tid}|first_response|1|breach"))
+    assert fired is not None and fired["priority"] == "high"
+    page = agent_page(browser, server, "ann")
+    page.goto(f"{server.url}/console/tickets/{tid}")
+    expect(page.locator("#history li").first).to_contain_text(
+        "sla flagged an SLA breach (first response) and raised the priority from normal to high"
+    )
     page.context.close()

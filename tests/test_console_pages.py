@@ -140,6 +140,20 @@ async def test_rules_and_agents_helpers(client: Any) -> None:
     assert (await client.get("/console/supervisor", headers=cookie(sue))).status == 200
 
 
+async def test_agents_get_a_console_page_for_the_supervisor_view(client: Any) -> None:
+    """Not a bare text 403: the console's layout, a short reason and the way back."""
+    ann = await login(client, "ann")
+    r = await client.get("/console/supervisor", headers=cookie(ann))
+    assert r.status == 403
+    assert r.content_type == "text/html"
+    assert r.headers["Content-Security-Policy"] == CSP
+    html = await r.text()
+    assert 'Signed in as <strong id="whoami">ann</strong>' in html  # the console's top bar
+    assert "needs the supervisor role" in html
+    assert '<a href="/console" id="back-to-queue">' in html
+    assert 'href="/console/supervisor"' not in html  # no nav link to where ann cannot go
+
+
 async def test_ticket_page_rejects_odd_ids(client: Any) -> None:
     sid = await login(client, "ann")
     r = await client.get("/console/tickets/%3Cscript%3E", headers=cookie(sid))

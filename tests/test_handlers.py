@@ -188,7 +188,7 @@ async def test_a_hunter_with_prize_words_is_still_ignored(text: str) -> None:
 
 @pytest.mark.parametrize("kind", ["dm", "mention"])
 async def test_a_follow_up_goes_to_a_person_not_a_greeting(kind: str) -> None:
-    """"Hello? Anyone there? I've been waiting 3 days" is not small talk: the bot cannot
+    """ "Hello? Anyone there? I've been waiting 3 days" is not small talk: the bot cannot
     tell what became of the earlier message, so a person takes it."""
     d = await run(
         "Hello? Anyone there? I've been waiting 3 days for an answer", nlu("follow_up"), kind=kind
@@ -204,6 +204,24 @@ async def test_human_owned_conversation_joins_ticket_silently() -> None:
     d = await run("hello again", nlu("greet"), c=conv(ticket_id="T7"))
     assert isinstance(d, Escalate) and d.reason == "human_owned" and d.ack is None
     assert d.reasons["ticket_id"] == "T7"
+
+
+async def test_human_owned_message_carries_what_it_would_get_as_a_new_escalation() -> None:
+    """The ticket's priority rises to it; a public post gets the move-to-DM ack a new
+    one would (the pipeline sends it once per ticket); a DM is the agent's to answer."""
+    outburst = nlu("complaint", 0.97, negativity=0.95)
+    text = "@acme total scammers!!!"
+    new = await run(text, outburst, kind="mention")
+    owned = await run(text, outburst, kind="mention", c=conv(ticket_id="T7"))
+    assert isinstance(new, Escalate) and isinstance(owned, Escalate)
+    assert (owned.reason, owned.priority, owned.ack) == ("human_owned", "urgent", new.ack)
+    assert new.priority == "urgent" and new.ack and "DM" in new.ack
+    assert owned.reasons["as_new"] == new.reasons["rule"]
+    dm = await run("you are scammers", outburst, c=conv(ticket_id="T7"))
+    assert isinstance(dm, Escalate) and dm.priority == "high" and dm.ack is None
+    # Nothing to raise for a message that would not go to a person.
+    calm = await run("@acme hello again", nlu("greet"), kind="mention", c=conv(ticket_id="T7"))
+    assert isinstance(calm, Escalate) and (calm.priority, calm.ack) == ("low", None)
 
 
 async def test_complaint_dm_escalates_with_ack_and_reasons() -> None:

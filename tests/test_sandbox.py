@@ -255,6 +255,17 @@ async def test_new_customer_needs_csrf_and_changes_the_id(client: Any) -> None:
     assert r.cookies[CUSTOMER_COOKIE].value != customer
 
 
+async def test_new_customer_answers_the_new_customers_handle(client: Any) -> None:
+    """The page puts the handle in the form at once: it must be the new customer's, the
+    one a reload would show, not the previous customer's."""
+    customer, csrf = await _session(client)
+    r = await client.post("/sandbox/api/new", headers=_h(customer, csrf, csrf))
+    new_id = r.cookies[CUSTOMER_COOKIE].value
+    assert (await r.json())["handle"] == "guest" + new_id[-4:]
+    page = await client.get("/sandbox", headers=_h(new_id, csrf))
+    assert f'value="guest{new_id[-4:]}"' in await page.text()
+
+
 async def test_sandbox_is_off_unless_enabled(aiohttp_client: Any, settings: Any) -> None:
     client = await aiohttp_client(build_app(settings, role="web"))
     assert (await client.get("/sandbox")).status == 404

@@ -159,3 +159,60 @@ def test_switching_account_and_new_customer(
         page.reload()
         expect(page.locator("#messages .msg")).to_have_count(0)
         page.context.close()
+
+
+def test_new_customer_gets_its_own_handle_at_once(
+    browser: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    """The handle field follows the new customer id without a reload: one customer, one
+    handle."""
+    expect = playwright_expect()
+    flush_redis(redis_server.url)
+    settings = make_settings(
+        redis_server.url, tmp_path, **{"accounts": sandbox_accounts(), "sandbox.enabled": True}
+    )
+
+    def customer_id(context: Any) -> str:
+        (c,) = [c for c in context.cookies() if c["name"] == "replydesk_sandbox"]
+        return str(c["value"])
+
+    with LiveServer(settings, pipeline_factory=RulePipeline) as srv:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{srv.url}/sandbox")
+        handle = page.get_by_label("Your handle")
+        expect(handle).to_have_value("guest" + customer_id(context)[-4:])
+        first = customer_id(context)
+        page.get_by_role("button", name="New customer").click()
+        expect(page.locator("#compose-status")).to_have_text("You are a new customer now.")
+        second = customer_id(context)
+        assert second != first
+        expect(handle).to_have_value("guest" + second[-4:])
+        page.reload()
+        expect(handle).to_have_value("guest" + second[-4:])
+        context.close()
+
+
+def test_narrow_screen_shows_the_newest_message_after_send(
+    browser: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    """At 400 px the conversation is below the form: after Send, the customer's message
+    and then the bot's answer must come into view, not arrive off-screen."""
+    expect = playwright_expect()
+    flush_redis(redis_server.url)
+    settings = make_settings(
+        redis_server.url, tmp_path, **{"accounts": sandbox_accounts(), "sandbox.enabled": True}
+    )
+    with LiveServer(settings, pipeline_factory=RulePipeline) as srv:
+        page = browser.new_context(viewport={"width": 400, "height": 740}).new_page()
+        page.goto(f"{srv.url}/sandbox")
+        _send(page, "What are your opening hours?")
+        expect(page.locator("#messages .msg-customer")).to_be_in_viewport()
+        expect(page.locator("#messages .msg-bot")).to_have_count(1)
+        expect(page.locator("#messages .msg-bot")).to_be_in_viewport()
+        _send(page, "Thanks! And on Sundays?")
+        expect(page.locator("#messages .msg-customer").nth(1)).to_be_in_viewport()
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, overflow
+        shot(page, "sandbox-narrow-after-send", full_page=False)
+        page.context.close()

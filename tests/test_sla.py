@@ -332,3 +332,59 @@ async def test_priority_change_reschedules_running_clocks(
     clock.advance(16 * MIN)
     fired = await SlaScanner(store, clock=clock).scan_once()
     assert [f["kind"] for f in fired] == ["at_risk", "breach"]
+
+
+async def test_a_breach_records_the_priority_it_raised(
+    store: TicketStore, clock: FakeClock
+) -> None:
+    tid = await open_ticket(store, clock)
+    scanner = SlaScanner(store, clock=clock)
+    clock.t = (await clocks(store, tid))["first_response"]["due_at"] + 1
+    await scanner.scan_once()
+    history = (await store.lists(tid))["history"]
+    (at_risk,) = [h for h in history if h["action"] == "sla.at_risk"]
+    (breach,) = [h for h in history if h["action"] == "sla.breach"]
+    assert "from" not in at_risk  # an at-risk alert changes no priority
+    assert (breach["actor"], breach["clock"], breach["from"], breach["to"]) == (
+        "sla",
+        "first_response",
+        "normal",
+        "high",
+    )
+    # An urgent ticket cannot go higher: its breach records no change.
+    urgent, _ = await store.open_or_append(
+        event(user="9", at=clock.t), reason="complaint", priority="urgent", reasons={}
+    )
+    clock.t = (await clocks(store, urgent))["first_response"]["due_at"] + 1
+    await scanner.scan_once()
+    (breach,) = [h for h in (await store.lists(urgent))["history"] if h["action"] == "sla.breach"]
+    assert "from" not in breach and "to" not in breach
+
+
+async def test_a_worse_appended_message_raises_and_retimes_like_a_supervisor(
+    store: TicketStore, clock: FakeClock, redis: Any, keys: Any
+) -> None:
+    tid = await open_ticket(store, clock)
+    opened = clock.t
+    clock.advance(5 * MIN)
+    worse = event("you scammers", kind="mention", at=clock.t)
+    assert await store.append_customer_message(tid, worse, priority="high")
+    t = await store.get(tid)
+    assert t is not None and t.priority == "high"
+    c = await clocks(store, tid)
+    # Re-timed from when each clock started, under the high policy (default targets).
+    assert c["first_response"]["due_at"] == opened + 30 * MIN
+    assert c["resolution"]["due_at"] == opened + 480 * MIN
+    due = await redis.zrange(keys.ns("sla", "due"), 0, -1, withscores=True)
+    assert (f"{tid}|first_response|1|breach".encode(), opened + 30 * MIN) in due
+    events = [f[b"type"] for _, f in await redis.xrange(keys.events)]
+    assert b"ticket.priority" in events
+    # A re-run of that message, and a calmer one, change nothing.
+    assert not await store.append_customer_message(tid, worse, priority="high")
+    assert await store.append_customer_message(tid, event("ok", at=clock.t), priority="low")
+    t = await store.get(tid)
+    assert t is not None and t.priority == "high"
+    raised = [h for h in (await store.lists(tid))["history"] if h["action"] == "priority"]
+    assert [(h["actor"], h["from"], h["to"], h["event_id"]) for h in raised] == [
+        ("bot", "normal", "high", worse.event_id)
+    ]

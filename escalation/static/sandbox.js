@@ -17,6 +17,9 @@
   let generation = 0; // bumps on account switch, so stale responses are dropped
   const pending = new Set(); // customer message refs without an outcome yet
   const outcomeNodes = new Map(); // ref -> status <p>
+  // Set by Send: the next turns are brought into view (on a phone the conversation is
+  // below the form, and each answer would otherwise arrive off-screen).
+  let followNewest = false;
 
   const WHO = { customer: "You", bot: "Bot", agent: "Agent" };
   const KIND = { mention: "public mention", dm: "direct message" };
@@ -106,9 +109,20 @@
     try {
       const data = await api("GET", "/sandbox/api/messages?" + q.toString());
       if (gen !== generation) return;
+      // Keep following while the newest turn is on screen, unless the visitor is writing.
+      const last = list.lastElementChild;
+      const follow = followNewest || (last && inView(last) && document.activeElement !== textArea);
+      let added = false;
       for (const e of data.entries) {
-        if (!list.querySelector(`li[data-id="${CSS.escape(e.id)}"]`)) renderEntry(e);
+        if (!list.querySelector(`li[data-id="${CSS.escape(e.id)}"]`)) {
+          renderEntry(e);
+          added = true;
+        }
         cursor = e.id;
+      }
+      if (added && follow) {
+        followNewest = false;
+        list.lastElementChild.scrollIntoView({ block: "nearest" });
       }
       for (const [ref, outcome] of Object.entries(data.outcomes || {})) renderOutcome(ref, outcome);
     } catch (err) {
@@ -116,9 +130,15 @@
     }
   }
 
+  function inView(node) {
+    const r = node.getBoundingClientRect();
+    return r.bottom > 0 && r.top < window.innerHeight;
+  }
+
   function reset() {
     generation += 1;
     cursor = "";
+    followNewest = false;
     pending.clear();
     outcomeNodes.clear();
     list.replaceChildren();
@@ -134,6 +154,7 @@
       return;
     }
     sendBtn.disabled = true;
+    followNewest = true; // before the post: the poll loop may show the turn first
     setStatus(status, "Sending…");
     try {
       await api("POST", "/sandbox/api/messages", {
@@ -143,6 +164,7 @@
       setStatus(status, "Sent.", "ok");
       await poll();
     } catch (err) {
+      followNewest = false;
       setStatus(status, "Not sent: " + err.message, "error");
     } finally {
       sendBtn.disabled = false;
@@ -158,7 +180,9 @@
 
   document.getElementById("new-conversation").addEventListener("click", async () => {
     try {
-      await api("POST", "/sandbox/api/new");
+      const data = await api("POST", "/sandbox/api/new");
+      // The handle belongs to the customer: the new one gets its own at once.
+      handleInput.value = data.handle;
       reset();
       setStatus(status, "You are a new customer now.", "ok");
     } catch (err) {

@@ -18,18 +18,20 @@
 
   function renderLoad(tickets) {
     const by = new Map(agents.map((a) => [a.name, { role: a.role, n: 0, risk: 0 }]));
+    const free = { n: 0, risk: 0 };
     for (const t of tickets) {
-      if (!t.assignee) continue;
-      const row = by.get(t.assignee) || { role: "?", n: 0, risk: 0 };
+      // Agents are never deleted, only revoked: a holder missing from the active list
+      // was revoked and still holds the ticket until it is reassigned.
+      const row = !t.assignee ? free : by.get(t.assignee) || { role: "revoked", n: 0, risk: 0 };
       row.n += 1;
       if (atRisk(t)) row.risk += 1;
-      by.set(t.assignee, row);
+      if (t.assignee) by.set(t.assignee, row);
     }
-    const unassigned = tickets.filter((t) => !t.assignee).length;
     const rows = [...by.entries()].sort((a, b) => b[1].n - a[1].n || a[0].localeCompare(b[0]))
-      .map(([name, r]) => el("tr", { dataset: { agent: name } },
+      .map(([name, r]) => el("tr", { dataset: { agent: name }, class: r.role === "revoked" ? "revoked" : null },
         el("td", {}, name), el("td", {}, r.role), el("td", { class: "load-n" }, String(r.n)), el("td", {}, String(r.risk))));
-    rows.push(el("tr", { class: "hint" }, el("td", {}, "unassigned"), el("td", {}, "—"), el("td", {}, String(unassigned)), el("td", {}, "")));
+    rows.push(el("tr", { class: "hint unassigned" }, el("td", {}, "unassigned"), el("td", {}, "—"),
+      el("td", { class: "load-n" }, String(free.n)), el("td", {}, String(free.risk))));
     loadBody.replaceChildren(...rows);
   }
 
@@ -55,8 +57,10 @@
   function row(t) {
     const d = draft.get(t.id) || {};
     const who = select(`Assign ${t.id} to`, agents.map((a) => [a.name, a.name]), d.agent || t.assignee || "");
-    if (!t.assignee) who.prepend(el("option", { value: "", disabled: true }, "choose…"));
-    if (!d.agent && !t.assignee) who.value = "";
+    // Unassigned, or held by a revoked agent (not in the menu): nobody is preselected.
+    const holderListed = agents.some((a) => a.name === t.assignee);
+    if (!holderListed) who.prepend(el("option", { value: "", disabled: true }, "choose…"));
+    if (!d.agent && !holderListed) who.value = "";
     const prio = select(`Priority of ${t.id}`, PRIORITIES.map((p) => [p, p]), d.priority || t.priority);
     const remember = () => draft.set(t.id, { agent: who.value, priority: prio.value });
     who.addEventListener("change", remember);
@@ -64,7 +68,11 @@
     const done = () => draft.delete(t.id);
     const assignBtn = el("button", { type: "button" }, "Assign");
     assignBtn.addEventListener("click", () => {
-      if (!who.value) return;
+      if (!who.value) {
+        setStatus(status, `Choose an agent to assign ${t.id} to.`, "error");
+        who.focus();
+        return;
+      }
       done();
       act(t, "assign", { agent: who.value }, "Reassign");
     });
@@ -78,7 +86,8 @@
       el("td", { "data-label": "Ticket" }, C.ticketLink(t.id)),
       el("td", { "data-label": "Customer", class: "handle" }, C.customerLabel(t)),
       el("td", { "data-label": "Priority" }, C.priorityBadge(t.priority)),
-      el("td", { "data-label": "Held by" }, t.assignee || el("span", { class: "hint" }, "unassigned")),
+      el("td", { "data-label": "Held by" }, !t.assignee ? el("span", { class: "hint" }, "unassigned")
+        : holderListed ? t.assignee : `${t.assignee} (revoked)`),
       el("td", { "data-label": "Reassign" }, who, " ", assignBtn),
       el("td", { "data-label": "Priority" }, prio, " ", prioBtn),
     );

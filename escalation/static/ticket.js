@@ -76,6 +76,18 @@
     );
   }
 
+  // Turns the ticket does not hold (before it, or while it was resolved), grouped into
+  // the page's collapsed sections; open/closed is left as the agent set it on reloads.
+  function renderContext(context) {
+    for (const when of ["before_ticket", "while_resolved"]) {
+      const box = $(`context-${when}`);
+      const turns = context.filter((c) => c.when === when);
+      box.hidden = !turns.length;
+      box.querySelector("summary").dataset.count = String(turns.length);
+      box.querySelector("ol").replaceChildren(...turns.map(renderMessage));
+    }
+  }
+
   function renderNote(n) {
     return el("li", { class: "msg msg-note" },
       el("div", { class: "msg-meta" }, el("span", { class: "who" }, n.author),
@@ -96,6 +108,7 @@
     if (h.action === "assigned" && h.to) what += ` to ${h.to}`;
     if (h.action === "priority" && h.to) what += ` from ${h.from} to ${h.to}`;
     if (h.clock) what += ` (${(CLOCK[h.clock] || h.clock).toLowerCase()})`;
+    if (h.action === "sla.breach" && h.to) what += ` and raised the priority from ${h.from} to ${h.to}`;
     return el("li", {},
       el("time", { datetime: new Date(h.at * 1000).toISOString() }, clockTime(h.at)), " ",
       el("strong", {}, h.actor), " ", what);
@@ -188,6 +201,7 @@
     $("t-priority").replaceWith(Object.assign(C.priorityBadge(ticket.priority), { id: "t-priority" }));
     renderHolder(ticket);
     renderButtons(ticket);
+    renderContext(data.context || []);
     $("conversation").replaceChildren(...data.conversation.map(renderMessage));
     $("notes").replaceChildren(...data.notes.map(renderNote));
     $("history").replaceChildren(...(data.history || []).slice(-30).reverse().map(renderHistory));
@@ -198,14 +212,17 @@
     if (!channelChosen) {
       // Answer where the customer last wrote (not where the ticket started): a customer
       // who moved from a public mention to DM gets the answer privately.
-      const ch = ticket.last_kind === "mention" ? "public" : "dm";
-      const radio = document.querySelector(`input[name="channel"][value="${ch}"]`);
+      const radio = document.querySelector(`input[name="channel"][value="${customerChannel(ticket)}"]`);
       if (radio) radio.checked = true;
     }
+    renderChannelNotice();
     const prio = $("set-priority");
     if (prio && document.activeElement !== prio) prio.value = ticket.priority;
     const assignTo = $("assign-to");
-    if (assignTo && ticket.assignee && document.activeElement !== assignTo) assignTo.value = ticket.assignee;
+    if (assignTo && ticket.assignee && document.activeElement !== assignTo) {
+      assignTo.value = ticket.assignee;
+      if (assignTo.selectedIndex < 0) assignTo.value = ""; // held by a revoked agent: choose…
+    }
     updateCounter();
   }
 
@@ -245,10 +262,33 @@
     if (!replyText.disabled) sendBtn.disabled = over || !replyText.value.trim();
   }
 
-  replyText.addEventListener("input", updateCounter);
+  // -- the reply channel: follows the customer until the agent picks one or writes -------
+  function customerChannel(t) {
+    return t.last_kind === "mention" ? "public" : "dm";
+  }
+
+  /** Says so when the customer's latest message is not where the reply will go; never
+   * changes the selection (a draft may hold what must not go out publicly). */
+  function renderChannelNotice() {
+    const box = $("channel-notice");
+    if (!ticket) return;
+    const theirs = customerChannel(ticket);
+    const ours = channelKind() === "mention" ? "public" : "dm";
+    box.textContent = theirs === ours ? ""
+      : theirs === "public"
+        ? "The customer's latest message is a public mention; this reply goes as a direct message."
+        : "The customer's latest message is a direct message; this reply goes as a public reply.";
+  }
+
+  replyText.addEventListener("input", () => {
+    // A draft is written for one channel: from its first character the channel stays put.
+    if (replyText.value.trim()) channelChosen = true;
+    updateCounter();
+  });
   for (const r of document.querySelectorAll('input[name="channel"]')) {
     r.addEventListener("change", () => {
       channelChosen = true;
+      renderChannelNotice();
       updateCounter();
     });
   }
@@ -304,15 +344,25 @@
   if (assignForm) {
     assignForm.addEventListener("submit", (ev) => {
       ev.preventDefault();
-      act("Reassign", "assign", { agent: $("assign-to").value });
+      const to = $("assign-to").value;
+      if (!to) {
+        setStatus(actionStatus, "Choose an agent to assign the ticket to.", "error");
+        $("assign-to").focus();
+        return;
+      }
+      act("Reassign", "assign", { agent: to });
     });
     $("priority-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       act("Priority", "priority", { priority: $("set-priority").value });
     });
     api("GET", "/console/api/agents").then((data) => {
-      $("assign-to").replaceChildren(...data.agents.map((a) => el("option", { value: a.name }, `${a.name} (${a.role})`)));
-      if (ticket && ticket.assignee) $("assign-to").value = ticket.assignee;
+      // Nobody is preselected: a placeholder, as on the supervisor page, until one is chosen.
+      const menu = $("assign-to");
+      menu.replaceChildren(el("option", { value: "", disabled: true }, "choose…"),
+        ...data.agents.map((a) => el("option", { value: a.name }, `${a.name} (${a.role})`)));
+      menu.value = ticket && ticket.assignee ? ticket.assignee : "";
+      if (menu.selectedIndex < 0) menu.value = "";
     }).catch(() => {});
   }
 
