@@ -1,7 +1,14 @@
 """``replydesk`` command line: serve, dead-letter tools, and each subsystem's commands.
 
 Subsystems add their own commands through an ``add_commands(subparsers)`` function
-(``bot.nlu.commands``, ``escalation.commands``); each command gets the loaded Settings.
+(``bot.nlu.commands``, ``escalation.commands``); each command gets the loaded Settings
+(with the demo accounts when the last ``serve`` on the data dir ran with ``--demo``).
+
+Exit codes (README, "Command line"): 0 done (nothing to do included); 2 (``EXIT_USAGE``)
+when the command as given cannot work: a usage error, a configuration error, a data
+error, or a name that does not fit the data (an unknown account, agent or dead entry, an
+agent that already exists); 1 (``EXIT_FAILURE``) for a failure of something else: Redis
+unreachable, a port taken, an unexpected error; 130 on Ctrl-C (0 for ``serve``).
 """
 
 from __future__ import annotations
@@ -11,9 +18,11 @@ import asyncio
 import gc
 import importlib
 import json
+import logging
 import re
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from bot.config import ConfigError, Settings, load_settings
@@ -24,6 +33,9 @@ from bot.storage_down import UNAVAILABLE
 # Modules that contribute their own subcommands.
 COMMAND_MODULES = ("bot.nlu.commands", "escalation.commands", "bot.ops.commands")
 
+EXIT_FAILURE = 1  # Redis unreachable, a port taken: retrying may work
+EXIT_USAGE = 2  # bad arguments, config or data, an unknown name: the command must change
+
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import build_app  # the composition root, used only here
@@ -33,14 +45,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings.server.host = args.host
     if args.port:
         settings.server.port = args.port
-    if args.demo:
-        from bot.demo import enable_demo, install_demo
+    from bot.demo import enable_demo, forget_demo, install_demo
 
+    if args.demo:
         enable_demo(settings)  # every role: a worker sends to the sandbox accounts
         app = build_app(settings, role=args.role)
         if args.role != "worker":  # a worker serves neither the sandbox nor the console
             install_demo(app)
     else:
+        forget_demo(settings)  # the commands beside it see the accounts it serves
         app = build_app(settings, role=args.role)
     # Everything imported so far lives for the whole process: move it out of the
     # collector's view, so full collections stay short (they showed as p99 spikes).
@@ -55,16 +68,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     except ListenError as e:
         print(f"replydesk: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     return 0
 
 
 def run_with_redis(settings: Settings, fn: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
-    """Run ``fn(redis)`` against the configured (or embedded) Redis."""
+    """Run ``fn(redis)`` against the configured (or embedded) Redis. An embedded server's
+    start and stop are logged at debug: a one-shot command prints its own line only."""
     from bot.redis import open_redis
 
     async def main() -> int:
-        async with open_redis(settings.redis) as redis:
+        async with open_redis(settings.redis, log_level=logging.DEBUG) as redis:
             return await fn(redis)
 
     return asyncio.run(main())
@@ -105,10 +119,10 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
             new_id = await replay_dead(redis, Keys(settings.redis.key_prefix), args.id)
         except KeyError:
             print(f"replydesk: no dead entry {args.id}", file=sys.stderr)
-            return 1
-        except ValueError as e:
+            return EXIT_USAGE
+        except ValueError as e:  # nothing to replay in it
             print(f"replydesk: {e}", file=sys.stderr)
-            return 1
+            return EXIT_USAGE
         print(f"replayed {args.id} as {new_id}")
         return 0
 
@@ -116,9 +130,23 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _config_check(settings: Settings, args: argparse.Namespace) -> int:
-    print(f"config OK ({settings.source}); {len(settings.accounts)} account(s)")
+    """The accounts this command line sees, and where each comes from."""
+    from bot.demo import state_path
+
+    demo = set(settings.demo_accounts)
+    n, d = len(settings.accounts), len(demo)
+    print(f"config OK ({settings.source}); {n} account(s): {n - d} configured, {d} demo")
     for a in settings.accounts:
-        print(f"  {a.id}: {a.platform} user_id={a.user_id or '-'} secrets={sorted(a.secrets)}")
+        print(
+            f"  {a.id}: {a.platform} user_id={a.user_id or '-'} secrets={sorted(a.secrets)}"
+            f" [{'demo' if a.id in demo else 'config'}]"
+        )
+    if demo:
+        print(
+            f"demo accounts: the last `replydesk serve` on {Path(settings.redis.data_dir).resolve()}"
+            f" ran with --demo ({state_path(settings).resolve()}); a serve without --demo"
+            " there drops them"
+        )
     return 0
 
 
@@ -194,21 +222,26 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.config, overrides=level)
     except ConfigError as e:
         print(f"replydesk: config error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     setup_logging(settings.log_level)
     try:
+        if args.func is not _serve:
+            from bot.demo import demo_for_commands
+
+            # Beside a `serve --demo` (same config, same data dir): its demo accounts too.
+            demo_for_commands(settings)
         return int(args.func(settings, args) or 0)
     except ConfigError as e:
         print(f"replydesk: config error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except NluDataError as e:
         print(f"replydesk: data error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except UNAVAILABLE as e:
         # The client has already retried for a few seconds: Redis is down or the URL wrong.
         # (redis-py's message names the host or socket, never the password.)
         print(f"replydesk: cannot reach Redis (REDIS_URL or redis.url): {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         # Ctrl-C on a command (train, eval, ...): each cleans up in its own finally
         # blocks (train removes its unfinished folder); a traceback would add nothing.

@@ -337,6 +337,8 @@ class Settings:
     secrets: dict[str, Secret] = field(default_factory=dict)
     # Where the config came from, for messages; not a setting.
     source: str = ""
+    # Accounts the demo added (bot.demo), not the config: for messages; not a setting.
+    demo_accounts: list[str] = field(default_factory=list)
 
     def account(self, account_id: str) -> AccountConfig | None:
         for a in self.accounts:
@@ -471,9 +473,13 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
+# Settings fields that record where things came from; a config file cannot set them.
+NOT_SETTINGS = frozenset({"source", "demo_accounts"})
+
+
 def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    names = {f.name for f in dataclasses.fields(cls) if f.name not in NOT_SETTINGS}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         sub = f"{path}.{key}" if path else str(key)

@@ -4,7 +4,10 @@
 sandbox accounts when they are not configured: ``acme`` (English, X-like) and
 ``acme-cn`` (Chinese, Weibo-like). Their signing secret is generated once and kept in
 ``<redis.data_dir>/demo-secrets.json`` (mode 0600), so webhooks keep verifying across
-restarts.
+restarts. The same file records that ``serve --demo`` runs on that data dir, so the
+operator commands run beside it (``replydesk insights --account acme``, ``replydesk
+config``) see the demo accounts too (:func:`demo_for_commands`); a ``serve`` without
+``--demo`` on the data dir clears that (:func:`forget_demo`).
 
 :func:`install_demo` (after ``build_app``) makes sure a ``demo-supervisor`` agent exists
 once Redis is open, and prints the sandbox and console addresses with its token. The
@@ -29,6 +32,8 @@ from bot.config import AccountConfig, Secret, Settings
 
 DEMO_AGENT = "demo-supervisor"
 SECRETS_FILE = "demo-secrets.json"
+# The state file's key saying the last `serve` on this data dir ran with --demo.
+SERVED = "served_with_demo"
 
 DEMO_ACCOUNTS: tuple[dict[str, Any], ...] = (
     {
@@ -50,7 +55,7 @@ DEMO_ACCOUNTS: tuple[dict[str, Any], ...] = (
 )
 
 
-def _state_path(settings: Settings) -> Path:
+def state_path(settings: Settings) -> Path:
     return Path(settings.redis.data_dir) / SECRETS_FILE
 
 
@@ -71,14 +76,23 @@ def _save_state(path: Path, state: dict[str, str]) -> None:
     tmp.replace(path)
 
 
-def enable_demo(settings: Settings) -> None:
-    """Sandbox on, demo sandbox accounts added (unless accounts with those ids exist)."""
+def enable_demo(settings: Settings) -> list[str]:
+    """Sandbox on, demo sandbox accounts added (unless accounts with those ids exist), and
+    the data dir marked as a demo's for the commands run beside it. Returns the ids added."""
     settings.sandbox.enabled = True
-    path = _state_path(settings)
+    path = state_path(settings)
     state = _load_state(path)
+    before = dict(state)
     if not state.get("signing_secret"):
         state["signing_secret"] = secrets.token_urlsafe(32)
+    state[SERVED] = "yes"
+    if state != before:
         _save_state(path, state)
+    return _add_accounts(settings, state)
+
+
+def _add_accounts(settings: Settings, state: dict[str, str]) -> list[str]:
+    added = []
     for spec in DEMO_ACCOUNTS:
         if settings.account(spec["id"]) is not None:
             continue
@@ -89,7 +103,30 @@ def enable_demo(settings: Settings) -> None:
                 **spec,
             )
         )
+        added.append(spec["id"])
+    settings.demo_accounts.extend(added)
     settings.validate()
+    return added
+
+
+def forget_demo(settings: Settings) -> None:
+    """``serve`` without ``--demo``: the commands beside it stop seeing the demo accounts
+    (the secret and the agent token stay, for the next ``serve --demo``)."""
+    path = state_path(settings)
+    state = _load_state(path)
+    if state.pop(SERVED, None) is not None:
+        _save_state(path, state)
+
+
+def demo_for_commands(settings: Settings) -> list[str]:
+    """Every command but ``serve``: when the last ``serve`` on this data dir ran with
+    ``--demo``, the same demo accounts (and sandbox) as it has. Writes nothing. Returns the
+    ids added."""
+    state = _load_state(state_path(settings))
+    if state.get(SERVED) != "yes" or not state.get("signing_secret"):
+        return []
+    settings.sandbox.enabled = True
+    return _add_accounts(settings, state)
 
 
 def base_url(settings: Settings) -> str:
@@ -126,7 +163,7 @@ def install_demo(app: web.Application, *, out: TextIO | None = None) -> None:
     settings = app[K.SETTINGS]
 
     async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
-        token = await ensure_demo_agent(app[K.REDIS], app[K.KEYS], _state_path(settings))
+        token = await ensure_demo_agent(app[K.REDIS], app[K.KEYS], state_path(settings))
         url = base_url(settings)
         stream = out or sys.stdout
         print(

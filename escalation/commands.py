@@ -17,14 +17,14 @@ def _store(settings: Settings, redis: Any) -> AgentStore:
 
 
 def _add(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.cli import run_with_redis
+    from bot.cli import EXIT_USAGE, run_with_redis
 
     async def go(redis: Any) -> int:
         try:
             token = await _store(settings, redis).add(args.name, args.role)
         except AgentError as e:
             print(f"replydesk: {e}", file=sys.stderr)
-            return 1
+            return EXIT_USAGE  # a bad name, an agent that exists or does not
         print(token)
         print(
             f"agent {args.name} ({args.role}) created; the token above is shown only once",
@@ -47,14 +47,14 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.cli import run_with_redis
+    from bot.cli import EXIT_USAGE, run_with_redis
 
     async def go(redis: Any) -> int:
         try:
             await _store(settings, redis).revoke(args.name)
         except AgentError as e:
             print(f"replydesk: {e}", file=sys.stderr)
-            return 1
+            return EXIT_USAGE  # a bad name, an agent that exists or does not
         print(f"agent {args.name} revoked", file=sys.stderr)
         return 0
 

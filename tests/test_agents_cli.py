@@ -29,8 +29,9 @@ async def test_add_list_revoke(redis: Any, keys: Any, redis_server: Any) -> None
         token.encode()
     ).hexdigest() and token not in json.dumps(raw)
 
-    assert cli(redis_server.url, "add", "sue").returncode == 1  # exists
-    assert cli(redis_server.url, "add", "bad name!").returncode == 1
+    # README: data and usage errors exit 2 (these exited 1)
+    assert cli(redis_server.url, "add", "sue").returncode == 2  # exists
+    assert cli(redis_server.url, "add", "bad name!").returncode == 2
     rows = [json.loads(line) for line in cli(redis_server.url, "list").stdout.splitlines()]
     assert rows == [
         {"name": "sue", "role": "supervisor", "created_at": rows[0]["created_at"], "revoked": False}
@@ -38,4 +39,4 @@ async def test_add_list_revoke(redis: Any, keys: Any, redis_server: Any) -> None
 
     assert cli(redis_server.url, "revoke", "sue").returncode == 0
     assert await store.by_token(token) is None
-    assert cli(redis_server.url, "revoke", "nobody").returncode == 1
+    assert cli(redis_server.url, "revoke", "nobody").returncode == 2

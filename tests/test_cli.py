@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
+from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.support.cli import replydesk_cli
+from tests.support.cli import ROOT, replydesk_cli, serving
 from tests.support.redis_server import env_with_redis, free_port
 
 
@@ -41,7 +45,7 @@ async def test_dead_list_and_replay(redis, keys, redis_server):
     assert fields == {b"event": b'{"x":1}'}
 
     missing = cli(redis_server.url, "dead", "replay", "9-9")
-    assert missing.returncode == 1 and "no dead entry 9-9" in missing.stderr
+    assert missing.returncode == 2 and "no dead entry 9-9" in missing.stderr
 
 
 def _one_line_error(out: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
@@ -91,3 +95,164 @@ def test_serve_on_a_taken_port_says_so(tmp_path, redis_server):
             "serve", "--port", port, config=path, env=env_with_redis(redis_server.url)
         )
     _one_line_error(out, 1, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+def test_names_that_do_not_fit_the_data_exit_2(redis_server, tmp_path):
+    """README: usage, configuration and data errors exit 2 (these exited 1)."""
+    url = redis_server.url
+    _one_line_error(cli(url, "agents", "add", "bad name!", "--role", "agent"), 2, "invalid agent")
+    assert cli(url, "agents", "add", "ann", "--role", "agent").returncode == 0
+    _one_line_error(cli(url, "agents", "add", "ann"), 2, "already exists")
+    _one_line_error(cli(url, "agents", "revoke", "nobody"), 2, "no agent 'nobody'")
+    _one_line_error(cli(url, "insights", "--account", "nosuch"), 2, "no account 'nosuch'")
+    _one_line_error(cli(url, "dead", "replay", "9-9"), 2, "no dead entry 9-9")
+    # A failure outside the command stays 1 (test_redis_unreachable_or_misnamed_is_one_line).
+
+
+def _demo_config(tmp_path: Path) -> Path:
+    config = tmp_path / "replydesk.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {"dialog": {"pipeline": "pass-through"}, "redis": {"data_dir": str(tmp_path)}}
+        )
+    )
+    return config
+
+
+def test_commands_beside_a_demo_serve_see_its_accounts(redis_server, tmp_path):
+    """`replydesk insights --account acme` beside `serve --demo` said "no account 'acme'"
+    (exit 1), and `replydesk config` "0 account(s)", while serve ran two."""
+    config, env = _demo_config(tmp_path), env_with_redis(redis_server.url)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return replydesk_cli(*args, config=config, env=env)
+
+    before = run("config")
+    assert before.returncode == 0 and "; 0 account(s)" in before.stdout, before.stdout
+    with serving(config, "--demo", port=free_port(), env=env):
+        out = run("insights", "--account", "acme")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["account"] == "acme"
+        assert run("insights", "--account", "acme-cn").returncode == 0
+        conf = run("config")
+        assert conf.returncode == 0, conf.stderr
+        lines = conf.stdout.splitlines()
+        assert "2 account(s): 0 configured, 2 demo" in lines[0], conf.stdout
+        assert any(ln.startswith("  acme: sandbox ") and ln.endswith("[demo]") for ln in lines)
+        assert any(ln.startswith("  acme-cn: sandbox ") and ln.endswith("[demo]") for ln in lines)
+        assert f"serve` on {tmp_path.resolve()} ran with --demo" in conf.stdout, conf.stdout
+    # Stopped, the data dir is still the demo's: its tickets and insights are there.
+    assert run("insights", "--account", "acme").returncode == 0
+    # A serve without --demo on the data dir serves no demo accounts: nor do the commands.
+    with serving(config, port=free_port(), env=env):
+        pass
+    gone = run("insights", "--account", "acme")
+    _one_line_error(gone, 2, "no account 'acme' (accounts: none")
+    assert "0 account(s)" in run("config").stdout
+
+
+def test_configured_accounts_are_shown_as_such_beside_the_demo(redis_server, tmp_path):
+    config = tmp_path / "replydesk.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "redis": {"data_dir": str(tmp_path)},
+                "accounts": [
+                    {"id": "acme", "platform": "generic", "secrets": {"signing_secret": "s"}}
+                ],
+            }
+        )
+    )
+    # What `serve --demo` leaves in the data dir (bot.demo.enable_demo).
+    (tmp_path / "demo-secrets.json").write_text(
+        json.dumps({"signing_secret": "x", "served_with_demo": "yes"})
+    )
+    out = replydesk_cli("config", config=config, env=env_with_redis(redis_server.url))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "2 account(s): 1 configured, 1 demo" in lines[0], out.stdout
+    assert "  acme: generic user_id=- secrets=['signing_secret'] [config]" in lines
+    assert any(ln.startswith("  acme-cn: sandbox ") and ln.endswith("[demo]") for ln in lines)
+
+
+def _embedded_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    config = tmp_path / "replydesk.yml"
+    config.write_text(yaml.safe_dump({"redis": {"data_dir": str(tmp_path / "var")}}))
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    return config, env
+
+
+def test_one_shot_commands_print_only_their_own_lines(tmp_path):
+    """Each printed embedded_redis_started / _stopped JSON lines around its one line."""
+    config, env = _embedded_env(tmp_path)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        out = replydesk_cli(*args, config=config, env=env)
+        assert out.returncode == 0, out.stderr
+        return out
+
+    added = run("agents", "add", "ann", "--role", "supervisor")
+    assert added.stdout.startswith("rdk_") and len(added.stdout.splitlines()) == 1
+    assert added.stderr.splitlines() == [
+        "agent ann (supervisor) created; the token above is shown only once"
+    ]
+    assert json.loads(run("agents", "list").stdout)["name"] == "ann"
+    assert run("agents", "list").stderr == ""
+    assert run("alerts").stderr.splitlines() == ["no alerts"]
+    assert run("dead", "list").stderr.splitlines() == ["no dead entries"]
+    assert run("agents", "revoke", "ann").stderr.splitlines() == ["agent ann revoked"]
+    # At debug they are there.
+    debug = run("--log-level", "debug", "dead", "list").stderr
+    events = [json.loads(ln)["event"] for ln in debug.splitlines() if ln.startswith("{")]
+    assert "embedded_redis_started" in events and "embedded_redis_stopped" in events, debug
+
+
+def test_serve_still_logs_the_embedded_redis_at_info(tmp_path):
+    config, env = _embedded_env(tmp_path)
+    config.write_text(
+        yaml.safe_dump(
+            {"redis": {"data_dir": str(tmp_path / "var")}, "dialog": {"pipeline": "pass-through"}}
+        )
+    )
+    log = tmp_path / "serve.log"
+    with serving(config, "--role", "web", port=free_port(), env=env, log=log):
+        pass
+    lines = log.read_text().splitlines()
+    events = [json.loads(ln)["event"] for ln in lines if ln.startswith("{")]
+    assert "embedded_redis_started" in events and events[-1] == "embedded_redis_stopped", lines
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # one real training (about a minute, more on a busy machine)
+def test_train_on_a_current_artifact_says_so_in_one_line(tmp_path):
+    """It printed a full "train done 9/9" bar and the training report although it had
+    trained nothing."""
+    data, var = tmp_path / "nlu_data", tmp_path / "var"
+    shutil.copytree(ROOT / "nlu_data", data)  # a snapshot: nlu_data/ may change meanwhile
+    config = tmp_path / "replydesk.yml"
+    # No FAQ tuning: the shortest real training (what is checked is what train prints).
+    config.write_text(
+        yaml.safe_dump({"redis": {"data_dir": str(var)}, "nlu": {"faq_tuning_epochs": 0}})
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+
+    def train(*args: str) -> subprocess.CompletedProcess[str]:
+        out = replydesk_cli(
+            "train", "--data", str(data), *args, config=config, env=env, timeout=600
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out
+
+    first = " ".join(train().stderr.split())
+    assert "train done" in first and "held-out accuracy" in first, first[-2000:]
+
+    again = train()
+    assert again.stdout == ""
+    assert again.stderr.splitlines() == [
+        f"nothing trained: the artifact in {var / 'nlu'} is current (data sha256 "
+        f"{again.stderr.split('sha256 ')[1][:12]}); --force retrains, --report shows its report"
+    ], again.stderr
+
+    report = " ".join(train("--report").stderr.split())
+    assert report.startswith("nothing trained: ") and "held-out accuracy" in report, report
+    assert "train done" not in report

@@ -440,7 +440,7 @@ async def test_insights_and_alerts_commands(
     (row,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert row["account"] == "acme" and row["message_count"] == 12
     out = await asyncio.to_thread(run_cli, redis_server.url, cfg, "insights", "--account", "nope")
-    assert out.returncode == 1 and "no account" in out.stderr
+    assert out.returncode == 2 and "no account 'nope' (accounts: acme;" in out.stderr
 
 
 async def test_a_redelivered_event_counts_once(redis: Any, keys: Any) -> None:

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("train", help="train the NLU model from nlu_data/ into <data_dir>/nlu")
     p.add_argument("--force", action="store_true", help="retrain even if the artifact is current")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="print the training report and data warnings even when nothing was trained",
+    )
     p.add_argument("--data", help="nlu_data folder (default: nlu.data_path or ./nlu_data)")
     p.set_defaults(func=cmd_train)
 
@@ -116,16 +121,23 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     nlu_data, art = _paths(settings, args.data)
     set_threads(training_threads(settings.nlu.encoder))  # a batch job: all cores
     console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]train[/] {task.description:<12}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("loading", total=len(STEPS))
+    # The bar appears with the first training step: a current artifact shows none.
+    with contextlib.ExitStack() as stack:
+        bar: list[tuple[Progress, Any]] = []
 
         def step(name: str, done: float) -> None:
+            if not bar:
+                progress = stack.enter_context(
+                    Progress(
+                        TextColumn("[bold]train[/] {task.description:<12}"),
+                        BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(),
+                        console=console,
+                    )
+                )
+                bar.append((progress, progress.add_task("loading", total=len(STEPS))))
+            progress, task = bar[0]
             progress.update(task, completed=STEPS.index(name) + done, description=name)
 
         loaded = load_or_train(
@@ -137,12 +149,18 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             step=step,
             tune_epochs=settings.nlu.faq_tuning_epochs,
         )
-        progress.update(task, completed=len(STEPS), description="done")
+        for progress, task in bar:
+            progress.update(task, completed=len(STEPS), description="done")
     r = report_of(loaded)
     if not loaded.trained:
         console.print(
-            f"artifact in {art} is current (data sha256 {loaded.stamp.data_sha256[:12]}); use --force"
+            f"nothing trained: the artifact in {art} is current (data sha256 "
+            f"{loaded.stamp.data_sha256[:12]}); --force retrains, --report shows its report",
+            highlight=False,
+            soft_wrap=True,  # one line, however narrow the terminal
         )
+        if not args.report:
+            return 0
     if r is not None:
         console.print(
             f"{r.examples} examples, {r.intents} intents, {r.faqs} FAQs, encoder {loaded.stamp.encoder_id}\n"

@@ -26,13 +26,17 @@ def add_commands(sub: Any) -> None:
 
 
 def _insights(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.cli import run_with_redis
+    from bot.cli import EXIT_USAGE, run_with_redis
     from bot.ops.insights import account_insights
     from bot.redis import Keys
 
     if settings.account(args.account) is None:
-        print(f"replydesk: no account {args.account!r}", file=sys.stderr)
-        return 1
+        known = ", ".join(a.id for a in settings.accounts) or "none"
+        print(
+            f"replydesk: no account {args.account!r} (accounts: {known}; see `replydesk config`)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
     async def go(redis: Any) -> int:
         body = await account_insights(
