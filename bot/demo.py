@@ -13,6 +13,10 @@ config``) see the demo accounts too (:func:`demo_for_commands`); a ``serve`` wit
 once Redis is open, and prints the sandbox and console addresses with its token. The
 token is kept in the same file, so a restart prints the same one; the demo is for a
 laptop, not for production, which is why it is printed at all.
+
+Without a configured ``dialog.order_lookup_url`` the demo answers order questions from a
+pretend shop it serves itself (:func:`demo_shop`, the hook contract of bot/orders.py):
+"Where is my order A12345?" gets a status, as it would against a real shop.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import secrets
 import sys
 from collections.abc import AsyncIterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,6 +39,13 @@ DEMO_AGENT = "demo-supervisor"
 SECRETS_FILE = "demo-secrets.json"
 # The state file's key saying the last `serve` on this data dir ran with --demo.
 SERVED = "served_with_demo"
+# The pretend shop's orders: status and days to delivery (None: delivered).
+DEMO_SHOP_PATH = "/sandbox/demo-shop/orders"
+DEMO_ORDERS: dict[str, tuple[str, int | None]] = {
+    "A12345": ("shipped", 2),
+    "A23456": ("processing", 5),
+    "A34567": ("delivered", None),
+}
 
 DEMO_ACCOUNTS: tuple[dict[str, Any], ...] = (
     {
@@ -77,9 +89,12 @@ def _save_state(path: Path, state: dict[str, str]) -> None:
 
 
 def enable_demo(settings: Settings) -> list[str]:
-    """Sandbox on, demo sandbox accounts added (unless accounts with those ids exist), and
-    the data dir marked as a demo's for the commands run beside it. Returns the ids added."""
+    """Sandbox on, demo sandbox accounts added (unless accounts with those ids exist), the
+    pretend shop as the order lookup (unless one is configured), and the data dir marked
+    as a demo's for the commands run beside it. Returns the ids added."""
     settings.sandbox.enabled = True
+    if not settings.dialog.order_lookup_url:
+        settings.dialog.order_lookup_url = base_url(settings) + DEMO_SHOP_PATH
     path = state_path(settings)
     state = _load_state(path)
     before = dict(state)
@@ -158,9 +173,26 @@ async def ensure_demo_agent(redis: Any, keys: Any, state_path: Path) -> str:
     return token
 
 
+async def demo_shop(request: web.Request) -> web.Response:
+    """The pretend shop's order lookup: a few sample orders, for sandbox customers only (a
+    real account's customer is never told a made-up status); 404 for anything else, as
+    the hook contract says for an unknown order or one that is not the customer's."""
+    order = request.query.get("order", "").upper()
+    if request.query.get("platform") != "sandbox" or order not in DEMO_ORDERS:
+        return web.json_response({"error": "no such order"}, status=404)
+    status, days = DEMO_ORDERS[order]
+    body = {"order": order, "status": status, "tracking_url": f"https://lumo.example/track/{order}"}
+    if days is not None:
+        body["eta"] = (date.today() + timedelta(days=days)).isoformat()
+    return web.json_response(body)
+
+
 def install_demo(app: web.Application, *, out: TextIO | None = None) -> None:
-    """Once Redis is open: create the demo supervisor and print the addresses and token."""
+    """Once Redis is open: create the demo supervisor and print the addresses and token.
+    Serves the pretend shop too, where enable_demo made it the order lookup."""
     settings = app[K.SETTINGS]
+    if settings.dialog.order_lookup_url == base_url(settings) + DEMO_SHOP_PATH:
+        app.router.add_get(DEMO_SHOP_PATH, demo_shop)
 
     async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         token = await ensure_demo_agent(app[K.REDIS], app[K.KEYS], state_path(settings))

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from bot.app import build_app
-from bot.demo import DEMO_AGENT, SECRETS_FILE, base_url, enable_demo, install_demo
+from bot.demo import DEMO_AGENT, DEMO_SHOP_PATH, SECRETS_FILE, base_url, enable_demo, install_demo
 from escalation.agents import AgentStore
 from tests.conftest import make_settings
 from tests.support.cli import ROOT
@@ -128,3 +128,35 @@ def test_printed_addresses_are_urls_for_every_listen_host(
     for host, shown in [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("::1", "[::1]")]:
         s.server.host = host
         assert base_url(s) == f"http://{shown}:{s.server.port}"  # was http://::1:8080
+
+
+async def test_the_demo_answers_order_questions_from_its_pretend_shop(
+    aiohttp_client: Any, redis_server: Any, tmp_path: Path
+) -> None:
+    """`make run` has no shop: the demo serves a pretend one as its order lookup, so
+    "Where is my order A12345?" gets a status; never for a real platform's customer."""
+    from bot.orders import OrderLookup
+
+    s = make_settings(redis_server.url, tmp_path, accounts=[])
+    enable_demo(s)
+    assert s.dialog.order_lookup_url == base_url(s) + DEMO_SHOP_PATH
+    app = build_app(s, role="web")
+    install_demo(app, out=io.StringIO())
+    client = await aiohttp_client(app)
+    lookup = OrderLookup(client.session, str(client.make_url(DEMO_SHOP_PATH)))
+    info = await lookup.lookup("a12345", platform="sandbox", customer_id="sb1")
+    assert info is not None and info.status == "shipped" and info.eta and info.tracking_url
+    delivered = await lookup.lookup("A34567", platform="sandbox", customer_id="sb1")
+    assert delivered is not None and delivered.status == "delivered" and not delivered.eta
+    assert await lookup.lookup("A99999", platform="sandbox", customer_id="sb1") is None
+    assert await lookup.lookup("A12345", platform="x", customer_id="42") is None
+
+    # A configured shop is left alone, and the pretend one is not served.
+    s2 = make_settings(redis_server.url, tmp_path / "2", accounts=[])
+    s2.dialog.order_lookup_url = "https://shop.example/orders"
+    enable_demo(s2)
+    assert s2.dialog.order_lookup_url == "https://shop.example/orders"
+    app2 = build_app(s2, role="web")
+    install_demo(app2, out=io.StringIO())
+    client2 = await aiohttp_client(app2)
+    assert (await client2.get(DEMO_SHOP_PATH, params={"order": "A12345"})).status == 404
