@@ -19,6 +19,7 @@ import gc
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
@@ -241,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         # The client has already retried for a few seconds: Redis is down or the URL wrong.
         # (redis-py's message names the host or socket, never the password.)
         print(f"replydesk: cannot reach Redis (REDIS_URL or redis.url): {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader left (`replydesk dead list | head`): stop without a traceback. Python
+        # would hit the closed pipe again flushing stdout at exit, so stdout goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE
     except KeyboardInterrupt:
         # Ctrl-C on a command (train, eval, ...): each cleans up in its own finally

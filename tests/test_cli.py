@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,22 @@ def test_train_on_a_current_artifact_says_so_in_one_line(tmp_path):
     report = " ".join(train("--report").stderr.split())
     assert report.startswith("nothing trained: ") and "held-out accuracy" in report, report
     assert "train done" not in report
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(keys, redis_server):
+    """`replydesk dead list | head -1`: the pipe closes under the command."""
+    import redis as redis_sync
+
+    with redis_sync.Redis.from_url(redis_server.url) as r:
+        r.delete(keys.dead)
+        for i in range(400):  # more than a pipe's buffer, so the writes themselves fail
+            r.xadd(keys.dead, {"event": "{}", "error": f"boom {i} " + "x" * 80})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "--config", "/dev/null", "dead", "list", "--count", "400"],
+        cwd=ROOT, env=env_with_redis(redis_server.url),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()  # the reader leaves after one line
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
