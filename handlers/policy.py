@@ -13,7 +13,8 @@
    an answer to a post that is not calm goes to a person instead;
 5. a support intent that nothing answers goes to a person; a post with no intent
    (out of scope) gets one clarifying question (not a post over the answer guard: that
-   one goes to a person), and escalates on the second unclear turn;
+   one goes to a person), and escalates on the second unclear turn; one with no words
+   at all (emoji, "??") is left alone in public and greeted in a DM;
 6. an answer the bot already sent in the last hour is not sent again (small talk: say
    nothing; else a person), nor more than ``dialog.max_bot_replies_per_hour`` answers.
 
@@ -23,6 +24,7 @@ values the pipeline hands them, so the policy is tested with plain values.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -146,6 +148,12 @@ async def _decide(
         # The customer said what it is about ("my card was charged twice"); asking "is it
         # about an order, a payment...?" would ask it again.
         return handoff("no_answer", message, account, say)
+    if not any(unicodedata.category(ch)[0] in "LN" for ch in message.text):
+        # Emoji or punctuation alone ("🔥🔥🔥", "??"): nothing to clarify or hand to a
+        # person. A public one is a reaction, left alone; a direct one gets a greeting.
+        if message.is_public:
+            return Ignore("no_words", {"rule": "no_words"})
+        return Answer(say("greet"), {"rule": "no_words"})
     if conversation.unclear >= 1:
         ack: str | None = say("escalate_unclear", sla_promise=say.sla_promise("low"))
         if message.is_public:

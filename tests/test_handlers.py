@@ -561,3 +561,17 @@ async def test_order_status_through_the_hook(shop: Any) -> None:
         assert (
             isinstance(d, Answer) and "DM" in d.text and len(shop.seen) == n
         )  # nothing public, no lookup
+
+
+@pytest.mark.parametrize("text", ["🔥🔥🔥", "😍😍😍🙏", "??", "👀 !!"])
+async def test_a_post_without_words_is_no_ticket(text: str) -> None:
+    """Emoji alone used to get "not sure I understood", and a second one a ticket and a
+    public "please DM us": queue noise for a fan's reaction."""
+    unclear = conv(unclear=1)  # the customer's previous message was unclear too
+    d = await run(text, nlu("out_of_scope", 0.05), kind="mention", c=unclear)
+    assert isinstance(d, Ignore) and d.reason == "no_words"
+    d = await run(text, nlu("out_of_scope", 0.05), c=unclear)
+    assert isinstance(d, Answer) and d.reasons["rule"] == "no_words"
+    # Upset emoji still go to a person: the tone check comes first.
+    d = await run("😡😡😡", nlu("out_of_scope", 0.05, negativity=0.8), kind="mention")
+    assert isinstance(d, Escalate)
