@@ -7,10 +7,6 @@ import json
 import os
 import re
 import stat
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +17,7 @@ from bot.app import build_app
 from bot.demo import DEMO_AGENT, DEMO_SHOP_PATH, SECRETS_FILE, base_url, enable_demo, install_demo
 from escalation.agents import AgentStore
 from tests.conftest import make_settings
-from tests.support.cli import ROOT
+from tests.support.cli import serving
 from tests.support.redis_server import env_with_redis, free_port
 
 
@@ -98,25 +94,12 @@ def test_serve_demo_prints_addresses_only_where_they_are_served(
     config = tmp_path / "replydesk.yml"
     settings = {"dialog": {"pipeline": "pass-through"}, "redis": {"data_dir": str(tmp_path)}}
     config.write_text(yaml.safe_dump(settings))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "--config", str(config), "serve", "--demo",
-         "--role", role, "--port", str(port)],
-        cwd=ROOT, env=env_with_redis(redis_server.url), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                time.sleep(0.1)
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
+    port, log = free_port(), tmp_path / "serve.log"
+    with serving(
+        config, "--demo", "--role", role, port=port, env=env_with_redis(redis_server.url), log=log
+    ):
+        pass
+    out = log.read_text()
     assert ("customer sandbox:" in out) is prints, out
     assert (f"http://127.0.0.1:{port}/console" in out) is prints, out
 
