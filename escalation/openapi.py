@@ -405,6 +405,13 @@ OPENAPI: dict[str, Any] = {
                         "description": "kind of the customer's latest message: where a reply "
                         "goes by default",
                     },
+                    "last_preview": {
+                        "type": "string",
+                        "description": "the customer's latest message on one line (whitespace "
+                        "collapsed), cut at 100 characters with an ellipsis; empty on tickets "
+                        "whose latest message came before previews were kept. Customer text: "
+                        "show it as text, never as markup",
+                    },
                     "customer": {
                         "type": "object",
                         "properties": {

@@ -25,7 +25,7 @@ from bot import keys as K
 from bot.config import AccountConfig, Settings
 from bot.pipeline import Outcome
 from bot.platforms.generic import SIGNATURE_HEADER, sign
-from bot.platforms.sandbox import SandboxAdapter, SandboxInbox, event_body
+from bot.platforms.sandbox import LIKES, SandboxAdapter, SandboxInbox, event_body
 from bot.platforms.signing import same
 from escalation.pages import render, setup_pages
 
@@ -76,14 +76,35 @@ def _inbox(request: web.Request) -> SandboxInbox:
     return SandboxInbox(request.app[K.REDIS], request.app[K.KEYS])
 
 
+# How the account menu names a language and the platform imitated; the first name of a
+# language is the one it adds, any of them in the label means the label already says it.
+LANGUAGE_NAMES = {"en": ("English",), "zh": ("Chinese", "中文")}
+LIKE_NAMES = {"x": "X", "weibo": "Weibo", "mastodon": "Mastodon"}
+
+
+def menu_text(label: str, language: str, like: str) -> str:
+    """The account menu's text: the label, with the language and the platform it imitates
+    said once, in one parenthesis ("@acme (English)" → "@acme (English, X-like)")."""
+    names = LANGUAGE_NAMES.get(language, (language,))
+    said = label.casefold()
+    extra = [] if any(n.casefold() in said for n in names) else [names[0]]
+    extra.append(f"{LIKE_NAMES.get(like, like)}-like")
+    if label.endswith(")") and "(" in label:  # the label's own parenthesis takes them
+        return f"{label[:-1]}, {', '.join(extra)})"
+    return f"{label} ({', '.join(extra)})"
+
+
 def _account_view(a: AccountConfig) -> dict[str, str]:
     like = str(a.options.get("like", "x"))
+    like = like if like in LIKES else "x"  # as the adapter reads it
+    label = str(a.options.get("label", "")) or f"@{a.handle or a.id}"
     return {
         "id": a.id,
         "handle": a.handle or a.id,
         "like": like,
         "language": a.language,
-        "label": str(a.options.get("label", "")) or f"@{a.handle or a.id}",
+        "label": label,
+        "menu": menu_text(label, a.language, like),
     }
 
 

@@ -56,6 +56,8 @@ EVENTS_MAXLEN = 10_000
 EVENT_TTL_S = 30 * 24 * 3600
 # Tickets read per round trip when listing the queue (see TicketStore.search).
 SCAN_PAGE = 500
+# Characters of the latest customer message kept on the ticket for the queue's preview.
+PREVIEW_CHARS = 100
 # A bare acknowledgement from the customer does not restart the next-response clock.
 _TRIVIAL = {
     "thanks",
@@ -83,6 +85,15 @@ _TRIVIAL = {
     "ok谢谢",
     "好的谢谢",
 }
+
+
+def preview_of(text: str) -> str:
+    """One line of a customer message for the queue: whitespace runs (newlines too)
+    become one space, and past ``PREVIEW_CHARS`` it is cut with an ellipsis."""
+    line = " ".join(text.split())
+    if len(line) <= PREVIEW_CHARS:
+        return line
+    return line[:PREVIEW_CHARS].rstrip() + "…"
 
 
 def is_trivial(text: str) -> bool:
@@ -128,6 +139,10 @@ class Ticket:
     last_kind: str = "dm"
     last_event_id: str = ""
     last_customer_at: float = 0.0
+    # The start of the latest customer message (``preview_of``), kept on the hash so the
+    # queue lists it from the hashes it reads anyway, with no read of the messages.
+    # Personal data like the messages: kept as long as the ticket, never logged.
+    last_preview: str = ""
     last_dm_at: float = 0.0
     last_dm_conversation_id: str = ""
     # The latest public mention, set only by mentions: a public reply answers it, even
@@ -380,6 +395,7 @@ class TicketStore:
             "account": t.account,
             "channel": t.channel,
             "last_kind": t.last_kind,
+            "last_preview": t.last_preview,
             "customer": {
                 "id": t.user_id,
                 "handle": t.user_handle,
@@ -678,6 +694,7 @@ class TicketStore:
         t.last_kind = "mention" if event.is_public else "dm"
         t.last_event_id = event.event_id
         t.last_customer_at = event.created_at or now
+        t.last_preview = preview_of(event.text)
         if event.is_public:
             t.mention_event_id = event.event_id
             t.mention_reply_to_id = event.reply_to_id or event.event_id

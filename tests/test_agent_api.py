@@ -207,6 +207,47 @@ async def test_list_filters_and_order(api: Any, clock: FakeClock) -> None:
     assert lst["tickets"] == []
 
 
+async def test_listing_previews_the_latest_customer_message(
+    api: Any, redis: Any, clock: FakeClock
+) -> None:
+    """The queue shows what the customer said last, on one line: the listing carries it
+    from the ticket hash (no read of the messages), with where that message was."""
+    long = "My parcel\n\n never came   and " + "nobody answers my emails " * 6
+    tid = await new_ticket(api, text="@acme hello?", kind="mention")
+
+    async def listed() -> dict[str, Any]:
+        r = await api.get(f"{API}/tickets", headers=auth(api, "ann"))
+        (t,) = [t for t in (await r.json())["tickets"] if t["id"] == tid]
+        return dict(t)
+
+    t = await listed()
+    assert (t["last_preview"], t["last_kind"], t["channel"]) == (
+        "@acme hello?",
+        "mention",
+        "mention",
+    )
+    clock.advance(60)
+    await api.store.append_customer_message(tid, event(long, kind="dm"))
+    t = await listed()
+    one_line = " ".join(long.split())
+    assert t["last_preview"] == one_line[:100].rstrip() + "…"
+    assert len(t["last_preview"]) <= 101 and "\n" not in t["last_preview"]
+    assert (t["last_kind"], t["channel"]) == ("dm", "mention")
+    # An agent's reply is not what the customer said: the preview stays.
+    r = await api.post(
+        f"{API}/tickets/{tid}/reply", json={"text": "We are on it."}, headers=auth(api, "ann")
+    )
+    assert r.status == 200 and (await r.json())["ticket"]["last_preview"] == t["last_preview"]
+    # Listed from the hashes alone: no list (the messages) is read.
+    await redis.config_resetstat()
+    assert (await listed())["last_preview"] == t["last_preview"]
+    stats = await redis.info("commandstats")
+    assert "cmdstat_hgetall" in stats
+    assert not [c for c in stats if c in ("cmdstat_lrange", "cmdstat_lindex")], stats
+    doc = await (await api.get(f"{API}/openapi.json")).json()
+    assert "last_preview" in doc["components"]["schemas"]["Ticket"]["properties"]
+
+
 async def test_fuzz_never_500_and_nothing_changes(api: Any, redis: Any) -> None:
     tid = await new_ticket(api)
     before = await api.store.get(tid)

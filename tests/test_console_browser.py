@@ -701,6 +701,177 @@ def test_crisis_banner_appears_and_clears_live(browser: Any, server: LiveServer)
     page.context.close()
 
 
+def test_crisis_banner_links_to_the_accounts_queue_and_says_when_like_the_console(
+    browser: Any, server: LiveServer
+) -> None:
+    """The banner links to the queue filtered to the account (the queue's own filter),
+    and its time reads like every other time on the console (RD.clockTime)."""
+    from bot import keys as K
+    from bot.config import OpsConfig
+    from bot.ops.spikes import SpikeDetector
+
+    expect = playwright_expect()
+    cfg = OpsConfig(bucket_s=60, window_s=300, min_count=3, factor=3.0)
+    t0 = 1_800_000_000.0  # as in the test above: a burst at t0 raises the alert
+    mine = new_ticket(server, user="1", account="acme")
+    other = new_ticket(server, user="2", account="acme-cn")
+
+    async def burst(app: Any) -> None:
+        det = SpikeDetector(app[K.REDIS], app[K.KEYS], cfg)
+        for i in range(8):
+            await det.observe("acme", now=t0, item=json.dumps({"event": f"e{i}"}))
+
+    page = agent_page(browser, server, "ann")
+    expect(page.locator("#queue-body tr")).to_have_count(2)
+    server.call(burst)
+    banner = page.locator("#crisis")
+    expect(banner).to_be_visible()
+    when = banner.locator("time")
+    expect(when).to_have_text(page.evaluate("(t) => RD.clockTime(t)", t0))
+    expect(when).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
+    link = banner.get_by_role("link", name="Show acme's open tickets")
+    expect(link).to_have_attribute("href", "/console?account=acme")
+    link.click()
+    expect(page).to_have_url(re.compile(r"/console\?account=acme$"))
+    expect(page.get_by_label("Account")).to_have_value("acme")
+    expect(page.locator("#queue-body tr")).to_have_count(1)
+    expect(page.locator(f'tr[data-ticket-id="{mine}"]')).to_be_visible()
+    expect(page.locator(f'tr[data-ticket-id="{other}"]')).to_have_count(0)
+    expect(banner).to_be_visible()  # still there to come back to
+    page.context.close()
+
+
+# -- the queue row: what the customer said last, and where --------------------------------
+def test_queue_row_previews_the_latest_customer_message_and_its_channel(
+    browser: Any, server: LiveServer
+) -> None:
+    expect = playwright_expect()
+    tid = new_ticket(server, kind="mention", text="@acme where is my order?")
+    page = agent_page(browser, server, "ann")
+    csp = csp_violations(page)
+    row = page.locator(f'tr[data-ticket-id="{tid}"]')
+    expect(row.locator(".preview")).to_have_text("@acme where is my order?")
+    expect(row.locator(".badge.kind-mention")).to_have_text("public")
+    # The customer moves to DM, as asked, with a long message holding markup: the row
+    # follows live, on one line, cut with an ellipsis, as text.
+    long = XSS_TEXT + "\n\nOrder A12345, 1 Main St. " + "Please help, it has been days. " * 5
+    ev = event(long, kind="dm", platform="sandbox", at=time.time())
+    server.call(lambda app: app[TICKETS].append_customer_message(tid, ev))
+    one_line = " ".join(long.split())
+    expect(row.locator(".preview")).to_have_text(one_line[:100].rstrip() + "…")
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("() => window.__xss") is None
+    shot(page, "console-queue-preview")
+    assert not csp, csp
+    page.context.close()
+
+
+def test_queue_badge_shows_where_the_customer_last_wrote(browser: Any, server: LiveServer) -> None:
+    """The DM/public badge is where the reply goes by default (the latest customer
+    message, ``last_kind``), not how the ticket started."""
+    expect = playwright_expect()
+    tid = new_ticket(server, kind="mention", text="@acme your delivery is broken")
+
+    def customer_writes(kind: str, text: str) -> None:
+        ev = event(text, kind=kind, platform="sandbox", at=time.time())
+        server.call(lambda app: app[TICKETS].append_customer_message(tid, ev))
+
+    customer_writes("dm", "My order is A12345")  # moved to DM, as asked
+    page = agent_page(browser, server, "ann")
+    badge = page.locator(f'tr[data-ticket-id="{tid}"] td[data-label="Ticket"] .badge')
+    expect(badge).to_have_text("DM")
+    expect(badge).to_have_class(re.compile(r"\bkind-dm\b"))
+    customer_writes("mention", "@acme still waiting!")  # live, back in public
+    expect(badge).to_have_text("public")
+    page.context.close()
+
+
+# -- why the bot escalated ------------------------------------------------------------------
+def test_ticket_page_says_why_the_bot_escalated_in_words(browser: Any, server: LiveServer) -> None:
+    expect = playwright_expect()
+
+    def ticket(user: str, reason: str, reasons: dict[str, Any]) -> str:
+        async def go(app: Any) -> str:
+            tid, _ = await app[TICKETS].open_or_append(
+                event("so slow", platform="sandbox", user=user, at=time.time()),
+                reason=reason,
+                priority="high",
+                reasons=reasons,
+            )
+            return str(tid)
+
+        return str(server.call(go))
+
+    complaint = ticket(
+        "1",
+        "complaint",
+        {
+            "rule": "complaints.complaint",
+            "intent": "complaint",
+            "confidence": 0.7912,
+            "faq_id": "contact_hotline",
+            "faq_score": 0.36,
+            "negativity": 0.9712,
+            "negative": True,
+            "calm": False,
+            "language": "en",
+            "unclear_before": 0,
+        },
+    )
+    held = ticket(
+        "2",
+        "tone",
+        {
+            "rule": "answer_tone",
+            "held_back": "faq.faq",
+            "intent": "refund_policy",
+            "confidence": 0.88,
+            "negativity": 0.61,
+            "negative": False,
+            "calm": False,
+        },
+    )
+    owned = ticket("3", "human_owned", {"rule": "human_owned", "as_new": "complaints.negative"})
+    unknown = ticket("4", "brand_new", {"rule": "brand_new.rule", "intent": "shipping"})
+
+    page = agent_page(browser, server, "ann")
+    summary = page.locator("#reasons-summary")
+    details = page.locator("#reasons-details")
+    page.goto(f"{server.url}/console/tickets/{complaint}")
+    expect(summary).to_have_text(
+        "Read as a complaint (intent complaint, 79 % sure); the tone scored negative (0.97)."
+    )
+    # The raw reasons are there, collapsed until asked for.
+    expect(details.locator("summary")).to_have_text("Details")
+    raw = details.locator("dl")
+    expect(raw).to_be_hidden()
+    expect(page.get_by_text("contact_hotline")).to_be_hidden()
+    details.locator("summary").click()
+    expect(raw).to_be_visible()
+    expect(raw).to_contain_text("faq_score")
+    expect(raw).to_contain_text("contact_hotline")
+    # A live update keeps it open.
+    ev = event("hello?", platform="sandbox", user="1", at=time.time())
+    server.call(lambda app: app[TICKETS].append_customer_message(complaint, ev))
+    expect(page.locator("#conversation .msg-customer")).to_have_count(2)
+    expect(raw).to_be_visible()
+    shot(page, "console-ticket-reasons")
+
+    page.goto(f"{server.url}/console/tickets/{held}")
+    expect(summary).to_have_text(
+        "The bot had an answer (faq.faq) but held it back: a canned reply does not fit an "
+        "upset post (intent refund_policy, 88 % sure); the tone was not calm (0.61)."
+    )
+    page.goto(f"{server.url}/console/tickets/{owned}")
+    expect(summary).to_have_text(
+        "Written while a person had the conversation; on its own it would have escalated "
+        "as negative."
+    )
+    page.goto(f"{server.url}/console/tickets/{unknown}")  # a rule the page does not know
+    expect(summary).to_have_text("Escalated by the rule brand_new.rule (intent shipping).")
+    page.context.close()
+
+
 # -- the reply window -------------------------------------------------------------------
 def test_ticket_page_shows_the_weibo_reply_window(browser: Any, server: LiveServer) -> None:
     """The ticket page reads the detail's reply_window (the platforms package's state),

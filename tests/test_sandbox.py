@@ -280,3 +280,23 @@ async def test_page_warns_when_the_browser_will_drop_its_cookies(client: Any) ->
     assert "will not keep the sandbox's cookies" in await r.text()
     r = await client.get("/sandbox", headers={"Host": "demo.example", "X-Forwarded-Proto": "https"})
     assert "will not keep" not in await r.text()
+
+
+async def test_account_menu_says_language_and_platform_once(client: Any) -> None:
+    """The demo's labels already name the language: the menu read "@acme (English)
+    (x-like, en)". Each is said once, in the label's own parenthesis."""
+    import re
+
+    html = await (await client.get("/sandbox")).text()
+    options = re.findall(r"<option [^>]*>([^<]*)</option>", html)
+    assert options == ["@acme (English, X-like)", "@Acme官方客服 (中文, Weibo-like)"]
+
+
+def test_account_menu_text_without_a_language_in_the_label() -> None:
+    from escalation.sandbox import menu_text
+
+    assert menu_text("@acme", "en", "x") == "@acme (English, X-like)"
+    assert (
+        menu_text("@acme (support)", "zh", "mastodon") == "@acme (support, Chinese, Mastodon-like)"
+    )
+    assert menu_text("@acme", "fr", "weibo") == "@acme (fr, Weibo-like)"

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, api, setStatus } = RD;
+  const { el, api, setStatus, clockTime } = RD;
   const C = Console;
   const form = document.getElementById("filters");
   const body = document.getElementById("queue-body");
@@ -32,8 +32,13 @@
       : el("span", { class: "hint" }, "unassigned");
     return el("tr", { dataset: { ticketId: t.id, priority: t.priority } },
       el("td", { "data-label": "Due" }, C.countdown(t)),
-      el("td", { "data-label": "Ticket" }, C.ticketLink(t.id), " ", C.kindBadge(t.channel)),
-      el("td", { "data-label": "Customer", class: "handle" }, C.customerLabel(t)),
+      // The badge is where the customer last wrote (where a reply goes by default),
+      // not how the ticket started.
+      el("td", { "data-label": "Ticket" }, C.ticketLink(t.id), " ", C.kindBadge(t.last_kind || t.channel)),
+      el("td", { "data-label": "Customer" },
+        el("span", { class: "handle" }, C.customerLabel(t)),
+        // Customer text: el() puts it in as text only.
+        t.last_preview ? el("div", { class: "preview" }, t.last_preview) : null),
       el("td", { "data-label": "Account" }, `${t.platform} · ${t.account}`),
       el("td", { "data-label": "Priority" }, C.priorityBadge(t.priority)),
       el("td", { "data-label": "Reason", class: "reason" }, t.reason || "—"),
@@ -41,10 +46,15 @@
     );
   }
 
+  let loads = 0; // the latest load's number: an older answer arriving late is dropped
+
   async function load() {
     const q = query();
+    const mine = ++loads;
     try {
       const data = await api("GET", "/api/v1/tickets?" + q.toString());
+      // Two filter changes in a row: the first answer must not overwrite the second's.
+      if (mine !== loads) return;
       const rows = data.tickets.map((t) => {
         C.learnSkew(t);
         const r = row(t);
@@ -78,8 +88,12 @@
       const data = await api("GET", "/api/v1/alerts?status=active");
       const items = data.alerts.map((a) => el("li", { dataset: { alertId: a.id } },
         el("strong", {}, a.account), `: ${a.window_count} negative mentions in the last window `,
-        `(usual ${a.baseline.toFixed(1)}), since ${new Date(a.raised_at * 1000).toLocaleTimeString()}. `,
-        "Acknowledge publicly at most, move customers to DM, and hand it to a person."));
+        `(usual ${a.baseline.toFixed(1)}), since `,
+        el("time", { datetime: new Date(a.raised_at * 1000).toISOString() }, clockTime(a.raised_at)), ". ",
+        "Acknowledge publicly at most, move customers to DM, and hand it to a person. ",
+        // The queue's own account filter, read from the address like a shared link.
+        el("a", { href: "/console?" + new URLSearchParams({ account: a.account }), class: "crisis-link" },
+          `Show ${a.account}'s open tickets`)));
       crisisList.replaceChildren(...items);
       crisis.hidden = items.length === 0;
     } catch (err) {

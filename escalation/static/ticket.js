@@ -173,22 +173,68 @@
     if (!w.dm && !w.mention) p.append(`${w.platform}: no window is running.`);
   }
 
-  function renderReasons(t) {
-    const box = $("reasons");
-    box.replaceChildren();
-    const entries = Object.entries(t.reasons || {});
-    if (!entries.length) {
-      box.append(el("p", { class: "hint" }, "No reasons recorded."));
-      return;
+  // What each escalation rule means, for the sentence above the raw reasons; keyed by
+  // the decision's rule (its last part: "complaints.complaint" is "complaint") or the
+  // ticket's reason. See docs/escalation.md, Decisions.
+  const RULE = {
+    complaint: "Read as a complaint",
+    negative: "Read as a negative post",
+    answer_tone: (r) => `The bot had an answer${r.held_back ? ` (${r.held_back})` : ""} but held it back: a canned reply does not fit an upset post`,
+    unclear_tone: "The bot could not tell what it was about, and a clarifying question does not fit an upset post",
+    tone: "The post was too upset for a canned reply",
+    follow_up: "The customer is chasing an earlier message",
+    human_request: "The customer asked for a person",
+    prize_claim: "The customer says they won a prize and asks about it",
+    no_answer: "A support question the bot has no answer for",
+    unclear_twice: "Still unclear after the bot's clarifying question",
+    unclear: "Still unclear after the bot's clarifying question",
+    repeat: "The bot's answer had already been sent in the last hour: it did not help",
+    busy_thread: "The bot had replied too often in the last hour",
+    order_lookup_failed: "The order lookup failed",
+    human_owned: (r) => "Written while a person had the conversation"
+      + (r.as_new ? `; on its own it would have escalated as ${ruleName(r.as_new)}` : ""),
+  };
+
+  function ruleName(rule) {
+    return String(rule).split(".").pop();
+  }
+
+  /** One sentence from the decision's reasons: the rule in words, then the intent, its
+   * confidence and the tone; a rule it does not know is named as it is. */
+  function explainReasons(t) {
+    const r = t.reasons || {};
+    const names = [r.rule, r.rule && ruleName(r.rule), t.reason].filter(Boolean);
+    const key = names.find((n) => Object.hasOwn(RULE, n));
+    const rule = key === undefined ? null : RULE[key];
+    let text = rule === null ? (names[0] ? `Escalated by the rule ${names[0]}` : "Escalated")
+      : typeof rule === "function" ? rule(r) : rule;
+    if (r.intent) {
+      const sure = typeof r.confidence === "number" ? `, ${Math.round(r.confidence * 100)} % sure` : "";
+      text += ` (intent ${r.intent}${sure})`;
     }
-    const dl = el("dl", { class: "facts" });
+    if (typeof r.negativity === "number") {
+      const score = r.negativity.toFixed(2);
+      text += r.negative ? `; the tone scored negative (${score})`
+        : r.calm === false ? `; the tone was not calm (${score})`
+          : `; the tone was calm (${score})`;
+    }
+    return text + ".";
+  }
+
+  function renderReasons(t) {
+    const entries = Object.entries(t.reasons || {});
+    $("reasons-summary").textContent = entries.length || t.reason ? explainReasons(t) : "No reasons recorded.";
+    // The raw reasons stay in the collapsed Details; only its list is refilled, so a
+    // live update leaves it open or closed as the agent set it.
+    $("reasons-details").hidden = !entries.length;
+    const dl = $("reasons-raw");
+    dl.replaceChildren();
     for (const [k, v] of entries) {
       let shown = v;
       if (typeof v === "number") shown = Number.isInteger(v) ? String(v) : v.toFixed(2);
       else if (typeof v !== "string") shown = JSON.stringify(v);
       dl.append(el("dt", {}, k), el("dd", {}, el("code", {}, shown)));
     }
-    box.append(dl);
   }
 
   function render(data) {
