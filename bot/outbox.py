@@ -205,9 +205,9 @@ class Sender(StreamConsumer):
             log_.warning("reply_replayed_after_unknown_delivery")
         elif intent is not None:
             unsure_since = float(intent.get("unsure_since", intent.get("at", 0)))
-            age = self.clock() - unsure_since
-            if not idempotent or age > IDEMPOTENT_RESEND_MAX_AGE_S:
-                await self._unknown(msg_id, fields, reply, attempts, age, log_)
+            if not idempotent or self.clock() - unsure_since > IDEMPOTENT_RESEND_MAX_AGE_S:
+                why, detail = self._unsure_for(unsure_since)
+                await self._unknown(msg_id, fields, reply, attempts, why, log_, **detail)
                 return
             log_.warning("reply_resent_idempotently")
         elif attempts > self.cfg.max_attempts + 1:
@@ -245,8 +245,8 @@ class Sender(StreamConsumer):
                 if unsure_since is not None and (
                     self.clock() - unsure_since > IDEMPOTENT_RESEND_MAX_AGE_S
                 ):
-                    age = self.clock() - unsure_since
-                    await self._unknown(msg_id, fields, reply, attempts, age, log_)
+                    why, detail = self._unsure_for(unsure_since)
+                    await self._unknown(msg_id, fields, reply, attempts, why, log_, **detail)
                     return
                 record: dict[str, Any] = {
                     "at": self.clock(),
@@ -266,15 +266,10 @@ class Sender(StreamConsumer):
                     metrics.OUTBOUND_ERRORS.labels(reply.platform, status_class).inc()
                     if e.maybe_posted and not idempotent:
                         # A gateway timeout: the platform may still post it.
-                        await self._dead(
-                            msg_id,
-                            fields,
-                            f"delivery unknown: {e}; the platform may have posted it, not "
-                            f"resent to avoid a second reply. Check the {reply.platform} account.",
-                            attempts,
+                        why = f"{e}; the platform may have posted it"
+                        await self._unknown(
+                            msg_id, fields, reply, attempts, why, log_, status=e.status
                         )
-                        metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
-                        log_.error("reply_delivery_unknown", status=e.status)
                         return
                     if e.maybe_posted:
                         unsure_since = unsure_since or float(record["at"])
@@ -317,16 +312,11 @@ class Sender(StreamConsumer):
                         unsure_since = unsure_since or float(record["at"])
                     else:
                         # Connected, then lost: the platform may have posted it.
-                        await self._dead(
-                            msg_id,
-                            fields,
-                            f"delivery unknown: {type(e).__name__} after the request was sent; "
-                            f"not resent to avoid a second reply. Check the {reply.platform} account.",
-                            attempts,
-                        )
                         metrics.OUTBOUND_ERRORS.labels(reply.platform, "network").inc()
-                        metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
-                        log_.error("reply_delivery_unknown", error=type(e).__name__)
+                        why = f"{type(e).__name__} after the request was sent"
+                        await self._unknown(
+                            msg_id, fields, reply, attempts, why, log_, error=type(e).__name__
+                        )
                         return
                     note = self._unsure_note(reply, unsure_since)
                     if not await self._network_retry(
@@ -371,20 +361,30 @@ class Sender(StreamConsumer):
         fields: dict[str, str],
         reply: OutboundReply,
         attempts: int,
-        age: float,
+        why: str,
         log_: Any,
+        **detail: Any,
     ) -> None:
-        """Dead-letter a reply that may already be posted and cannot be resent safely."""
+        """Dead-letter a reply that may already be posted and cannot be resent safely;
+        ``why`` says what left its outcome unknown."""
         await self._dead(
             msg_id,
             fields,
-            "delivery unknown: a call to the platform may have posted this reply "
-            f"{age:.0f}s ago without its answer being recorded; not resent to avoid a second "
-            f"reply. Check the {reply.platform} account for this reply before replaying it.",
+            f"delivery unknown: {why}; not resent to avoid a second reply. Check the "
+            f"{reply.platform} account for this reply before replaying it.",
             attempts,
         )
         metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
-        log_.error("reply_delivery_unknown", unsure_for_s=round(age))
+        log_.error("reply_delivery_unknown", **detail)
+
+    def _unsure_for(self, since: float) -> tuple[str, dict[str, Any]]:
+        """``_unknown``'s why and log detail for a try of ``since`` whose answer was lost."""
+        age = self.clock() - since
+        return (
+            f"a call to the platform may have posted this reply {age:.0f}s ago without its "
+            "answer being recorded",
+            {"unsure_for_s": round(age)},
+        )
 
     async def _record_sent(self, msg_id: str, reply_id: str, done: dict[str, Any]) -> None:
         tx = self.redis.pipeline(transaction=True)

@@ -744,22 +744,26 @@ class TicketStore:
             if reply.reply_id in already:
                 ch.write = False
                 return
-            now = self.now()
-            if reply.kind == "mention":
-                t.mention_replied = t.mention_event_id
-            t.messages += 1
-            ch.messages.append(
-                {
-                    "id": reply.reply_id,
-                    "at": now,
-                    "from": "bot",
-                    "kind": reply.kind,
-                    "text": reply.text,
-                }
-            )
-            ch.applied.append(reply.reply_id)
+            self._bot_message(t, ch, reply)
 
         await self._mutate(tid, fn, check_applied=(reply.reply_id,))
+
+    def _bot_message(self, t: Ticket, ch: _Change, reply: OutboundReply) -> None:
+        """The bot's ``reply`` on the ticket, applied once; a mention uses its one public
+        reply."""
+        if reply.kind == "mention":
+            t.mention_replied = t.mention_event_id
+        t.messages += 1
+        ch.messages.append(
+            {
+                "id": reply.reply_id,
+                "at": self.now(),
+                "from": "bot",
+                "kind": reply.kind,
+                "text": reply.text,
+            }
+        )
+        ch.applied.append(reply.reply_id)
 
     async def add_public_ack(self, tid: str, reply: OutboundReply) -> bool:
         """Acknowledge publicly a mention appended to an open ticket (``reply``: the ack
@@ -783,18 +787,7 @@ class TicketStore:
             if window_refusal(window, t, reply) is not None:
                 return False
             ch.write = True
-            t.mention_replied = t.mention_event_id
-            t.messages += 1
-            ch.messages.append(
-                {
-                    "id": reply.reply_id,
-                    "at": self.now(),
-                    "from": "bot",
-                    "kind": reply.kind,
-                    "text": reply.text,
-                }
-            )
-            ch.applied.append(reply.reply_id)
+            self._bot_message(t, ch, reply)
             ch.replies.append(reply)
             ch.events.append(("ticket.message", {"from": "bot"}))
             return True
