@@ -200,6 +200,7 @@ class Brain:
             text=event.text,
             kind=event.kind,
             intent=d.reasons.get("intent"),
+            seen=self.now(),
         )
         conv_args: dict[str, Any] = {"event_key": event.key}
         if isinstance(d, Ignore):

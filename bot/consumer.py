@@ -112,6 +112,7 @@ class StreamConsumer:
         self._held.pop(task, None)
 
     async def _lease_loop(self, done: asyncio.Event) -> None:
+        failing = False  # logged once per run of failures, not every round of an outage
         while not done.is_set():
             await _sleep_or_stop(done, max(self._vt_ms / 3000, 0.05))
             held = list(self._held.values())
@@ -120,8 +121,13 @@ class StreamConsumer:
             try:
                 lost = await renew_leases(self.redis, self.stream, self.group, self.consumer, held)
             except Exception as e:  # Redis restarting: the next round renews
-                log.warning("consumer_lease_renew_failed", role=self.role, error=type(e).__name__)
+                if not failing:
+                    log.warning(
+                        "consumer_lease_renew_failed", role=self.role, error=type(e).__name__
+                    )
+                failing = True
                 continue
+            failing = False
             # This process stalled past the visibility timeout and another consumer
             # took these over; the handlers are idempotent, so finishing here as well
             # changes nothing. Stop renewing them (and warn once each).

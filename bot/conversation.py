@@ -41,11 +41,14 @@ log = structlog.get_logger(__name__)
 
 @dataclass(slots=True)
 class Turn:
-    at: float
+    at: float  # when it was said (a customer's post: the platform's time)
     who: str  # customer | bot
     text: str
     kind: str = "dm"
     intent: str | None = None
+    # When the bot recorded it, if later than ``at``: a post written before a ticket was
+    # resolved but handled after it belongs to the conversation since then.
+    seen: float = 0.0
 
 
 @dataclass(slots=True)
@@ -67,10 +70,10 @@ class Conversation:
         return self.platform, self.account, self.user
 
     def context(self, *, since: float, limit: int = CONTEXT_TURNS) -> list[dict[str, Any]]:
-        """The last ``limit`` turns after ``since``, as a ticket keeps them (``at``,
-        ``from``: customer | bot, ``kind``: dm | mention, ``text``) for the agent who
-        picks the conversation up (escalation.tickets)."""
-        recent = [t for t in self.turns if t.at > since][-limit:]
+        """The last ``limit`` turns said or recorded after ``since``, as a ticket keeps
+        them (``at``, ``from``: customer | bot, ``kind``: dm | mention, ``text``) for the
+        agent who picks the conversation up (escalation.tickets)."""
+        recent = [t for t in self.turns if max(t.at, t.seen) > since][-limit:]
         return [{"at": t.at, "from": t.who, "kind": t.kind, "text": t.text} for t in recent]
 
     def to_json(self) -> str:
@@ -124,17 +127,22 @@ class ConversationStore:
 
     async def _keep(self, key: str, token: str, ttl_ms: int) -> None:
         """Renew the lease every third of it until cancelled. A failed renewal is tried
-        again at the next tick (two more before it lapses); a lease found gone was lost
-        to a stall longer than the lease, and is logged once: the event goes on, and its
-        writes stay idempotent per event."""
+        again at the next tick (two more before it lapses), and logged once per run of
+        failures: an outage would otherwise log every tick of every event in flight. A
+        lease found gone was lost to a stall longer than the lease, and is logged once:
+        the event goes on, and its writes stay idempotent per event."""
+        failing = False
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 if not await renew_lock(self.redis, key, token, ttl_ms):
                     log.warning("conversation_lease_lost", lock=key)
                     return
+                failing = False
             except RedisError as e:
-                log.warning("conversation_lease_renew_failed", error=type(e).__name__)
+                if not failing:
+                    log.warning("conversation_lease_renew_failed", error=type(e).__name__)
+                failing = True
 
     async def load(self, platform: str, account: str, user: str) -> Conversation:
         raw = await self.redis.get(self.keys.conv(platform, account, user))

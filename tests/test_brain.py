@@ -234,6 +234,37 @@ async def test_a_lease_lost_to_a_stall_is_logged_and_left_to_its_new_holder(
     assert await redis.pttl(key) <= 5000
 
 
+async def test_failed_lease_renewals_are_logged_once_per_run_of_failures(
+    redis: Any, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis unreachable for several renewal ticks logs one warning, not one per tick
+    (an outage has every event in flight renewing); failing again after a renewal that
+    worked is a new run, logged again."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    import bot.conversation as conversation
+
+    script = iter(["fail"] * 4 + ["ok"] + ["fail"] * 2)
+    ticks: list[str] = []
+
+    async def renew(*args: Any) -> bool:
+        # Only the logging is under test: a renewal that "works" needs no real lease.
+        step = next(script, "ok")
+        ticks.append(step)
+        if step == "fail":
+            raise RedisConnectionError("Connection refused")
+        return True
+
+    monkeypatch.setattr(conversation, "renew_lock", renew)
+    store = ConversationStore(redis, keys, idle_s=60, lease_s=0.15)
+    with capture_logs() as logs:
+        async with store.turn("generic", "acme", "42"):
+            await until(lambda: len(ticks) >= 8, what="eight renewal ticks")
+    failed = [e for e in logs if e["event"] == "conversation_lease_renew_failed"]
+    assert len(failed) == 2
+    assert failed[0]["error"] == "ConnectionError"
+
+
 async def test_decision_replayed_after_a_crash_between_effects(
     brain: Brain, redis: Any, keys: Any
 ) -> None:
@@ -441,6 +472,29 @@ async def test_a_reopened_ticket_gets_what_was_said_while_it_was_resolved(
     clock.advance(60)
     await brain.tickets.reopen(tid, "ann")
     assert len((await brain.tickets.lists(tid))["context"]) == 2
+
+
+async def test_a_post_written_before_the_resolve_and_handled_after_it_is_context(
+    brain: Brain, redis: Any, keys: Any, clock: FakeClock
+) -> None:
+    """The customer wrote just before the agent resolved, and the worker got to it just
+    after (a backlog): the bot answered it, so on reopen the agent sees it with the
+    answer, at the time the customer wrote it."""
+    opened = await brain.handle(event("worst service ever", at=clock()))
+    tid = opened.ticket_id or ""
+    clock.advance(60)
+    written = clock() - 1
+    await brain.tickets.resolve(tid, "ann")
+    clock.advance(5)
+    late = event("how do I get a refund?", at=written)
+    assert (await brain.handle(late)).decision == "answer"
+    clock.advance(60)
+    await brain.tickets.reopen(tid, "ann")
+    context = (await brain.tickets.lists(tid))["context"]
+    assert [(c["from"], c["text"], c["at"]) for c in context] == [
+        ("customer", "how do I get a refund?", written),
+        ("bot", "Returns are free within 30 days.", written + 6),
+    ]
 
 
 def test_context_is_the_last_turns_after_a_time() -> None:

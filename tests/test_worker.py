@@ -322,6 +322,42 @@ async def test_a_lease_taken_over_is_not_taken_back(redis, keys):
     assert await _no_pending(redis, keys)
 
 
+async def test_failed_claim_renewals_are_logged_once_per_run_of_failures(
+    redis, keys, monkeypatch
+):
+    """Redis unreachable for several renewal rounds logs one warning, not one a round;
+    failing again after a round that worked is a new run, logged again."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from structlog.testing import capture_logs
+
+    import bot.consumer as consumer
+
+    real = consumer.renew_leases
+    script = iter(["fail"] * 3 + ["ok"] + ["fail"] * 3)
+    rounds: list[str] = []
+
+    async def renew(*args):
+        step = next(script, "ok")
+        rounds.append(step)
+        if step == "fail":
+            raise RedisConnectionError("Connection refused")
+        return await real(*args)
+
+    monkeypatch.setattr(consumer, "renew_leases", renew)
+    pipe = Slow(seconds=1.5)  # held through the scripted rounds (one each 0.1 s)
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = await run_worker(InboundWorker(redis, keys, FAST, pipe, consumer="w-a"), stop)
+        try:
+            await add(redis, keys, event("s3"))
+            await until(lambda: len(rounds) >= 8, 10, "eight renewal rounds")
+        finally:
+            stop.set()
+            await task
+    failed = [e for e in logs if e["event"] == "consumer_lease_renew_failed"]
+    assert [e["error"] for e in failed] == ["ConnectionError", "ConnectionError"]
+
+
 class _Events:
     """Stands in for a module's structlog logger; keeps the event names."""
 
