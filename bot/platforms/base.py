@@ -9,9 +9,10 @@ HTTP client session.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import aiohttp
 
@@ -29,13 +30,26 @@ class PayloadError(Exception):
     """The body is not a payload this platform sends (→ 400, nothing stored)."""
 
 
+def _not_json_number(literal: str) -> NoReturn:
+    raise PayloadError(f"{literal} is not a JSON number")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e400: an overflow Python reads as infinity
+        _not_json_number(literal)
+    return value
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     """A webhook body that must be one JSON object, or the PayloadError saying why not.
     Lone surrogates in its strings become U+FFFD: storing them would fail, and the 503
-    would make the platform resend the event forever."""
+    would make the platform resend the event forever. NaN and infinities (which Python
+    reads, though JSON has none) are refused: a NaN time would reach the ticket's
+    messages, whose JSON no browser can parse."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(body, parse_constant=_not_json_number, parse_float=_finite)
+    except ValueError as e:  # not JSON, not UTF-8, or an integer too long to convert
         raise PayloadError("body is not JSON") from e
     except RecursionError as e:
         raise PayloadError("body is nested too deeply") from e

@@ -12,6 +12,7 @@ Options: ``rate_limits`` overrides, ``more_link``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -50,6 +51,27 @@ def crc_response(consumer_secret: str, crc_token: str) -> dict[str, str]:
 
 def sign(consumer_secret: str, body: bytes) -> str:
     return "sha256=" + hmac_sha256_b64(consumer_secret, body)
+
+
+# v1.1 tweet text carries &, < and > entity-encoded (and nothing else): decoded in one
+# pass, so a customer's own "&lt;" stays as written.
+_TWEET_ESCAPES = re.compile(r"&(amp|lt|gt);")
+_UNESCAPED = {"amp": "&", "lt": "<", "gt": ">"}
+
+
+def _as_written(text: str, entities: Any, *, escaped: bool) -> str:
+    """Text as the customer typed it: entity-decoded (tweets), and every t.co wrapper
+    replaced by the link it stands for (``entities.urls``), so an order link or tracking
+    number in it reaches the NLU and the agent."""
+    if escaped:
+        text = _TWEET_ESCAPES.sub(lambda m: _UNESCAPED[m[1]], text)
+    urls = entities.get("urls") if isinstance(entities, dict) else None
+    for u in urls if isinstance(urls, list) else []:
+        if isinstance(u, dict) and isinstance(u.get("url"), str) and u["url"]:
+            expanded = u.get("expanded_url")
+            if isinstance(expanded, str) and expanded:
+                text = text.replace(u["url"], expanded)
+    return text
 
 
 def _created(s: Any) -> float:
@@ -155,7 +177,7 @@ class XAdapter(ApiAdapter):
                 followers=int(user.get("followers_count") or 0),
                 verified=bool(user.get("verified") or user.get("verified_type")),
             ),
-            text=str(text),
+            text=_as_written(str(text), entities, escaped=True),
             language=lang if isinstance(lang, str) and lang != "und" else None,
             conversation_id=str(t.get("in_reply_to_status_id_str") or tid),
             reply_to_id=tid,
@@ -175,6 +197,7 @@ class XAdapter(ApiAdapter):
         if sender == me:
             return None  # a DM we sent
         user = users.get(sender) or {}
+        data = mc.get("message_data") or {}
         try:
             created = int(str(e.get("created_timestamp"))) / 1000.0
         except (TypeError, ValueError):
@@ -190,7 +213,8 @@ class XAdapter(ApiAdapter):
                 followers=int(user.get("followers_count") or 0),
                 verified=bool(user.get("verified")),
             ),
-            text=str((mc.get("message_data") or {}).get("text") or ""),
+            # DM text is not known to be entity-encoded: only its links are unwrapped.
+            text=_as_written(str(data.get("text") or ""), data.get("entities"), escaped=False),
             conversation_id=f"dm:{sender}",
             created_at=created,
             received_at=now,
