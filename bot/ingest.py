@@ -179,6 +179,23 @@ def _refused(
     return "malformed", _error(400, str(e))
 
 
+def _parse(adapter: PlatformAdapter, raw: bytes) -> list[InboundEvent]:
+    """The adapter's events, or PayloadError: a signed body whose fields have the wrong
+    types ("entities": [], "acct": null) is as malformed as one that is not JSON, and a
+    500 would have the platform resend it for as long as it retries."""
+    try:
+        return adapter.parse(raw)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+        # Logged with the exception's type, so an adapter bug still shows.
+        log.warning(
+            "webhook_field_types",
+            platform=adapter.name,
+            account=adapter.account.id,
+            error=type(e).__name__,
+        )
+        raise PayloadError("a field has the wrong type") from e
+
+
 class IngestRoutes:
     """The webhook endpoints; adapters are looked up by (platform, account id)."""
 
@@ -233,7 +250,7 @@ class IngestRoutes:
             return "too_large", _error(413, f"body larger than {self._max} bytes")
         try:
             adapter.verify(request.headers, request.query, raw)
-            events = adapter.parse(raw)
+            events = _parse(adapter, raw)
         except (SignatureError, PayloadError) as e:
             return _refused(adapter, e)
         try:

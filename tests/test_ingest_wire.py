@@ -152,3 +152,44 @@ async def test_numbers_json_does_not_have_are_400_and_store_nothing(  # type: ig
     resp = await client.post("/webhooks/generic/acme", data=body, headers=headers)
     assert resp.status == 400 and "error" in await resp.json()
     assert await redis.dbsize() == 0
+
+
+def _x_mention(**changes: Any) -> dict[str, Any]:
+    tweet = copy.deepcopy(TWEET)
+    for path, value in changes.items():
+        where, _, key = path.rpartition("__")
+        (tweet[where] if where else tweet)[key] = value
+    return {"for_user_id": BRAND, "tweet_create_events": [tweet]}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _x_mention(entities=["not", "an", "object"]),
+        _x_mention(user__followers_count="many"),
+    ],
+    ids=["entities-list", "followers-not-a-number"],
+)
+async def test_signed_x_body_with_fields_of_the_wrong_type_is_400(  # type: ignore[no-untyped-def]
+    client, redis, keys, payload
+) -> None:
+    """Signed, JSON, but not what X sends: it was a 500, which X retries."""
+    resp = await post_x(client, payload)
+    assert resp.status == 400 and "wrong type" in (await resp.json())["error"]
+    assert await inbound_events(redis, keys) == []
+
+
+async def test_signed_mastodon_body_with_a_null_account_is_400(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    status = {
+        "id": "108914343542683797",
+        "created_at": "2022-08-30T23:09:54.070Z",
+        "visibility": "direct",
+        "content": "<p>@shop hi</p>",
+        "account": {"id": "108892712797543112", "acct": None},
+        "mentions": [{"id": "109000000000000001", "acct": "shop"}],
+    }
+    body = json.dumps({"event": "status.created", "object": status}).encode()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature": mastodon_signature(body)}
+    resp = await client.post("/webhooks/mastodon/brandm", data=body, headers=headers)
+    assert resp.status == 400
+    assert await inbound_events(redis, keys) == []
