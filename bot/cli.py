@@ -46,13 +46,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings.server.host = args.host
     if args.port:
         settings.server.port = args.port
-    from bot.demo import enable_demo, forget_demo, install_demo
+    from bot.demo import enable_demo, forget_demo, install_demo, serve_demo_shop
 
     if args.demo:
         enable_demo(settings)  # every role: a worker sends to the sandbox accounts
         app = build_app(settings, role=args.role)
-        if args.role != "worker":  # a worker serves neither the sandbox nor the console
+        if args.role != "worker":
             install_demo(app)
+        else:  # no sandbox, console or banner; but it looks orders up at its own address
+            serve_demo_shop(app)
     else:
         forget_demo(settings)  # the commands beside it see the accounts it serves
         app = build_app(settings, role=args.role)

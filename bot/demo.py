@@ -187,12 +187,19 @@ async def demo_shop(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def install_demo(app: web.Application, *, out: TextIO | None = None) -> None:
-    """Once Redis is open: create the demo supervisor and print the addresses and token.
-    Serves the pretend shop too, where enable_demo made it the order lookup."""
+def serve_demo_shop(app: web.Application) -> None:
+    """The pretend shop's route, where enable_demo made it the order lookup: on every
+    role, since the lookup URL is this process's own address (a worker's too)."""
     settings = app[K.SETTINGS]
     if settings.dialog.order_lookup_url == base_url(settings) + DEMO_SHOP_PATH:
         app.router.add_get(DEMO_SHOP_PATH, demo_shop)
+
+
+def install_demo(app: web.Application, *, out: TextIO | None = None) -> None:
+    """Once Redis is open: create the demo supervisor and print the addresses and token.
+    Serves the pretend shop too (:func:`serve_demo_shop`)."""
+    settings = app[K.SETTINGS]
+    serve_demo_shop(app)
 
     async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         token = await ensure_demo_agent(app[K.REDIS], app[K.KEYS], state_path(settings))

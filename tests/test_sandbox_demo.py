@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,8 @@ def test_serve_demo_prints_addresses_only_where_they_are_served(
     redis_server: Any, tmp_path: Path, role: str, prints: bool
 ) -> None:
     """`serve --demo --role worker` printed a sandbox and console address it does not serve
-    (the worker has neither page)."""
+    (the worker has neither page). Every role serves the pretend shop: the worker, which
+    looks orders up, asks its own address, where nothing answered."""
     config = tmp_path / "replydesk.yml"
     settings = {"dialog": {"pipeline": "pass-through"}, "redis": {"data_dir": str(tmp_path)}}
     config.write_text(yaml.safe_dump(settings))
@@ -98,7 +100,9 @@ def test_serve_demo_prints_addresses_only_where_they_are_served(
     with serving(
         config, "--demo", "--role", role, port=port, env=env_with_redis(redis_server.url), log=log
     ):
-        pass
+        shop = f"http://127.0.0.1:{port}{DEMO_SHOP_PATH}?order=A12345&platform=sandbox"
+        with urllib.request.urlopen(shop, timeout=5) as resp:
+            assert json.load(resp)["status"] == "shipped"
     out = log.read_text()
     assert ("customer sandbox:" in out) is prints, out
     assert (f"http://127.0.0.1:{port}/console" in out) is prints, out
