@@ -210,7 +210,7 @@ TICKETS_RESOLVED = Counter(
 )
 TICKETS_OPEN = Gauge(
     "replydesk_tickets_open",
-    "Open tickets (the agent queue depth) by priority, refreshed by the SLA scanner.",
+    "Open tickets (the agent queue depth) by priority, read from Redis by every SLA scanner.",
     ["priority"],
     registry=REGISTRY,
 )
@@ -284,8 +284,9 @@ PLATFORM_STREAM_CATCHUP = Counter(
 # A labelled child appears on its first inc(), at 1, and Prometheus' increase()/rate()
 # count nothing into a series' first sample: the first dead letter, lost lease, failed
 # notification or SLA breach of a process would never reach the alerts that watch them
-# (docker/prometheus-rules.yml). So the label values known here start at 0; the
-# per-account ones once the config is read (start_accounts_at_zero, from bot/app.py).
+# (docker/prometheus-rules.yml), nor a process's first crisis alert or ticket the
+# dashboard's counts. So the label values known here start at 0; the per-account ones
+# once the config is read (start_accounts_at_zero, from bot/app.py).
 DEAD_LETTER_SOURCES = ("inbound", "outbox")
 CONSUMER_ROLES = ("worker", "sender")  # StreamConsumer.role of InboundWorker, Sender
 WORKER_RESULTS = ("done", "failed", "dead", "skipped_done")
@@ -295,6 +296,8 @@ NOTIFICATION_RESULTS = ("ok", "error", "dropped", "disabled")
 SLA_ALERT_KINDS = ("at_risk", "breach")
 SLA_CLOCKS = ("first_response", "next_response", "resolution")  # escalation.sla.CLOCKS
 SLA_PRIORITIES = ("urgent", "high", "normal", "low")  # the default escalation.policies
+TICKET_CHANNELS = ("mention", "dm")  # escalation.sla.CHANNELS
+CRISIS_TRANSITIONS = ("raised", "cleared")
 
 
 def _start_at_zero() -> None:
@@ -313,6 +316,10 @@ def _start_at_zero() -> None:
         for clock in SLA_CLOCKS:
             for priority in SLA_PRIORITIES:
                 SLA_ALERTS.labels(kind, clock, priority)
+    for priority in SLA_PRIORITIES:
+        TICKETS_RESOLVED.labels(priority)
+        for channel in TICKET_CHANNELS:
+            TICKETS_OPENED.labels(priority, channel)
 
 
 _start_at_zero()
@@ -320,8 +327,11 @@ _start_at_zero()
 
 def start_accounts_at_zero(accounts: Iterable[tuple[str, str]], kinds: Iterable[str]) -> None:
     """The per-account series, for the configured (platform, account) pairs once the
-    config is read: a worker's first negative post counts towards the spike rules."""
+    config is read: a worker's first negative post counts towards the spike rules, and
+    its first crisis alert towards the dashboard's count of them."""
     kinds = tuple(kinds)
     for platform, account in accounts:
         for kind in kinds:
             NEGATIVE_MESSAGES.labels(platform, account, kind)
+        for transition in CRISIS_TRANSITIONS:
+            CRISIS_ALERTS.labels(account, transition)

@@ -1,7 +1,8 @@
 """The SLA scanner: turns due deadlines into at-risk and breach alerts, each once.
 
 Deadlines sit in the ``sla:due`` sorted set. Any number of processes may run a scanner;
-a Redis lock with an expiry (``lock:sla-scanner``) lets one scan at a time. Even without
+a Redis lock with an expiry (``lock:sla-scanner``) lets one scan at a time (each of them
+still refreshes its open-tickets gauge from Redis on every round). Even without
 the lock an alert fires once: the ticket transaction that records it as fired (per run
 of the clock) also removes its deadline member, and a second caller finds it fired.
 Nothing is held in process memory, so alerts survive restarts of Redis (AOF) and of the
@@ -85,9 +86,17 @@ class SlaScanner:
         await release_lock(self.redis, self.lock_key, self.token)
 
     async def scan_once(self, *, use_lock: bool = True) -> list[dict[str, Any]]:
-        """Fire every alert due by now; returns the alerts this call fired."""
-        if use_lock and not await self._acquire():
-            return []
+        """Fire every alert due by now (the lock holder only); returns the alerts this call
+        fired. Every caller refreshes the open-tickets gauge: dashboards take its max
+        across processes, so one that lost the lock must not keep reporting an old count."""
+        fired: list[dict[str, Any]] = []
+        if not use_lock or await self._acquire():
+            fired = await self._fire_due()
+        with contextlib.suppress(Exception):
+            await self.store.refresh_gauges()
+        return fired
+
+    async def _fire_due(self) -> list[dict[str, Any]]:
         fired: list[dict[str, Any]] = []
         for member in await self.store.due_alerts(self.now()):
             # The ticket transaction that marks the alert fired (per clock run) also
@@ -102,8 +111,6 @@ class SlaScanner:
             log.info(
                 "sla_alert", ticket_id=alert["ticket_id"], kind=alert["kind"], clock=alert["clock"]
             )
-        with contextlib.suppress(Exception):
-            await self.store.refresh_gauges()
         return fired
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:

@@ -22,6 +22,7 @@ from bot.config import ConfigError, EscalationConfig, SlaPolicyConfig
 
 CLOCKS = ("first_response", "next_response", "resolution")
 PRIORITIES = ("low", "normal", "high", "urgent")
+CHANNELS = ("mention", "dm")  # a ticket's channel (escalation.tickets)
 _TARGET = {
     "first_response": "first_response_min",
     "next_response": "next_response_min",
@@ -58,6 +59,12 @@ class BusinessCalendar:
             self.tz = ZoneInfo(timezone)
         except Exception as e:
             raise ConfigError(f"escalation.timezone: unknown timezone {timezone!r}") from e
+        # Python's weekday numbers, Monday 0: an ISO 7 (Sunday) would silently never match.
+        bad = [d for d in days if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d <= 6]
+        if bad:
+            raise ConfigError(
+                f"escalation.business_days: expected weekdays 0 (Monday) to 6 (Sunday), got {bad}"
+            )
         self.days = frozenset(days)
         self.start = _hhmm(start, "business_start")
         self.end = _hhmm(end, "business_end")
@@ -129,6 +136,34 @@ class SlaPolicies:
         )
         if not 0 < cfg.at_risk_share < 1:
             raise ConfigError("escalation.at_risk_share: must be between 0 and 1")
+        self._check_policies()
+
+    def _check_policies(self) -> None:
+        """Refuse at start what would otherwise fail or mislead on every ticket: a target
+        of zero minutes breaches a ticket as it opens, a priority or channel no ticket has
+        never applies, and business hours with no working day cannot give a deadline."""
+        named = [(f"policies.{prio}", prio, p) for prio, p in self.cfg.policies.items()]
+        for where, by_prio in self.cfg.overrides.items():
+            _account, slash, channel = where.partition("/")
+            if slash and channel not in CHANNELS:
+                raise ConfigError(
+                    f"escalation.overrides.{where}: the channel after '/' must be one of "
+                    f"{', '.join(CHANNELS)}"
+                )
+            named += [(f"overrides.{where}.{prio}", prio, p) for prio, p in by_prio.items()]
+        for where, prio, p in named:
+            if prio not in PRIORITIES:
+                raise ConfigError(
+                    f"escalation.{where}: unknown priority (expected one of {', '.join(PRIORITIES)})"
+                )
+            for attr in _TARGET.values():
+                if not getattr(p, attr) > 0:
+                    raise ConfigError(f"escalation.{where}.{attr}: must be greater than 0 minutes")
+        if not self.calendar.days and any(p.business_hours for _w, _p, p in named):
+            raise ConfigError(
+                "escalation.business_days: a policy counts business hours, but no day is a "
+                "working day"
+            )
 
     def policy(self, priority: str, account: str = "", channel: str = "") -> SlaPolicyConfig:
         for key in (f"{account}/{channel}", account):

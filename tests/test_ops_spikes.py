@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from bot.ops.insights import account_insights, record_first_response
 from bot.ops.routes import CLOCK, tick
 from bot.ops.spikes import SpikeDetector, get_alert, list_alerts
 from escalation.agents import AgentStore
-from tests.support.cli import replydesk_cli
+from tests.support.cli import ROOT, replydesk_cli
 from tests.support.notify_hook import hook_server
 from tests.support.redis_server import env_with_redis
 
@@ -425,8 +426,11 @@ async def test_insights_and_alerts_commands(
     await SpikeDetector(redis, keys, ops).observe("acme", now=start - ops.window_s - 120)
     await burst(redis, keys, start=start, n=12, n0=0, every_s=5)
     cfg = tmp_path / "replydesk.yml"
+    # Its own data dir: the default ./var may hold a `serve --demo`'s demo accounts,
+    # which the CLI lists beside the configured ones.
     cfg.write_text(
         "ops: {bucket_s: 60, window_s: 600, min_count: 10}\n"
+        f"redis: {{data_dir: {json.dumps(str(tmp_path / 'var'))}}}\n"
         "accounts: [{id: acme, platform: generic, secrets: {signing_secret: x}}]\n"
     )
     out = await asyncio.to_thread(run_cli, redis_server.url, cfg, "insights", "--account", "acme")
@@ -452,3 +456,92 @@ async def test_a_redelivered_event_counts_once(redis: Any, keys: Any) -> None:
     ins = await account_insights(redis, keys, CFG, "acme", now=T0)
     assert ins["messages"] == 1 and ins["negative"] == 1
     assert (await SpikeDetector(redis, keys, CFG).observe("acme", now=T0)).count == 1
+
+
+def test_a_workers_crisis_alert_counters_exist_at_zero_once_configured() -> None:
+    """The dashboard counts crisis alerts with increase(), which sees nothing into a
+    series' first sample: a counter born at 1 on a worker's first raise (often its only
+    one) would show no alert at all."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code = (
+        "from prometheus_client import generate_latest\n"
+        "from bot.app import build_app\n"
+        "from bot.config import load_settings\n"
+        "from bot.metrics import REGISTRY\n"
+        "s = load_settings(None, env={'REDIS_URL': 'redis://127.0.0.1:1/0'}, overrides={\n"
+        "    'accounts': [{'id': 'shop', 'platform': 'generic', 'handle': 'shop',\n"
+        "                  'secrets': {'signing_secret': 's'}}]})\n"
+        "build_app(s, role='worker')\n"
+        "print(generate_latest(REGISTRY).decode())\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    samples = {
+        (x.name, x.labels.get("account"), x.labels.get("transition")): x.value
+        for f in text_string_to_metric_families(res.stdout)
+        for x in f.samples
+    }
+    for transition in ("raised", "cleared"):
+        assert samples[("replydesk_crisis_alerts_total", "shop", transition)] == 0
+
+
+@pytest.mark.parametrize("fails", ["counts", "spike"])
+async def test_a_run_that_fails_part_way_is_counted_by_the_redelivery(
+    redis: Any, keys: Any, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """A Redis error (or a killed worker) between the insights counts and the spike count
+    fails the event, which is delivered again: that run counts what the first did not,
+    and nothing twice."""
+    import bot.ops.recorder as recorder
+
+    class Down(Exception):
+        pass
+
+    real = {"counts": recorder.queue_counts, "spike": SpikeDetector.observe}[fails]
+    calls: list[int] = []
+
+    def once(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise Down
+        return real(*args, **kw)
+
+    if fails == "counts":
+        monkeypatch.setattr(recorder, "queue_counts", once)
+    else:
+        monkeypatch.setattr(SpikeDetector, "observe", once)
+    e = ev(1, BURST[0], T0)
+    for attempt in range(3):  # the failed run, its redelivery, and one more
+        try:
+            await record_message(
+                redis, keys, e, intent="complaint", negative=True, decision="escalate",
+                now=T0 + attempt, cfg=CFG,
+            )  # fmt: skip
+        except Down:
+            assert attempt == 0
+    monkeypatch.undo()
+    ins = await account_insights(redis, keys, CFG, "acme", now=T0)
+    assert ins["messages"] == 1 and ins["negative"] == 1
+    assert (await SpikeDetector(redis, keys, CFG).observe("acme", now=T0 + 5)).count == 1
+
+
+async def test_a_limit_below_one_is_refused(
+    redis: Any, keys: Any, settings: Any, aiohttp_client: Any
+) -> None:
+    """``limit=0`` listed one alert (the loop stopped after its first); 0 rows asked for
+    is a mistake to say, not a list to guess."""
+    settings.ops = CFG
+    client = await aiohttp_client(build_app(settings, role="web"))
+    auth = {"Authorization": f"Bearer {await AgentStore(redis, keys).add('ana', 'agent')}"}
+    n = await quiet_period(redis, keys, start=T0, hours=1)
+    await burst(redis, keys, start=T0 + 3600, n=12, n0=n)
+    assert len((await (await client.get("/api/v1/alerts", headers=auth)).json())["alerts"]) == 1
+    for path in ("/api/v1/alerts?limit=0", "/api/v1/insights?account=acme&limit=0"):
+        r = await client.get(path, headers=auth)
+        assert r.status == 400, path
+        assert (await r.json())["error"]["message"] == "limit: expected an integer of at least 1"
+    r = await client.get("/api/v1/alerts?limit=1", headers=auth)
+    assert r.status == 200 and len((await r.json())["alerts"]) == 1

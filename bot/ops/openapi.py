@@ -29,7 +29,11 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 _q("status", "active or cleared"),
                 _q("account", "only this account"),
-                _q("limit", "at most this many (default 50)", kind="integer"),
+                _q(
+                    "limit",
+                    "at most this many: 1 or more, capped at 500 (default 50)",
+                    kind="integer",
+                ),
             ],
             "responses": {"200": {"description": "{alerts: [...]}"}, "400": _ERR, "401": _ERR},
         }
@@ -46,7 +50,12 @@ PATHS: dict[str, Any] = {
                 {"name": "alert_id", "in": "path", "required": True, "schema": {"type": "string"}},
                 _q("messages", "how many of the newest messages (default 200)", kind="integer"),
             ],
-            "responses": {"200": {"description": "the alert"}, "401": _ERR, "404": _ERR},
+            "responses": {
+                "200": {"description": "the alert"},
+                "400": _ERR,
+                "401": _ERR,
+                "404": _ERR,
+            },
         }
     },
     "/insights": {
@@ -60,7 +69,7 @@ PATHS: dict[str, Any] = {
             ),
             "parameters": [
                 _q("account", "account id", required=True),
-                _q("limit", "rows per list (default 15)", kind="integer"),
+                _q("limit", "rows per list: 1 or more, capped at 100 (default 15)", kind="integer"),
             ],
             "responses": {
                 "200": {"description": "insights"},

@@ -59,12 +59,13 @@ async def _require_agent(request: web.Request) -> Any:
     return agent
 
 
-def _int(request: web.Request, name: str, default: int, hi: int) -> int:
+def _int(request: web.Request, name: str, default: int, hi: int, *, lo: int = 0) -> int:
+    """A query integer, at least ``lo`` (else 400), at most ``hi`` (larger is capped)."""
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise _error(400, "invalid", f"{name}: expected a non-negative integer")
+    if not raw.isdigit() or int(raw) < lo:
+        raise _error(400, "invalid", f"{name}: expected an integer of at least {lo}")
     return min(int(raw), hi)
 
 
@@ -79,7 +80,7 @@ async def alerts_view(request: web.Request) -> web.Response:
         request.app[K.KEYS],
         status=status,
         account=request.query.get("account") or None,
-        limit=_int(request, "limit", 50, 500),
+        limit=_int(request, "limit", 50, 500, lo=1),
     )
     return web.json_response({"alerts": alerts})
 
@@ -113,7 +114,7 @@ async def insights_view(request: web.Request) -> web.Response:
         settings.ops,
         account,
         now=request.app[CLOCK](),
-        limit=_int(request, "limit", 15, 100),
+        limit=_int(request, "limit", 15, 100, lo=1),
     )
     return web.json_response(body)
 

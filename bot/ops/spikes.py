@@ -9,7 +9,9 @@ Each account has, in Redis (all under ``keys.ns("ops", ...)``):
   raised alert can take the messages that made it;
 * ``alerts`` zset of alert ids by raise time; ``alert:{id}`` hash; ``alert:{id}:events``
   list of the spike's messages (the window at raise time, then every negative message
-  while it stays active).
+  while it stays active);
+* ``spiked:{event key}`` string with a TTL: the message was counted (a redelivered event
+  is not counted twice).
 
 One Lua script counts, folds the baseline, decides the transition and writes everything
 the transition implies: the alert, its messages, the console banner event on
@@ -54,12 +56,13 @@ _RETRIES = 5
 
 # KEYS: 1 state, 2 buckets, 3 recent, 4 alerts index, 5 new alert hash, 6 new alert events,
 #       7 active alert hash, 8 active alert events (both = 5, 6 when none is active),
-#       9 console events stream, 10 notification queue
+#       9 console events stream, 10 notification queue, 11 the message's "counted once"
+#       marker (any key when ARGV[20] is '')
 # ARGV: 1 now, 2 bucket_s, 3 nwin, 4 alpha, 5 floor, 6 factor, 7 min_count, 8 clear_ratio,
 #       9 increment (0|1), 10 item json, 11 events_max, 12 new alert id, 13 account, 14 ttl,
 #       15 active alert id the caller read ('' for none), 16 events stream maxlen,
 #       17 notification queue max, 18 raised text format (count, baseline, threshold, id),
-#       19 cleared text format (id, peak)
+#       19 cleared text format (id, peak), 20 marker ttl ('': count without a marker)
 # Returns {transition, alert id, window count, baseline, threshold, peak} as strings, or
 # {'retry'} when the active alert is no longer the one the caller read.
 _SPIKE_LUA = """
@@ -82,7 +85,13 @@ local active = st[3] or ''
 if active ~= ARGV[15] then
   return {'retry'}
 end
-if ARGV[9] == '1' then
+-- A message counts once, whichever run of its event gets here first (the marker is set
+-- with the count, so a run that failed before this line counts it on the next one).
+local inc = ARGV[9] == '1'
+if inc and ARGV[20] ~= '' then
+  inc = redis.call('SET', KEYS[11], '1', 'NX', 'EX', tonumber(ARGV[20])) ~= false
+end
+if inc then
   redis.call('HINCRBY', KEYS[2], tostring(cur), 1)
   redis.call('ZADD', KEYS[3], now, ARGV[10])
 end
@@ -162,7 +171,7 @@ else
       peak = count
       redis.call('HSET', KEYS[1], 'peak', tostring(peak))
     end
-    if ARGV[9] == '1' then
+    if inc then
       -- later messages of the same spike join it
       redis.call('RPUSH', KEYS[8], ARGV[10])
       redis.call('LTRIM', KEYS[8], -events_max, -1)
@@ -240,12 +249,22 @@ class SpikeDetector:
         self._script = redis.register_script(_SPIKE_LUA)
         self._alpha = 1.0 - 0.5 ** (cfg.bucket_s / cfg.baseline_half_life_s)
 
-    async def observe(self, account: str, *, now: float, item: str | None = None) -> SpikeState:
+    async def observe(
+        self,
+        account: str,
+        *,
+        now: float,
+        item: str | None = None,
+        once: str | None = None,
+        once_ttl_s: int = 24 * 3600,
+    ) -> SpikeState:
         """Count one negative message (``item``) or just re-evaluate (``item`` None). The
         script records a transition with its banner event and notification; this process
-        then updates its metrics and logs it."""
+        then updates its metrics and logs it. ``once``: the message's event key; another
+        call with it (a redelivered event) re-evaluates without counting it again."""
         k = self.keys
         state_key = ops_key(k, "spike", account)
+        marker = ops_key(k, "spiked", once or "-")
         for _ in range(_RETRIES):
             new_id = f"{int(now)}-{secrets.token_hex(4)}"
             active = as_str(await self.redis.hget(state_key, "alert") or b"")
@@ -261,6 +280,7 @@ class SpikeDetector:
                     ops_key(k, "alert", active or new_id, "events"),
                     k.events,
                     notify.queue_key(k),
+                    marker,
                 ],
                 args=[
                     repr(float(now)),
@@ -282,6 +302,7 @@ class SpikeDetector:
                     notify.MAX_QUEUED,
                     self._raised_text(account),
                     self._cleared_text(account),
+                    once_ttl_s if once else "",
                 ],
             )
             if as_str(raw[0]) != "retry":
