@@ -98,13 +98,15 @@ class SlaScanner:
 
     async def _fire_due(self) -> list[dict[str, Any]]:
         fired: list[dict[str, Any]] = []
-        for member in await self.store.due_alerts(self.now()):
+        now = self.now()
+        for member in await self.store.due_alerts(now):
             # The ticket transaction that marks the alert fired (per clock run) also
             # removes its member, so exactly one concurrent caller gets the alert.
             message = self.notifier.message if self.notifier is not None else None
             alert = await self.store.fire_alert(member, message)
             if alert is None:
-                await self.store.take_alert(member)  # stale: the clock stopped or restarted
+                # Stale (the clock stopped or restarted), unless its deadline moved later.
+                await self.store.take_alert(member, due_by=now)
                 continue
             fired.append(alert)
             metrics.SLA_ALERTS.labels(alert["kind"], alert["clock"], alert["priority"]).inc()

@@ -230,6 +230,17 @@ class _Change:
     write: bool = True
 
 
+# KEYS: the due set. ARGV: member, due by. Removes the member only while its deadline is
+# still due by then: one a priority change moved later stays for its new time.
+_TAKE_DUE_LUA = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
 class TicketStore:
     def __init__(
         self,
@@ -244,6 +255,7 @@ class TicketStore:
         self.cfg = cfg or EscalationConfig()
         self.sla = SlaPolicies(self.cfg)
         self.now = clock
+        self._take_due = redis.register_script(_TAKE_DUE_LUA)
 
     # -- key names -------------------------------------------------------------
     def k_ticket(self, tid: str) -> str:
@@ -1081,9 +1093,10 @@ class TicketStore:
             for m in await self.redis.zrangebyscore(self.k_due, 0, now, start=0, num=limit)
         ]
 
-    async def take_alert(self, member: str) -> bool:
-        """Remove ``member`` from the due set; True for the one caller that removed it."""
-        return bool(await self.redis.zrem(self.k_due, member))
+    async def take_alert(self, member: str, *, due_by: float) -> bool:
+        """Remove ``member`` from the due set if it is still due by ``due_by`` (a deadline
+        moved later meanwhile keeps it); True for the one caller that removed it."""
+        return bool(await self._take_due(keys=[self.k_due], args=[member, repr(due_by)]))
 
     async def fire_alert(
         self,
@@ -1110,6 +1123,11 @@ class TicketStore:
                 ch.write = False
                 return None
             now = self.now()
+            # Read as due by the scanner, but a priority lowered since moved it later.
+            at = c.due if kind == "breach" else c.at_risk_at
+            if at is None or at > now:
+                ch.write = False
+                return None
             due = c.due  # the deadline that fired (a bump reschedules only the others)
             alert = {"clock": clock, "kind": kind, "due_at": due, "priority_before": t.priority}
             if kind == "at_risk":

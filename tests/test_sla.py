@@ -334,6 +334,35 @@ async def test_priority_change_reschedules_running_clocks(
     assert [f["kind"] for f in fired] == ["at_risk", "breach"]
 
 
+async def test_a_deadline_moved_later_after_the_scanner_read_it_is_not_a_breach(
+    store: TicketStore, clock: FakeClock
+) -> None:
+    """The scanner read the breach as due, then a supervisor lowered the priority (the
+    deadline moved past now) before the ticket transaction: no breach fires, no priority
+    bump, and the deadline stays in the due set for its new time, where it fires."""
+    tid = await open_ticket(store, clock)
+    clock.t = (await clocks(store, tid))["first_response"]["due_at"] + 1
+    due = await store.due_alerts(clock.t)
+    breach = f"{tid}|first_response|1|breach"
+    assert breach in due
+    await store.set_priority(tid, "low", "sue")  # first response: 30 min -> 240 min
+    scanner = SlaScanner(store, clock=clock)
+    for member in due:
+        assert await store.fire_alert(member) is None
+        await store.take_alert(member, due_by=clock.t)  # what the scanner does with None
+    t = await store.get(tid)
+    assert t.priority == "low" and not t.clocks["first_response"].breached
+    assert not [h for h in (await store.lists(tid))["history"] if h["action"] == "sla.breach"]
+    moved = (await clocks(store, tid))["first_response"]["due_at"]
+    assert moved > clock.t and await store.redis.zscore(store.k_due, breach) == moved
+    clock.t = moved + 1
+    fired = await scanner.scan_once()
+    assert [(f["kind"], f["priority_before"]) for f in fired] == [
+        ("at_risk", "low"),
+        ("breach", "low"),
+    ]
+
+
 async def test_a_breach_records_the_priority_it_raised(
     store: TicketStore, clock: FakeClock
 ) -> None:
