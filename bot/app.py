@@ -42,6 +42,7 @@ from escalation.api import register_api
 from escalation.console import setup_console
 from escalation.sandbox import setup_sandbox
 from escalation.scanner import Notifier, SlaScanner
+from escalation.sla import SlaPolicies
 from escalation.tickets import TicketStore
 from escalation.undeliverable import note_undeliverable
 
@@ -49,6 +50,15 @@ log = structlog.get_logger(__name__)
 
 ROLES = ("all", "web", "worker")
 PipelineFactory = Callable[[web.Application], Pipeline]
+
+
+def check_config(settings: Settings) -> None:
+    """Raise ConfigError for what start-up refuses beyond ``load_settings``: an account
+    its platform adapter cannot serve, SLA policies that cannot time a ticket. ``replydesk
+    config`` runs it too, so its "config OK" means ``serve`` gets past the config."""
+    for account in settings.accounts:
+        adapter_for(account)
+    SlaPolicies(settings.escalation)
 
 
 def build_app(
@@ -59,6 +69,7 @@ def build_app(
 ) -> web.Application:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
+    check_config(settings)  # before anything starts: a bad policy stops serve at once
     app = web.Application(
         client_max_size=settings.ingest.max_body_bytes, middlewares=[storage_down]
     )

@@ -133,9 +133,12 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _config_check(settings: Settings, args: argparse.Namespace) -> int:
-    """The accounts this command line sees, and where each comes from."""
+    """The accounts this command line sees, and where each comes from, once the config
+    passes what ``serve`` checks at start."""
+    from bot.app import check_config
     from bot.demo import state_path
 
+    check_config(settings)
     demo = set(settings.demo_accounts)
     n, d = len(settings.accounts), len(demo)
     print(f"config OK ({settings.source}); {n} account(s): {n - d} configured, {d} demo")

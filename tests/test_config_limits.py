@@ -42,6 +42,9 @@ def test_log_level_is_case_insensitive(tmp_path):
         (("--log-level", "loud", "config"), ""),
         (("config",), "log_level: loud\n"),
         (("config",), "ops: {baseline_half_life_s: 0}\n"),
+        # Checked where the SLA clocks are built: `config` said "config OK" for these.
+        (("config",), "escalation: {business_days: [1, 7]}\n"),
+        (("config",), "escalation: {policies: {normal: {first_response_min: 0}}}\n"),
     ],
 )
 def test_a_bad_setting_exits_2_with_one_line(tmp_path, args, text):
