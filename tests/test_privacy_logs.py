@@ -221,7 +221,13 @@ def test_config_check_prints_secret_names_only(tmp_path) -> None:
     path.write_text(
         json.dumps(
             {
-                "accounts": [{"id": "acme", "platform": "generic", "secrets": {"k": SECRET}}],
+                "accounts": [
+                    {
+                        "id": "acme",
+                        "platform": "generic",
+                        "secrets": {"k": SECRET, "signing_secret": SECRET},
+                    }
+                ],
                 "secrets": {"order_lookup_token": SECRET},
             }
         )
@@ -230,5 +236,5 @@ def test_config_check_prints_secret_names_only(tmp_path) -> None:
         "config", config=path, env=env_with_redis(f"redis://:{SECRET}@127.0.0.1:1/0")
     )
     assert out.returncode == 0, out.stderr
-    assert "secrets=['k']" in out.stdout
+    assert "secrets=['k', 'signing_secret']" in out.stdout
     assert SECRET not in out.stdout + out.stderr
