@@ -2,7 +2,8 @@
 
 0. (bot/brain.py, before the NLU: :func:`screen`) ignore our own accounts and automated
    accounts;
-1. ignore calm spam and lottery hunters;
+1. ignore calm spam and lottery hunters, and plain ads the negativity model scores over
+   the answer guard (``spam.ad``);
 2. if a human owns the conversation, join its ticket and say nothing, but carry what
    the message would get as a new escalation (steps 3-5): its priority (the ticket's
    rises to it) and, for a public mention, the acknowledgement that moves it to DM

@@ -149,6 +149,11 @@ PRIZE_CLAIMS = [
     ("won a kettle in the summer giveaway, it never turned up. who do I contact?", "en"),
     ("中奖啦！收货地址发给谁呀", "zh"),
     ("转发抽奖中了一台加湿器，请问奖品什么时候寄出", "zh"),
+    # Won in other words than "I won": on the list, drawn, the one picked.
+    ("just saw I'm on the list of winners, how long does delivery take?", "en"),
+    ("You guys picked me as a winner! Sent my address in DM, did you get it?", "en"),
+    ("中奖名单里有我吗？我的ID是小鱼干", "zh"),
+    ("上周抽奖抽到我了，地址已经私信，请确认一下", "zh"),
 ]
 
 
@@ -179,11 +184,66 @@ async def test_a_calm_prize_claim_goes_to_a_person(text: str, language: str) -> 
         "转发抽奖 求中奖 希望能收到奖品",
         "转发抽奖，中了请联系我",
         "if I won I'd tell my whole address book lol #giveaway",
+        # The impersonation scam's own post: someone else's win.
+        "Congrats, you've been selected as a winner! Claim your reward: t.co/xyz",
+        "恭喜你中奖了！请添加客服微信领取",
     ],
 )
 async def test_a_hunter_with_prize_words_is_still_ignored(text: str) -> None:
     d = await run(text, nlu("spam", 0.99, negativity=0.1))
     assert isinstance(d, Ignore) and d.reason == "spam"
+
+
+async def test_a_winner_asking_about_delivery_is_not_answered_from_the_faq() -> None:
+    """A winner's "how long does delivery take?" reads as a shipping question; the FAQ's
+    delivery times say nothing of a prize, so a person takes it."""
+    faq = ("shipping_time", 0.8, "Orders ship in 1-2 days.")
+    d = await run(
+        "just saw I'm on the list of winners, how long does delivery take?",
+        nlu("shipping", 0.9, faq=faq),
+    )
+    assert isinstance(d, Escalate) and d.reason == "prize_claim"
+
+
+# Ads the negativity model scores over the answer guard (0.40-0.49 on the trained model).
+ADS = [
+    ("兼职刷单，日赚三百，私聊", "zh"),
+    ("招代理，零成本创业，私信了解", "zh"),
+    ("代购正品，价格优惠，加我微信", "zh"),
+    ("airdrop live 🚀 claim your free tokens before it's gone", "en"),
+    ("turn $100 into $2000 in a week, message me", "en"),
+    ("f4f? I always follow back, link in bio", "en"),
+]
+
+
+@pytest.mark.parametrize("text, language", ADS)
+async def test_a_plain_ad_over_the_answer_guard_is_ignored(text: str, language: str) -> None:
+    """Spam-shaped, not negative, no word of a problem: ignored although not calm."""
+    result = nlu("spam", 0.9, language=language, negativity=0.42)
+    d = await run(text, result, language=language)
+    assert isinstance(d, Ignore) and d.reason == "spam" and d.reasons["rule"] == "spam.ad"
+    # Negative, or not called spam: the rule stays out of it.
+    d = await run(text, nlu("spam", 0.9, language=language, negativity=0.55), language=language)
+    assert isinstance(d, Escalate)
+    d = await run(text, nlu("praise", 0.9, language=language, negativity=0.42), language=language)
+    assert not isinstance(d, Ignore)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "@acme can't DM you because you don't follow me",
+        "SCAM: an account with your logo says earn $500 a day, DM me for details. reported it",
+        "刷单返现的钱一直没到账，订单号 A12345",
+        "加我微信的那个客服让我先转账，是骗子吗",
+        "有个号冒充你们说我中奖了，让我加微信，是真的吗？",
+    ],
+)
+async def test_an_ad_shaped_post_with_a_problem_goes_to_a_person(text: str) -> None:
+    """Ad words next to a customer's problem (a scam report, money owed, a winner asking
+    whether the "add my WeChat" message is ours) are not an ad."""
+    d = await run(text, nlu("spam", 0.9, negativity=0.42))
+    assert isinstance(d, Escalate)
 
 
 @pytest.mark.parametrize("kind", ["dm", "mention"])
