@@ -46,7 +46,14 @@ SSE_BLOCK_MS = BLOCKING_READ_MAX_MS
 # How often an open event stream checks its caller is still signed in (a revoked token
 # or a signed-out session must stop receiving ticket events).
 SSE_REAUTH_S = 10.0
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+# A Redis stream id: two unsigned 64-bit parts (ASCII digits only: ``\d`` would take
+# any script's digits, and ``$`` a trailing newline, which Redis then refuses).
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
 
 Handler = Callable[[web.Request, Agent], Awaitable[web.StreamResponse]]
 
@@ -86,6 +93,8 @@ def _op(
             except Exception:
                 log.exception("agent_api_error", op=name)
                 resp = error_response(500, "internal", "unexpected error")
+            if resp.status == 401:  # RFC 9110: a 401 names the scheme it wants
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="replydesk"'
             metrics.AGENT_API_REQUESTS.labels(name, f"{resp.status // 100}xx").inc()
             return resp
 
@@ -97,17 +106,37 @@ def _op(
 async def _body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "too_large", f"body larger than {MAX_BODY} bytes")
-    raw = await request.content.read(MAX_BODY + 1)
+    # read(n) returns what has arrived so far, not n bytes: a body sent in several TCP
+    # segments or chunks is read to its end (or just past the limit).
+    raw = bytearray()
+    while len(raw) <= MAX_BODY:
+        chunk = await request.content.read(MAX_BODY + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > MAX_BODY:
         raise ApiError(413, "too_large", f"body larger than {MAX_BODY} bytes")
     if not raw.strip():
         return {}
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ApiError(400, "bad_json", "body is not valid JSON") from None
+    except RecursionError:
+        raise ApiError(400, "bad_json", "body nests too deeply") from None
+    except ValueError as e:  # bad UTF-8 or syntax, or an integer too long to convert
+        why = (
+            ""
+            if isinstance(e, json.JSONDecodeError | UnicodeDecodeError)
+            else " (a number too long)"
+        )
+        raise ApiError(400, "bad_json", f"body is not valid JSON{why}") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "body must be a JSON object")
+    try:  # "\ud800" is valid JSON but no text: Redis (UTF-8) could never store it
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ApiError(
+            422, "invalid", "body: a string holds a lone surrogate (\\ud800-\\udfff)"
+        ) from None
     return data
 
 
@@ -305,26 +334,32 @@ async def events(request: web.Request, agent: Agent) -> web.StreamResponse:
     (type, e.g. ticket.claimed, sla.breach) and ``data`` (JSON)."""
     redis, stream = request.app[K.REDIS], request.app[K.KEYS].events
     last = request.headers.get("Last-Event-ID") or request.query.get("since") or ""
-    if last and not _STREAM_ID.match(last):
+    if last and not _valid_stream_id(last):
         raise ApiError(422, "invalid", "Last-Event-ID: expected a stream id like 1700000000000-0")
+    if request.method == "HEAD":  # the headers a GET would get, and no stream to hold open
+        return web.Response(headers=_SSE_HEADERS)
     if not last:
         newest: Any = await redis.xrevrange(stream, count=1)
         last = as_str(newest[0][0]) if newest else "0-0"
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
+    resp = web.StreamResponse(headers=_SSE_HEADERS)
     await resp.prepare(request)
 
     async def still_signed_in() -> bool:
         return await authenticate(request) is not None
 
-    with contextlib.suppress(ConnectionError):  # the agent closed the page
-        await _pump(resp, redis, stream, last, still_signed_in)
+    # Once the 200 is sent no error response can follow: a failure ends the stream (the
+    # browser's EventSource reconnects with Last-Event-ID).
+    try:
+        with contextlib.suppress(ConnectionError):  # the agent closed the page
+            await _pump(resp, redis, stream, last, still_signed_in)
+    except Exception as e:
+        log.warning("agent_api_events_ended", error=type(e).__name__)
     return resp
+
+
+def _valid_stream_id(raw: str) -> bool:
+    m = _STREAM_ID.fullmatch(raw)
+    return m is not None and all(int(part) < 2**64 for part in m.groups())
 
 
 async def _pump(

@@ -31,10 +31,16 @@ def _ticket_resp(desc: str = "The ticket after the change") -> dict[str, Any]:
     }
 
 
+def _get_errors(*codes: str) -> dict[str, Any]:
+    """Every route but /openapi.json needs an agent (401) and Redis (503 ``unavailable``)."""
+    return {c: _ERR for c in sorted({"401", "503", *codes})}
+
+
 def _post_errors(*codes: str) -> dict[str, Any]:
-    """Every POST reads a JSON body (400 ``bad_json``, 413 ``too_large``), needs an agent
-    (401), and may find the ticket changing too fast (503 ``busy``)."""
-    return {c: _ERR for c in sorted({"400", "401", "413", "503", *codes})}
+    """Every POST reads a JSON body (400 ``bad_json``, 413 ``too_large``; 422 ``invalid``
+    when it is not an object), needs an agent (401), and may find the ticket changing too
+    fast (503 ``busy``)."""
+    return _get_errors("400", "413", "422", *codes)
 
 
 def _action(
@@ -51,7 +57,7 @@ def _action(
         "responses": {
             "200": _ticket_resp(),
             # 403 only for the supervisor's actions: the others need no role.
-            **_post_errors("404", "409", "422", *(["403"] if supervisor else [])),
+            **_post_errors("404", "409", *(["403"] if supervisor else [])),
         },
     }
     if body is not None:
@@ -112,7 +118,7 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    "401": _ERR,
+                    **_get_errors(),
                 },
             }
         },
@@ -136,7 +142,7 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "limit",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
                     },
                 ],
                 "responses": {
@@ -153,8 +159,7 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    "401": _ERR,
-                    "422": _ERR,
+                    **_get_errors("422"),
                 },
             }
         },
@@ -167,8 +172,7 @@ OPENAPI: dict[str, Any] = {
                         "description": "Ticket detail",
                         "content": {"application/json": {"schema": _ref("TicketDetail")}},
                     },
-                    "401": _ERR,
-                    "404": _ERR,
+                    **_get_errors("404"),
                 },
             }
         },
@@ -228,8 +232,17 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    **_post_errors("404", "409", "422"),
+                    **_post_errors("404", "409"),
                 },
+                "parameters": [
+                    {"$ref": "#/components/parameters/TicketId"},
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "description": "as the body's idempotency_key (the body's wins)",
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$"},
+                    },
+                ],
             }
         },
         "/tickets/{id}/notes": {
@@ -243,7 +256,9 @@ OPENAPI: dict[str, Any] = {
                             "schema": {
                                 "type": "object",
                                 "required": ["text"],
-                                "properties": {"text": {"type": "string", "maxLength": 5000}},
+                                "properties": {
+                                    "text": {"type": "string", "minLength": 1, "maxLength": 5000}
+                                },
                             }
                         }
                     },
@@ -257,7 +272,7 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    **_post_errors("404", "422"),
+                    **_post_errors("404"),
                 },
             }
         },
@@ -267,7 +282,9 @@ OPENAPI: dict[str, Any] = {
             body={
                 "type": "object",
                 "required": ["agent"],
-                "properties": {"agent": {"type": "string"}},
+                "properties": {
+                    "agent": {"type": "string", "description": "an active agent's name"}
+                },
             },
         ),
         "/tickets/{id}/priority": _action(
@@ -301,7 +318,9 @@ OPENAPI: dict[str, Any] = {
                     "sla.at_risk, sla.breach) and `data` (JSON: ticket_id, status, priority, "
                     "at, and per type: assignee, clock, due_at, from, reason, author). "
                     "Comment lines keep the connection alive. The stream ends when the "
-                    "caller's token is revoked or the session ends."
+                    "caller's token is revoked or the session ends, or on a server error "
+                    "(reconnect with Last-Event-ID). A stream id outside Redis's range (each "
+                    "part below 2^64) is 422."
                 ),
                 "parameters": [
                     {
@@ -319,8 +338,7 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": {"description": "event stream", "content": {"text/event-stream": {}}},
-                    "401": _ERR,
-                    "422": _ERR,
+                    **_get_errors("422"),
                 },
             }
         },
@@ -371,6 +389,9 @@ OPENAPI: dict[str, Any] = {
                                         "message": {"type": "string"},
                                         "owner": {"type": "string"},
                                         "field": {"type": "string"},
+                                        "length": {"type": "integer"},
+                                        "limit": {"type": "integer"},
+                                        "platform": {"type": "string"},
                                     },
                                 }
                             },
