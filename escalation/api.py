@@ -206,11 +206,17 @@ async def list_tickets(request: web.Request, agent: Agent) -> web.Response:
     if not 1 <= limit <= 500:
         raise ApiError(422, "invalid", "limit: expected 1..500", field="limit")
     store = _store(request)
-    ts = await store.search(
-        status=status, priority=priority, account=account, assignee=assignee, limit=limit
+    ts, more = await store.search(
+        status=status,
+        priority=priority,
+        account=account,
+        assignee=assignee,
+        limit=limit,
+        after=q.get("after") or None,
     )
     now = store.now()
-    return web.json_response({"tickets": [store.view(t, now=now) for t in ts]})
+    # `next`: a full page may have more behind it (same filters, after=next).
+    return web.json_response({"tickets": [store.view(t, now=now) for t in ts], "next": more})
 
 
 @_op("get")

@@ -144,6 +144,12 @@ OPENAPI: dict[str, Any] = {
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
                     },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "the `next` of the previous page: the tickets after it",
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "responses": {
                     "200": {
@@ -153,7 +159,12 @@ OPENAPI: dict[str, Any] = {
                                 "schema": {
                                     "type": "object",
                                     "properties": {
-                                        "tickets": {"type": "array", "items": _ref("Ticket")}
+                                        "tickets": {"type": "array", "items": _ref("Ticket")},
+                                        "next": {
+                                            "type": ["string", "null"],
+                                            "description": "a full page: pass as `after` "
+                                            "for the next one (null: no more)",
+                                        },
                                     },
                                 }
                             }

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -329,19 +330,23 @@ class TicketStore:
         account: str | None = None,
         assignee: str | None = None,
         limit: int = 100,
-    ) -> list[Ticket]:
-        """Tickets ordered by SLA due time (open) or newest resolution (resolved).
+        after: str | None = None,
+    ) -> tuple[list[Ticket], str | None]:
+        """Tickets ordered by SLA due time (open) or newest resolution (resolved), past
+        ``after`` if given; and, when ``limit`` of them were found, the cursor to pass
+        as ``after`` for the ones behind them (None: the index ended).
 
         Reads the index a page at a time until ``limit`` tickets match or it ends: a
         filter finds its tickets however deep in the queue they are, and no request
         loads the whole queue at once."""
         out: list[Ticket] = []
         now = self.now()
-        async for ids in self._index_pages(resolved=status == "resolved"):
+        start = _parse_cursor(after) if after else None
+        async for entries in self._index_pages(resolved=status == "resolved", after=start):
             tx = self.redis.pipeline(transaction=False)
-            for i in ids:
-                tx.hgetall(self.k_ticket(i))
-            for h in await tx.execute():
+            for tid, _score in entries:
+                tx.hgetall(self.k_ticket(tid))
+            for (tid, score), h in zip(entries, await tx.execute(), strict=True):
                 if not h:  # gone since the index was read
                     continue
                 t = Ticket.from_hash(h)
@@ -355,12 +360,16 @@ class TicketStore:
                         continue
                 out.append(t)
                 if len(out) >= limit:
-                    return out
-        return out
+                    # Where it sat in the index as read (score, then id for ties).
+                    return out, f"{score!r}~{tid}"
+        return out, None
 
-    async def _index_pages(self, *, resolved: bool) -> AsyncIterator[list[str]]:
-        """The ids of ``tickets:open`` (ascending) or ``tickets:resolved`` (descending),
-        ``SCAN_PAGE`` at a time, each id once.
+    async def _index_pages(
+        self, *, resolved: bool, after: tuple[float, str] | None = None
+    ) -> AsyncIterator[list[tuple[str, float]]]:
+        """The (id, score) entries of ``tickets:open`` (ascending) or ``tickets:resolved``
+        (descending), ``SCAN_PAGE`` at a time, each id once; past ``after`` (score, id)
+        if given.
 
         Each page starts at the last score read rather than at an offset, so tickets
         leaving the index ahead of it meanwhile (resolved, rescheduled) shift nothing and
@@ -368,6 +377,8 @@ class TicketStore:
         share that score (ties can outnumber a page)."""
         key = self.k_resolved if resolved else self.k_open
         bound: float | str = "+inf" if resolved else "-inf"
+        if after is not None:
+            bound = after[0]
         skip = 0
         seen: set[str] = set()
         while True:
@@ -387,11 +398,12 @@ class TicketStore:
             skip = skip + ties if last == bound else ties
             bound = last
             # A ticket rescheduled later while we read comes round again: list it once.
-            ids = [as_str(m) for m, _ in page]
-            ids = [i for i in ids if i not in seen]
-            seen.update(ids)
-            if ids:
-                yield ids
+            entries = [(as_str(m), float(score)) for m, score in page]
+            entries = [(i, sc) for i, sc in entries if _past(i, sc, after, resolved)]
+            entries = [(i, sc) for i, sc in entries if i not in seen]
+            seen.update(i for i, _ in entries)
+            if entries:
+                yield entries
             if len(page) < SCAN_PAGE:
                 return
 
@@ -1172,6 +1184,30 @@ class TicketStore:
                 counts[as_str(p)] += 1
         for priority, n in counts.items():
             metrics.TICKETS_OPEN.labels(priority).set(n)
+
+
+def _parse_cursor(raw: str) -> tuple[float, str]:
+    """``TicketStore.cursor``'s (score, id), or TicketError 422 for anything else."""
+    score, sep, tid = raw.partition("~")
+    try:
+        value = float(score)
+    except ValueError:
+        value = math.nan
+    if not sep or not tid or not math.isfinite(value):
+        raise TicketError(
+            422, "invalid", "after: expected a cursor from a previous page", field="after"
+        )
+    return value, tid
+
+
+def _past(tid: str, score: float, after: tuple[float, str] | None, resolved: bool) -> bool:
+    """Whether index entry (score, tid) comes after ``after`` in the index's order (Redis
+    orders equal scores by member: ascending, or descending for the resolved index)."""
+    if after is None:
+        return True
+    if score != after[0]:
+        return score < after[0] if resolved else score > after[0]
+    return tid < after[1] if resolved else tid > after[1]
 
 
 def _customer_msg(event: InboundEvent, now: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -805,9 +806,34 @@ async def test_filtered_listing_looks_past_the_head_of_a_big_queue(
     assert await ids("limit=500") == head
     assert await ids("assignee=none&limit=500") == head
     # The whole queue, past the tied groups' page boundaries: in order, each ticket once.
-    found = await store.search(account="acme", limit=10_000)
+    found, _ = await store.search(account="acme", limit=10_000)
     queue = [t.decode() for t in await redis.zrange(store.k_open, 0, -1)]
     assert [t.id for t in found] == queue[:filler]
+
+    async def pages(query: str) -> list[list[str]]:
+        """Every page of a listing, following `next` (the API once stopped at 500)."""
+        out, after = [], ""
+        while True:
+            r = await api.get(f"{API}/tickets?{query}{after}", headers=auth(api, "ann"))
+            assert r.status == 200, query
+            body = await r.json()
+            out.append([t["id"] for t in body["tickets"]])
+            if body["next"] is None:
+                return out
+            after = f"&after={quote(body['next'])}"
+
+    # Pages of 500 across ties of 1000 (same due time, ordered by id): in order, once each.
+    listed = await pages("limit=500")
+    assert [len(p) for p in listed] == [500, 500, 500, 500, 103]
+    assert [t for p in listed for t in p] == [t for t in queue if t != "T9999"]
+    resolved = [t.decode() for t in await redis.zrevrange(store.k_resolved, 0, -1)]
+    assert [t for p in await pages("status=resolved&limit=300") for t in p] == resolved
+    assert await pages("account=other&limit=2") == [["T9001", "T9002"], ["T9003"]]
+    # A full last page says there may be more; the next one is then empty.
+    assert await pages("account=other&limit=3") == [["T9001", "T9002", "T9003"], []]
+    for bad in ("nope", "1.5", "~T1", "inf~T1", "nan~T1"):
+        r = await api.get(f"{API}/tickets?after={quote(bad)}", headers=auth(api, "ann"))
+        assert r.status == 422 and (await r.json())["error"]["field"] == "after", bad
 
 
 @pytest.mark.parametrize("action", ["claim", "release", "reply", "notes", "resolve", "reopen"])
