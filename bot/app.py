@@ -184,13 +184,18 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(consume(), name="inbound-worker"),
         asyncio.create_task(sender.run(stop), name="outbox-sender"),
     ]
-    if s.worker.stream_retention_s > 0 or s.worker.dead_retention_s > 0:
+    purges: dict[str, retention.Purge] = {}
+    if (days := s.escalation.resolved_retention_days) > 0:
+        tickets = TicketStore(app[K.REDIS], app[K.KEYS], s.escalation)
+        purges["resolved_tickets"] = lambda now: tickets.purge_resolved(before=now - days * 86400)
+    if s.worker.stream_retention_s > 0 or s.worker.dead_retention_s > 0 or purges:
         trim = retention.run(
             app[K.REDIS],
             app[K.KEYS],
             s.worker.stream_retention_s,
             stop,
             dead_keep_s=s.worker.dead_retention_s,
+            purges=purges,
         )
         tasks.append(asyncio.create_task(trim, name="stream-retention"))
     try:

@@ -208,6 +208,9 @@ class EscalationConfig:
     # A reply window closing within this many seconds is flagged on the ticket.
     window_warning_s: int = 4 * 3600
     session_ttl_s: int = 12 * 3600
+    # Resolved tickets (the customer's messages with them) are deleted this many days
+    # after their resolve (bot/retention.py). 0: kept.
+    resolved_retention_days: float = 0.0
 
 
 @dataclass
@@ -361,6 +364,8 @@ class Settings:
                 )
         if not 0 < self.server.port < 65536:
             raise ConfigError(f"server.port: {self.server.port} is not a TCP port")
+        if not self.escalation.resolved_retention_days >= 0:
+            raise ConfigError("escalation.resolved_retention_days: must be 0 (keep) or more")
         if self.worker.max_attempts < 1:
             raise ConfigError("worker.max_attempts: must be at least 1")
         if self.worker.concurrency < 1:  # 0: a worker that never reads, yet ready

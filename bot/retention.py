@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -66,6 +67,9 @@ async def trim_by_age(redis: Redis, stream: str, *, keep_s: float, now: float) -
     )
 
 
+Purge = Callable[[float], Awaitable[int]]  # now -> how many records it deleted
+
+
 async def run(
     redis: Redis,
     keys: Keys,
@@ -74,9 +78,11 @@ async def run(
     interval_s: float = 600.0,
     *,
     dead_keep_s: float = 0.0,
+    purges: Mapping[str, Purge] | None = None,
 ) -> None:
     """Trim every ``interval_s``: inbound and outbox after ``keep_s``, dead letters after
-    ``dead_keep_s`` (0: that one is kept whole)."""
+    ``dead_keep_s`` (0: that one is kept whole); and run each of ``purges`` (records
+    outside the streams, e.g. resolved tickets: ``TicketStore.purge_resolved``)."""
     trims = [
         (keys.inbound, keep_s, trim_stream),
         (keys.outbox, keep_s, trim_stream),
@@ -92,5 +98,12 @@ async def run(
                     log.info("stream_trimmed", stream=stream, removed=removed)
             except Exception as e:  # Redis hiccup: try again next round
                 log.warning("stream_trim_failed", stream=stream, error=type(e).__name__)
+        for what, purge in (purges or {}).items():
+            try:
+                removed = await purge(time.time())
+                if removed:
+                    log.info("records_purged", what=what, removed=removed)
+            except Exception as e:
+                log.warning("purge_failed", what=what, error=type(e).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

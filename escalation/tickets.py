@@ -57,6 +57,8 @@ EVENTS_MAXLEN = 10_000
 EVENT_TTL_S = 30 * 24 * 3600
 # Tickets read per round trip when listing the queue (see TicketStore.search).
 SCAN_PAGE = 500
+# A ticket's keys besides its hash: ticket:{id}:{what} (deleted with it by retention).
+TICKET_LISTS = ("msgs", "notes", "history", "context", "applied", "outbound")
 # Characters of the latest customer message kept on the ticket for the queue's preview.
 PREVIEW_CHARS = 100
 # A bare acknowledgement from the customer does not restart the next-response clock.
@@ -1097,6 +1099,34 @@ class TicketStore:
             return t
 
         return await self._mutate(tid, fn, load=load)
+
+    # -- retention ----------------------------------------------------------------
+    async def purge_resolved(self, *, before: float, limit: int = 500) -> int:
+        """Delete up to ``limit`` tickets resolved before ``before``, with everything they
+        hold (messages, context, notes, history); returns how many. Each goes in its own
+        transaction, watched: one reopened meanwhile is kept."""
+        ids = await self.redis.zrangebyscore(self.k_resolved, "-inf", before, start=0, num=limit)
+        purged = 0
+        for raw in ids:
+            tid = as_str(raw)
+            key = self.k_ticket(tid)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    status, resolved_at = await pipe.hmget(key, "status", "resolved_at")
+                    gone = status is None
+                    when = float(as_str(resolved_at or b"0"))
+                    if not gone and (as_str(status) != "resolved" or when > before):
+                        await pipe.unwatch()  # reopened (and maybe resolved again) since
+                        continue
+                    pipe.multi()
+                    pipe.delete(key, *(self.k_list(tid, what) for what in TICKET_LISTS))
+                    pipe.zrem(self.k_resolved, tid)
+                    await pipe.execute()
+                    purged += not gone
+                except WatchError:
+                    continue  # changed under us: the next round looks again
+        return purged
 
     # -- SLA alerts (the scanner) ----------------------------------------------
     async def due_alerts(self, now: float, limit: int = 200) -> list[str]:

@@ -26,6 +26,7 @@ from tests.support.config_files import assert_refused, write
         ("worker: {block_ms: 0}\n", "worker.block_ms"),
         ("worker: {visibility_timeout_s: 0}\n", "worker.visibility_timeout_s"),
         ("worker: {claim_interval_s: 0}\n", "worker.claim_interval_s"),
+        ("escalation: {resolved_retention_days: -1}\n", "escalation.resolved_retention_days"),
     ],
 )
 def test_values_that_break_later_are_refused_naming_the_key(tmp_path, text, key):

@@ -98,3 +98,72 @@ async def test_worker_role_trims_on_start(
         return await ids(redis, s) == ["3000-0"] and await ids(redis, keys.dead) == [recent]
 
     await until(trimmed, what="the worker's start-up trim")
+
+
+async def _resolved_ticket(redis: Any, keys: Keys, at: float, user: str) -> tuple[Any, str]:
+    """A ticket opened, answered into its lists and resolved at ``at``."""
+    from escalation.tickets import TicketStore
+    from tests.support.escalation import FakeClock, event
+
+    clock = FakeClock(at)
+    store = TicketStore(redis, keys, clock=clock)
+    tid, _ = await store.open_or_append(
+        event(user=user, at=at),
+        reason="complaint",
+        priority="normal",
+        reasons={},
+        context=[{"at": at - 60, "from": "customer", "kind": "dm", "text": "order A1?"}],
+    )
+    await store.add_note(tid, "ann", "called them")
+    clock.advance(60)
+    await store.resolve(tid, "ann")
+    return store, tid
+
+
+async def ticket_keys(redis: Any, keys: Keys, tid: str) -> list[str]:
+    return sorted([k.decode() async for k in redis.scan_iter(match=keys.ns("ticket", tid) + "*")])
+
+
+async def test_resolved_tickets_are_purged_after_their_retention(redis: Any, keys: Keys) -> None:
+    """A ticket resolved before the cut-off goes with everything it holds (the customer's
+    messages, context, notes, history); a later one, an open one and one reopened since
+    stay."""
+    now = time.time()
+    store, old = await _resolved_ticket(redis, keys, now - 40 * DAY, "1")
+    _, recent = await _resolved_ticket(redis, keys, now - 10 * DAY, "2")
+    _, reopened = await _resolved_ticket(redis, keys, now - 50 * DAY, "3")
+    await store.reopen(reopened, "ann")
+    from tests.support.escalation import event
+
+    still_open, _ = await store.open_or_append(
+        event(user="4", at=now - 60 * DAY), reason="complaint", priority="normal", reasons={}
+    )
+    assert len(await ticket_keys(redis, keys, old)) >= 4  # hash, msgs, notes, history...
+    assert await store.purge_resolved(before=now - 30 * DAY) == 1
+    assert await ticket_keys(redis, keys, old) == []
+    assert await redis.zscore(store.k_resolved, old) is None
+    for kept in (recent, reopened, still_open):
+        assert await store.get(kept) is not None, kept
+    assert await store.purge_resolved(before=now - 30 * DAY) == 0
+
+
+async def test_worker_role_purges_resolved_tickets_when_configured(
+    aiohttp_client: Any, redis_server: Any, redis: Any, tmp_path: Any
+) -> None:
+    from bot.app import build_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        redis_server.url, tmp_path, **{"escalation.resolved_retention_days": 30}
+    )
+    keys = Keys(settings.redis.key_prefix)
+    now = time.time()
+    store, old = await _resolved_ticket(redis, keys, now - 31 * DAY, "1")
+    _, recent = await _resolved_ticket(redis, keys, now - 29 * DAY, "2")
+    await aiohttp_client(build_app(settings, role="worker"))
+
+    async def purged() -> bool:
+        return await ticket_keys(redis, keys, old) == []
+
+    await until(purged, what="the worker's start-up purge")
+    assert await store.get(recent) is not None
