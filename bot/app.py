@@ -27,6 +27,7 @@ from bot.config import Settings
 from bot.ingest import IngestRoutes, IngestWriter
 from bot.models import MESSAGE_KINDS
 from bot.ops import register_ops_routes
+from bot.ops.spikes import purge_alerts
 from bot.outbox import Sender
 from bot.pipeline import PassThroughPipeline, Pipeline
 from bot.platforms import adapter_for
@@ -185,6 +186,10 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(sender.run(stop), name="outbox-sender"),
     ]
     purges: dict[str, retention.Purge] = {}
+    if (alert_days := s.ops.alert_retention_days) > 0:
+        purges["crisis_alerts"] = lambda now: purge_alerts(
+            app[K.REDIS], app[K.KEYS], before=now - alert_days * 86400
+        )
     if (days := s.escalation.resolved_retention_days) > 0:
         tickets = TicketStore(app[K.REDIS], app[K.KEYS], s.escalation)
         purges["resolved_tickets"] = lambda now: tickets.purge_resolved(before=now - days * 86400)

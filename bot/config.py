@@ -266,6 +266,9 @@ class OpsConfig:
     tick_s: float = 30.0
     # Messages kept with an alert so agents see the spike together.
     alert_events_max: int = 1000
+    # A cleared alert raised longer ago than this is deleted with its copies of the
+    # customers' messages (bot/retention.py). 0: kept.
+    alert_retention_days: float = 90.0
     # Insights: term counters per bucket; "recent" vs the "baseline" window before it.
     terms_bucket_s: int = 3600
     insights_recent_s: int = 24 * 3600
@@ -288,6 +291,8 @@ class OpsConfig:
             raise ConfigError("ops.min_count: must be at least 1")
         if self.alert_events_max < 1:
             raise ConfigError("ops.alert_events_max: must be at least 1")
+        if not self.alert_retention_days >= 0:
+            raise ConfigError("ops.alert_retention_days: must be 0 (keep) or more")
         if self.factor <= 1.0:
             raise ConfigError("ops.factor: must be greater than 1")
         if not 0.0 < self.clear_ratio <= 1.0:

@@ -337,16 +337,25 @@ async def events(request: web.Request, agent: Agent) -> web.StreamResponse:
     """Server-sent events from the ``events`` stream: ticket changes and SLA alerts.
 
     Each event: ``id`` (stream id; send it back as Last-Event-ID to resume), ``event``
-    (type, e.g. ticket.claimed, sla.breach) and ``data`` (JSON)."""
+    (type, e.g. ticket.claimed, sla.breach) and ``data`` (JSON). A resume from before
+    the oldest event the stream still holds (it keeps the last ~10,000) starts with an
+    ``events.lost`` event, without an id: what happened meanwhile must be read again."""
     redis, stream = request.app[K.REDIS], request.app[K.KEYS].events
     last = request.headers.get("Last-Event-ID") or request.query.get("since") or ""
     if last and not _valid_stream_id(last):
         raise ApiError(422, "invalid", "Last-Event-ID: expected a stream id like 1700000000000-0")
     if request.method == "HEAD":  # the headers a GET would get, and no stream to hold open
         return web.Response(headers=_SSE_HEADERS)
+    lost = False
     if not last:
         newest: Any = await redis.xrevrange(stream, count=1)
         last = as_str(newest[0][0]) if newest else "0-0"
+    else:
+        # The id resumed from was trimmed away, and maybe events after it: Redis 6 (the
+        # embedded one) cannot say which, so the client is told to read everything again.
+        # (`since=0-0` asks for all the stream holds, whatever it once held.)
+        oldest: Any = await redis.xrange(stream, count=1)
+        lost = bool(oldest) and (0, 0) < _stream_id(last) < _stream_id(as_str(oldest[0][0]))
     resp = web.StreamResponse(headers=_SSE_HEADERS)
     await resp.prepare(request)
 
@@ -357,7 +366,7 @@ async def events(request: web.Request, agent: Agent) -> web.StreamResponse:
     # browser's EventSource reconnects with Last-Event-ID).
     try:
         with contextlib.suppress(ConnectionError):  # the agent closed the page
-            await _pump(resp, redis, stream, last, still_signed_in)
+            await _pump(resp, redis, stream, last, still_signed_in, lost=lost)
     except Exception as e:
         log.warning("agent_api_events_ended", error=type(e).__name__)
     return resp
@@ -368,14 +377,23 @@ def _valid_stream_id(raw: str) -> bool:
     return m is not None and all(int(part) < 2**64 for part in m.groups())
 
 
+def _stream_id(raw: str) -> tuple[int, int]:
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
 async def _pump(
     resp: web.StreamResponse,
     redis: Any,
     stream: str,
     last: str,
     still_signed_in: Callable[[], Awaitable[bool]],
+    *,
+    lost: bool = False,
 ) -> None:
     await resp.write(b": connected\n\n")
+    if lost:
+        await resp.write(f"event: events.lost\ndata: {json.dumps({'since': last})}\n\n".encode())
     checked = time.monotonic()
     while True:
         res: Any = await redis.xread({stream: last}, count=100, block=SSE_BLOCK_MS)

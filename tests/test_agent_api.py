@@ -309,6 +309,34 @@ async def test_events_stream_sees_changes(api: Any) -> None:
         assert "event: ticket.claimed" in text and f'"ticket_id": "{tid}"' in text
 
 
+async def test_resuming_from_a_trimmed_event_says_events_were_lost(api: Any, redis: Any) -> None:
+    """The console was away while the stream dropped its old events: resuming from its
+    last id once skipped what was trimmed without a word. It now starts with
+    events.lost (no id, so the client's resume point stays) and then goes on."""
+    stream = api.store.keys.events
+    first = (await redis.xadd(stream, {"type": "ticket.note", "data": "{}"})).decode()
+    kept = (await redis.xadd(stream, {"type": "ticket.note", "data": "{}"})).decode()
+    await redis.xtrim(stream, minid=kept, approximate=False)  # `first` is gone
+
+    async def opening(last: str) -> str:
+        headers = {**auth(api, "ann"), "Last-Event-ID": last}
+        async with api.get(f"{API}/events", headers=headers) as r:
+            assert r.status == 200
+            assert await asyncio.wait_for(r.content.readline(), 5) == b": connected\n"
+            assert await asyncio.wait_for(r.content.readline(), 5) == b"\n"
+            lines = [await asyncio.wait_for(r.content.readline(), 5)]
+            while lines[-1] != b"\n":
+                lines.append(await asyncio.wait_for(r.content.readline(), 5))
+            return b"".join(lines).decode()
+
+    assert await opening(first) == f'event: events.lost\ndata: {{"since": "{first}"}}\n\n'
+    # From an id the stream still holds: straight on to the next event, nothing lost.
+    after = (await redis.xadd(stream, {"type": "ticket.note", "data": "{}"})).decode()
+    assert await opening(kept) == f"id: {after}\nevent: ticket.note\ndata: {{}}\n\n"
+    # since=0-0 asks for everything the stream holds: no events.lost.
+    assert (await opening("0-0")).startswith(f"id: {kept}\n")
+
+
 async def test_an_idle_events_stream_stays_open_past_the_redis_socket_timeout(
     api: Any,
 ) -> None:

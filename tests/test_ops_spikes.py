@@ -545,3 +545,63 @@ async def test_a_limit_below_one_is_refused(
         assert (await r.json())["error"]["message"] == "limit: expected an integer of at least 1"
     r = await client.get("/api/v1/alerts?limit=1", headers=auth)
     assert r.status == 200 and len((await r.json())["alerts"]) == 1
+
+
+async def _put_alert(redis: Any, keys: Any, aid: str, raised: float, status: str) -> None:
+    """An alert as the spike script leaves it: hash, its messages, the index entry."""
+    from bot.ops.spikes import ops_key
+
+    await redis.hset(
+        ops_key(keys, "alert", aid),
+        mapping={"id": aid, "account": "acme", "status": status, "raised_at": raised},
+    )
+    await redis.rpush(ops_key(keys, "alert", aid, "events"), json.dumps({"text": "awful"}))
+    await redis.zadd(ops_key(keys, "alerts"), {aid: raised})
+
+
+async def test_an_active_alert_is_listed_under_any_number_of_newer_ones(
+    redis: Any, keys: Any
+) -> None:
+    """The console's crisis banner asks for status=active: it read only the newest 200
+    alerts, so an alert still active under more of other accounts' went missing."""
+    now = time.time()
+    await _put_alert(redis, keys, "old-active", now - 3600, "active")
+    for i in range(450):
+        await _put_alert(redis, keys, f"c{i}", now - 3000 + i, "cleared")
+    active = await list_alerts(redis, keys, status="active", limit=50)
+    assert [a["id"] for a in active] == ["old-active"]
+    assert len(await list_alerts(redis, keys, status="cleared", limit=500)) == 450
+
+
+async def test_old_cleared_alerts_are_purged_with_their_messages(redis: Any, keys: Any) -> None:
+    from bot.ops.spikes import ops_key, purge_alerts
+
+    now, day = time.time(), 86400.0
+    await _put_alert(redis, keys, "old-cleared", now - 100 * day, "cleared")
+    await _put_alert(redis, keys, "old-active", now - 100 * day, "active")
+    await _put_alert(redis, keys, "recent", now - 10 * day, "cleared")
+    assert await purge_alerts(redis, keys, before=now - 90 * day) == 1
+    assert not await redis.exists(
+        ops_key(keys, "alert", "old-cleared"), ops_key(keys, "alert", "old-cleared", "events")
+    )
+    left = [a["id"] for a in await list_alerts(redis, keys, limit=10)]
+    assert left == ["recent", "old-active"]
+    assert await purge_alerts(redis, keys, before=now - 90 * day) == 0
+
+
+async def test_worker_purges_old_cleared_alerts(
+    aiohttp_client: Any, redis_server: Any, redis: Any, tmp_path: Any
+) -> None:
+    from bot.redis import Keys
+    from tests.conftest import make_settings
+    from tests.support.waiting import until
+
+    settings = make_settings(redis_server.url, tmp_path)  # ops.alert_retention_days: 90
+    keys = Keys(settings.redis.key_prefix)
+    await _put_alert(redis, keys, "old", time.time() - 91 * 86400, "cleared")
+    await aiohttp_client(build_app(settings, role="worker"))
+
+    async def purged() -> bool:
+        return await list_alerts(redis, keys) == []
+
+    await until(purged, what="the worker's start-up purge")

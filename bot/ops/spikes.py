@@ -373,25 +373,54 @@ async def list_alerts(
     account: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    """Alerts, newest first, without their messages (``get_alert`` has them)."""
-    ids = await redis.zrevrange(ops_key(keys, "alerts"), 0, max(limit * 4, 200) - 1)
+    """Alerts, newest first, without their messages (``get_alert`` has them). Read a
+    page at a time until ``limit`` match: an alert still active under many newer ones
+    (other accounts') is found however far down it is."""
+    out: list[dict[str, Any]] = []
+    start, page = 0, max(limit * 4, 200)
+    while True:
+        ids = await redis.zrevrange(ops_key(keys, "alerts"), start, start + page - 1)
+        tx = redis.pipeline(transaction=False)
+        for i in ids:
+            tx.hgetall(ops_key(keys, "alert", as_str(i)))
+            tx.llen(ops_key(keys, "alert", as_str(i), "events"))
+        res = await tx.execute() if ids else []
+        for raw, n in zip(res[::2], res[1::2], strict=True):
+            if not raw:
+                continue
+            a = _alert_dict({as_str(k): as_str(v) for k, v in raw.items()})
+            if (status and a["status"] != status) or (account and a["account"] != account):
+                continue
+            a["message_count"] = int(n)
+            out.append(a)
+            if len(out) >= limit:
+                return out
+        if len(ids) < page:
+            return out
+        start += page
+
+
+async def purge_alerts(redis: Redis, keys: Keys, *, before: float, limit: int = 500) -> int:
+    """Delete up to ``limit`` cleared alerts raised before ``before``, with their copies of
+    the customers' messages; returns how many. An active one stays, however old."""
+    index = ops_key(keys, "alerts")
+    ids = [as_str(i) for i in await redis.zrangebyscore(index, "-inf", before, 0, limit)]
     tx = redis.pipeline(transaction=False)
     for i in ids:
-        tx.hgetall(ops_key(keys, "alert", as_str(i)))
-        tx.llen(ops_key(keys, "alert", as_str(i), "events"))
-    res = await tx.execute()
-    out: list[dict[str, Any]] = []
-    for raw, n in zip(res[::2], res[1::2], strict=True):
-        if not raw:
-            continue
-        a = _alert_dict({as_str(k): as_str(v) for k, v in raw.items()})
-        if (status and a["status"] != status) or (account and a["account"] != account):
-            continue
-        a["message_count"] = int(n)
-        out.append(a)
-        if len(out) >= limit:
-            break
-    return out
+        tx.hget(ops_key(keys, "alert", i), "status")
+    gone = [
+        i for i, st in zip(ids, await tx.execute() if ids else [], strict=True) if st != b"active"
+    ]
+    if not gone:
+        return 0
+    # A cleared alert never becomes active again (a new spike raises a new one), so no
+    # watch is needed between the read and the delete.
+    tx = redis.pipeline(transaction=True)
+    for i in gone:
+        tx.delete(ops_key(keys, "alert", i), ops_key(keys, "alert", i, "events"))
+    tx.zrem(index, *gone)
+    await tx.execute()
+    return len(gone)
 
 
 def _alert_dict(h: dict[str, str]) -> dict[str, Any]:

@@ -120,6 +120,9 @@ const Console = (() => {
     };
     for (const t of types) src.addEventListener(t, handler);
     src.addEventListener("message", handler);
+    // Away longer than the server keeps events: what changed meanwhile is unknown, so
+    // every page reads its data again (`resync`), as on a fresh load.
+    src.addEventListener("events.lost", () => onEvent("events.lost", { resync: true }));
     return src;
   }
 
