@@ -175,7 +175,9 @@ class Brain:
             if nlu.language in ("en", "zh")
             else (account.language if account else "en")
         )
-        handle = f"@{event.author.handle}" if event.author.handle else ""
+        # Replies start with the customer's @handle in public, as replies do there; a DM
+        # is already theirs alone ("@alice Thanks" reads like a broadcast in a chat).
+        handle = f"@{event.author.handle}" if event.author.handle and event.is_public else ""
         channel = "mention" if event.is_public else "dm"
         promises = {}
         for priority in PRIORITIES:

@@ -7,8 +7,10 @@ set) and ``Accept: application/json``. ``platform``, ``customer_id`` and
 (``customer_handle`` may be empty, e.g. on Weibo).
 
 Response: 200 with ``{"order": "A12345", "status": "shipped", "eta": "2026-11-25",
-"tracking_url": "https://..."}`` (``status`` one of processing, shipped, delivered,
-cancelled, returned, or any word, shown as is; ``eta`` and ``tracking_url`` optional);
+"tracking_url": "https://..."}`` (``status``: a word of the reply templates' ``statuses``
+table, e.g. processing, shipped, delivered, cancelled, returned, else shown as written;
+``eta``: best an ISO date, written out in the reader's format; ``eta`` and
+``tracking_url`` optional);
 404 when there is no such order. The shop MUST also answer 404 for an order that is not
 that customer's (not linked to that platform account): anyone can DM the brand an order
 number, and the answer carries its status and tracking link. Anything else (other

@@ -231,7 +231,14 @@ SUFFIXES = {
     "zh": {"mention": "详情请私信我们", "dm": "详情请回复我们"},
 }
 _SENTENCE_END = set(".!?。！？…")
+# Left dangling before "…" by a cut: a clause mark, a dash, an opening bracket or quote.
+_DANGLING = ",;:，、；：—–(（[【“‘「『《 "
 _CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\u3000-\u303F\uFF00-\uFFEF]")
+_URL_ANY = regex.compile(URL_ANY, regex.V1)
+
+# Cut points, from worst to best: inside a run of CJK letters (maybe inside a word: 可|退,
+# 30|天), at a word boundary (a space, CJK punctuation), after a sentence.
+_INSIDE, _WORD, _SENTENCE = range(3)
 
 
 def _is_cjk(s: str) -> bool:
@@ -239,11 +246,14 @@ def _is_cjk(s: str) -> bool:
 
 
 def _lang(text: str, language: str) -> str:
-    if language.lower().startswith(("zh", "ja")):
-        return "zh"
-    letters = [c for c in text if not c.isspace()]
+    """The reply's own script picks the pointer's language (an English answer from a
+    Chinese account gets "DM us for details"); ``language`` only where the text has no
+    letters outside its links."""
+    letters = [c for c in _URL_ANY.sub("", text) if c.isalpha()]
+    if not letters:
+        return "zh" if language.lower().startswith(("zh", "ja")) else "en"
     cjk = sum(1 for c in letters if _is_cjk(c))
-    return "zh" if letters and cjk / len(letters) >= 0.3 else "en"
+    return "zh" if cjk / len(letters) >= 0.3 else "en"
 
 
 def _atoms(text: str) -> list[str]:
@@ -251,21 +261,32 @@ def _atoms(text: str) -> list[str]:
     return [m.group(0) for m in regex.finditer(f"(?:{URL_ANY})|\\X", text, regex.V1)]
 
 
-def _cuts(atoms: list[str]) -> list[tuple[int, bool]]:
-    """Allowed cut points (atom count, at sentence end), ascending."""
-    out: list[tuple[int, bool]] = []
+def _cuts(atoms: list[str]) -> list[tuple[int, int]]:
+    """Allowed cut points (atom count, _INSIDE, _WORD or _SENTENCE), ascending."""
+    out: list[tuple[int, int]] = []
     for i in range(1, len(atoms)):
         prev, nxt = atoms[i - 1], atoms[i]
-        if prev.isspace():
+        if prev.isspace() or not (nxt.isspace() or _is_cjk(prev) or _is_cjk(nxt)):
             continue
-        sentence = prev[-1] in _SENTENCE_END and (nxt.isspace() or _is_cjk(nxt) or _is_cjk(prev))
-        if sentence or nxt.isspace() or _is_cjk(prev) or _is_cjk(nxt):
-            out.append((i, sentence))
-    out.append((len(atoms), atoms[-1][-1] in _SENTENCE_END if atoms else True))
+        if prev[-1] in _SENTENCE_END:
+            kind = _SENTENCE
+        elif (
+            nxt.isalpha()
+            and _is_cjk(nxt)
+            and (prev.isdigit() or (_is_cjk(prev) and prev.isalpha()))
+        ):
+            kind = _INSIDE  # 可|退, or a number and its measure word: 30|天
+        else:
+            kind = _WORD
+        out.append((i, kind))
+    out.append((len(atoms), _SENTENCE if atoms and atoms[-1][-1] in _SENTENCE_END else _WORD))
     return out
 
 
 def _compose(prefix: str, at_sentence: bool, suffix: str, lang: str) -> str:
+    if not at_sentence:
+        # "可退，…" and "in the app):…" read as cut mid-thought: end on the last word.
+        prefix = prefix.rstrip(_DANGLING)
     prefix = prefix.rstrip()
     if not prefix:
         return suffix
@@ -285,7 +306,8 @@ def fit(
     """``text`` if it fits, else its longest prefix ending at a sentence or word
     boundary (CJK: between characters) followed by a pointer to more (``more``, e.g. a
     help-centre link, or "DM us for details" / "详情请私信我们"). A sentence boundary is
-    preferred when it keeps at least 60% of what a word boundary would."""
+    preferred when it keeps at least 60% of what a word boundary would; so is any
+    boundary over a cut inside a run of CJK letters, which may split a word (可|退)."""
     text = unicodedata.normalize("NFC", text).strip()
     if fits(text):
         return text
@@ -295,8 +317,8 @@ def fit(
     cuts = _cuts(atoms)
 
     def candidate(ci: int) -> str:
-        n, sentence = cuts[ci]
-        return _compose("".join(atoms[:n]), sentence, suffix, lang)
+        n, cut = cuts[ci]
+        return _compose("".join(atoms[:n]), cut == _SENTENCE, suffix, lang)
 
     # fits() is monotone in the prefix length: binary search the longest cut that fits.
     lo, hi, best = 0, len(cuts) - 1, -1
@@ -309,12 +331,13 @@ def fit(
     if best < 0:
         return suffix if fits(suffix) else _hard_cut(suffix, fits)
     word_len = cuts[best][0]
-    for ci in range(best, -1, -1):
-        n, sentence = cuts[ci]
-        if n < 0.6 * word_len:
-            break
-        if sentence:
-            return candidate(ci)
+    for wanted in (_SENTENCE, _WORD):
+        for ci in range(best, -1, -1):
+            n, cut = cuts[ci]
+            if n < 0.6 * word_len:
+                break
+            if cut >= wanted:
+                return candidate(ci)
     return candidate(best)
 
 

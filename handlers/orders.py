@@ -7,6 +7,9 @@ shop answers only about that customer's own orders.
 
 from __future__ import annotations
 
+import datetime
+import re
+
 from bot.models import InboundEvent
 from bot.nlu.types import NluResult
 from bot.orders import OrderLookup, OrderLookupError, find_order_number
@@ -15,6 +18,28 @@ from handlers.responses import Say
 from handlers.router import Router
 
 router = Router("orders")
+
+# An order that arrived, was cancelled or came back has no delivery date to expect:
+# "Order A12345 is cancelled. Estimated delivery: ..." contradicts itself.
+SETTLED = frozenset({"delivered", "cancelled", "returned", "refunded"})
+_ISO_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:$|[T ])")
+
+
+def status_key(status: str) -> str:
+    """The shop's status as a key of the ``statuses`` table: "Shipped", "on-hold" and
+    "On hold" are ``shipped`` and ``on_hold``."""
+    return re.sub(r"[\s-]+", "_", status.strip().lower())
+
+
+def eta_text(eta: str, say: Say) -> str:
+    """An ISO date (or a timestamp starting with one) as the reader writes dates; any
+    other ETA ("next week") as the shop wrote it."""
+    m = _ISO_DATE.match(eta.strip())
+    try:
+        day = datetime.date.fromisoformat(m.group(1)) if m else None
+    except ValueError:
+        day = None
+    return say.date(day) if day else eta.strip()
 
 
 @router.intent("order_status", "shipping")
@@ -46,13 +71,15 @@ async def order_status(
         )
     if info is None:
         return Answer(say("order_not_found", order=number), {"order_rule": "not_found"})
-    status = say.word("statuses", info.status) or info.status
+    key = status_key(info.status)
+    status = say.word("statuses", key) or info.status.strip().replace("_", " ")
+    eta = info.eta.strip() if key not in SETTLED else ""
     return Answer(
         say(
             "order_status",
             order=info.order,
             status=status,
-            eta_part=say.part("order_eta_part", eta=info.eta) if info.eta else "",
+            eta_part=say.part("order_eta_part", eta=eta_text(eta, say)) if eta else "",
             tracking_part=say.part("order_tracking_part", tracking_url=info.tracking_url)
             if info.tracking_url
             else "",

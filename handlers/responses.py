@@ -2,12 +2,15 @@
 
 ``Responses.sayer(...)`` returns the ``say(key, **vars)`` function handlers receive: it
 picks a variant stably per message (so a re-run says the same thing), fills variables,
-and leaves unknown ``{names}`` empty rather than failing.
+and leaves unknown or empty ``{names}`` out rather than failing, with the comma or space
+that introduced them.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import math
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,17 +20,42 @@ import yaml
 
 LANGUAGES = ("en", "zh")
 
+# Where an empty variable was, until :func:`_close_gaps` joins the text around it.
+_GAP = "\x00"
+# Punctuation that may follow a variable ("Thanks, {handle}. I've...", "收到，{handle}。")...
+_FOLLOWERS = frozenset(".,!?;:)—。，！？；：、）")
+# ...and the comma that introduced it, dropped with it.
+_LEADERS = ",，、"
+
 
 class _Blank(dict[str, Any]):
     def __missing__(self, key: str) -> str:
-        return ""
+        return _GAP
+
+
+def _close_gaps(text: str) -> str:
+    """The text without its empty variables, as if written without them: an unknown handle
+    (usual on Weibo) makes "Thanks, {handle}. I've..." read "Thanks. I've...", not
+    "Thanks, . I've...", and "收到，{handle}。" read "收到。"."""
+    parts = text.split(_GAP)
+    out = parts[0]
+    for right in parts[1:]:
+        left, rest = out.rstrip(), right.lstrip()
+        space = out[len(left) :] or right[: len(right) - len(rest)]
+        if rest[:1] in _FOLLOWERS and rest:
+            left = left.rstrip(_LEADERS).rstrip()
+            space = " " if rest[0] == "—" else ""
+        out = left + (space if left and rest else "") + rest
+    return out
 
 
 def fill(template: str, variables: Mapping[str, Any]) -> str:
+    values = {k: _GAP if v is None or str(v) == "" else v for k, v in variables.items()}
     try:
-        return string.Formatter().vformat(template, (), _Blank(variables))
+        text = string.Formatter().vformat(template, (), _Blank(values))
     except (ValueError, IndexError, AttributeError):
         return template  # a malformed template says itself rather than crash the worker
+    return _close_gaps(text)
 
 
 class Responses:
@@ -60,10 +88,13 @@ class Responses:
         return None
 
     def sla_promise(self, minutes: float, language: str, *, business: bool = False) -> str:
+        # Rounded up: a promise may be looser than the target, never tighter (a 150-minute
+        # target is "3 hours"; "2 hours" would be broken by an agent who meets the SLA).
         if minutes < 120:
-            duration = fill(str(self.raw("duration_minutes", language)), {"n": round(minutes)})
+            duration = fill(str(self.raw("duration_minutes", language)), {"n": math.ceil(minutes)})
         else:
-            duration = fill(str(self.raw("duration_hours", language)), {"n": round(minutes / 60)})
+            n = math.ceil(minutes / 60)
+            duration = fill(str(self.raw("duration_hours", language)), {"n": n})
         key = "sla_promise_business" if business else "sla_promise"
         return fill(str(self.raw(key, language)), {"duration": duration})
 
@@ -103,6 +134,14 @@ class Say:
         minutes"), when the pipeline provided ``promises``; else the base one."""
         promises = self.base.get("promises") or {}
         return str(promises.get(priority) or self.base.get("sla_promise", ""))
+
+    def date(self, day: datetime.date) -> str:
+        """``day`` as the reader writes dates ("25 November 2026", "2026年11月25日")."""
+        months = self.responses.raw("months", self.language, self.persona)
+        name = months[day.month - 1] if isinstance(months, list) and len(months) == 12 else ""
+        return self(
+            "date", year=day.year, month=day.month, day=day.day, month_name=name or day.month
+        )
 
     def word(self, table: str, key: str) -> str | None:
         t = self.responses.raw(table, self.language, self.persona)

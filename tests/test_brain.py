@@ -81,7 +81,18 @@ async def test_complaint_then_follow_up_then_resolve_hands_back(
     assert [m["from"] for m in lists["messages"]] == ["customer", "bot", "customer"]
     await brain.tickets.resolve(o.ticket_id or "", "ann")
     o3 = await brain.handle(event("hello there"))
-    assert o3.decision == "answer" and "@alice" in (await outbox(redis, keys))[-1]["text"]
+    # The bot has it back. A DM is the customer's alone: no @handle in it.
+    assert o3.decision == "answer" and "@alice" not in (await outbox(redis, keys))[-1]["text"]
+
+
+async def test_public_replies_start_with_the_handle_and_dms_do_not_name_it(
+    brain: Brain, redis: Any, keys: Any
+) -> None:
+    await brain.handle(event("hello there", kind="mention"))
+    await brain.handle(event("hello there", kind="dm", user="43"))
+    mention, dm = (r["text"] for r in await outbox(redis, keys))
+    assert mention.startswith("@alice ") and mention.count("@alice") == 1
+    assert "@" not in dm
 
 
 async def test_a_run_racing_the_first_reports_the_same_escalation(

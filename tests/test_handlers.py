@@ -584,7 +584,7 @@ async def test_order_status_through_the_hook(shop: Any) -> None:
         d = await run("where is my order A12345", nlu("order_status"), orders=orders)
         assert isinstance(d, Answer)
         assert d.text == (
-            "Order A12345 is on its way. Estimated delivery: 2026-11-25. "
+            "Order A12345 is on its way. Estimated delivery: 25 November 2026. "
             "Track it here: https://t.example/A12345"
         )
         assert shop.seen[-1] == {
@@ -599,7 +599,8 @@ async def test_order_status_through_the_hook(shop: Any) -> None:
         )
         assert isinstance(d, Answer)
         assert (
-            d.text == "订单A12345：已发货。预计送达：2026-11-25。物流查询：https://t.example/A12345"
+            d.text
+            == "订单A12345：已发货。预计送达：2026年11月25日。物流查询：https://t.example/A12345"
         )
         # Someone else asking about alice's order learns nothing.
         d = await run(

@@ -90,9 +90,38 @@ def test_fit_with_link_and_dm_suffix() -> None:
     assert out.endswith("… Reply for details")
 
 
-def test_fit_language_hint() -> None:
+def test_fit_pointer_in_the_replys_own_language() -> None:
+    # An English answer from a Chinese account (the reply is in the customer's language)
+    # used to end in "详情请私信我们".
     out = fit("abc " * 200, fitter("x", "mention"), language="zh-CN")
+    assert out.endswith("… DM us for details")
+    # A Chinese reply that is mostly a link is still Chinese...
+    url = "https://track.example-carrier.com/parcels/1Z999AA10123456784?ref=acme"
+    out = fit(f"物流查询：{url} 已发货。" * 10, fitter("x", "mention", limit=60), language="en")
     assert out.endswith("详情请私信我们")
+    # ...and the account's language decides only where the text has no letters.
+    assert fit("👍 " * 300, fitter("x", "mention"), language="zh").endswith("详情请私信我们")
+    assert fit("👍 " * 300, fitter("x", "mention"), language="en").endswith("DM us for details")
+
+
+def test_fit_does_not_leave_a_clause_mark_before_the_ellipsis() -> None:
+    zh = "大部分商品签收后30天内可退，拆封不影响，配件齐全即可。在APP“订单-申请退货”里提交。"
+    en = "Start a return (under Orders > Return in the app): we collect it; you pay nothing."
+    for text, language in ((zh, "zh"), (en, "en")):
+        for limit in range(30, 90):
+            out = fit(text, fitter("x", "mention", limit=limit), language=language)
+            assert count(out, "x") <= limit
+            assert not regex.search(r"[,;:，、；：(（“]\s*…", out), out
+
+
+def test_fit_chinese_prefers_a_clause_to_a_cut_inside_a_word() -> None:
+    text = "大部分商品签收后30天内可退，拆封不影响，配件齐全即可。在APP“订单-申请退货”里提交。"
+    # The longest prefix that fits ends inside a word ("可|退", "30|天"): a clause end that
+    # keeps 60% of it is taken instead.
+    out = fit(text, fitter("x", "mention", limit=48), language="zh")
+    assert out == "大部分商品签收后30天内可退…详情请私信我们"
+    out = fit(text, fitter("x", "mention", limit=36), language="zh")
+    assert out == "大部分商品签收后…详情请私信我们"
 
 
 def test_emoji_detection() -> None:
