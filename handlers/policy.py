@@ -208,8 +208,10 @@ def _throttle(
     sent = [t for t in conversation.turns if t.who == "bot" and now - t.at < HOUR_S]
     held_back = {"held_back": d.reasons.get("rule")}
     if any(t.text == d.text for t in sent):
-        if str(d.reasons.get("rule", "")).startswith(f"{greetings.router.name}."):
-            return Ignore("repeat", {"rule": "repeat", **held_back})  # a second "hi!" says nothing
+        rule = str(d.reasons.get("rule", ""))
+        if rule.startswith(f"{greetings.router.name}.") or rule == "no_words":
+            # A second "hi!" (or a second 👍 answered with a greeting) says nothing.
+            return Ignore("repeat", {"rule": "repeat", **held_back})
         e = handoff("repeat", message, account, say)
     elif len(sent) >= cap:
         e = handoff("busy_thread", message, account, say)

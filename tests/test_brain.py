@@ -539,7 +539,7 @@ def angry_brain(redis: Any, keys: Any, settings: Any, clock: FakeClock) -> Brain
 
 
 ACK_PUBLIC = (
-    "@alice We're sorry to hear this. Please send us a DM so we can look into it right away."
+    "@alice We're sorry to hear this. Please send us a DM so we can look into it."
 )
 
 

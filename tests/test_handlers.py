@@ -415,6 +415,10 @@ async def test_a_repeated_answer_is_not_sent_again() -> None:
     # An hour later the same answer is fine again.
     d = await run("hi", nlu("greet"), c=conv(turns=[bot_turn(hi, 3601)]))
     assert isinstance(d, Answer) and d.text == hi
+    # Emoji alone in a DM is greeted once; the same greeting again is nothing, not a
+    # ticket (it was handed to a person as a repeated answer).
+    d = await run("👍", nlu("out_of_scope", 0.05), c=conv(turns=[bot_turn(hi, 600)]))
+    assert isinstance(d, Ignore) and d.reason == "repeat", d
 
 
 async def test_answers_per_hour_are_capped() -> None:
