@@ -34,6 +34,7 @@ from bot.conversation import ConversationStore, Turn
 from bot.models import InboundEvent, OutboundReply
 from bot.nlu.types import NluResult
 from bot.ops.recorder import record_message
+from bot.ops.spikes import active_alert
 from bot.orders import OrderLookup
 from bot.outbox import enqueue_reply
 from bot.pipeline import Outcome
@@ -164,6 +165,9 @@ class Brain:
             orders=self.orders,
             now=self.now(),  # the clock the bot's turns were recorded with
             max_bot_replies_per_hour=self.settings.dialog.max_bot_replies_per_hour,
+            # Only a public post is held back in a crisis: one read, for mentions only.
+            crisis=event.is_public
+            and await active_alert(self.redis, self.keys, event.account) is not None,
         )
         d.reasons.setdefault("unclear_before", conv.unclear)
         return d

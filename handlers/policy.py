@@ -16,7 +16,10 @@
    (out of scope) gets one clarifying question (not a post over the answer guard: that
    one goes to a person), and escalates on the second unclear turn; one with no words
    at all (emoji, "??") is left alone in public and greeted in a DM;
-6. an answer the bot already sent in the last hour is not sent again (small talk: say
+6. while the account has an active crisis alert (negative posts spiking), no canned
+   answer goes out in public: small talk is left alone, a question gets the move-to-DM
+   acknowledgement and a person (``crisis_hold``);
+7. an answer the bot already sent in the last hour is not sent again (small talk: say
    nothing; else a person), nor more than ``dialog.max_bot_replies_per_hour`` answers.
 
 Each step is a router of topic handlers; the first decision wins. Handlers get only the
@@ -79,9 +82,11 @@ async def decide(
     orders: OrderLookup | None = None,
     now: float | None = None,
     max_bot_replies_per_hour: int = DialogConfig.max_bot_replies_per_hour,
+    crisis: bool = False,
 ) -> Decision:
     """``now`` is the pipeline's clock (the times of the conversation's turns); it
-    defaults to when the message was received."""
+    defaults to when the message was received. ``crisis``: the account has an active
+    crisis alert (a spike of negative posts, bot/ops/spikes.py)."""
     available: dict[str, Any] = {
         "message": message,
         "nlu": nlu,
@@ -93,6 +98,8 @@ async def decide(
     }
     base = nlu_reasons(nlu)
     d = await _decide(available, message, nlu, conversation, account, say)
+    if crisis and message.is_public and isinstance(d, Answer):
+        d = _crisis_hold(d, message, account, say)
     if isinstance(d, Answer):
         d = _throttle(
             d,
@@ -191,6 +198,21 @@ async def _human_owned(
     # A DM is the agent's to answer; a public post is moved to DM as a new one would be.
     ack = fresh.ack if message.is_public else None
     return Escalate("human_owned", fresh.priority, ack, reasons)
+
+
+def _crisis_hold(
+    d: Answer, message: InboundEvent, account: AccountConfig | None, say: Say
+) -> Decision:
+    """While negative posts spike, the brand posts nothing canned in public: a cheerful
+    "thanks for the kind words 💙" or an FAQ text beside a public outcry reads as not
+    listening. Small talk is left alone; a question gets the move-to-DM acknowledgement
+    and a person (complaints already do). Direct messages are answered as ever."""
+    held_back = {"rule": "crisis_hold", "held_back": d.reasons.get("rule")}
+    if str(d.reasons.get("rule", "")).startswith(f"{greetings.router.name}."):
+        return Ignore("crisis_hold", held_back)
+    e = handoff("crisis_hold", message, account, say)
+    e.reasons.update(held_back)
+    return e
 
 
 def _throttle(

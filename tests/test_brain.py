@@ -538,9 +538,7 @@ def angry_brain(redis: Any, keys: Any, settings: Any, clock: FakeClock) -> Brain
     )
 
 
-ACK_PUBLIC = (
-    "@alice We're sorry to hear this. Please send us a DM so we can look into it."
-)
+ACK_PUBLIC = "@alice We're sorry to hear this. Please send us a DM so we can look into it."
 
 
 async def test_a_worse_public_post_raises_the_ticket_and_is_acknowledged_once(
@@ -627,3 +625,21 @@ async def test_appended_mention_acknowledged_after_a_crash_between_effects(
     assert len(sent) == before + 1 and sent[-1]["text"] == ACK_PUBLIC
     history = (await brain.tickets.lists(tid))["history"]
     assert [h["action"] for h in history] == ["created", "priority"]
+
+
+async def test_public_small_talk_is_held_back_while_the_account_has_a_crisis_alert(
+    brain: Brain, redis: Any, keys: Any
+) -> None:
+    """The spike detector's active alert reaches the policy (crisis_hold): public posts
+    get nothing canned; a DM is answered as ever."""
+    from bot.ops.spikes import ops_key
+
+    assert (await brain.handle(event("hello there", kind="mention"))).decision == "answer"
+    await redis.hset(ops_key(keys, "spike", "acme"), "alert", "a1")
+    o = await brain.handle(event("hello there", kind="mention", user="43"))
+    assert o.decision == "ignore" and o.reasons["rule"] == "crisis_hold"
+    assert (await brain.handle(event("hello there", kind="dm", user="44"))).decision == "answer"
+    await redis.hdel(ops_key(keys, "spike", "acme"), "alert")  # cleared
+    assert (await brain.handle(event("hello there", kind="mention", user="45"))).decision == (
+        "answer"
+    )

@@ -46,6 +46,7 @@ async def run(
     account: AccountConfig = ACME,
     orders: Any = None,
     language: str = "en",
+    crisis: bool = False,
     **ev: Any,
 ) -> Any:
     return await decide(
@@ -55,6 +56,7 @@ async def run(
         account=account,
         say=say(language),
         orders=orders,
+        crisis=crisis,
     )
 
 
@@ -640,3 +642,23 @@ async def test_a_post_without_words_is_no_ticket(text: str) -> None:
     # Upset emoji still go to a person: the tone check comes first.
     d = await run("😡😡😡", nlu("out_of_scope", 0.05, negativity=0.8), kind="mention")
     assert isinstance(d, Escalate)
+
+
+async def test_in_a_crisis_nothing_canned_goes_out_in_public() -> None:
+    """Negative posts are spiking (an active crisis alert): a public FAQ question gets the
+    move-to-DM acknowledgement and a person, not the FAQ text beside the outcry; public
+    small talk is left alone; a DM is answered as ever; complaints go on as before."""
+    faq = ("shipping_time", 0.9, "Standard shipping takes 3-5 business days.")
+    d = await run("how long is shipping?", nlu("shipping", faq=faq), kind="mention", crisis=True)
+    assert isinstance(d, Escalate) and d.reason == "crisis_hold" and d.priority == "normal"
+    assert d.ack is not None and "DM" in d.ack and "3-5" not in d.ack
+    assert d.reasons["held_back"] == "faq.faq"
+    d = await run("love you guys", nlu("praise"), kind="mention", crisis=True)
+    assert isinstance(d, Ignore) and d.reason == "crisis_hold"
+    d = await run("how long is shipping?", nlu("shipping", faq=faq), crisis=True)
+    assert isinstance(d, Answer) and "3-5" in d.text
+    d = await run("worst service ever", nlu("complaint"), kind="mention", crisis=True)
+    assert isinstance(d, Escalate) and d.reason == "complaint"
+    # No crisis: the public FAQ question is answered.
+    d = await run("how long is shipping?", nlu("shipping", faq=faq), kind="mention")
+    assert isinstance(d, Answer) and "3-5" in d.text

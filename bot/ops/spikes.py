@@ -400,6 +400,12 @@ async def list_alerts(
         start += page
 
 
+async def active_alert(redis: Redis, keys: Keys, account: str) -> str | None:
+    """The id of ``account``'s active crisis alert, if it has one (one read)."""
+    raw = await redis.hget(ops_key(keys, "spike", account), "alert")
+    return as_str(raw) or None if raw else None
+
+
 async def purge_alerts(redis: Redis, keys: Keys, *, before: float, limit: int = 500) -> int:
     """Delete up to ``limit`` cleared alerts raised before ``before``, with their copies of
     the customers' messages; returns how many. An active one stays, however old."""
