@@ -155,6 +155,40 @@ def test_language_detection() -> None:
     assert detect_language("Где мой заказ") == "other"
 
 
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        # Chinese posts naming a product in Latin letters were read as English (letters
+        # were counted against characters) and answered in English.
+        ("我的MacBook Air坏了", "zh"),
+        ("AirPods Pro 2 怎么退货", "zh"),
+        ("Lumo Kettle Pro 保修多久", "zh"),
+        ("hello 小编", "zh"),
+        # An English sentence with a Chinese word in it stays English.
+        ("I love 饺子", "en"),
+        ("where is my 快递", "en"),
+    ],
+)
+def test_latin_words_weigh_against_chinese_characters(text: str, language: str) -> None:
+    assert detect_language(text) == language
+
+
+def test_hidden_files_in_the_data_folder_are_not_data(tmp_path: Path) -> None:
+    """An editor's lock file (Emacs' .#name, a dangling link) made training crash."""
+    import shutil
+
+    from bot.nlu.data import data_files, data_hash
+
+    data = tmp_path / "nlu_data"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "nlu_data", data)
+    before = data_hash(data)
+    (data / "nlu" / ".#support.yml").symlink_to("user@host.12345:1700000000")
+    (data / "nlu" / ".backup").mkdir()
+    (data / "nlu" / ".backup" / "old.yml").write_text("not: [valid")
+    assert data_hash(data) == before
+    assert all(not p.name.startswith(".") for p in data_files(data))
+
+
 def test_a_platform_language_tag_yields_to_the_texts_own_evidence() -> None:
     from bot.nlu.lang import resolve_language
 
@@ -385,6 +419,31 @@ def test_training_reports_progress_within_its_long_stages(
         assert shares == sorted(shares) and shares[-1] == 1.0 and all(0 < d <= 1 for d in shares)
     assert len([1 for name, _ in calls if name == "encode"]) > 3  # one per chunk of 64
     assert len([1 for name, _ in calls if name == "intents"]) == 5 + 1 + 1  # fits, then done
+
+
+def test_the_training_bar_counts_steps_in_short_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`replydesk train` showed "3.2857142857142856/9" inside a long stage."""
+    import argparse
+    from types import SimpleNamespace
+
+    from bot.nlu import commands
+    from bot.nlu import encoder as encoder_mod
+
+    def stops_while_encoding(*a: Any, step: Any, **k: Any) -> Loaded:
+        step("encode", 2 / 7)
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(art_mod, "load_or_train", stops_while_encoding)
+    monkeypatch.setattr(encoder_mod, "set_threads", lambda n: None)  # process-wide
+    settings = SimpleNamespace(nlu=NluConfig(), redis=SimpleNamespace(data_dir=str(tmp_path)))
+    args = argparse.Namespace(force=False, report=False, data=str(tmp_path))
+    with pytest.raises(RuntimeError, match="stopped here"):
+        commands.cmd_train(settings, args)  # type: ignore[arg-type]
+    bar = " ".join(capsys.readouterr().err.split())  # the bar's last frame
+    assert "encode" in bar and "3.3/9" in bar, bar
+    assert "3.28" not in bar
 
 
 def test_training_report_has_threshold_and_calibration(nlu_artifact: Loaded) -> None:

@@ -147,6 +147,26 @@ def test_cross_validation_on_a_stale_export_says_to_train(tmp_path: Path) -> Non
     assert "made by another encoder" in err and "run `replydesk train` first" in err
 
 
+def test_cross_validation_without_a_trained_artifact_says_to_train(tmp_path: Path) -> None:
+    """It ran on the untuned base model through torch instead (another encoder's figures,
+    torch's progress bars on stderr) and left an empty encoder folder behind."""
+    rc, out, err = replydesk(tmp_path, "eval", "--folds", "2")
+    assert rc == 2 and "Traceback" not in err and not out
+    assert "no trained NLU artifact in" in err and "run `replydesk train` first" in err
+    assert not (tmp_path / "var" / "nlu").exists()
+
+
+def test_a_csv_saved_by_excel_keeps_its_header_out_of_the_rows(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a byte order mark: the header was not recognised
+    and became a message labelled "intent"."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbftext,intent\r\nwhere is my order,order_status\r\nhi,greet\r\n")
+    assert load_test_data(path) == (
+        "intents",
+        [("where is my order", "order_status"), ("hi", "greet")],
+    )
+
+
 def test_eval_says_when_rasa_was_not_what_answered(
     nlu_artifact: Loaded, nlu_data_root: Path, tmp_path: Path
 ) -> None:

@@ -39,7 +39,9 @@ log = structlog.get_logger(__name__)
 # 8: trainable encoder parts are fine-tuned on the FAQ bank (bot/nlu/tuning.py).
 # 9: FAQ answer thresholds per language.
 # 10: the answer guard (engine.choose_answer_guard).
-FORMAT = 10
+# 11: detect_language weighs Latin words, not letters, against Chinese characters (two
+#     training texts change language, so an artifact built before is retrained).
+FORMAT = 11
 DATA_CHANGED = "training data changed"
 STEPS = (
     "data",

@@ -131,7 +131,9 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
                     Progress(
                         TextColumn("[bold]train[/] {task.description:<12}"),
                         BarColumn(),
-                        TextColumn("{task.completed}/{task.total}"),
+                        # Steps done and a share of the running one: "3.3/9", not
+                        # "3.2857142857142856/9".
+                        TextColumn("{task.completed:.1f}/{task.total:.0f}"),
                         TimeElapsedColumn(),
                         console=console,
                     )
@@ -271,6 +273,12 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        except NotTrained as e:
+            print(
+                f"replydesk: no trained NLU artifact in {e}; run `replydesk train` first",
+                file=sys.stderr,
+            )
+            return 2
         title = f"{args.folds}-fold cross-validation on nlu_data (embedded engine)"
         extra = {"backend": "embedded"}
     from bot.nlu.eval_tables import print_intents
@@ -381,15 +389,26 @@ async def _predict(
         return [r.intent for r in results], [r.confidence for r in results], 0.0, fellback
 
 
+class NotTrained(Exception):
+    """Cross-validation needs the trained artifact's encoder; the argument is its folder."""
+
+
 def _cross_validate(settings: Settings, folds: int, errors: int = 0) -> EvalReport:
     """Per fold: fit the intent model (temperature and threshold on the fold's own held-out
     split, as training does), then predict the unseen fold."""
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
+    from bot.nlu.artifact import read_stamp
     from bot.nlu.classifier import IntentModel
     from bot.nlu.data import NluDataError, load_training_data
-    from bot.nlu.encoder import load_encoder, part_dims, set_threads, training_threads
+    from bot.nlu.encoder import (
+        EncoderChanged,
+        load_encoder,
+        part_dims,
+        set_threads,
+        training_threads,
+    )
     from bot.nlu.evaluate import evaluate
     from bot.nlu.features import Featurizer
 
@@ -404,9 +423,19 @@ def _cross_validate(settings: Settings, folds: int, errors: int = 0) -> EvalRepo
         raise NluDataError(
             f"{nlu_data}: intent {intent} has {fewest} examples, fewer than --folds {folds}"
         )
+    # The folds are encoded with the trained artifact's encoder (MiniLM tuned on the FAQ
+    # bank, its export). Without one, load_encoder fell back to the base model through
+    # torch: figures of another encoder, torch's progress bars on stderr, and an empty
+    # encoder folder left where the artifact belongs.
+    if not (art / "encoder").is_dir():
+        raise NotTrained(art)
     enc = load_encoder(
         settings.nlu.encoder, settings.nlu.runtime, art / "encoder", allow_export=False
     )
+    stamp = read_stamp(art)
+    if stamp is None or enc.id != stamp.encoder_id:
+        trained = stamp.encoder_id if stamp else "none recorded"
+        raise EncoderChanged(f"encoder {enc.id} is not the trained {trained}")
     emb = enc.encode(texts)
     parts = part_dims(enc)
     x = Featurizer().fit_transform(texts, emb)

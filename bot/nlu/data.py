@@ -63,9 +63,14 @@ def default_data_dir() -> Path:
 
 
 def data_files(root: str | Path) -> list[Path]:
-    """Every file the embedded model is trained from, in a stable order."""
+    """Every file the embedded model is trained from, in a stable order. Hidden files
+    are not data: an editor's lock or backup (Emacs' ``.#support.yml``, a dangling
+    link) made training crash."""
     root = Path(root)
-    files = sorted((root / "nlu").glob("**/*.yml")) + sorted((root / "nlu").glob("**/*.yaml"))
+    found = sorted((root / "nlu").glob("**/*.yml")) + sorted((root / "nlu").glob("**/*.yaml"))
+    files = [
+        p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
     files += [p for p in (root / "faq.yml", root / "sentiment.yml") if p.exists()]
     return files
 
@@ -328,7 +333,9 @@ def load_test_data(path: str | Path) -> tuple[str, list[tuple[str, str]]]:
             return "faq", _faq_query_rows(data, path)
         return "intents", _nlu_rows(data, path)
     try:
-        with path.open(encoding="utf-8", newline="") as fh:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte order mark, which kept the
+        # header from being recognised and made it a message labelled "intent".
+        with path.open(encoding="utf-8-sig", newline="") as fh:
             rows = list(csv.reader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise _unreadable(path, e) from e

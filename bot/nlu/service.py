@@ -19,7 +19,6 @@ from bot.config import NLU_BACKENDS
 from bot.metrics import NLU_DATA_INVALID, NLU_PARSE_SECONDS
 from bot.nlu.artifact import Loaded, TrainingStopped, artifact_dir, load_or_train
 from bot.nlu.encoder import set_threads
-from bot.nlu.features import strip_reply_prefix
 from bot.nlu.lang import clean_text
 from bot.nlu.types import NluResult
 
@@ -207,12 +206,13 @@ class NluService:
         return result
 
     async def _parse_rasa(self, text: str, language: str | None) -> NluResult:
+        from bot.nlu.engine import said_of
         from bot.nlu.rasa import RasaError
 
         assert self._rasa is not None and self._batcher is not None
         embedded = asyncio.ensure_future(self._batcher.submit((text, language)))
         try:
-            rasa = await self._rasa.parse(strip_reply_prefix(text))
+            rasa = await self._rasa.parse(said_of(text))  # what the embedded engine reads
         except RasaError:
             result = await embedded
             return replace(result, backend="embedded-fallback")
