@@ -154,3 +154,24 @@ def test_the_new_artifact_is_on_disk_before_it_takes_the_name(
         for name in files:
             assert os.path.join(tmp_folder, name) in synced, f"{rel}/{name} not fsynced"
     assert ("fsync", str(edited)) in events[swap + 1 :]  # the renames themselves
+
+
+@pytest.mark.slow
+async def test_an_artifact_of_an_older_format_lends_its_export_but_not_its_vectors(
+    edited: Path,
+) -> None:
+    """Its vectors hold the languages its detector gave the texts (which encoder parts
+    ran): format 11 detects some differently, and reusing them kept the old slices."""
+    import json
+
+    stamp_path = edited / "nlu" / "stamp.json"
+    stamp = json.loads(stamp_path.read_text())
+    stamp["format"] = art_mod.FORMAT - 1
+    stamp_path.write_text(json.dumps(stamp))
+    svc = NluService(CFG, str(edited), str(edited.parent / "nlu_data"))
+    await svc.start()
+    try:
+        assert svc.loaded is not None and svc.loaded.trained
+        assert svc.loaded.stamp.report["texts_reused"] == 0
+    finally:
+        await svc.close()

@@ -163,7 +163,10 @@ def train(
             reuse.copy_export(art, tmp)
         tuning = FaqTuning(td.faqs, tune_epochs, progress=lambda done: step("tune", done))
         inner = load_encoder(encoder_name, runtime, tmp / "encoder", True, tuning)
-        known = reuse.read_vectors(art, inner.id) if reusable else {}
+        # Vectors also hold the languages the detector gave their texts (which parts ran):
+        # an artifact of another format may have detected them differently.
+        same_format = (old := read_stamp(art)) is not None and old.format == FORMAT
+        known = reuse.read_vectors(art, inner.id) if reusable and same_format else {}
         encoder = reuse.RememberingEncoder(inner, known)
         step("encoder", 1.0)
         engine, report = train_engine(td, encoder, step, views=fold_encoders(inner, tuning.views))
