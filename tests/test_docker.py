@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from bot.metrics import REGISTRY
+from tests.support.fresh_metrics import fresh_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
@@ -276,28 +277,10 @@ def _matches(labels: dict[str, str], matchers: str) -> bool:
 def test_a_workers_per_account_counters_exist_at_zero_once_configured() -> None:
     """The negative-post counter the spike rules watch, per configured account and kind,
     is at 0 as soon as a worker is built: its first negative post counts."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    code = (
-        "from prometheus_client import generate_latest\n"
-        "from bot.app import build_app\n"
-        "from bot.config import load_settings\n"
-        "from bot.metrics import REGISTRY\n"
-        "s = load_settings(None, env={'REDIS_URL': 'redis://127.0.0.1:1/0'}, overrides={\n"
-        "    'accounts': [{'id': 'shop', 'platform': 'generic', 'handle': 'shop',\n"
-        "                  'secrets': {'signing_secret': 's'}}]})\n"
-        "build_app(s, role='worker')\n"
-        "print(generate_latest(REGISTRY).decode())\n"
-    )
-    res = run(sys.executable, "-c", code)
-    assert res.returncode == 0, res.stderr
-    samples = {
-        (x.name, x.labels.get("account"), x.labels.get("kind")): x.value
-        for f in text_string_to_metric_families(res.stdout)
-        for x in f.samples
-    }
+    samples = fresh_samples(worker=True)
     for kind in ("mention", "dm"):
-        assert samples[("replydesk_negative_messages_total", "shop", kind)] == 0
+        labels = (("account", "shop"), ("kind", kind), ("platform", "generic"))
+        assert samples[("replydesk_negative_messages_total", labels)] == 0
 
 
 def test_counters_the_alerts_watch_exist_at_zero_from_the_start() -> None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from bot.ops.insights import account_insights, record_first_response
 from bot.ops.routes import CLOCK, tick
 from bot.ops.spikes import SpikeDetector, get_alert, list_alerts
 from escalation.agents import AgentStore
-from tests.support.cli import ROOT, replydesk_cli
+from tests.support.cli import replydesk_cli
+from tests.support.fresh_metrics import fresh_samples
 from tests.support.notify_hook import hook_server
 from tests.support.redis_server import env_with_redis
 
@@ -462,30 +462,10 @@ def test_a_workers_crisis_alert_counters_exist_at_zero_once_configured() -> None
     """The dashboard counts crisis alerts with increase(), which sees nothing into a
     series' first sample: a counter born at 1 on a worker's first raise (often its only
     one) would show no alert at all."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    code = (
-        "from prometheus_client import generate_latest\n"
-        "from bot.app import build_app\n"
-        "from bot.config import load_settings\n"
-        "from bot.metrics import REGISTRY\n"
-        "s = load_settings(None, env={'REDIS_URL': 'redis://127.0.0.1:1/0'}, overrides={\n"
-        "    'accounts': [{'id': 'shop', 'platform': 'generic', 'handle': 'shop',\n"
-        "                  'secrets': {'signing_secret': 's'}}]})\n"
-        "build_app(s, role='worker')\n"
-        "print(generate_latest(REGISTRY).decode())\n"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    assert res.returncode == 0, res.stderr
-    samples = {
-        (x.name, x.labels.get("account"), x.labels.get("transition")): x.value
-        for f in text_string_to_metric_families(res.stdout)
-        for x in f.samples
-    }
+    samples = fresh_samples(worker=True)
     for transition in ("raised", "cleared"):
-        assert samples[("replydesk_crisis_alerts_total", "shop", transition)] == 0
+        labels = (("account", "shop"), ("transition", transition))
+        assert samples[("replydesk_crisis_alerts_total", labels)] == 0
 
 
 @pytest.mark.parametrize("fails", ["counts", "spike"])

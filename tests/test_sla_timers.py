@@ -3,13 +3,10 @@ scanner reports the queue depth, not only the one holding the scan lock."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from bot import metrics
 from bot.config import ConfigError, EscalationConfig, SlaPolicyConfig
@@ -17,6 +14,7 @@ from escalation.scanner import SlaScanner
 from escalation.sla import PRIORITIES, SlaPolicies
 from escalation.tickets import TicketStore
 from tests.support.escalation import FakeClock, event
+from tests.support.fresh_metrics import fresh_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,20 +94,7 @@ async def test_a_scanner_without_the_lock_still_reports_the_queue_depth(
 def test_ticket_counters_exist_at_zero_from_the_start() -> None:
     """rate() and increase() count nothing into a series' first sample, so a counter born
     at 1 hides a process's first ticket of each priority and channel from the dashboard."""
-    code = (
-        "from prometheus_client import generate_latest\n"
-        "from bot.metrics import REGISTRY\n"
-        "print(generate_latest(REGISTRY).decode())\n"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    assert res.returncode == 0, res.stderr
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(res.stdout)
-        for s in f.samples
-    }
+    samples = fresh_samples()
     for priority in PRIORITIES:
         key = ("replydesk_tickets_resolved_total", (("priority", priority),))
         assert samples.get(key) == 0, key
