@@ -149,8 +149,60 @@ const Console = (() => {
     if (err && err.status === 401) window.location.assign("/console/login");
   }
 
+  const FOCUSABLE = "a[href], button, select, input, textarea";
+
+  /** Runs render(), which replaces the rows (data-ticket-id) inside container, and gives
+   * the keyboard focus back to the same control of the same ticket's new row (or of the
+   * row now in its place): a live refresh must not throw a keyboard user to the top. */
+  function keepFocus(container, render) {
+    const active = document.activeElement;
+    const row = active && container.contains(active) ? active.closest("[data-ticket-id]") : null;
+    if (!row) {
+      render();
+      return;
+    }
+    const rows = [...container.querySelectorAll("[data-ticket-id]")];
+    const at = { id: row.dataset.ticketId, row: rows.indexOf(row), control: [...row.querySelectorAll(FOCUSABLE)].indexOf(active) };
+    render();
+    const fresh = [...container.querySelectorAll("[data-ticket-id]")];
+    const again = fresh.find((r) => r.dataset.ticketId === at.id) || fresh[Math.min(at.row, fresh.length - 1)];
+    const controls = again ? again.querySelectorAll(FOCUSABLE) : [];
+    const target = controls[Math.max(0, at.control)] || controls[0];
+    if (target) target.focus();
+    else document.getElementById("main").focus();
+  }
+
+  /** Calls fn just after the first claim lease among tickets runs out: a lease ending
+   * changes nothing on the server and sends no event, yet nobody holds the ticket then.
+   * Returns the timer, to pass back as `previous` on the next render. */
+  function afterLeaseEnds(list, fn, previous) {
+    clearTimeout(previous);
+    const ends = list.map((t) => t.lease_until).filter((x) => x);
+    if (!ends.length) return null;
+    return setTimeout(fn, Math.max(0, Math.min(...ends) - now()) * 1000 + 1000);
+  }
+
+  /** GET /api/v1/tickets, following `next`, for the first `want` tickets (all of them
+   * when omitted): {tickets, more}, more when tickets were left unread. */
+  async function tickets(query, want) {
+    const out = [];
+    let after = null;
+    for (;;) {
+      const q = new URLSearchParams(query);
+      // One more than wanted: whether any are left is then known, not guessed.
+      q.set("limit", String(want ? Math.min(500, want - out.length + 1) : 500));
+      if (after) q.set("after", after);
+      const page = await api("GET", "/api/v1/tickets?" + q.toString());
+      out.push(...page.tickets);
+      after = page.next;
+      if (want && out.length > want) return { tickets: out.slice(0, want), more: true };
+      if (!after) return { tickets: out, more: false };
+    }
+  }
+
   return {
     learnSkew, now, nextClock, countdown, paintCountdown, priorityBadge, kindBadge,
-    customerLabel, live, debounce, me, ticketLink, signedOutGuard,
+    customerLabel, live, debounce, me, ticketLink, signedOutGuard, keepFocus, afterLeaseEnds,
+    tickets,
   };
 })();

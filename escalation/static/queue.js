@@ -47,12 +47,16 @@
   }
 
   let loads = 0; // the latest load's number: an older answer arriving late is dropped
+  const PAGE = 100;
+  let shown = PAGE; // how many tickets the table shows; "Show more" adds a page
+  let leaseTimer = null;
+  const more = document.getElementById("queue-more");
 
   async function load() {
     const q = query();
     const mine = ++loads;
     try {
-      const data = await api("GET", "/api/v1/tickets?" + q.toString());
+      const data = await C.tickets(q, shown);
       // Two filter changes in a row: the first answer must not overwrite the second's.
       if (mine !== loads) return;
       const rows = data.tickets.map((t) => {
@@ -62,8 +66,13 @@
         return r;
       });
       known = new Set(data.tickets.map((t) => t.id));
-      body.replaceChildren(...rows);
+      C.keepFocus(body, () => body.replaceChildren(...rows));
       empty.hidden = rows.length > 0;
+      // Tickets past the shown ones are due later, but they are there: say so.
+      more.hidden = !data.more;
+      document.getElementById("queue-shown").textContent = String(rows.length);
+      // A claim that runs out sends no event: read again when the first one does.
+      leaseTimer = C.afterLeaseEnds(data.tickets, load, leaseTimer);
       setStatus(status, "");
     } catch (err) {
       await C.signedOutGuard(err);
@@ -71,11 +80,21 @@
     }
   }
 
+  document.getElementById("show-more").addEventListener("click", async () => {
+    const from = body.children.length;
+    shown += PAGE;
+    await load();
+    // On to the first ticket added: the button may be gone, with the focus it had.
+    const first = body.children[from];
+    if (first) first.querySelector("a").focus();
+  });
+
   form.addEventListener("change", () => {
     const q = query();
     const qs = q.toString();
     window.history.replaceState(null, "", qs ? "?" + qs : window.location.pathname);
     known = null;
+    shown = PAGE;
     load();
   });
 

@@ -93,16 +93,21 @@
     );
   }
 
+  let leaseTimer = null;
+
   async function load() {
     try {
+      // Every open ticket, past the API's 500 a page: the load counts must add up.
       const [a, q] = await Promise.all([
         api("GET", "/console/api/agents"),
-        api("GET", "/api/v1/tickets?status=open&limit=500"),
+        C.tickets({ status: "open" }),
       ]);
       agents = a.agents;
       q.tickets.forEach(C.learnSkew);
       renderLoad(q.tickets);
-      heldBody.replaceChildren(...q.tickets.map(row));
+      C.keepFocus(heldBody, () => heldBody.replaceChildren(...q.tickets.map(row)));
+      // A claim that runs out sends no event: read again when the first one does.
+      leaseTimer = C.afterLeaseEnds(q.tickets, load, leaseTimer);
     } catch (err) {
       await C.signedOutGuard(err);
       setStatus(status, "Could not load: " + err.message, "error");

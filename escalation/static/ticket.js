@@ -18,6 +18,10 @@
   let rules = null; // textfit rules by account
   let replyKey = newKey(); // one idempotency key per reply being written
   let channelChosen = false;
+  // A supervisor's choice in the Assign to / Priority menus, not yet applied: a live
+  // update must not put the menu back, or the button would apply the old value.
+  const chosen = { assign: false, priority: false };
+  let leaseTimer = null;
 
   function newKey() {
     return "c" + Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -255,21 +259,31 @@
     renderClocks(ticket);
     renderWindow(ticket);
     renderReasons(ticket);
+    followCustomer();
+    const prio = $("set-priority");
+    if (prio && !chosen.priority && document.activeElement !== prio) prio.value = ticket.priority;
+    const assignTo = $("assign-to");
+    if (assignTo && !chosen.assign && document.activeElement !== assignTo) showHolderInMenu(assignTo);
+    // A claim that runs out sends no event: read again when it does.
+    leaseTimer = C.afterLeaseEnds([ticket], load, leaseTimer);
+    updateCounter();
+  }
+
+  /** The Assign to menu on the holder, or on "choose…" when nobody (or a revoked agent,
+   * not in the menu) holds the ticket. */
+  function showHolderInMenu(menu) {
+    menu.value = ticket && ticket.assignee ? ticket.assignee : "";
+    if (menu.selectedIndex < 0) menu.value = "";
+  }
+
+  /** Answer where the customer last wrote (not where the ticket started): a customer
+   * who moved from a public mention to DM gets the answer privately. */
+  function followCustomer() {
     if (!channelChosen) {
-      // Answer where the customer last wrote (not where the ticket started): a customer
-      // who moved from a public mention to DM gets the answer privately.
       const radio = document.querySelector(`input[name="channel"][value="${customerChannel(ticket)}"]`);
       if (radio) radio.checked = true;
     }
     renderChannelNotice();
-    const prio = $("set-priority");
-    if (prio && document.activeElement !== prio) prio.value = ticket.priority;
-    const assignTo = $("assign-to");
-    if (assignTo && ticket.assignee && document.activeElement !== assignTo) {
-      assignTo.value = ticket.assignee;
-      if (assignTo.selectedIndex < 0) assignTo.value = ""; // held by a revoked agent: choose…
-    }
-    updateCounter();
   }
 
   async function load() {
@@ -341,11 +355,13 @@
 
   // -- actions ----------------------------------------------------------------------
   async function act(label, path, body) {
+    const from = document.activeElement;
     setStatus(actionStatus, `${label}…`);
     try {
       const data = await api("POST", `${base}/${path}`, body || {});
       setStatus(actionStatus, `${label}: done.`, "ok");
       await load();
+      keepActionFocus(from);
       return data;
     } catch (err) {
       await C.signedOutGuard(err);
@@ -357,6 +373,14 @@
       await load();
       return null;
     }
+  }
+
+  /** Resolve, Reopen and Release hide the button pressed (`from`), whose focus would
+   * fall to the page's top: it goes to the first action shown now (Resolve → Reopen). */
+  function keepActionFocus(from) {
+    if (!from || !from.hidden || !$("actions").contains(from)) return;
+    const next = [...$("actions").querySelectorAll("button")].find((b) => !b.hidden);
+    if (next) next.focus();
   }
 
   $("claim").addEventListener("click", () => act("Claim", "claim"));
@@ -374,6 +398,10 @@
     if (ok) {
       replyText.value = "";
       replyKey = newKey();
+      // The draft went out: the next reply follows the customer again (a customer who
+      // moved to DM after a public answer is answered by DM).
+      channelChosen = false;
+      followCustomer();
       setStatus(actionStatus, "Reply queued for delivery.", "ok");
     }
     updateCounter();
@@ -388,7 +416,9 @@
 
   const assignForm = $("assign-form");
   if (assignForm) {
-    assignForm.addEventListener("submit", (ev) => {
+    $("assign-to").addEventListener("change", () => { chosen.assign = true; });
+    $("set-priority").addEventListener("change", () => { chosen.priority = true; });
+    assignForm.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const to = $("assign-to").value;
       if (!to) {
@@ -396,19 +426,24 @@
         $("assign-to").focus();
         return;
       }
-      act("Reassign", "assign", { agent: to });
+      if (await act("Reassign", "assign", { agent: to })) {
+        chosen.assign = false;
+        showHolderInMenu($("assign-to"));
+      }
     });
-    $("priority-form").addEventListener("submit", (ev) => {
+    $("priority-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      act("Priority", "priority", { priority: $("set-priority").value });
+      if (await act("Priority", "priority", { priority: $("set-priority").value })) {
+        chosen.priority = false;
+        if (ticket) $("set-priority").value = ticket.priority;
+      }
     });
     api("GET", "/console/api/agents").then((data) => {
       // Nobody is preselected: a placeholder, as on the supervisor page, until one is chosen.
       const menu = $("assign-to");
       menu.replaceChildren(el("option", { value: "", disabled: true }, "choose…"),
         ...data.agents.map((a) => el("option", { value: a.name }, `${a.name} (${a.role})`)));
-      menu.value = ticket && ticket.assignee ? ticket.assignee : "";
-      if (menu.selectedIndex < 0) menu.value = "";
+      if (!chosen.assign) showHolderInMenu(menu);
     }).catch(() => {});
   }
 
@@ -416,6 +451,17 @@
     rules = data.accounts;
     updateCounter();
   }).catch(() => {});
+
+  // Back to the queue as the agent left it: its filters are in its address (a crisis
+  // banner's link filters it to one account).
+  try {
+    const from = new URL(document.referrer);
+    if (from.origin === window.location.origin && from.pathname === "/console") {
+      $("back-to-queue").href = from.pathname + from.search;
+    }
+  } catch (_e) {
+    // no referrer: the plain queue
+  }
 
   const reload = C.debounce(load, 100);
   C.live((type, data) => {
