@@ -836,6 +836,7 @@ def test_ticket_page_says_why_the_bot_escalated_in_words(browser: Any, server: L
     )
     owned = ticket("3", "human_owned", {"rule": "human_owned", "as_new": "complaints.negative"})
     unknown = ticket("4", "brand_new", {"rule": "brand_new.rule", "intent": "shipping"})
+    crisis = ticket("5", "crisis_hold", {"rule": "crisis_hold", "held_back": "faq.faq"})
 
     page = agent_page(browser, server, "ann")
     summary = page.locator("#reasons-summary")
@@ -872,6 +873,11 @@ def test_ticket_page_says_why_the_bot_escalated_in_words(browser: Any, server: L
     )
     page.goto(f"{server.url}/console/tickets/{unknown}")  # a rule the page does not know
     expect(summary).to_have_text("Escalated by the rule brand_new.rule (intent shipping).")
+    page.goto(f"{server.url}/console/tickets/{crisis}")
+    expect(summary).to_have_text(
+        "Negative posts about the account were spiking (a crisis alert), so the bot posted "
+        "nothing canned in public (it had faq.faq)."
+    )
     page.context.close()
 
 
@@ -1170,4 +1176,32 @@ def test_back_to_the_queue_keeps_its_filters(browser: Any, server: LiveServer) -
     expect(page).to_have_url(re.compile(r"/console\?account=acme-cn$"))
     expect(page.get_by_label("Account")).to_have_value("acme-cn")
     expect(page.locator("#queue-body tr")).to_have_count(1)
+    page.context.close()
+
+
+def test_the_queue_reads_again_when_events_were_lost_while_away(
+    browser: Any, server: LiveServer
+) -> None:
+    """Back from longer away than the server keeps events, the stream's first word is
+    events.lost (the API's side: tests/test_agent_api.py): the queue then reads its
+    tickets again. A ticket opened meanwhile, whose event was trimmed, stayed missing.
+    The event stream is played by the test here, so the page sees only what it says."""
+    expect = playwright_expect()
+    say = {"lost": False}
+
+    def events(route: Any) -> None:
+        body = ": connected\n\n"
+        if say["lost"]:
+            body += 'event: events.lost\ndata: {"since": "1-0"}\n\n'
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    page = agent_page(browser, server, "ann")
+    page.route("**/api/v1/events", events)
+    page.goto(f"{server.url}/console")
+    expect(page.locator("#queue-empty")).to_be_visible()
+    missed = new_ticket(server)  # its ticket.created never reaches the page
+    page.wait_for_timeout(500)
+    expect(page.locator(f'tr[data-ticket-id="{missed}"]')).to_have_count(0)
+    say["lost"] = True  # the next reconnect (the fulfilled stream has ended) says so
+    expect(page.locator(f'tr[data-ticket-id="{missed}"]')).to_be_visible(timeout=20_000)
     page.context.close()

@@ -122,7 +122,11 @@
 
   const reload = C.debounce(load, 150);
   const reloadAlerts = C.debounce(loadAlerts, 150);
-  C.live((type) => (type.startsWith("alert.") ? reloadAlerts() : reload()));
+  C.live((type, data) => {
+    // Back from longer away than the server keeps events: both may have changed.
+    if (data.resync || type.startsWith("alert.")) reloadAlerts();
+    if (data.resync || !type.startsWith("alert.")) reload();
+  });
   load();
   loadAlerts();
 })();

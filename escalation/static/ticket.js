@@ -195,6 +195,8 @@
     repeat: "The bot's answer had already been sent in the last hour: it did not help",
     busy_thread: "The bot had replied too often in the last hour",
     order_lookup_failed: "The order lookup failed",
+    crisis_hold: (r) => "Negative posts about the account were spiking (a crisis alert), so the bot"
+      + ` posted nothing canned in public${r.held_back ? ` (it had ${r.held_back})` : ""}`,
     human_owned: (r) => "Written while a person had the conversation"
       + (r.as_new ? `; on its own it would have escalated as ${ruleName(r.as_new)}` : ""),
   };
@@ -465,7 +467,7 @@
 
   const reload = C.debounce(load, 100);
   C.live((type, data) => {
-    if (data.ticket_id === tid) reload();
+    if (data.ticket_id === tid || data.resync) reload();
   });
   load();
 })();
