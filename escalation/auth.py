@@ -9,8 +9,11 @@
   send the session's CSRF token in ``X-CSRF-Token``; :func:`authenticate` returns None
   when it is missing or wrong, so a cross-site form can never act as the agent.
 
-Sessions live in Redis (``sessions:{id}`` JSON with the agent name, the sha256 of the
-token that signed in, and the CSRF token, expiring after ``escalation.session_ttl_s``).
+Sessions live in Redis (``sessions:{sha256(id)}`` JSON with the agent name, the sha256 of
+the token that signed in, and the CSRF token, expiring after ``escalation.session_ttl_s``).
+The key is the id's hash, not the id, for the same reason tokens are kept hashed: whoever
+reads Redis (a backup, the AOF file, a read-only monitoring user) must not be able to
+sign in with what they read.
 Every request resolves the session through that token hash, so revoking the token ends
 its sessions at once, and they stay dead when the agent is added again with a new token
 (the documented rotation) instead of coming back with the new record's role.
@@ -18,16 +21,20 @@ its sessions at once, and they stay dead when the agent is added again with a ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 
 from bot import keys as K
 from bot.platforms.signing import same
 from bot.redis import Keys, Redis
 from escalation.agents import Agent, AgentStore, hash_token
+
+log = structlog.get_logger(__name__)
 
 SESSION_COOKIE = "replydesk_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -44,7 +51,7 @@ class Session:
 
 
 def _session_key(keys: Keys, session_id: str) -> str:
-    return keys.ns("sessions", session_id)
+    return keys.ns("sessions", hashlib.sha256(session_id.encode()).hexdigest())
 
 
 async def create_session(
@@ -99,7 +106,12 @@ async def authenticate(request: web.Request) -> Agent | None:
     redis, keys = request.app[K.REDIS], request.app[K.KEYS]
     token = _bearer(request)
     if token is not None:
-        return await AgentStore(redis, keys).by_token(token)
+        agent = await AgentStore(redis, keys).by_token(token)
+        if agent is None:
+            # Tokens are 256 random bits, so guessing is hopeless; the log line is for
+            # spotting a leaked, revoked token still in use, or someone trying.
+            log.warning("api_token_refused", remote=request.remote, path=request.path)
+        return agent
     sid = request.cookies.get(SESSION_COOKIE)
     if not sid:
         return None

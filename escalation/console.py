@@ -40,7 +40,8 @@ log = structlog.get_logger(__name__)
 
 LOGIN_PATH = "/console/login"
 _TICKET_ID = re.compile(r"^T\d{1,22}$")
-_NEXT = re.compile(r"^/console(?:/[A-Za-z0-9/_-]*)?$")
+# Used with fullmatch: ``$`` in re.match also accepts a trailing newline.
+_NEXT = re.compile(r"/console(?:/[A-Za-z0-9/_-]*)?")
 
 
 # -- sessions -------------------------------------------------------------------
@@ -64,7 +65,7 @@ def _set_session_cookie(response: web.StreamResponse, session_id: str, ttl_s: in
 
 
 def _to_login(request: web.Request) -> web.HTTPSeeOther:
-    nxt = request.path if _NEXT.match(request.path) and request.path != LOGIN_PATH else ""
+    nxt = request.path if _NEXT.fullmatch(request.path) and request.path != LOGIN_PATH else ""
     return web.HTTPSeeOther(f"{LOGIN_PATH}?next={nxt}" if nxt and nxt != "/console" else LOGIN_PATH)
 
 
@@ -110,7 +111,7 @@ def _insecure_origin(request: web.Request) -> bool:
 
 
 def _safe_next(nxt: str) -> str:
-    return nxt if _NEXT.match(nxt) else "/console"
+    return nxt if _NEXT.fullmatch(nxt) else "/console"
 
 
 async def login(request: web.Request) -> web.Response:
@@ -128,7 +129,8 @@ async def login(request: web.Request) -> web.Response:
     redis, keys = request.app[K.REDIS], request.app[K.KEYS]
     agent = await AgentStore(redis, keys).by_token(token) if token else None
     if agent is None:
-        log.info("console_login_refused")
+        # Where from, to spot someone trying tokens (never the token itself).
+        log.warning("console_login_refused", remote=request.remote)
         return render(request, "login.html", status=401, error="That token is not valid.", next=nxt)
     old = request.cookies.get(SESSION_COOKIE)
     if old:  # never reuse a session id from before sign-in

@@ -1,4 +1,5 @@
-"""What the console and the sandbox pages share: templates, static files, security headers.
+"""What the console and the sandbox pages share: templates, static files, security headers
+(and the agent API's: no caching, no sniffing).
 
 Pages are server templates (jinja2, autoescaped) plus plain JavaScript from
 ``/static``; no inline scripts or styles, so the Content-Security-Policy can forbid
@@ -21,6 +22,10 @@ STATIC_DIR = HERE / "static"
 TEMPLATES_DIR = HERE / "templates"
 STATIC_PREFIX = "/static"
 PAGE_PREFIXES = ("/console", "/sandbox", STATIC_PREFIX)
+# The agent API answers with customers' messages: no cache may keep them, and no
+# browser may read a JSON answer as anything else.
+API_PREFIX = "/api/"
+API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 CSP = "; ".join(
     (
@@ -59,6 +64,10 @@ def _env() -> jinja2.Environment:
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if request.path.startswith(API_PREFIX):
+        for name, value in API_HEADERS.items():
+            response.headers.setdefault(name, value)  # the event stream keeps its no-cache
+        return
     if not request.path.startswith(PAGE_PREFIXES):
         return
     for name, value in SECURITY_HEADERS.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
@@ -119,8 +120,8 @@ async def test_sessions_end_with_their_token_even_after_the_agent_is_added_again
     fresh = await login(client, "ann")
     me = await (await client.get("/api/v1/me", headers=cookie(fresh))).json()
     assert me["agent"] == {"name": "ann", "role": "supervisor"}
-    # Only the token's hash is kept in the session.
-    raw = await redis.get(keys.ns("sessions", fresh))
+    # Only the token's hash is kept in the session (itself under the hash of its id).
+    raw = await redis.get(keys.ns("sessions", hashlib.sha256(fresh.encode()).hexdigest()))
     assert client.tokens["ann"] not in raw.decode()
 
 
