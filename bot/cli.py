@@ -46,7 +46,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings.server.host = args.host
     if args.port:
         settings.server.port = args.port
-    from bot.demo import enable_demo, forget_demo, install_demo, serve_demo_shop
+    from bot.demo import enable_demo, forget_demo, install_demo, retire_demo, serve_demo_shop
 
     if args.demo:
         enable_demo(settings)  # every role: a worker sends to the sandbox accounts
@@ -58,6 +58,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     else:
         forget_demo(settings)  # the commands beside it see the accounts it serves
         app = build_app(settings, role=args.role)
+        retire_demo(app)  # a printed demo token must not outlive the demo
     # Everything imported so far lives for the whole process: move it out of the
     # collector's view, so full collections stay short (they showed as p99 spikes).
     gc.collect()

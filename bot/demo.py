@@ -30,10 +30,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+import structlog
 from aiohttp import web
 
 from bot import keys as K
 from bot.config import AccountConfig, Secret, Settings
+
+log = structlog.get_logger(__name__)
 
 DEMO_AGENT = "demo-supervisor"
 SECRETS_FILE = "demo-secrets.json"
@@ -193,6 +196,25 @@ def serve_demo_shop(app: web.Application) -> None:
     settings = app[K.SETTINGS]
     if settings.dialog.order_lookup_url == base_url(settings) + DEMO_SHOP_PATH:
         app.router.add_get(DEMO_SHOP_PATH, demo_shop)
+
+
+def retire_demo(app: web.Application) -> None:
+    """``serve`` without ``--demo``: once Redis is open, revoke the demo supervisor if one
+    is active. Its token was printed to a terminal, and it would otherwise keep working
+    on a service that is no longer a demo (a production Redis, when ``--demo`` ran against
+    it). The next ``serve --demo`` makes a new one."""
+
+    async def retire_ctx(app: web.Application) -> AsyncIterator[None]:
+        from escalation.agents import AgentStore  # the human side; only the demo needs it
+
+        store = AgentStore(app[K.REDIS], app[K.KEYS])
+        agent = await store.get(DEMO_AGENT)
+        if agent is not None and not agent.revoked:
+            await store.revoke(DEMO_AGENT)
+            log.warning("demo_supervisor_revoked", reason="serve without --demo")
+        yield
+
+    app.cleanup_ctx.append(retire_ctx)
 
 
 def install_demo(app: web.Application, *, out: TextIO | None = None) -> None:

@@ -86,6 +86,41 @@ async def test_install_demo_prints_addresses_and_a_working_token(
     assert await AgentStore(redis, keys).by_token(token) is None
 
 
+async def test_serve_without_demo_revokes_the_demo_supervisor(
+    aiohttp_client: Any, redis_server: Any, redis: Any, keys: Any, tmp_path: Path
+) -> None:
+    """The demo's printed supervisor token kept working on a later plain serve (on a
+    production Redis too, if --demo had run against it); the next demo makes a new one."""
+    from bot.demo import retire_demo
+
+    s = make_settings(redis_server.url, tmp_path, accounts=[])
+    enable_demo(s)
+    out = io.StringIO()
+    app = build_app(s, role="web")
+    install_demo(app, out=out)
+    await (await aiohttp_client(app)).close()
+    token = re.search(r"\((demo-supervisor)\): (\S+)", out.getvalue()).group(2)  # type: ignore[union-attr]
+    assert await AgentStore(redis, keys).by_token(token) is not None
+
+    plain = make_settings(redis_server.url, tmp_path, accounts=[])
+    app2 = build_app(plain, role="web")
+    retire_demo(app2)
+    client = await aiohttp_client(app2)
+    assert await AgentStore(redis, keys).by_token(token) is None
+    r = await client.get("/api/v1/tickets", headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 401
+    await client.close()
+    retire_demo(app3 := build_app(plain, role="web"))  # nothing to revoke: no error
+    await (await aiohttp_client(app3)).close()
+
+    out2 = io.StringIO()
+    app4 = build_app(s, role="web")
+    install_demo(app4, out=out2)
+    await (await aiohttp_client(app4)).close()
+    fresh = re.search(r"\((demo-supervisor)\): (\S+)", out2.getvalue()).group(2)  # type: ignore[union-attr]
+    assert fresh != token and await AgentStore(redis, keys).by_token(fresh) is not None
+
+
 @pytest.mark.parametrize(("role", "prints"), [("web", True), ("worker", False)])
 def test_serve_demo_prints_addresses_only_where_they_are_served(
     redis_server: Any, tmp_path: Path, role: str, prints: bool
