@@ -19,6 +19,7 @@ import structlog
 from bot import metrics
 from bot.config import WorkerConfig
 from bot.redis import Redis, as_str
+from bot.storage_down import CANNOT_STORE, OutageLog
 from bot.streams import ensure_group, is_nogroup, renew_leases
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,8 @@ class StreamConsumer:
         self._claim_interval = cfg.claim_interval_s
         self._inflight: set[asyncio.Task[None]] = set()
         self._held: dict[asyncio.Task[None], str] = {}  # in-flight task -> its entry id
+        # Reads, reclaims, renewals and handlers all meet the same outage: one line for it.
+        self.outage = OutageLog(self.role, consumer=consumer)
 
     async def handle_entry(self, msg_id: str, fields: dict[str, str]) -> None:
         raise NotImplementedError
@@ -68,9 +71,10 @@ class StreamConsumer:
                 except Exception as e:  # Redis restarting: the client reconnects; retry
                     if await self._regroup(e):
                         continue
-                    log.warning("consumer_read_failed", role=self.role, error=type(e).__name__)
+                    self._failed("consumer_read_failed", e)
                     await _sleep_or_stop(stop, 1.0)
                     continue
+                self.outage.ok()
                 for _stream, entries in resp or []:
                     for msg_id, fields in entries:
                         self._spawn(as_str(msg_id), fields)
@@ -111,8 +115,15 @@ class StreamConsumer:
     def _release(self, task: asyncio.Task[None]) -> None:
         self._held.pop(task, None)
 
+    def _failed(self, event: str, e: BaseException) -> None:
+        """A loop's call failed: Redis away (or full) is the outage's line; anything
+        else is logged each time, it is not expected to come and go."""
+        if isinstance(e, CANNOT_STORE):
+            self.outage.failed(e)
+        else:
+            log.warning(event, role=self.role, error=type(e).__name__)
+
     async def _lease_loop(self, done: asyncio.Event) -> None:
-        failing = False  # logged once per run of failures, not every round of an outage
         while not done.is_set():
             await _sleep_or_stop(done, max(self._vt_ms / 3000, 0.05))
             held = list(self._held.values())
@@ -121,13 +132,9 @@ class StreamConsumer:
             try:
                 lost = await renew_leases(self.redis, self.stream, self.group, self.consumer, held)
             except Exception as e:  # Redis restarting: the next round renews
-                if not failing:
-                    log.warning(
-                        "consumer_lease_renew_failed", role=self.role, error=type(e).__name__
-                    )
-                failing = True
+                self._failed("consumer_lease_renew_failed", e)
                 continue
-            failing = False
+            self.outage.ok()
             # This process stalled past the visibility timeout and another consumer
             # took these over; the handlers are idempotent, so finishing here as well
             # changes nothing. Stop renewing them (and warn once each).
@@ -140,6 +147,10 @@ class StreamConsumer:
     async def _guarded(self, msg_id: str, fields: dict[str, str]) -> None:
         try:
             await self.handle_entry(msg_id, fields)
+        except CANNOT_STORE as e:
+            # Redis went away mid-entry: a traceback per in-flight entry says nothing the
+            # outage's line does not. The entry stays pending and is reclaimed.
+            self.outage.failed(e)
         except Exception:
             # The entry stays pending and is reclaimed after the visibility timeout.
             log.exception("consumer_entry_crashed", role=self.role, stream_id=msg_id)
@@ -153,7 +164,7 @@ class StreamConsumer:
                 await self.reclaim_once()
             except Exception as e:
                 if not await self._regroup(e):
-                    log.warning("consumer_reclaim_failed", role=self.role, error=type(e).__name__)
+                    self._failed("consumer_reclaim_failed", e)
 
     async def _regroup(self, e: Exception) -> bool:
         """On NOGROUP, create the group again; True when it exists now. Redis came back

@@ -33,6 +33,7 @@ from bot.platforms.base import (
     SignatureError,
 )
 from bot.redis import Keys, Redis
+from bot.storage_down import CANNOT_STORE, OutageLog
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +74,8 @@ class IngestWriter:
         self._script = redis.register_script(_STORE_LUA)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # Every request meets the same outage: logged once for all of them.
+        self.outage = OutageLog("webhooks")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
@@ -131,6 +134,7 @@ class IngestWriter:
                 if not p.future.done():
                     p.future.set_exception(e)
             return
+        self.outage.ok()
         metrics.INGEST_BATCH.observe(size)
         i = 0
         for p in batch:
@@ -260,6 +264,10 @@ class IngestRoutes:
             stored = await self.writer.store(events)
         except SignatureError as e:
             return _refused(adapter, e)
+        except CANNOT_STORE as e:  # the outage's one line (bot/storage_down.py), no traceback
+            if self.writer is not None:
+                self.writer.outage.failed(e)
+            return "error", _error(503, "temporarily unable to store events")
         except Exception:
             log.exception("ingest_store_failed", platform=adapter.name, account=adapter.account.id)
             # Not 200: the platform will retry, and nothing was acknowledged.

@@ -278,9 +278,7 @@ async def test_a_slow_live_handler_keeps_its_entry(redis, keys):
         await add(redis, keys, event("s1"))
         await until(lambda: pipe.calls["s1"] == 1, 10, "the first worker to start the event")
         reclaimed = sample("replydesk_worker_reclaimed_total")
-        tasks.append(
-            await run_worker(InboundWorker(redis, keys, FAST, pipe, consumer="w-b"), stop)
-        )
+        tasks.append(await run_worker(InboundWorker(redis, keys, FAST, pipe, consumer="w-b"), stop))
         await until(lambda: redis.exists(keys.outcome(event("s1").key)), 10, "the outcome")
         await until(lambda: _no_pending(redis, keys))
     finally:
@@ -322,11 +320,11 @@ async def test_a_lease_taken_over_is_not_taken_back(redis, keys):
     assert await _no_pending(redis, keys)
 
 
-async def test_failed_claim_renewals_are_logged_once_per_run_of_failures(
-    redis, keys, monkeypatch
-):
-    """Redis unreachable for several renewal rounds logs one warning, not one a round;
-    failing again after a round that worked is a new run, logged again."""
+async def test_failed_claim_renewals_are_logged_as_the_consumers_outage(redis, keys, monkeypatch):
+    """Redis unreachable for renewal rounds is the consumer's outage (bot/storage_down.py
+    OutageLog, shared with its reads): a warning when it starts, a line when a call works
+    again, never a line per failed round. (Here only renewals fail, so the reads between
+    them end each run.)"""
     from redis.exceptions import ConnectionError as RedisConnectionError
     from structlog.testing import capture_logs
 
@@ -354,8 +352,12 @@ async def test_failed_claim_renewals_are_logged_once_per_run_of_failures(
         finally:
             stop.set()
             await task
-    failed = [e for e in logs if e["event"] == "consumer_lease_renew_failed"]
-    assert [e["error"] for e in failed] == ["ConnectionError", "ConnectionError"]
+    mine = [e for e in logs if e.get("part") == "worker"]
+    down = [e for e in mine if e["event"] == "redis_unavailable"]
+    assert down and {e["error"] for e in down} == {"ConnectionError"}
+    assert len(down) <= rounds.count("fail")
+    assert [e["event"] for e in mine] == ["redis_unavailable", "redis_recovered"] * len(down)
+    assert not [e for e in logs if e["event"] == "consumer_lease_renew_failed"]
 
 
 class _Events:
