@@ -178,6 +178,10 @@ class EmbeddedRedis:
     @contextlib.contextmanager
     def _gate(self) -> Iterator[None]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The AOF holds every customer's messages, and redis-server writes it world
+        # readable (0644): the folder keeps other local users out.
+        with contextlib.suppress(PermissionError):  # not ours: its owner decides
+            self.data_dir.chmod(0o700)
         with open(self.data_dir / self.GATE_FILE, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
             yield

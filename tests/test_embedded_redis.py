@@ -26,6 +26,17 @@ async def test_embedded_redis_persists_across_restart(tmp_path):
         assert await r.xlen("rd:inbound") == 1
 
 
+async def test_the_data_dir_is_closed_to_other_users(tmp_path):
+    """redis-server writes the AOF, every customer's messages, readable by all (0644): the
+    folder around it is the owner's alone, also one made before (0755)."""
+    var = tmp_path / "var"
+    var.mkdir(mode=0o755)
+    var.chmod(0o755)
+    async with open_redis(RedisConfig(url=None, data_dir=str(var))) as r:
+        await r.set("k", "v")
+    assert var.stat().st_mode & 0o777 == 0o700
+
+
 async def test_a_second_user_of_the_data_dir_leaves_the_server_running(tmp_path):
     """A CLI command beside `make run` (or a second `serve --role`) joins the running
     server; its exit must not shut that server down under the service."""
