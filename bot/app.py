@@ -272,7 +272,10 @@ async def _readyz(request: web.Request) -> web.Response:
     app = request.app
     checks: dict[str, bool] = {}
     try:
-        checks["redis"] = bool(await asyncio.wait_for(app[K.REDIS].ping(), timeout=1.0))
+        # A write, not a PING: a Redis at maxmemory (noeviction) or a replica left behind
+        # by a failover answers PING but refuses every event this process would store.
+        probe = app[K.REDIS].set(app[K.KEYS].ns("readyz"), b"1", px=10_000)
+        checks["redis"] = bool(await asyncio.wait_for(probe, timeout=1.0))
     except Exception:
         checks["redis"] = False
     if K.PIPELINE in app:

@@ -187,6 +187,21 @@ async def test_redis_down_is_503_not_200(aiohttp_client, settings, redis_server)
         redis_server.start()
 
 
+async def test_ready_fails_while_redis_refuses_writes(client, redis):
+    """A Redis at maxmemory under noeviction still answers PING, so /readyz said ready
+    while every webhook got 503: the load balancer kept sending traffic here."""
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.config_set("maxmemory", "1")  # below what is used: every write refused
+    try:
+        r = await client.get("/readyz")
+        assert r.status == 503 and (await r.json())["checks"]["redis"] is False
+        body, headers = signed(GENERIC_SECRET, generic_event("e-full"))
+        assert (await client.post(URL, data=body, headers=headers)).status == 503
+    finally:
+        await redis.config_set("maxmemory", "0")
+    assert (await client.get("/readyz")).status == 200
+
+
 async def test_health_ready_metrics(client):
     assert (await client.get("/healthz")).status == 200
     r = await client.get("/readyz")
