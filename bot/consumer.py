@@ -19,7 +19,7 @@ import structlog
 from bot import metrics
 from bot.config import WorkerConfig
 from bot.redis import Redis, as_str
-from bot.storage_down import CANNOT_STORE, OutageLog
+from bot.storage_down import CANNOT_STORE, OutageLog, round_failed
 from bot.streams import ensure_group, is_nogroup, renew_leases
 
 log = structlog.get_logger(__name__)
@@ -116,12 +116,7 @@ class StreamConsumer:
         self._held.pop(task, None)
 
     def _failed(self, event: str, e: BaseException) -> None:
-        """A loop's call failed: Redis away (or full) is the outage's line; anything
-        else is logged each time, it is not expected to come and go."""
-        if isinstance(e, CANNOT_STORE):
-            self.outage.failed(e)
-        else:
-            log.warning(event, role=self.role, error=type(e).__name__)
+        round_failed(self.outage, event, e, role=self.role)
 
     async def _lease_loop(self, done: asyncio.Event) -> None:
         while not done.is_set():

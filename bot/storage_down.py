@@ -86,6 +86,15 @@ class OutageLog:
         self._since, self._failures = None, 0
 
 
+def round_failed(outage: OutageLog, event: str, e: BaseException, **context: Any) -> None:
+    """A periodic loop's call failed: Redis away (or full) is ``outage``'s line; anything
+    else is logged as ``event`` each time, since it is not expected to come and go."""
+    if isinstance(e, CANNOT_STORE):
+        outage.failed(e)
+    else:
+        log.warning(event, error=type(e).__name__, **context)
+
+
 def _what(e: BaseException) -> str:
     return "OutOfMemoryError (maxmemory)" if isinstance(e, OutOfMemoryError) else type(e).__name__
 

@@ -22,6 +22,7 @@ import structlog
 
 from bot import metrics
 from bot.redis import Keys, Redis, as_str, release_lock
+from bot.storage_down import OutageLog, round_failed
 from escalation.tickets import TicketStore
 
 log = structlog.get_logger(__name__)
@@ -117,12 +118,14 @@ class SlaScanner:
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
         log.info("sla_scanner_started")
+        outage = OutageLog("sla_scanner")  # one line per Redis outage, not one a round
         try:
             while not stop.is_set():
                 try:
                     await self.scan_once()
+                    outage.ok()
                 except Exception as e:
-                    log.warning("sla_scan_failed", error=type(e).__name__)
+                    round_failed(outage, "sla_scan_failed", e)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=interval_s)
         finally:

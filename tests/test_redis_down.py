@@ -134,3 +134,48 @@ async def test_a_consumer_logs_an_outage_once_and_resumes_by_itself(
     assert _outage_lines(logs, "test") == {"redis_unavailable": 1, "redis_recovered": 1}
     noisy = {"consumer_read_failed", "consumer_reclaim_failed", "consumer_entry_crashed"}
     assert not [e for e in logs if e["event"] in noisy or e.get("exc_info")]
+
+
+async def test_the_periodic_loops_log_an_outage_once(redis_server: Any) -> None:
+    """The SLA scanner (every 5 s), the notification loop (every second) and the crisis
+    monitor logged a warning each round Redis was away: 16 and 47 lines in two minutes.
+    Now each logs the outage once and its end."""
+    from bot.ops import notify
+    from bot.redis import Keys
+    from escalation.scanner import SlaScanner
+    from escalation.tickets import TicketStore
+
+    client = connect(redis_server.url)
+    keys = Keys("rd:")
+    scanner = SlaScanner(TicketStore(client, keys))
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        loops = [
+            asyncio.create_task(scanner.run(stop, interval_s=0.05)),
+            asyncio.create_task(
+                notify.run(client, keys, None, None, stop, interval_s=0.05)  # type: ignore[arg-type]
+            ),
+        ]
+        try:
+            await asyncio.sleep(0.3)
+            redis_server.stop()
+            try:
+                await asyncio.sleep(3)  # dozens of rounds of each
+            finally:
+                redis_server.start()
+            await until(
+                lambda: (
+                    {"sla_scanner", "notifications"}
+                    <= {e.get("part") for e in logs if e["event"] == "redis_recovered"}
+                ),
+                20,
+                "both loops' recovery",
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*loops)
+            await client.aclose()
+    for part in ("sla_scanner", "notifications"):
+        assert _outage_lines(logs, part) == {"redis_unavailable": 1, "redis_recovered": 1}
+    noisy = {"sla_scan_failed", "notification_loop_failed"}
+    assert not [e for e in logs if e["event"] in noisy]

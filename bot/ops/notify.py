@@ -28,6 +28,7 @@ import structlog
 from bot import metrics
 from bot.config import Secret
 from bot.redis import Keys, Redis
+from bot.storage_down import OutageLog, round_failed
 
 log = structlog.get_logger(__name__)
 
@@ -180,12 +181,14 @@ async def run(
     timeout_s: float = 5.0,
     backoff: Backoff = RETRY,
 ) -> None:
+    outage = OutageLog("notifications")  # one line per Redis outage, not one a second
     while not stop.is_set():
         started = time.monotonic()
         try:
             await deliver_pending(redis, keys, http, url, timeout_s=timeout_s, backoff=backoff)
+            outage.ok()
         except Exception as e:  # Redis hiccup: keep the loop alive
-            log.warning("notification_loop_failed", error=type(e).__name__)
+            round_failed(outage, "notification_loop_failed", e)
         wait = max(0.05, interval_s - (time.monotonic() - started))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)

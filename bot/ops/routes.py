@@ -23,6 +23,7 @@ from bot.ops import notify
 from bot.ops.insights import account_insights
 from bot.ops.recorder import configure
 from bot.ops.spikes import SpikeDetector, get_alert, list_alerts
+from bot.storage_down import OutageLog, round_failed
 
 log = structlog.get_logger(__name__)
 
@@ -129,11 +130,13 @@ async def tick(app: web.Application) -> None:
 
 async def _tick_loop(app: web.Application, stop: asyncio.Event) -> None:
     interval = app[K.SETTINGS].ops.tick_s
+    outage = OutageLog("crisis_monitor")  # one line per Redis outage, not one a tick
     while not stop.is_set():
         try:
             await tick(app)
+            outage.ok()
         except Exception as e:  # Redis hiccup: try again next tick
-            log.warning("ops_tick_failed", error=type(e).__name__)
+            round_failed(outage, "ops_tick_failed", e)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
 
