@@ -285,7 +285,10 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    with contextlib.suppress(Exception):  # scrape still answers when Redis is down
+    try:  # the scrape still answers when Redis is down, and says so
         await refresh_stream_gauges(request.app[K.REDIS], request.app[K.KEYS])
+        metrics.REDIS_UP.set(1)
+    except Exception:
+        metrics.REDIS_UP.set(0)
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

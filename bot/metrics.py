@@ -95,6 +95,12 @@ STREAM_LENGTH = Gauge(
     ["stream"],
     registry=REGISTRY,
 )
+REDIS_UP = Gauge(
+    "replydesk_redis_up",
+    "1 when this process could read Redis at the latest scrape, else 0 (the stream gauges"
+    " then keep their last values).",
+    registry=REGISTRY,
+)
 STREAM_LAG = Gauge(
     "replydesk_stream_lag",
     "Entries in a stream not yet delivered to its consumer group.",

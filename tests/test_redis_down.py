@@ -45,8 +45,12 @@ async def test_api_console_and_sandbox_say_503_while_redis_is_down(
         customer = {"Cookie": f"{CUSTOMER_COOKIE}=sb0123456789abcdef"}
         r = await client.get("/sandbox/api/messages?account=acme", headers=customer)
         assert r.status == 503 and r.headers["Retry-After"]
+        # The scrape still answers, and says Redis is away (its stream gauges are stale).
+        assert "replydesk_redis_up 0.0" in await (await client.get("/metrics")).text()
+        assert (await client.get("/readyz")).status == 503
     finally:
         redis_server.start()
+    assert "replydesk_redis_up 1.0" in await (await client.get("/metrics")).text()
 
 
 def _outage_lines(logs: list[dict[str, Any]], part: str) -> dict[str, int]:
