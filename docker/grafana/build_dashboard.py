@@ -313,6 +313,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]], str]]]] = [
         "Processes",
         [
             ("Up", "short", [('up{job=~"replydesk-.*"}', "{{instance}}")], "ts"),
+            ("Redis reachable", "short", [("replydesk_redis_up", "{{instance}}")], "ts"),
             (
                 "CPU",
                 "percentunit",
