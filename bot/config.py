@@ -241,6 +241,9 @@ class SandboxConfig:
     # Where the sandbox page posts its signed webhooks; empty means back to the
     # address the page's own request arrived on.
     webhook_base: str = ""
+    # Messages a client address may post a minute (429 beyond): a sandbox left open on a
+    # public host must not let anyone fill the agents' queue. 0: no limit.
+    max_messages_per_minute: int = 30
 
 
 @dataclass
@@ -369,6 +372,8 @@ class Settings:
                 )
         if not 0 < self.server.port < 65536:
             raise ConfigError(f"server.port: {self.server.port} is not a TCP port")
+        if self.sandbox.max_messages_per_minute < 0:
+            raise ConfigError("sandbox.max_messages_per_minute: must be 0 (no limit) or more")
         if not self.escalation.resolved_retention_days >= 0:
             raise ConfigError("escalation.resolved_retention_days: must be 0 (keep) or more")
         if self.worker.max_attempts < 1:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from typing import Any
 
 import structlog
@@ -171,6 +172,21 @@ def _webhook_base(request: web.Request) -> str:
     return f"http://{s.host}:{s.port}"
 
 
+async def _over_limit(request: web.Request) -> bool:
+    """Whether this client address has posted its ``sandbox.max_messages_per_minute``
+    this minute (counted per clock minute in Redis, so every web process shares it)."""
+    cap = request.app[K.SETTINGS].sandbox.max_messages_per_minute
+    if cap <= 0:
+        return False
+    minute = int(time.time() // 60)
+    key = request.app[K.KEYS].ns("sandbox_rate", request.remote or "-", str(minute))
+    tx = request.app[K.REDIS].pipeline(transaction=True)
+    tx.incr(key)
+    tx.expire(key, 120)
+    count, _ = await tx.execute()
+    return int(count) > cap
+
+
 async def post_message(request: web.Request) -> web.Response:
     if not _csrf_ok(request):
         return _bad(403, "missing or wrong CSRF token; reload the page")
@@ -197,6 +213,10 @@ async def post_message(request: web.Request) -> web.Response:
     handle = str(data.get("handle") or "")
     if not HANDLE_RE.fullmatch(handle):
         return _bad(400, "handle: 1 to 30 letters, digits or _")
+    if await _over_limit(request):
+        limited = _bad(429, "too many messages; wait a minute")
+        limited.headers["Retry-After"] = "60"
+        return limited
 
     event_id = "sb-" + secrets.token_hex(8)
     inbox = _inbox(request)

@@ -300,3 +300,30 @@ def test_account_menu_text_without_a_language_in_the_label() -> None:
         menu_text("@acme (support)", "zh", "mastodon") == "@acme (support, Chinese, Mastodon-like)"
     )
     assert menu_text("@acme", "fr", "weibo") == "@acme (fr, Weibo-like)"
+
+
+async def test_posting_is_limited_per_client_address(
+    aiohttp_client: Any, redis_server: Any, redis: Any, keys: Any, tmp_path: Any
+) -> None:
+    """A sandbox left open on a public host let anyone fill the agents' queue: a client
+    address gets sandbox.max_messages_per_minute posts a minute, then 429 (nothing
+    stored) with Retry-After."""
+    settings = make_settings(
+        redis_server.url,
+        tmp_path,
+        **{
+            "accounts": sandbox_accounts(),
+            "sandbox.enabled": True,
+            "sandbox.max_messages_per_minute": 3,
+        },
+    )
+    client = await aiohttp_client(build_app(settings, role="web"))
+    customer, csrf = await _session(client)
+    statuses = []
+    for i in range(5):
+        msg = {"account": "acme", "kind": "dm", "text": f"hello {i}", "handle": "amy"}
+        r = await client.post("/sandbox/api/messages", json=msg, headers=_h(customer, csrf, csrf))
+        statuses.append(r.status)
+    assert statuses == [200, 200, 200, 429, 429]
+    assert r.headers["Retry-After"] == "60" and "wait" in (await r.json())["error"]
+    assert await redis.xlen(keys.inbound) == 3
