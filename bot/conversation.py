@@ -30,6 +30,7 @@ from redis.exceptions import RedisError, WatchError
 
 from bot.config import TURN_LEASE_S
 from bot.redis import Keys, Redis, release_lock, renew_lock
+from bot.storage_down import OutageLog, round_failed
 
 RECENT_EVENTS = 50
 # Turns copied onto a ticket as its context (what was said before it, or while it was
@@ -103,6 +104,8 @@ class ConversationStore:
         self.idle_s = idle_s
         self.max_turns = max_turns
         self.lease_s = lease_s
+        # Every event in flight renews its lease: a Redis outage is one line for all.
+        self.outage = OutageLog("conversation_leases")
 
     @contextlib.asynccontextmanager
     async def turn(self, platform: str, account: str, user: str) -> AsyncIterator[None]:
@@ -127,22 +130,19 @@ class ConversationStore:
 
     async def _keep(self, key: str, token: str, ttl_ms: int) -> None:
         """Renew the lease every third of it until cancelled. A failed renewal is tried
-        again at the next tick (two more before it lapses), and logged once per run of
-        failures: an outage would otherwise log every tick of every event in flight. A
-        lease found gone was lost to a stall longer than the lease, and is logged once:
-        the event goes on, and its writes stay idempotent per event."""
-        failing = False
+        again at the next tick (two more before it lapses); Redis away is logged once per
+        outage (bot/storage_down.py), not every tick of every event in flight. A lease
+        found gone was lost to a stall longer than the lease, and is logged once: the
+        event goes on, and its writes stay idempotent per event."""
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 if not await renew_lock(self.redis, key, token, ttl_ms):
                     log.warning("conversation_lease_lost", lock=key)
                     return
-                failing = False
+                self.outage.ok()
             except RedisError as e:
-                if not failing:
-                    log.warning("conversation_lease_renew_failed", error=type(e).__name__)
-                failing = True
+                round_failed(self.outage, "conversation_lease_renew_failed", e)
 
     async def load(self, platform: str, account: str, user: str) -> Conversation:
         raw = await self.redis.get(self.keys.conv(platform, account, user))

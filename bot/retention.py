@@ -17,21 +17,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 import structlog
 from redis.exceptions import ResponseError
 
-from bot.redis import Keys, Redis, as_str
+from bot.redis import Keys, Redis
+from bot.streams import StreamId, parse_stream_id
 
 log = structlog.get_logger(__name__)
-
-StreamId = tuple[int, int]
-
-
-def _parse(raw: Any) -> StreamId:
-    ms, _, seq = as_str(raw).partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def safe_trim_point(redis: Redis, stream: str, older_than_ms: int) -> StreamId | None:
@@ -44,11 +37,11 @@ async def safe_trim_point(redis: Redis, stream: str, older_than_ms: int) -> Stre
         return None
     point: StreamId = (older_than_ms, 0)
     for g in groups:
-        ms, seq = _parse(g["last-delivered-id"])
+        ms, seq = parse_stream_id(g["last-delivered-id"])
         point = min(point, (ms, seq + 1))  # everything up to and including it was delivered
         if int(g["pending"]):
             summary = await redis.xpending(stream, g["name"])
-            point = min(point, _parse(summary["min"]))
+            point = min(point, parse_stream_id(summary["min"]))
     return point
 
 

@@ -15,6 +15,14 @@ from redis.exceptions import ResponseError
 from bot import metrics
 from bot.redis import Keys, Redis, as_str
 
+StreamId = tuple[int, int]
+
+
+def parse_stream_id(raw: str | bytes) -> StreamId:
+    """A stream id ("1700000000000-3") as (milliseconds, sequence), to compare ids."""
+    ms, _, seq = as_str(raw).partition("-")
+    return int(ms), int(seq or 0)
+
 
 def consumer_name(role: str) -> str:
     """Unique per process: a restarted process never inherits a dead one's entries

@@ -26,6 +26,7 @@ from bot.config import BLOCKING_READ_MAX_MS
 from bot.models import OutboundReply
 from bot.redis import as_str
 from bot.storage_down import UNAVAILABLE
+from bot.streams import parse_stream_id
 from escalation.agents import NAME_RE, Agent, AgentStore
 from escalation.auth import authenticate
 from escalation.lengths import check_length
@@ -355,7 +356,7 @@ async def events(request: web.Request, agent: Agent) -> web.StreamResponse:
         # embedded one) cannot say which, so the client is told to read everything again.
         # (`since=0-0` asks for all the stream holds, whatever it once held.)
         oldest: Any = await redis.xrange(stream, count=1)
-        lost = bool(oldest) and (0, 0) < _stream_id(last) < _stream_id(as_str(oldest[0][0]))
+        lost = bool(oldest) and (0, 0) < parse_stream_id(last) < parse_stream_id(oldest[0][0])
     resp = web.StreamResponse(headers=_SSE_HEADERS)
     await resp.prepare(request)
 
@@ -375,11 +376,6 @@ async def events(request: web.Request, agent: Agent) -> web.StreamResponse:
 def _valid_stream_id(raw: str) -> bool:
     m = _STREAM_ID.fullmatch(raw)
     return m is not None and all(int(part) < 2**64 for part in m.groups())
-
-
-def _stream_id(raw: str) -> tuple[int, int]:
-    ms, _, seq = raw.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def _pump(

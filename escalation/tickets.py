@@ -362,8 +362,7 @@ class TicketStore:
                         continue
                 out.append(t)
                 if len(out) >= limit:
-                    # Where it sat in the index as read (score, then id for ties).
-                    return out, f"{score!r}~{tid}"
+                    return out, _cursor(score, tid)
         return out, None
 
     async def _index_pages(
@@ -1216,8 +1215,14 @@ class TicketStore:
             metrics.TICKETS_OPEN.labels(priority).set(n)
 
 
+def _cursor(score: float, tid: str) -> str:
+    """Where a listed ticket sat in its index as read: its score, then its id for ties
+    (``search(after=...)`` goes on past it)."""
+    return f"{score!r}~{tid}"
+
+
 def _parse_cursor(raw: str) -> tuple[float, str]:
-    """``TicketStore.cursor``'s (score, id), or TicketError 422 for anything else."""
+    """:func:`_cursor`'s (score, id), or TicketError 422 for anything else."""
     score, sep, tid = raw.partition("~")
     try:
         value = float(score)

@@ -200,6 +200,13 @@ async def _human_owned(
     return Escalate("human_owned", fresh.priority, ack, reasons)
 
 
+def _small_talk(d: Answer) -> bool:
+    """An answer that is only friendliness (a greeting, thanks, praise; the greeting for a
+    DM with no words): held back, it is left unsaid rather than handed to a person."""
+    rule = str(d.reasons.get("rule", ""))
+    return rule.startswith(f"{greetings.router.name}.") or rule == "no_words"
+
+
 def _crisis_hold(
     d: Answer, message: InboundEvent, account: AccountConfig | None, say: Say
 ) -> Decision:
@@ -208,7 +215,7 @@ def _crisis_hold(
     listening. Small talk is left alone; a question gets the move-to-DM acknowledgement
     and a person (complaints already do). Direct messages are answered as ever."""
     held_back = {"rule": "crisis_hold", "held_back": d.reasons.get("rule")}
-    if str(d.reasons.get("rule", "")).startswith(f"{greetings.router.name}."):
+    if _small_talk(d):
         return Ignore("crisis_hold", held_back)
     e = handoff("crisis_hold", message, account, say)
     e.reasons.update(held_back)
@@ -230,9 +237,7 @@ def _throttle(
     sent = [t for t in conversation.turns if t.who == "bot" and now - t.at < HOUR_S]
     held_back = {"held_back": d.reasons.get("rule")}
     if any(t.text == d.text for t in sent):
-        rule = str(d.reasons.get("rule", ""))
-        if rule.startswith(f"{greetings.router.name}.") or rule == "no_words":
-            # A second "hi!" (or a second 👍 answered with a greeting) says nothing.
+        if _small_talk(d):  # a second "hi!" (or a second 👍 greeted) says nothing
             return Ignore("repeat", {"rule": "repeat", **held_back})
         e = handoff("repeat", message, account, say)
     elif len(sent) >= cap:

@@ -249,8 +249,9 @@ async def test_failed_lease_renewals_are_logged_once_per_run_of_failures(
     redis: Any, keys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis unreachable for several renewal ticks logs one warning, not one per tick
-    (an outage has every event in flight renewing); failing again after a renewal that
-    worked is a new run, logged again."""
+    (an outage has every event in flight renewing): the outage's line, shared with the
+    worker's other loops (bot/storage_down.OutageLog). Failing again after a renewal
+    that worked is a new run, logged again."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     import bot.conversation as conversation
@@ -271,9 +272,16 @@ async def test_failed_lease_renewals_are_logged_once_per_run_of_failures(
     with capture_logs() as logs:
         async with store.turn("generic", "acme", "42"):
             await until(lambda: len(ticks) >= 8, what="eight renewal ticks")
-    failed = [e for e in logs if e["event"] == "conversation_lease_renew_failed"]
+    lines = [e for e in logs if e.get("part") == "conversation_leases"]
+    assert [e["event"] for e in lines[:3]] == [
+        "redis_unavailable",
+        "redis_recovered",
+        "redis_unavailable",
+    ]
+    failed = [e for e in lines if e["event"] == "redis_unavailable"]
     assert len(failed) == 2
     assert failed[0]["error"] == "ConnectionError"
+    assert not [e for e in logs if e["event"] == "conversation_lease_renew_failed"]
 
 
 async def test_decision_replayed_after_a_crash_between_effects(

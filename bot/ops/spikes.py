@@ -267,7 +267,7 @@ class SpikeDetector:
         marker = ops_key(k, "spiked", once or "-")
         for _ in range(_RETRIES):
             new_id = f"{int(now)}-{secrets.token_hex(4)}"
-            active = as_str(await self.redis.hget(state_key, "alert") or b"")
+            active = await active_alert(self.redis, k, account) or ""
             raw = await self._script(
                 keys=[
                     state_key,
@@ -403,7 +403,7 @@ async def list_alerts(
 async def active_alert(redis: Redis, keys: Keys, account: str) -> str | None:
     """The id of ``account``'s active crisis alert, if it has one (one read)."""
     raw = await redis.hget(ops_key(keys, "spike", account), "alert")
-    return as_str(raw) or None if raw else None
+    return as_str(raw) if raw else None
 
 
 async def purge_alerts(redis: Redis, keys: Keys, *, before: float, limit: int = 500) -> int:
