@@ -21,6 +21,7 @@ pretend shop it serves itself (:func:`demo_shop`, the hook contract of bot/order
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -35,6 +36,7 @@ from aiohttp import web
 
 from bot import keys as K
 from bot.config import AccountConfig, Secret, Settings
+from bot.runner import STARTING
 
 log = structlog.get_logger(__name__)
 
@@ -204,7 +206,7 @@ def retire_demo(app: web.Application) -> None:
     on a service that is no longer a demo (a production Redis, when ``--demo`` ran against
     it). The next ``serve --demo`` makes a new one."""
 
-    async def retire_ctx(app: web.Application) -> AsyncIterator[None]:
+    async def retire() -> None:
         from escalation.agents import AgentStore  # the human side; only the demo needs it
 
         store = AgentStore(app[K.REDIS], app[K.KEYS])
@@ -212,6 +214,12 @@ def retire_demo(app: web.Application) -> None:
         if agent is not None and not agent.revoked:
             await store.revoke(DEMO_AGENT)
             log.warning("demo_supervisor_revoked", reason="serve without --demo")
+
+    async def retire_ctx(app: web.Application) -> AsyncIterator[None]:
+        # A task the runner waits for after the listener is up (bot/runner.py), not an
+        # await here: a SIGINT during startup cancels the startup, and redis-py can
+        # swallow a cancellation that lands inside a command, leaving the process up.
+        app[STARTING].append(asyncio.create_task(retire(), name="retire-demo"))
         yield
 
     app.cleanup_ctx.append(retire_ctx)

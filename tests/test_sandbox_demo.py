@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import yaml
 
 from bot.app import build_app
 from bot.demo import DEMO_AGENT, DEMO_SHOP_PATH, SECRETS_FILE, base_url, enable_demo, install_demo
+from bot.runner import STARTING
 from escalation.agents import AgentStore
 from tests.conftest import make_settings
 from tests.support.cli import serving
@@ -106,12 +108,15 @@ async def test_serve_without_demo_revokes_the_demo_supervisor(
     app2 = build_app(plain, role="web")
     retire_demo(app2)
     client = await aiohttp_client(app2)
+    await asyncio.gather(*app2[STARTING])  # as the runner waits for startup work
     assert await AgentStore(redis, keys).by_token(token) is None
     r = await client.get("/api/v1/tickets", headers={"Authorization": f"Bearer {token}"})
     assert r.status == 401
     await client.close()
     retire_demo(app3 := build_app(plain, role="web"))  # nothing to revoke: no error
-    await (await aiohttp_client(app3)).close()
+    client3 = await aiohttp_client(app3)
+    await asyncio.gather(*app3[STARTING])
+    await client3.close()
 
     out2 = io.StringIO()
     app4 = build_app(s, role="web")
