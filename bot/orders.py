@@ -1,14 +1,16 @@
 """The order-lookup hook: how the bot asks the shop system about an order.
 
 Request: ``GET {dialog.order_lookup_url}?order=A12345&platform=x&customer_id=6253282
-&customer_handle=alice`` with ``Authorization: Bearer <secret order_lookup_token>`` (when
+&customer_handle=alice&lang=en`` with ``Authorization: Bearer <secret order_lookup_token>`` (when
 set) and ``Accept: application/json``. ``platform``, ``customer_id`` and
 ``customer_handle`` name who is asking: the platform's user id (stable) and handle
-(``customer_handle`` may be empty, e.g. on Weibo).
+(``customer_handle`` may be empty, e.g. on Weibo). ``lang`` is the reply's language
+(``en``, ``zh``).
 
 Response: 200 with ``{"order": "A12345", "status": "shipped", "eta": "2026-11-25",
 "tracking_url": "https://..."}`` (``status``: a word of the reply templates' ``statuses``
-table, e.g. processing, shipped, delivered, cancelled, returned, else shown as written;
+table, e.g. processing, shipped, delivered, cancelled, returned, else shown as written,
+so a shop with statuses of its own should write them in ``lang``;
 ``eta``: best an ISO date, written out in the reader's format; ``eta`` and
 ``tracking_url`` optional);
 404 when there is no such order. The shop MUST also answer 404 for an order that is not
@@ -61,7 +63,13 @@ class OrderLookup:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def lookup(
-        self, order: str, *, platform: str, customer_id: str, customer_handle: str = ""
+        self,
+        order: str,
+        *,
+        platform: str,
+        customer_id: str,
+        customer_handle: str = "",
+        lang: str = "",
     ) -> OrderInfo | None:
         """The order, or None when the shop says it does not exist or is not this
         customer's (404)."""
@@ -73,6 +81,7 @@ class OrderLookup:
             "platform": platform,
             "customer_id": customer_id,
             "customer_handle": customer_handle,
+            "lang": lang,
         }
         try:
             async with self.http.get(

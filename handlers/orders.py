@@ -2,7 +2,8 @@
 
 Order details are private: a public mention is asked to move to DM, never answered
 with a status, and the lookup names the asking customer (platform, id, handle) so the
-shop answers only about that customer's own orders.
+shop answers only about that customer's own orders. It also names the reply's language:
+a status the templates cannot translate is shown as the shop wrote it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ async def order_status(
             platform=message.platform,
             customer_id=message.author.id,
             customer_handle=message.author.handle,
+            lang=say.language,
         )
     except OrderLookupError as e:
         return Escalate(

@@ -545,7 +545,13 @@ class FakeOrders:
         self.seen: list[tuple[str, str, str, str]] = []
 
     async def lookup(
-        self, order: str, *, platform: str, customer_id: str, customer_handle: str = ""
+        self,
+        order: str,
+        *,
+        platform: str,
+        customer_id: str,
+        customer_handle: str = "",
+        lang: str = "",
     ) -> OrderInfo | None:
         self.seen.append((order, platform, customer_id, customer_handle))
         if (order, platform, customer_id) == ("A12345", "generic", "42"):
@@ -571,6 +577,10 @@ async def shop(aiohttp_server: Any) -> Any:
                     "tracking_url": "https://t.example/A12345",
                 }
             )
+        if order == "C24680" and (q.get("platform"), q.get("customer_id")) == ("generic", "42"):
+            # A status of the shop's own, which it writes in the asked language.
+            status = {"zh": "清关中"}.get(q.get("lang", ""), "in customs clearance")
+            return web.json_response({"order": "C24680", "status": status})
         if order == "B00000":
             return web.Response(status=500)
         return web.json_response({"error": "not found"}, status=404)
@@ -598,6 +608,7 @@ async def test_order_status_through_the_hook(shop: Any) -> None:
             "platform": "generic",
             "customer_id": "42",
             "customer_handle": "alice",
+            "lang": "en",
             "auth": "Bearer tok-1",
         }
         d = await run(
@@ -608,6 +619,15 @@ async def test_order_status_through_the_hook(shop: Any) -> None:
             d.text
             == "订单A12345：已发货。预计送达：2026年11月25日。物流查询：https://t.example/A12345"
         )
+        assert shop.seen[-1]["lang"] == "zh"
+        # A status the templates do not know is the shop's own words, in the reply's
+        # language when the shop writes it in the language it is asked for.
+        d = await run(
+            "订单C24680到哪了", nlu("order_status", language="zh"), orders=orders, language="zh"
+        )
+        assert isinstance(d, Answer) and d.text.startswith("订单C24680：清关中。")
+        d = await run("where is order C24680", nlu("order_status"), orders=orders)
+        assert isinstance(d, Answer) and d.text.startswith("Order C24680 is in customs clearance.")
         # Someone else asking about alice's order learns nothing.
         d = await run(
             "status of order A12345?", nlu("order_status"), orders=orders, user="666", handle="mal"
