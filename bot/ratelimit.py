@@ -26,6 +26,11 @@ from typing import Any
 from bot import metrics
 from bot.redis import Keys, Redis
 
+# The longest wait a platform's headers can mean: X's longest window is 24 h (DMs, 1000 /
+# 24 h, platforms.md §1.7). A reset further away is a misread (a reset in milliseconds
+# read as seconds would block an account for 50,000 years), so waits stop there.
+MAX_WAIT_S = 24 * 3600.0
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -172,9 +177,10 @@ class RateLimiter:
         self, account: str, limits: Sequence[Limit], headers: Mapping[str, str]
     ) -> None:
         """Honour ``x-rate-limit-*`` / ``X-RateLimit-*``: remaining 0 blocks until reset."""
-        remaining, reset = parse_rate_headers(headers, self.clock())
+        now = self.clock()
+        remaining, reset = parse_rate_headers(headers, now)
         if remaining is not None and remaining <= 0 and reset is not None and limits:
-            await self.block(account, limits[0].endpoint, reset)
+            await self.block(account, limits[0].endpoint, min(reset, now + MAX_WAIT_S))
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
@@ -207,7 +213,11 @@ def _parse_time(v: str, now: float) -> float | None:
             return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
         except ValueError:
             return None
-    # Epoch seconds, or (some servers) seconds from now.
+    if not math.isfinite(x):
+        return None
+    # Epoch milliseconds, epoch seconds, or (some servers) seconds from now.
+    if x > 1e11:
+        return x / 1000
     return x if x > 1e9 else now + x
 
 
@@ -222,13 +232,15 @@ def retry_after(
     ra = h.get("retry-after")
     if ra:
         try:
-            return max(0.0, float(ra))
+            seconds = float(ra)
         except ValueError:
             try:
-                return max(0.0, email.utils.parsedate_to_datetime(ra).timestamp() - now)
+                seconds = email.utils.parsedate_to_datetime(ra).timestamp() - now
             except (TypeError, ValueError):
-                pass
+                seconds = math.nan
+        if math.isfinite(seconds):
+            return min(max(0.0, seconds), MAX_WAIT_S)
     remaining, reset = parse_rate_headers(headers, now)
     if reset is not None and (rate_refused or (remaining is not None and remaining <= 0)):
-        return max(0.0, math.ceil(reset - now))
+        return min(max(0.0, math.ceil(reset - now)), MAX_WAIT_S)
     return None

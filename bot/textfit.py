@@ -7,12 +7,13 @@ in ``tests/data/textfit_vectors.json`` hold both implementations to the same ans
 * X: twitter-text v3 weighted length after NFC. Code points in the weight-100 ranges
   count 1, every other code point 2; every URL 23; every emoji (ZWJ sequences, skin
   tones, flags, keycaps) 2.
-  A bare domain whose ending is not in our short TLD list counts max(as written, 23).
-* Mastodon: grapheme clusters; URLs with a scheme count 23; a remote ``@user@domain``
-  counts as ``@user`` (StatusLengthValidator).
+  A URL or bare domain whose ending is not in our short TLD list counts max(as
+  written, 23).
+* Mastodon: grapheme clusters; URLs with a scheme count 23 (an unlisted ending: max(as
+  written, 23)); a remote ``@user@domain`` counts as ``@user`` (StatusLengthValidator).
 * Weibo: UTF-16 code units (see the rule below); URLs count as written.
 
-Matching order for every platform: URL, then (X) maybe-URL, then (Mastodon) mention,
+Matching order for every platform: URL, then maybe-URL, then (Mastodon) mention,
 then one grapheme cluster. Emoji are recognised per grapheme cluster (JS:
 ``Intl.Segmenter``).
 """
@@ -26,39 +27,57 @@ from typing import Any
 
 import regex
 
-# A URL must not start inside a word, an e-mail address or another URL.
-_URL_START = r"(?<![A-Za-z0-9@./_-])"
-# ASCII URL body; the last character may not be trailing punctuation.
-_URL_TAIL = r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*[A-Za-z0-9_~/#=&%+-])?"
-_TLDS = "com|net|org|io|co|cn|jp|me|ly|app|dev|info|biz|us|uk|de|fr|social|shop|store|tv|ai"
-URL_SCHEME = (
-    _URL_START + r"https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]+)?(?:/" + _URL_TAIL + ")?"
-)
-URL_ANY = (
-    _URL_START
-    + r"(?:https?://|www\.)?(?:[A-Za-z0-9-]+\.)+(?:[A-Za-z]{2,24})(?::[0-9]+)?(?:/"
-    + _URL_TAIL
-    + ")?"
-)
+
+def _ci(word: str) -> str:
+    """``word`` matched in any case, in syntax JS and ``regex`` share (no inline flags)."""
+    return "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word)
+
+
+# A URL must not start inside a word, an e-mail address or another URL, nor after $ or #
+# (a cashtag or hashtag: twitter-text's preceding-character rule) or a bidi control; a
+# bare domain not after an accented Latin letter (a host letter, below) or - _ . / either.
+_AFTER = r"A-Za-z0-9@\uFF20$#\uFF03\u202A-\u202E"
+_URL_START = f"(?<![{_AFTER}])"
+_BARE_START = f"(?<![{_AFTER}\u00c0-\u024f\u1e00-\u1eff./_-])"
+_SCHEME = _ci("http") + "[Ss]?://"  # any case, as twitter-text and Mastodon match it
+# ASCII path; "(" and ")" only in balanced pairs, and the last character may not be
+# trailing punctuation (twitter-text ends a link before either).
+_PATH_CHAR = r"[A-Za-z0-9._~:/?#\[\]@!$&'*+,;=%-]"
+_PARENS = r"\(" + _PATH_CHAR + r"*\)"
+_URL_TAIL = f"(?:(?:{_PATH_CHAR}|{_PARENS})*(?:[A-Za-z0-9_~/#=%+-]|{_PARENS}))?"
 _PORT_PATH = r"(?::[0-9]+)?(?:/" + _URL_TAIL + ")?"
-_BARE_DOMAIN = r"(?:www\.)?(?:[A-Za-z0-9-]+\.)+"
-# twitter-text links bare domains only for TLDs on its list: these endings count 23...
-URL_X = (
-    _URL_START
-    + r"(?:(?:https?://)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|"
-    + _BARE_DOMAIN
-    + r"(?:"
-    + _TLDS
-    + r")(?![A-Za-z0-9-]))"
-    + _PORT_PATH
-)
-# ...and, having no offline copy of that list, any other plausible ending (letters or
-# punycode) may or may not be linked: such a token counts max(as written, 23), never
-# below what X can count (an undercount is a 403 and a dead letter).
+_TLDS = "com|net|org|io|co|cn|jp|me|ly|app|dev|info|biz|us|uk|de|fr|social|shop|store|tv|ai"
+_KNOWN_TLD = "(?:" + "|".join(_ci(t) for t in _TLDS.split("|")) + r")(?![A-Za-z0-9-])"
+# Host labels: ASCII and accented Latin letters, as twitter-text's "ASCII" domains (café.fr).
+_HOST = r"(?:[A-Za-z0-9\u00C0-\u024F\u1E00-\u1EFF-]+\.)+"
+# An ASCII host of any shape (IP address, localhost, unlisted ending), ending in a letter
+# or digit: a trailing "." is not part of a link.
+_ANY_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+_UNLISTED_ENDING = r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]+)(?![A-Za-z0-9-])"
+# Links on X and Mastodon (twitter-text's extractor) need a host that ends in a TLD from
+# twitter-text's list, scheme or not (Mastodon: scheme required). A link counts 23: these
+# hosts, whose ending is on our short copy of that list. Like twitter-text, the longest
+# prefix that ends in a listed TLD is the link ("acme.com.example": "acme.com").
+URL_SCHEME = _URL_START + _SCHEME + _HOST + _KNOWN_TLD + _PORT_PATH
+URL_X = "(?:" + _URL_START + _SCHEME + "|" + _BARE_START + ")" + _HOST + _KNOWN_TLD + _PORT_PATH
+# Having no offline copy of the whole list, any other URL or plausible domain may or may
+# not be a link: it counts max(as written, 23), never below what the platform can count
+# (an undercount is a 403/422 and a dead letter). A scheme before a non-ASCII host counts
+# alone as such a token (23), the host as written after it.
+_MAYBE_SCHEME = _SCHEME + "(?:" + _ANY_HOST + _PORT_PATH + ")?"
+URL_SCHEME_MAYBE = _URL_START + _MAYBE_SCHEME
 URL_X_MAYBE = (
-    _URL_START + _BARE_DOMAIN + r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]+)(?![A-Za-z0-9-])" + _PORT_PATH
+    "(?:" + URL_SCHEME_MAYBE + "|" + _BARE_START + _HOST + _UNLISTED_ENDING + _PORT_PATH + ")"
 )
-MENTION_REMOTE = r"(?<![A-Za-z0-9_/@])@(?<user>[A-Za-z0-9_]+)@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+# Every token either rule may count as a link: never split by a cut.
+URL_ANY = URL_X_MAYBE
+# Mastodon counts a mention ``@user@domain`` as ``@user`` (Account::MENTION_RE): not after
+# a letter, digit, mark, "_", "=" or "/" (Unicode-aware: "谢谢@a@b.social" is no mention),
+# and the domain ends in a letter or digit.
+MENTION_REMOTE = (
+    r"(?<![\p{L}\p{M}\p{N}\p{Pc}=/@])@(?<user>[A-Za-z0-9_]+)"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z0-9-]*[A-Za-z0-9]"
+)
 # A grapheme cluster is an emoji when it holds a pictograph or flag letter...
 EMOJI_BASE = r"\p{Extended_Pictographic}|\p{Regional_Indicator}|\u20E3"
 # ...and is drawn as one: default emoji presentation, VS16, keycap, flag, ZWJ or skin tone.
@@ -149,6 +168,7 @@ RULES: dict[str, Rule] = {
         limits={"mention": 500, "dm": 500},
         url_pattern=URL_SCHEME,
         url_length=23,
+        maybe_url_pattern=URL_SCHEME_MAYBE,
         mention_pattern=MENTION_REMOTE,
     ),
     # DMs and mention replies (sent as messages) are "< 300"; public comments "<= 140".
@@ -283,6 +303,11 @@ def _cuts(atoms: list[str]) -> list[tuple[int, int]]:
     return out
 
 
+def _ends_in_url(text: str) -> bool:
+    word = text.rsplit(None, 1)[-1]
+    return any(m.end() == len(word) for m in _URL_ANY.finditer(word))
+
+
 def _compose(prefix: str, at_sentence: bool, suffix: str, lang: str) -> str:
     if not at_sentence:
         # "可退，…" and "in the app):…" read as cut mid-thought: end on the last word.
@@ -291,6 +316,8 @@ def _compose(prefix: str, at_sentence: bool, suffix: str, lang: str) -> str:
     if not prefix:
         return suffix
     tail = "" if at_sentence else "…"
+    if tail and _ends_in_url(prefix):
+        tail = " …"  # "/x…" would run into the link (Mastodon and Weibo link it: a 404)
     sep = "" if lang == "zh" and not suffix.isascii() else " "
     return f"{prefix}{tail}{sep}{suffix}"
 

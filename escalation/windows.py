@@ -110,5 +110,12 @@ def window_refusal(state: dict[str, Any] | None, t: Ticket, reply: OutboundReply
     used = mention and t.mention_replied == t.mention_event_id
     if mention and not used and reply.in_reply_to_id in state.get("mentions_answerable", ()):
         return None
-    code = "unfollowed" if state.get("unfollowed") else "mention_used" if used else "expired"
+    if state.get("unfollowed"):
+        code = "unfollowed"
+    elif used:
+        code = "mention_used"
+    elif mention and reply.in_reply_to_id and reply.in_reply_to_id == t.mention_reply_to_id:
+        code = "mention_expired"  # the ticket's mention, no longer answerable
+    else:
+        code = "expired"
     return f"{REASONS[code]}; the reply was not sent or recorded"

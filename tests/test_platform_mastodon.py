@@ -31,7 +31,7 @@ from tests.fakes.harness import (
     mastodon_signature,
     reply,
 )
-from tests.fakes.mastodon import status_length
+from tests.fakes.mastodon import links, status_length
 from tests.support.waiting import until
 
 EXAMPLE_CONTENT = (
@@ -440,3 +440,58 @@ async def test_dm_without_handle_is_refused_not_posted(env, fake, redis, keys) -
     assert fake.calls_to("/api/v1/statuses") == []
     rows = await redis.xrange(keys.dead)
     assert b"needs the user's @acct" in rows[0][1][b"error"]
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [
+        "谢谢@alice@example.social",  # after a letter "@alice@…" is no mention: all of it counts
+        "HTTPS://A.CO",  # a link in capitals counts 23, not the 12 it has
+        "https://help.shop.example/returns/start",  # no TLD, no link: 39 as written
+        "@a@b.social-",  # the mention's domain ends before "-", which counts
+    ],
+)
+async def test_a_reply_one_over_the_limit_is_fitted_not_refused(  # type: ignore[no-untyped-def]
+    env, fake, redis, keys, piece
+) -> None:
+    """Counted as shorter than the instance counts them, these made a reply one over
+    the limit "fit": it went out whole and the instance refused it (422, dead letter)."""
+    settings, http = env
+    fake.max_characters = 100
+    sender = make_sender(settings, redis, keys, http)
+    prefix = "@someone "
+    body = piece + " " + "a" * (100 - status_length(prefix + piece + " ") + 1)
+    assert status_length(prefix + body) == 101
+    await deliver(sender, reply("mastodon", "brandm", "dm", recipient_handle="someone", text=body))
+    (st,) = fake.statuses
+    assert status_length(st["content"]) <= 100 and st["content"] != prefix + body
+
+
+async def test_a_link_at_the_cut_is_not_run_into_the_ellipsis(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """ "…" right after a link becomes part of it on Mastodon (its link pattern takes
+    any non-space character): the customer got a link to ".../returns…", a 404."""
+    settings, http = env
+    fake.max_characters = 74  # the cut falls right after the link
+    sender = make_sender(settings, redis, keys, http)
+    url = "https://shop.example.com/returns"
+    text = f"Start your return at {url} and we will email a label once it is approved"
+    await deliver(sender, reply("mastodon", "brandm", "dm", recipient_handle="someone", text=text))
+    (st,) = fake.statuses
+    assert url in st["content"] and st["content"] != f"@someone {text}"
+    assert links(st["content"]) == [url]
+
+
+@pytest.mark.parametrize("name", ["X-Hub-Signature", "x-hub-signature"])
+async def test_webhook_signature_header_any_case_and_hex_in_capitals(  # type: ignore[no-untyped-def]
+    client, redis, keys, name
+) -> None:
+    body = json.dumps({"event": "status.created", "object": status()}).encode()
+    sig = mastodon_signature(body)
+    for value in (sig, "sha256=" + sig.removeprefix("sha256=").upper()):
+        headers = {"Content-Type": "application/json", name: value}
+        assert (
+            await client.post("/webhooks/mastodon/brandm", data=body, headers=headers)
+        ).status == 200
+    assert await redis.xlen(keys.inbound) == 1  # the same status twice: stored once
+    empty = {"Content-Type": "application/json", name: mastodon_signature(b"")}
+    assert (await client.post("/webhooks/mastodon/brandm", data=b"", headers=empty)).status == 400

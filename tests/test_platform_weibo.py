@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -398,3 +399,59 @@ async def test_emoji_reply_fits_in_utf16_code_units(env, fake_weibo, redis, keys
     assert await redis.xlen(keys.dead) == 0
     (msg,) = fake_weibo.messages
     assert len(str(msg["text"]).encode("utf-16-le")) // 2 < 300
+
+
+async def test_empty_or_signed_elsewhere_bodies_are_refused(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    q = weibo_query()
+    resp = await client.post("/webhooks/weibo/brandwb", params=q, data=b"")
+    assert resp.status == 400  # signed query, but no push: nothing stored, signature unused
+    assert (await push(client, TEXT, q)).status == 200
+    assert (await push(client, TEXT, q)).status == 200  # Weibo's own retry: same body
+    assert await redis.xlen(keys.inbound) == 1
+    upper = {**weibo_query(), "echostr": "e"}
+    upper["signature"] = upper["signature"].upper()  # hex in capitals is the same digest
+    assert (await client.get("/webhooks/weibo/brandwb", params=upper)).status == 200
+
+
+async def test_closed_windows_say_why(env, fake_weibo, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """A reply 49 h after a mention was refused as "more than 48 h since the user's last
+    message", and so was a private message to a user who only ever mentioned us (a
+    mention allows a reply to it, not a DM): the customer had sent no message at all."""
+    settings, clock, http = env
+    old = inbound("mention", clock.now - 49 * 3600, n=1)
+    fresh = inbound("mention", clock.now - 60, n=2)
+    for ev in (old, fresh):
+        await windows.record(redis, keys, ev)
+    notes: list[str] = []
+
+    async def note(r: OutboundReply, reason: str) -> None:
+        notes.append(reason)
+
+    sender = make_sender(settings, redis, keys, http, clock, on_undeliverable=note)
+    await deliver(sender, answer(old))
+    dm = dataclasses.replace(answer(fresh), kind="dm", in_reply_to_id=None, reply_id="dm-1")
+    await deliver(sender, dm)
+    assert fake_weibo.calls == []
+    assert notes == [windows.REASONS["mention_expired"], windows.REASONS["expired"]]
+    assert "48 h old" in notes[0] and "last message" not in notes[1]
+
+
+async def test_an_agent_is_told_why_a_mention_cannot_be_answered(redis, keys) -> None:  # type: ignore[no-untyped-def]
+    from escalation.tickets import Ticket
+    from escalation.windows import window_refusal, window_state
+
+    now = 1_700_000_000.0
+    ev = inbound("mention", now - 49 * 3600)
+    await windows.record(redis, keys, ev)
+    t = Ticket(
+        id="t1",
+        platform="weibo",
+        account="brandwb",
+        user_id=ev.author.id,
+        channel="mention",
+        mention_event_id=ev.event_id,
+        mention_reply_to_id=str(ev.reply_to_id),
+    )
+    state = await window_state(redis, keys, t, now)
+    why = window_refusal(state, t, answer(ev))
+    assert why == windows.REASONS["mention_expired"] + "; the reply was not sent or recorded"

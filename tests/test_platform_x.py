@@ -332,3 +332,73 @@ async def test_one_app_webhook_serves_every_configured_account(  # type: ignore[
     for_other_app["tweet_create_events"][0]["id_str"] = "78"
     assert (await post(client, for_other_app)).status == 200
     assert len(await inbound_events(redis, keys)) == 1
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "HTTPS://ACME.COM/R",  # a link in capitals: 23, not the 18 it has
+        "acme.com/a(b",  # the link ends before "(": "(b" counts on top of its 23
+        "https://acme.com/x&",  # a trailing "&" is not part of the link
+        "https://help.acme.example/ret",  # no TLD, no link: 29 as written, not 23
+    ],
+)
+async def test_replies_at_the_limit_and_one_over_are_accepted(  # type: ignore[no-untyped-def]
+    sender, fake_x, redis, keys, link
+) -> None:
+    """A reply at exactly 280 (as X counts it) goes out as written; one character more is
+    fitted. These links were counted as shorter than X counts them, so the reply one
+    over "fit", went out whole and X refused it (403, dead-lettered)."""
+    filler = 280 - 1 - tweet_length(link)
+    at_limit = f"{link} " + "a" * filler
+    over = at_limit + "a"
+    assert tweet_length(at_limit) == 280
+    await deliver(sender, reply("x", "brandx", "mention", in_reply_to_id="1", text=at_limit))
+    await deliver(
+        sender, reply("x", "brandx", "mention", in_reply_to_id="2", event="e2", text=over)
+    )
+    assert await dead_entries(redis, keys) == []
+    first, second = fake_x.tweets
+    assert first["text"] == at_limit
+    assert second["text"] != over and tweet_length(str(second["text"])) <= 280
+
+
+async def test_a_dm_over_10000_characters_is_fitted(sender, fake_x, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    text = "Here is everything about your order. " * 300
+    await deliver(sender, reply("x", "brandx", "dm", recipient_id="3805104374", text=text))
+    assert await dead_entries(redis, keys) == []
+    (dm,) = fake_x.dms
+    assert 9000 < len(str(dm["text"])) <= 10_000
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x-twitter-webhooks-signature",
+        "X-Twitter-Webhooks-Signature",
+        "X-TWITTER-WEBHOOKS-SIGNATURE",
+    ],
+)
+async def test_the_signature_header_is_found_in_any_case(client, redis, keys, name) -> None:  # type: ignore[no-untyped-def]
+    body = json.dumps(MENTION).encode()
+    headers = {"Content-Type": "application/json", name: x_signature(body)}
+    assert (await client.post("/webhooks/x/brandx", data=body, headers=headers)).status == 200
+    assert await redis.xlen(keys.inbound) == 1
+
+
+async def test_empty_body_is_refused_signed_or_not(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    assert (await post(client, b"", sig="")).status == 401
+    assert (await post(client, b"")).status == 400  # signed, but not an event
+    # A signature is case-sensitive base64: another case is another signature.
+    assert (
+        await post(client, MENTION, sig=x_signature(json.dumps(MENTION).encode()).upper())
+    ).status == 401
+    assert await redis.xlen(keys.inbound) == 0
+
+
+async def test_a_replayed_event_is_stored_once(client, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """The signature covers the body and has no timestamp (§1.2): a replay is the same
+    event, and dedupe on its id drops it."""
+    for _ in range(2):
+        assert (await post(client, MENTION)).status == 200
+    assert await redis.xlen(keys.inbound) == 1

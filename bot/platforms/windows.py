@@ -30,7 +30,12 @@ STATE_TTL_S = 7 * 24 * 3600
 REASONS = {
     "unfollowed": "reply window closed: the user unfollowed the account",
     "mention_used": "reply window closed: the one reply allowed for this mention was already sent",
-    "expired": "reply window closed: more than 48 h since the user's last message",
+    "mention_expired": "reply window closed: the mention is more than 48 h old, and the user "
+    "has not written, followed or used the menu since",
+    # Also the answer for a user who only ever mentioned the account: a mention allows a
+    # reply to that mention, not a private message.
+    "expired": "reply window closed: the user has not written, followed or used the menu "
+    "in the last 48 h",
 }
 
 # KEYS: state hash. ARGV: now, window seconds, mention field ('' for none), reply id.
@@ -43,8 +48,9 @@ local unf = tonumber(h[2]) or 0
 local now = tonumber(ARGV[1])
 local win = tonumber(ARGV[2])
 if active > unf and now - active < win then return 'ok' end
+local m = nil
 if ARGV[3] ~= '' then
-  local m = tonumber(redis.call('HGET', KEYS[1], ARGV[3]))
+  m = tonumber(redis.call('HGET', KEYS[1], ARGV[3]))
   if m and m > unf and now - m < win then
     local by = redis.call('HGET', KEYS[1], ARGV[3] .. ':used')
     if not by then redis.call('HSET', KEYS[1], ARGV[3] .. ':used', ARGV[4]) end
@@ -53,6 +59,7 @@ if ARGV[3] ~= '' then
   end
 end
 if unf > 0 and unf >= active then return 'unfollowed' end
+if m and now - m >= win then return 'mention_expired' end
 return 'expired'
 """
 

@@ -23,10 +23,27 @@ IDEMPOTENCY_TTL_S = 3600.0
 
 # The instance's length rule as platforms.md §3.4 states it, written apart from
 # bot.textfit so that a counting bug there shows up here as Mastodon's 422: grapheme
-# clusters; a link with a scheme counts 23 whatever its length; a remote
-# ``@user@domain`` counts only ``@user``.
-_LINK = regex.compile(r"(?<![\w@./-])https?://[^\s<>\"]*[^\s<>\".,;:!?')]")
-_REMOTE_MENTION = regex.compile(r"(?<![\w/@])(@\w+)@[\w-]+(?:\.[\w-]+)+")
+# clusters; a link counts 23 whatever its length; a remote ``@user@domain`` counts only
+# ``@user``. Links and mentions are what Mastodon's extractor finds (twitter-text's, with
+# a scheme required and Account::MENTION_RE): a scheme in any case, a host whose last
+# label is a TLD (any alphabetic ending but the reserved names of RFC 2606/6761), not
+# after a letter, digit, @, $ or #; a mention not after a word character (any script),
+# "=" or "/", its username possibly dotted, its domain ending in a word character.
+_LINK = regex.compile(
+    r"(?<![a-z0-9@＠$#＃])https?://(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)*\."
+    r"(?!(?:example|test|invalid|localhost|local)(?![a-z0-9-]))"
+    r"(?:[a-z]{2,}|xn--[a-z0-9-]+)(?![a-z0-9@+-]|\.[a-z0-9])"
+    r"(?::\d+)?(?:/(?:[^\s<>\"]*[^\s<>\".,;:!?')])?)?",
+    regex.IGNORECASE,
+)
+_REMOTE_MENTION = regex.compile(
+    r"(?<![=/\w])(@[a-z0-9_]+(?:[a-z0-9_.-]+[a-z0-9_]+)?)@[\w.-]+\w", regex.IGNORECASE
+)
+
+
+def links(text: str) -> list[str]:
+    """The links the instance makes of ``text``."""
+    return _LINK.findall(text)
 
 
 def status_length(text: str) -> int:

@@ -17,6 +17,15 @@ def weibo_error(code: int, message: str, status: int = 400) -> web.Response:
     )
 
 
+# Weibo's unit is unconfirmed (platforms.md §2.7): hold replies to the same conservative
+# count as the bot, UTF-16 code units; a message must be shorter than 300 (§2.4, §2.7).
+MAX_LENGTH = 299
+
+
+def message_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
 class FakeWeibo(FakePlatform):
     def __init__(self, *, token: str, latency_s: float = 0.0) -> None:
         super().__init__(latency_s=latency_s)
@@ -48,9 +57,7 @@ class FakeWeibo(FakePlatform):
         except (KeyError, json.JSONDecodeError):
             return weibo_error(10008, "param error: data must be URL-encoded JSON")
         text = data.get("text") if isinstance(data, dict) else None
-        # Weibo's unit is unconfirmed (platforms.md §2.7): hold replies to the same
-        # conservative count as the bot, UTF-16 code units.
-        if not isinstance(text, str) or not text or len(text.encode("utf-16-le")) // 2 >= 300:
+        if not isinstance(text, str) or not text or message_length(text) > MAX_LENGTH:
             return weibo_error(21325, "text must be shorter than 300 characters")
         mid = str(next(self._ids))
         self.messages.append(

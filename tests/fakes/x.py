@@ -13,13 +13,36 @@ from bot.platforms import oauth1
 from tests.fakes.base import FakePlatform, error_response
 
 # twitter-text v3 as platforms.md §1.8 states it, written apart from bot.textfit so that
-# a counting bug there shows up here as X's 403. Links: a scheme URL, or a bare domain
-# with ANY alphabetic ending (X's TLD list is long; the bot knows only a few), 23 each.
+# a counting bug there shows up here as X's 403. A link counts 23: a host whose last label
+# is a TLD, after an optional scheme (any case). X's TLD list is long (the bot knows only
+# a few), so any alphabetic ending is one, except the names reserved never to be TLDs
+# (RFC 2606/6761: "help.acme.example" is no link and counts as written). The TLD is the
+# host's last label (twitter-text links "acme.com" in "acme.com.example"; with any ending
+# a TLD, that rule would make "help.acme" a link here). Like twitter-text, a link starts
+# not after a letter, digit, @, $ or #, a bare domain (ASCII or accented Latin) not after
+# - _ . /, and its path keeps "(" ")" only in pairs and ends before punctuation.
+_LATIN = r"\u00c0-\u024f\u1e00-\u1eff"  # accented Latin: letters of an "ASCII" domain
+_TLD = (
+    r"(?!(?:example|test|invalid|localhost|local)(?![a-z0-9-]))"
+    rf"(?:[a-z]{{2,}}|xn--[a-z0-9-]+)(?![a-z0-9{_LATIN}@+-]|\.[a-z0-9]|:/)"
+)
+_LABEL = rf"[a-z0-9{_LATIN}](?:[a-z0-9{_LATIN}-]*[a-z0-9{_LATIN}])?"
+_PATH = (
+    r"(?::\d+)?(?:/(?:(?:[a-z0-9._~:/?#\[\]@!$&'*+,;=%-]|\([^\s()]*\))*"
+    r"(?:[a-z0-9_~/#=%+-]|\([^\s()]*\)))?)?"
+)
 _LINK = regex.compile(
-    r"(?<![A-Za-z0-9@._/-])(?:https?://)?(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![A-Za-z0-9-])"
-    r"(?::\d+)?(?:/[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]*[A-Za-z0-9_~/#=&%+-])?"
+    r"(?<![a-z0-9@＠$#＃])(?:https?://(?:[^\W_]|-)+(?:\.(?:[^\W_]|-)+)*\."
+    + _TLD
+    + rf"|(?<![-_./{_LATIN}])(?:{_LABEL}\.)+"
+    + _TLD
+    + ")"
+    + _PATH,
+    regex.IGNORECASE,
 )
 _EMOJI = regex.compile(r"\p{Emoji_Presentation}|\p{Extended_Pictographic}\uFE0F|[\u20E3\u200D]")
+# DM text: "up to 10,000 characters" (platforms.md §1.6), counted here as code points.
+DM_MAX_CHARACTERS = 10_000
 _LIGHT = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))  # weight 1; all else 2
 
 
@@ -151,6 +174,10 @@ class FakeX(FakePlatform):
         if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"]:
             return web.json_response(
                 {"title": "Invalid Request", "detail": "text required"}, status=400
+            )
+        if len(body["text"]) > DM_MAX_CHARACTERS:
+            return web.json_response(
+                {"title": "Invalid Request", "detail": "text is too long"}, status=400
             )
         pid = request.match_info["participant_id"]
         eid = str(next(self._ids))
