@@ -2,8 +2,9 @@
 
 0. (bot/brain.py, before the NLU: :func:`screen`) ignore our own accounts and automated
    accounts;
-1. ignore calm spam and lottery hunters, and plain ads the negativity model scores over
-   the answer guard (``spam.ad``);
+1. ignore calm spam and lottery hunters, and plain ads and hunters' talk of their own
+   luck that the negativity model scores over the answer guard but not negative
+   (``spam.ad``, ``spam.hunter``); a question about a draw is never ignored;
 2. if a human owns the conversation, join its ticket and say nothing, but carry what
    the message would get as a new escalation (steps 3-5): its priority (the ticket's
    rises to it) and, for a public mention, the acknowledgement that moves it to DM

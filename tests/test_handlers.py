@@ -196,6 +196,43 @@ async def test_a_hunter_with_prize_words_is_still_ignored(text: str) -> None:
     assert isinstance(d, Ignore) and d.reason == "spam"
 
 
+@pytest.mark.parametrize(
+    "text, language",
+    [
+        ("is the giveaway open outside the UK?", "en"),
+        ("when are the contest winners announced?", "en"),
+        ("Loved the post! Can I enter if I already own one?", "en"),
+        ("开奖结果在哪里公布？", "zh"),
+        ("抽奖是怎么选中奖者的", "zh"),
+        ("转发了，请问这次抽奖海外用户可以参加吗", "zh"),
+    ],
+)
+@pytest.mark.parametrize("intent", ["spam", "out_of_scope"])
+async def test_a_question_about_a_draw_goes_to_a_person(
+    text: str, language: str, intent: str
+) -> None:
+    """What the trained model makes of a question about a giveaway: spam (or no intent),
+    calm. Nobody but a person answers who may enter or when the results come; with no
+    intent it gets the clarifying question first, as any unclear message does."""
+    result = nlu(intent, 0.9, language=language, negativity=0.05)
+    d = await run(text, result, language=language)
+    if intent == "spam":
+        assert isinstance(d, Escalate) and d.reasons["rule"] == "no_answer"
+    else:
+        assert isinstance(d, Answer) and d.reasons["rule"] == "clarify"
+    # Over the answer guard, not negative: not taken for a hunter's chatter either.
+    d = await run(text, nlu(intent, 0.9, language=language, negativity=0.4), language=language)
+    assert isinstance(d, Escalate)
+
+
+@pytest.mark.parametrize(
+    "text", ["pick me? 🥺", "when is it my turn to win lol", "什么时候轮到我啊 转发抽奖"]
+)
+async def test_a_hunter_asking_nothing_about_the_draw_is_still_ignored(text: str) -> None:
+    d = await run(text, nlu("spam", 0.99, negativity=0.1))
+    assert isinstance(d, Ignore)
+
+
 async def test_a_winner_asking_about_delivery_is_not_answered_from_the_faq() -> None:
     """A winner's "how long does delivery take?" reads as a shipping question; the FAQ's
     delivery times say nothing of a prize, so a person takes it."""
@@ -244,6 +281,51 @@ async def test_a_plain_ad_over_the_answer_guard_is_ignored(text: str, language: 
 async def test_an_ad_shaped_post_with_a_problem_goes_to_a_person(text: str) -> None:
     """Ad words next to a customer's problem (a scam report, money owed, a winner asking
     whether the "add my WeChat" message is ours) are not an ad."""
+    d = await run(text, nlu("spam", 0.9, negativity=0.42))
+    assert isinstance(d, Escalate)
+
+
+# Hunters sorry for their own luck: the trained model calls them spam and scores them
+# over the answer guard (0.30-0.49), as it does plain ads.
+HUNTER_CHATTER = [
+    ("lost another raffle lol, congrats to the lucky ones", "en"),
+    ("zero luck with giveaways this year 🥲 entering anyway", "en"),
+    ("陪跑第十次了，习惯了", "zh"),
+    ("万年分母继续转发🍀", "zh"),
+]
+
+
+@pytest.mark.parametrize("text, language", HUNTER_CHATTER)
+async def test_a_hunters_self_pity_over_the_answer_guard_is_ignored(
+    text: str, language: str
+) -> None:
+    """Called spam, not negative, about their own luck, nothing of a complaint: ignored
+    although not calm (it went to a person)."""
+    result = nlu("spam", 0.9, language=language, negativity=0.42)
+    d = await run(text, result, language=language)
+    assert isinstance(d, Ignore) and d.reason == "lottery"
+    assert d.reasons["rule"] == "spam.hunter"
+    # Negative, or not called spam: the rule stays out of it.
+    d = await run(text, nlu("spam", 0.9, language=language, negativity=0.55), language=language)
+    assert isinstance(d, Escalate)
+    d = await run(text, nlu("complaint", 0.9, language=language, negativity=0.42))
+    assert isinstance(d, Escalate)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the giveaway was rigged, the winner is a bot account",
+        "never win anything, are your draws even real?",
+        "winners list got deleted right after the draw, weird",
+        "还是没中，这次抽奖有内定吧，中奖的全是同一批人",
+        "说好抽五个人只开了一个，剩下的奖品呢",
+        "又没中，你们抽奖到底是怎么抽的",
+    ],
+)
+async def test_a_complaint_about_a_draw_in_hunters_words_goes_to_a_person(text: str) -> None:
+    """A fault in the draw, the brand addressed, the prize asked after, or a question:
+    whatever the luck words around it, a customer's complaint."""
     d = await run(text, nlu("spam", 0.9, negativity=0.42))
     assert isinstance(d, Escalate)
 
