@@ -26,6 +26,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import ResponseError as RedisResponseError
+
 from bot.config import ConfigError, Settings, load_settings
 from bot.log import setup_logging
 from bot.nlu.data import NluDataError
@@ -40,12 +42,19 @@ EXIT_USAGE = 2  # bad arguments, config or data, an unknown name: the command mu
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from bot.app import build_app  # the composition root, used only here
-    from bot.runner import ListenError, run_server
+    from bot.runner import ListenError, bind, run_server
 
     if args.host:
         settings.server.host = args.host
     if args.port:
         settings.server.port = args.port
+    try:
+        # First: a taken port must stop serve before it changes anything (the demo's
+        # records below, Redis, consumers).
+        socks = bind(settings.server.host, settings.server.port)
+    except ListenError as e:
+        print(f"replydesk: {e}", file=sys.stderr)
+        return EXIT_FAILURE
     from bot.demo import enable_demo, forget_demo, install_demo, retire_demo, serve_demo_shop
 
     if args.demo:
@@ -63,16 +72,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # collector's view, so full collections stay short (they showed as p99 spikes).
     gc.collect()
     gc.freeze()
-    try:
-        run_server(
-            app,
-            settings.server.host,
-            settings.server.port,
-            shutdown_timeout=max(5.0, settings.worker.visibility_timeout_s / 2),
-        )
-    except ListenError as e:
-        print(f"replydesk: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+    run_server(
+        app,
+        settings.server.host,
+        settings.server.port,
+        shutdown_timeout=max(5.0, settings.worker.visibility_timeout_s / 2),
+        role=args.role,
+        socks=socks,
+    )
     return 0
 
 
@@ -138,11 +145,42 @@ def _config_check(settings: Settings, args: argparse.Namespace) -> int:
     passes what ``serve`` checks at start."""
     from bot.app import check_config
     from bot.demo import state_path
+    from bot.platforms import ADAPTERS, adapter_for
 
+    # Every missing secret at once (a first install misses several; serve stops at the
+    # first), then everything else serve checks at start.
+    problems: list[str] = []
+    for account in settings.accounts:
+        required = getattr(ADAPTERS[account.platform], "required_secrets", ())
+        before = len(problems)
+        try:
+            for name in required:
+                try:
+                    account.secret(name)
+                except ConfigError as e:
+                    problems.append(settings.locate(str(e)))
+            if len(problems) == before:  # its other checks (api_base...)
+                adapter_for(account)
+        except ConfigError as e:
+            problems.append(settings.locate(str(e)))
+    if problems:
+        for problem in problems:
+            print(f"replydesk: config error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     check_config(settings)
     demo = set(settings.demo_accounts)
     n, d = len(settings.accounts), len(demo)
     print(f"config OK ({settings.source}); {n} account(s): {n - d} configured, {d} demo")
+    set_by = "; ".join(
+        settings.origins[key] for key in ("server.host", "server.port") if key in settings.origins
+    )
+    redis = (
+        f"embedded, data in {Path(settings.redis.data_dir).resolve()}"
+        if settings.redis.url is None
+        else f"redis.url ({settings.origins.get('redis.url', 'from the defaults')})"
+    )
+    listen = f"{settings.server.host}:{settings.server.port}"
+    print(f"  serve listens on {listen}{f' ({set_by})' if set_by else ''}; Redis: {redis}")
     for a in settings.accounts:
         print(
             f"  {a.id}: {a.platform} user_id={a.user_id or '-'} secrets={sorted(a.secrets)}"
@@ -183,6 +221,25 @@ def _entry_id(value: str) -> str:
     return value
 
 
+def _one_line(text: str) -> str:
+    """A YAML parser's message on one line: its problem and position, without the lines
+    it quotes from the file (indented, with a ^ under the column; they may hold a
+    customer's message)."""
+    kept = [line.strip() for line in text.splitlines() if not line.startswith("    ")]
+    return " ".join(k for k in kept if k).replace('in "<unicode string>", ', "at ").rstrip(":")
+
+
+def _data_hint(settings: Settings, message: str) -> str:
+    """Why the training data may be missing: a relative folder, outside the project."""
+    folder = Path(settings.nlu.data_path or "nlu_data")
+    if folder.is_absolute() or folder.is_dir() or not message.startswith(str(folder)):
+        return ""
+    return (
+        f" (the folder {str(folder)!r} is relative to the working directory {os.getcwd()};"
+        " run from the project folder or set nlu.data_path)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="replydesk",
@@ -193,9 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the service")
-    s.add_argument("--role", choices=["all", "web", "worker"], default="all")
-    s.add_argument("--host", default=None)
-    s.add_argument("--port", type=_port, default=None)
+    s.add_argument(
+        "--role",
+        choices=["all", "web", "worker"],
+        default="all",
+        help="all (default): everything in one process; web: webhooks, agent API, console;"
+        " worker: NLU and handlers, sender, SLA timers, crisis alerts",
+    )
+    s.add_argument("--host", default=None, help="listen address (server.host, 127.0.0.1)")
+    s.add_argument("--port", type=_port, default=None, help="listen port (server.port, 8080)")
     s.add_argument(
         "--demo",
         action="store_true",
@@ -239,16 +302,27 @@ def main(argv: list[str] | None = None) -> int:
             demo_for_commands(settings)
         return int(args.func(settings, args) or 0)
     except ConfigError as e:
-        print(f"replydesk: config error: {e}", file=sys.stderr)
+        # Found after loading (a platform adapter, the SLA policies): with where it was set.
+        print(f"replydesk: config error: {settings.locate(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except NluDataError as e:
-        print(f"replydesk: data error: {e}", file=sys.stderr)
+        print(
+            f"replydesk: data error: {_one_line(str(e))}{_data_hint(settings, str(e))}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except UNAVAILABLE as e:
         # The client has already retried for a few seconds: Redis is down or the URL wrong.
         # (redis-py's message names the host or socket, never the password.)
         print(f"replydesk: cannot reach Redis (REDIS_URL or redis.url): {e}", file=sys.stderr)
         return EXIT_FAILURE
+    except RedisResponseError as e:
+        if "DB index" not in str(e):
+            raise
+        # SELECT on connecting: the URL's database number is past the server's databases.
+        message = settings.locate(f"redis.url: no such database on that Redis ({e})")
+        print(f"replydesk: config error: {message}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:
         # The reader left (`replydesk dead list | head`): stop without a traceback. Python
         # would hit the closed pipe again flushing stdout at exit, so stdout goes nowhere.

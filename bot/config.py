@@ -19,7 +19,9 @@ never show the value, so they cannot leak into logs by accident. Any problem rai
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -324,9 +326,15 @@ class AccountConfig:
         """The secret's value; ConfigError naming the key when it is missing."""
         s = self.secrets.get(name)
         if s is None or not s.get():
-            env = f"REPLYDESK_SECRET_{_env_name(self.id)}_{_env_name(name)}"
+            prefix = f"REPLYDESK_SECRET_{_env_name(self.id)}_"
+            hint = ""
+            # A set secret whose name is one typo away (CONSUMER_SECRT) was meant for this.
+            near = difflib.get_close_matches(name, [k for k in self.secrets if k != name], 1)
+            if near:
+                hint = f"; {prefix}{_env_name(near[0])} is set: a typo?"
             raise ConfigError(
-                f"accounts[{self.id}].secrets.{name}: missing (set it in the config file or ${env})"
+                f"accounts[{self.id}].secrets.{name}: missing: set ${prefix}{_env_name(name)}"
+                f" in the environment{hint}"
             )
         return s.get()
 
@@ -350,12 +358,26 @@ class Settings:
     source: str = ""
     # Accounts the demo added (bot.demo), not the config: for messages; not a setting.
     demo_accounts: list[str] = field(default_factory=list)
+    # Where each key path was set ("replydesk.yml, line 7", "from REDIS_URL"): for
+    # messages (locate); not a setting.
+    origins: dict[str, str] = field(default_factory=dict)
 
     def account(self, account_id: str) -> AccountConfig | None:
         for a in self.accounts:
             if a.id == account_id:
                 return a
         return None
+
+    def locate(self, message: str) -> str:
+        """A ConfigError's message with where its key was set, as load_settings gives it:
+        for errors found later (an account's platform adapter, the SLA policies), which
+        name an account by id (``accounts[brand_x]``) where the file has a position."""
+        for i, a in enumerate(self.accounts):
+            if message.startswith(f"accounts[{a.id}]"):
+                lookup = f"accounts[{i}]{message[len(f'accounts[{a.id}]') :]}"
+                located = _locate(lookup, self.origins)
+                return message + located[len(lookup) :]
+        return _locate(message, self.origins)
 
     def validate(self) -> None:
         seen: set[str] = set()
@@ -370,6 +392,8 @@ class Settings:
                     f"accounts[{i}].platform: unknown platform {a.platform!r} "
                     f"(expected one of {', '.join(PLATFORMS)})"
                 )
+        _check_redis_url(self.redis.url)
+        _check_public_url(self.server.public_url)
         if not 0 < self.server.port < 65536:
             raise ConfigError(f"server.port: {self.server.port} is not a TCP port")
         if self.sandbox.max_messages_per_minute < 0:
@@ -431,6 +455,44 @@ def _check_webhook_url(url: Secret | None, key: str) -> None:
         raise ConfigError(f"{key}: expected an http(s) URL with a host")
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_redis_url(url: Secret | None) -> None:
+    """What redis-py would refuse only when serve connects (after ``replydesk config``
+    said OK). The URL may hold the password: the message never shows it."""
+    if url is None or not url.get():
+        return
+    form = "expected redis://[:password@]host[:port][/db], rediss://... (TLS) or unix:///path"
+    try:
+        parts = urlsplit(url.get())
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError:
+        raise ConfigError(f"redis.url: not a valid URL ({form})") from None
+    if parts.scheme not in REDIS_SCHEMES:
+        # "host:6379" parses with the scheme "host"; a password could parse as one too.
+        scheme = f"scheme {parts.scheme!r}" if "://" in url.get() else "no scheme"
+        raise ConfigError(f"redis.url: {scheme}; {form}")
+    db = parts.path.strip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        raise ConfigError(f"redis.url: the database after the host must be a number; {form}")
+
+
+def _check_public_url(url: str) -> None:
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            "server.public_url: expected https://host[/path] (http or https, with a host)"
+        )
+
+
 def _env_name(s: str) -> str:
     return s.upper().replace("-", "_")
 
@@ -482,14 +544,15 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # ids such as user_id: 123 in YAML
-        raise ConfigError(f"{path}: expected a string, got {value!r}")
+        # user_id: 5555555555.0 would become a string no platform sends.
+        raise ConfigError(f'{path}: expected a string, got {value!r} (quote it: "...")')
     return value
 
 
 # Settings fields that record where things came from; a config file cannot set them.
-NOT_SETTINGS = frozenset({"source", "demo_accounts"})
+NOT_SETTINGS = frozenset({"source", "demo_accounts", "origins"})
 
 
 def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
@@ -499,7 +562,9 @@ def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
     for key, value in data.items():
         sub = f"{path}.{key}" if path else str(key)
         if key not in names:
-            raise ConfigError(f"{sub}: unknown setting")
+            near = difflib.get_close_matches(str(key), sorted(names), 1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise ConfigError(f"{sub}: unknown setting{hint}")
         kwargs[key] = _coerce(hints[key], value, sub)
     try:
         return cls(**kwargs)
@@ -515,6 +580,30 @@ def _build(cls: type, data: Mapping[str, Any], path: str) -> Any:
         raise ConfigError(f"{where}{missing[0] if missing else '?'}: required") from e
 
 
+_INT = "tag:yaml.org,2002:int"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as a person writes a config: ``9:00``, ``0123`` and ``2026-12-25`` stay strings
+    (YAML 1.1 reads the numbers 540 and 83, and a date, which no setting takes: a business
+    hour and a user id that silently changed, holidays refused)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, "tag:yaml.org,2002:timestamp")]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+
+
+def _yaml_value(text: str) -> Any:
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node = data
     for k in keys[:-1]:
@@ -525,22 +614,69 @@ def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def _key_lines(node: yaml.Node, path: str, where: str, lines: dict[str, str]) -> None:
+    """Record ``where line N`` for every key path below ``node`` (``ops.window_s``,
+    ``accounts[0].platform``: the paths error messages name); a key given twice in one
+    mapping is an error (YAML keeps the last silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            sub = f"{path}.{key}" if path else key
+            if key in seen:
+                raise ConfigError(f"{sub}: set twice, on lines {seen[key]} and {line} ({where})")
+            seen[key] = line
+            lines[sub] = f"{where}, line {line}"
+            _key_lines(value_node, sub, where, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = f"{path}[{i}]"
+            lines[sub] = f"{where}, line {item.start_mark.line + 1}"
+            _key_lines(item, sub, where, lines)
+
+
+def _read_file(path: Path, origins: dict[str, str] | None = None) -> dict[str, Any]:
+    """The file's settings; ``origins`` gets each key path's file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"config file {path}: {e.strerror}") from e
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.start})") from e
+    loader = _Loader(text)
     try:
-        data = yaml.safe_load(text) or {}
+        node = loader.get_single_node()
+        if node is not None:
+            _key_lines(node, "", str(path), {} if origins is None else origins)
+        data = (loader.construct_document(node) if node is not None else None) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path}{where}: not valid YAML") from e
+        # The problem ("found character '\t' that cannot start any token"), not the
+        # snippet of the file that the full message quotes (it may hold a secret).
+        problem = getattr(e, "problem", None)
+        raise ConfigError(
+            f"config file {path}{where}: not valid YAML{f': {problem}' if problem else ''}"
+        ) from e
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: the top level must be a mapping")
     return data
+
+
+def _locate(message: str, origins: Mapping[str, str]) -> str:
+    """``message`` ("key: what is wrong") with where the key was set: the config file
+    and line, or the environment variable; the nearest enclosing key that was set."""
+    key = message.split(": ", 1)[0]
+    while key:
+        if key in origins:
+            return f"{message} ({origins[key]})"
+        cut = max(key.rfind("."), key.rfind("["))
+        key = key[:cut] if cut > 0 else ""
+    return message
 
 
 def load_settings(
@@ -551,32 +687,46 @@ def load_settings(
     """Read the file (if any) and the environment into validated Settings."""
     env = os.environ if env is None else env
     path: Path | None = None
+    origins: dict[str, str] = {}  # key path -> where it was set, for error messages
     if config_file is not None:
         path = Path(config_file)
     elif env.get("REPLYDESK_CONFIG"):
         path = Path(env["REPLYDESK_CONFIG"])
+        if not path.is_file():  # say where the name came from
+            raise ConfigError(f"config file {path} (from $REPLYDESK_CONFIG): not a file")
     elif Path(DEFAULT_CONFIG_FILE).exists():
         path = Path(DEFAULT_CONFIG_FILE)
-    data: dict[str, Any] = _read_file(path) if path is not None else {}
+    data: dict[str, Any] = _read_file(path, origins) if path is not None else {}
 
     for name, raw in sorted(env.items()):
         if name.startswith("REPLYDESK__"):
             keys = [k.lower() for k in name[len("REPLYDESK__") :].split("__") if k]
             if keys:
                 try:
-                    value = yaml.safe_load(raw) if raw else ""
+                    value = _yaml_value(raw) if raw else ""
                 except yaml.YAMLError as e:
                     raise ConfigError(f"{name}: not a valid value") from e
-                _set_path(data, keys, value)
+                try:
+                    _set_path(data, keys, value)
+                except ConfigError as e:
+                    raise ConfigError(f"{e} (from {name})") from e
+                origins[".".join(keys)] = f"from {name}"
     for dotted, value in (overrides or {}).items():
         _set_path(data, dotted.split("."), value)
+        origins[dotted] = "from the command line"
     if env.get("REDIS_URL"):
         _set_path(data, ["redis", "url"], env["REDIS_URL"])
+        origins["redis.url"] = "from REDIS_URL"
 
-    settings: Settings = _build(Settings, data, "")
-    settings.source = str(path) if path else "defaults"
-    _apply_secret_env(settings, env)
-    settings.validate()
+    try:
+        settings: Settings = _build(Settings, data, "")
+        settings.source = str(path) if path else "defaults"
+        settings.origins = origins
+        settings.validate()  # first the accounts' ids, which the secrets' names hold
+        _apply_secret_env(settings, env)
+        settings.validate()  # then the secrets checked at start (notify_webhook_url)
+    except ConfigError as e:
+        raise ConfigError(_locate(str(e), origins)) from e
     return settings
 
 
@@ -590,5 +740,19 @@ def _apply_secret_env(settings: Settings, env: Mapping[str, str]) -> None:
         match = max((k for k in by_account if rest.startswith(k + "_")), key=len, default=None)
         if match is not None:
             by_account[match].secrets[rest[len(match) + 1 :].lower()] = Secret(value)
-        else:
-            settings.secrets[rest.lower()] = Secret(value)
+            continue
+        # A misspelt account (BRNAD_X for BRAND_X) would pass as a service secret, and
+        # the account's own secret then be "missing": name the variable that was set.
+        for k in by_account:
+            typed = rest[: len(k)]
+            if rest[len(k) : len(k) + 1] == "_" and _similar(typed, k):
+                raise ConfigError(
+                    f"{name}: no account {typed.lower()!r}; for account {by_account[k].id!r}"
+                    f" the variable is REPLYDESK_SECRET_{k}_{rest[len(k) + 1 :]}"
+                )
+        settings.secrets[rest.lower()] = Secret(value)
+
+
+def _similar(a: str, b: str) -> bool:
+    """One slip apart: a letter wrong, missing, extra or two swapped (in names of 4+)."""
+    return a != b and len(b) >= 4 and difflib.SequenceMatcher(None, a, b).ratio() >= 0.8

@@ -276,3 +276,94 @@ def test_a_reader_that_leaves_early_gets_no_traceback(keys, redis_server):
     proc.stdout.close()  # the reader leaves after one line
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_serve_on_a_taken_port_starts_nothing(tmp_path):
+    """A worker on a taken port started its sender, SLA scanner and inbound worker
+    (reading from the shared streams), and drained them, before it found the port taken;
+    the demo's record in the data dir was rewritten too. Now the port is bound first."""
+    config, env = _embedded_env(tmp_path)
+    config.write_text(
+        yaml.safe_dump(
+            {"redis": {"data_dir": str(tmp_path / "var")}, "dialog": {"pipeline": "pass-through"}}
+        )
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        out = replydesk_cli(
+            "serve", "--role", "worker", "--demo", "--port", port, config=config, env=env
+        )
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.splitlines() == [
+        f"replydesk: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert not (tmp_path / "var").exists(), "it started the embedded Redis or the demo"
+
+
+def test_a_data_file_that_is_not_yaml_is_one_line(tmp_path):
+    """The YAML parser's message spanned five lines, quoting the file under a caret."""
+    bad = tmp_path / "eval.yml"
+    bad.write_text("nlu:\n- intent: greet\n  examples: |\n    - hello there\n  oops: [\n")
+    out = replydesk_cli("eval", "--data", str(bad))
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if not ln.startswith("{")]
+    assert len(lines) == 1 and lines[0].startswith("replydesk: data error:"), out.stderr
+    assert "line 6, column 1" in lines[0] and "^" not in lines[0], lines
+
+
+def test_train_outside_the_project_folder_says_why_the_data_is_missing(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "--config", "/dev/null", "train"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    [line] = [ln for ln in out.stderr.splitlines() if not ln.startswith("{")]
+    assert f"relative to the working directory {tmp_path}" in line, line
+    assert "nlu.data_path" in line
+
+
+def test_serve_options_are_explained_in_help():
+    out = replydesk_cli("serve", "--help")
+    text = " ".join(out.stdout.split())
+    assert "worker: NLU and handlers" in text and "listen port (server.port, 8080)" in text
+
+
+def test_config_lists_every_missing_secret_at_once(tmp_path):
+    """A first install misses several secrets: `config` named one per run."""
+    config = tmp_path / "replydesk.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "accounts": [
+                    {"id": "brand_x", "platform": "x", "user_id": "1"},
+                    {"id": "brand_weibo", "platform": "weibo", "user_id": "2"},
+                ]
+            }
+        )
+    )
+    env = dict(os.environ, REPLYDESK_SECRET_BRAND_X_ACCESS_TOKEN="hunter2")
+    out = replydesk_cli("config", config=config, env=env)
+    assert out.returncode == 2, out.stderr
+    assert [ln.split(": missing")[0] for ln in out.stderr.splitlines()] == [
+        "replydesk: config error: accounts[brand_x].secrets.consumer_secret",
+        "replydesk: config error: accounts[brand_weibo].secrets.app_secret",
+        "replydesk: config error: accounts[brand_weibo].secrets.access_token",
+    ], out.stderr
+    assert "$REPLYDESK_SECRET_BRAND_WEIBO_APP_SECRET" in out.stderr
+    assert "hunter2" not in out.stderr
+
+
+def test_config_says_where_serve_listens_and_why(tmp_path):
+    env = dict(os.environ, REPLYDESK__SERVER__PORT="9123")
+    out = replydesk_cli("config", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "  serve listens on 127.0.0.1:9123 (from REPLYDESK__SERVER__PORT)" in out.stdout
+
+
+def test_a_redis_url_with_a_database_the_server_lacks_is_one_line(redis_server):
+    # A traceback (redis.exceptions.ResponseError: DB index is out of range).
+    url = redis_server.url.rsplit("/", 1)[0] + "/99"
+    out = cli(url, "agents", "list")
+    _one_line_error(out, 2, "config error: redis.url: no such database", "(from REDIS_URL)")

@@ -80,3 +80,52 @@ async def test_ctrl_c_on_train_exits_130_without_a_traceback(tmp_path: Path) -> 
     assert code == 130, text
     assert "replydesk: interrupted" in text and "Traceback" not in text, text
     assert_no_artifact(tmp_path / "var")
+
+
+async def test_sigterm_then_ctrl_c_during_the_drain_still_drains(tmp_path: Path) -> None:
+    """``docker stop`` (SIGTERM), then an impatient Ctrl-C: the second signal cut the
+    drain short (the sender was cancelled, not stopped) and serve exited 1 without a
+    word. Now each stop says which signal, and the second is logged and ignored."""
+    config = tmp_path / "replydesk.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "log_level": "info",
+                "redis": {"data_dir": str(tmp_path / "var")},
+                "dialog": {"pipeline": "pass-through"},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    log = tmp_path / "out.log"
+    port = free_port()
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "--config", str(config), "serve",
+            "--host", "127.0.0.1", "--port", str(port),
+            cwd=ROOT, env=env, stdout=out, stderr=out,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+    try:
+        # Both consumers running, so both have something to drain.
+        await until(lambda: log.read_bytes().count(b'"consumer_started"') == 2, 120, "start")
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 120)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    assert code == 0, text
+    assert "Traceback" not in text, text
+    assert "listening" in events, text
+    [stopping] = [line for line in lines if line["event"] == "stopping"]
+    assert stopping["signal"] == "SIGTERM", stopping
+    [again] = [line for line in lines if line["event"] == "stop_in_progress"]
+    assert again["signal"] == "SIGINT", again
+    stopped = sorted(line["role"] for line in lines if line["event"] == "consumer_stopped")
+    assert stopped == ["sender", "worker"], text
+    assert events[-1] == "embedded_redis_stopped", text
