@@ -392,8 +392,9 @@ class Settings:
                     f"accounts[{i}].platform: unknown platform {a.platform!r} "
                     f"(expected one of {', '.join(PLATFORMS)})"
                 )
+            _check_http_url(a.api_base, f"accounts[{i}].api_base")
         _check_redis_url(self.redis.url)
-        _check_public_url(self.server.public_url)
+        _check_http_url(self.server.public_url, "server.public_url")
         if not 0 < self.server.port < 65536:
             raise ConfigError(f"server.port: {self.server.port} is not a TCP port")
         if self.sandbox.max_messages_per_minute < 0:
@@ -478,7 +479,9 @@ def _check_redis_url(url: Secret | None) -> None:
         raise ConfigError(f"redis.url: the database after the host must be a number; {form}")
 
 
-def _check_public_url(url: str) -> None:
+def _check_http_url(url: str, key: str) -> None:
+    """An http(s) URL with a host, or ConfigError naming ``key``: "mastodon.example" (no
+    scheme) would pass as a relative URL and fail only on the first request."""
     if not url:
         return
     try:
@@ -488,9 +491,7 @@ def _check_public_url(url: str) -> None:
     except ValueError:
         ok = False
     if not ok:
-        raise ConfigError(
-            "server.public_url: expected https://host[/path] (http or https, with a host)"
-        )
+        raise ConfigError(f"{key}: expected https://host[/path] (http or https, with a host)")
 
 
 def _env_name(s: str) -> str:

@@ -240,3 +240,11 @@ def test_errors_found_after_loading_name_the_line_too(tmp_path, text, needle):
     assert proc.returncode == 2, proc.stderr
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith("replydesk: config error:") and needle in line, line
+
+
+def test_an_api_base_without_a_scheme_is_refused(tmp_path):
+    # "mastodon.example" passed `replydesk config` and failed on the first request.
+    msg = _refused(
+        tmp_path, "accounts:\n  - id: m\n    platform: mastodon\n    api_base: mastodon.example\n"
+    )
+    assert msg.startswith("accounts[0].api_base: expected https://") and "line 4)" in msg
