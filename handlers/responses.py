@@ -129,6 +129,12 @@ class Say:
             v = v[digest[0] % len(v)]
         return fill(str(v), {**self.base, **variables})
 
+    def addressed(self, text: str) -> str:
+        """``text`` (not a template: a FAQ answer) after the customer's @handle, as the
+        templates start: on X two customers' public replies with the same words are
+        refused as duplicate content, and a reply reads as addressed to someone."""
+        return fill("{handle} {text}", {**self.base, "text": text}).strip()
+
     def sla_promise(self, priority: str) -> str:
         """The promise for a ticket of ``priority`` ("an agent will reply within 30
         minutes"), when the pipeline provided ``promises``; else the base one."""

@@ -111,7 +111,7 @@ async def test_a_support_question_that_mentions_a_lottery_is_answered() -> None:
         "Is the lottery result out? My account shows an error when I check",
         nlu("account_login", 0.49, faq=faq),
     )
-    assert isinstance(d, Answer) and d.text == faq[2]
+    assert isinstance(d, Answer) and d.text == "@alice " + faq[2]
 
 
 @pytest.mark.parametrize(
@@ -407,7 +407,7 @@ async def test_an_uncalm_post_gets_a_person_not_the_faq_text(kind: str) -> None:
     assert d.ack is not None and "working days" not in d.ack
     assert d.reasons["calm"] is False and d.priority == "normal"
     calm = await run("how long do refunds take?", nlu("returns_refunds", faq=faq, negativity=0.2))
-    assert isinstance(calm, Answer) and calm.text == faq[2]
+    assert isinstance(calm, Answer) and calm.text == "@alice " + faq[2]
 
 
 @pytest.mark.parametrize("kind", ["dm", "mention"])
@@ -435,7 +435,11 @@ async def test_an_faq_hit_beats_small_talk() -> None:
     faq = ("refund_time", 0.9, "Refunds reach your card in 5-10 working days.")
     for intent in ("greet", "thanks"):
         d = await run("Hi! How long do refunds take?", nlu(intent, faq=faq))
-        assert isinstance(d, Answer) and d.text == faq[2] and d.reasons["rule"] == "faq.faq"
+        assert (
+            isinstance(d, Answer)
+            and d.text == "@alice " + faq[2]
+            and d.reasons["rule"] == "faq.faq"
+        )
     d = await run("hi!", nlu("greet", faq=("refund_time", 0.4, faq[2])))
     assert isinstance(d, Answer) and d.reasons["rule"] == "greetings.greet"
 
@@ -492,7 +496,9 @@ async def test_a_repeated_answer_is_not_sent_again() -> None:
     assert isinstance(d, Ignore) and d.reason == "repeat" and d.reasons["rule"] == "repeat"
     faq = ("return_policy", 0.9, "Returns are free within 30 days.")
     d = await run(
-        "returns?", nlu("returns_refunds", faq=faq), c=conv(turns=[bot_turn(faq[2], 600)])
+        "returns?",
+        nlu("returns_refunds", faq=faq),
+        c=conv(turns=[bot_turn("@alice " + faq[2], 600)]),
     )
     assert isinstance(d, Escalate) and d.reason == "repeat" and d.priority == "normal"
     assert d.ack is not None and "30 minutes" in d.ack and d.reasons["held_back"] == "faq.faq"
@@ -567,7 +573,7 @@ async def test_confident_intents_answered() -> None:
         "how do returns work",
         nlu("returns_refunds", faq=("return_policy", 0.8, "Returns are free within 30 days.")),
     )
-    assert isinstance(d, Answer) and d.text == "Returns are free within 30 days."
+    assert isinstance(d, Answer) and d.text == "@alice Returns are free within 30 days."
     assert d.reasons["faq_id"] == "return_policy" and d.reasons["rule"] == "faq.faq"
     # Below the FAQ threshold: not answered; the customer said what it is about, so a
     # person takes it rather than a clarifying question.
@@ -764,3 +770,34 @@ async def test_in_a_crisis_nothing_canned_goes_out_in_public() -> None:
     # No crisis: the public FAQ question is answered.
     d = await run("how long is shipping?", nlu("shipping", faq=faq), kind="mention")
     assert isinstance(d, Answer) and "3-5" in d.text
+
+
+async def test_a_public_faq_answer_starts_with_the_customers_handle() -> None:
+    """X refuses a second post with the same words as duplicate content: two customers
+    asking the same FAQ in public got the bare answer, and the second was dead-lettered."""
+    faq = ("return_policy", 0.9, "Returns are free within 30 days.")
+    answers = []
+    for handle in ("@alice", "@bob"):
+        s = RESPONSES.sayer(language="en", persona="", seed="s", handle=handle, sla_promise="")
+        d = await decide(
+            message=event("returns?", kind="mention"),
+            nlu=nlu("returns_refunds", faq=faq),
+            conversation=conv(),
+            account=ACME,
+            say=s,
+            orders=None,
+        )
+        assert isinstance(d, Answer)
+        answers.append(d.text)
+    assert answers == [f"{h} Returns are free within 30 days." for h in ("@alice", "@bob")]
+    # A DM names no one (the pipeline gives it no handle).
+    s = RESPONSES.sayer(language="en", persona="", seed="s", handle="", sla_promise="")
+    d = await decide(
+        message=event("returns?"),
+        nlu=nlu("returns_refunds", faq=faq),
+        conversation=conv(),
+        account=ACME,
+        say=s,
+        orders=None,
+    )
+    assert isinstance(d, Answer) and d.text == "Returns are free within 30 days."
