@@ -15,6 +15,10 @@ tries that the platform refused); elsewhere (X, Weibo) it never guesses: the rep
 to ``dead`` with an "unknown" error for a human to check. A gateway timeout (504) counts
 as "may have posted" too. Replaying that dead letter (a new stream entry) is the human's
 decision: it is sent.
+The intent is written (and cleared) only if it is still what this run last saw or wrote,
+and never once the result is recorded: a sender that stalled past its lease (a frozen
+process) finds that the sender which took the entry over sent the reply or is sending
+it, and leaves it to that one instead of posting it a second time.
 
 Around the call: the platform's length rule (``adapter.compose``), its reply window
 (:mod:`bot.platforms.windows`; a closed window goes to ``on_undeliverable``, never to
@@ -61,6 +65,20 @@ return 0
 
 SENT_TTL_S = 30 * 24 * 3600
 
+# KEYS: send intent, send result. ARGV: the intent this run last saw or wrote ('' for
+# none), the new one ('' to clear it), ttl. Changes the intent only while no other run
+# of the reply has (a sender that stalled past its lease finds the one that took over).
+_INTENT_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'sent' end
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 'taken' end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+end
+return 'ok'
+"""
+
 
 async def enqueue_reply(redis: Redis, keys: Keys, reply: OutboundReply) -> bool:
     """Queue ``reply`` for delivery; False if this reply_id was queued before."""
@@ -82,6 +100,11 @@ async def sent_record(redis: Redis, keys: Keys, reply_id: str) -> dict[str, str]
 
 class _Stopping(Exception):
     """The sender is stopping during a wait."""
+
+
+class _TakenOver(Exception):
+    """Another run of this reply (a sender that reclaimed it while this one stalled past
+    its lease) has sent it or is sending it: this run must not post it too."""
 
 
 UndeliverableHook = Callable[[OutboundReply, str], Awaitable[None]]
@@ -182,6 +205,10 @@ class Sender(StreamConsumer):
             # Nothing in flight at the platform (or a Mastodon retry, safe to resend):
             # another sender reclaims the entry after the visibility timeout.
             log_.info("reply_left_for_reclaim_on_stop")
+        except _TakenOver as e:
+            # The entry is the other run's now: it records the result and acknowledges.
+            metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "duplicate").inc()
+            log_.warning("reply_taken_over", found=str(e))
 
     async def _deliver(
         self,
@@ -195,6 +222,9 @@ class Sender(StreamConsumer):
     ) -> None:
         idempotent = bool(getattr(adapter, "idempotent_resend", True))
         intent = json.loads(intent_raw) if intent_raw is not None else None
+        # The intent as this run last saw or wrote it: every change is made only if it
+        # is still that (_swap_intent), so two runs of one reply never both post.
+        seen: bytes | str = intent_raw or ""
         # When a request of this reply may have been posted (its outcome unknown): a
         # resend is a no-op only while the platform keeps the idempotency key, so every
         # later try, and a reclaim's, counts its age from then.
@@ -256,9 +286,7 @@ class Sender(StreamConsumer):
                 }
                 if unsure_since is not None:
                     record["unsure_since"] = unsure_since
-                await self.redis.set(
-                    self.keys.sending(reply.reply_id), json.dumps(record), ex=SENT_TTL_S
-                )
+                seen = await self._swap_intent(reply.reply_id, seen, json.dumps(record))
                 try:
                     result = await adapter.send(self.http, out)
                 except SendError as e:
@@ -276,7 +304,7 @@ class Sender(StreamConsumer):
                     elif unsure_since is None:
                         # The platform answered: nothing was posted, the intent is void
                         # (unless an earlier try may have posted).
-                        await self.redis.delete(self.keys.sending(reply.reply_id))
+                        seen = await self._swap_intent(reply.reply_id, seen, "")
                     if e.status == 429:
                         # Rate refusal: a wait, not a failed try (up to a sanity cap).
                         tries, throttled = tries - 1, throttled + 1
@@ -306,7 +334,7 @@ class Sender(StreamConsumer):
                     if _never_sent(e):
                         # Certainly not posted (by this try): retry with backoff.
                         if unsure_since is None:
-                            await self.redis.delete(self.keys.sending(reply.reply_id))
+                            seen = await self._swap_intent(reply.reply_id, seen, "")
                     elif idempotent:
                         # Connected, then lost: it may be posted; resent with the same key.
                         unsure_since = unsure_since or float(record["at"])
@@ -345,6 +373,20 @@ class Sender(StreamConsumer):
                 max(0.0, time.time() - reply.event_received_at)
             )
         log_.info("reply_sent", platform_id=result.platform_id, kind=reply.kind, tries=tries)
+
+    async def _swap_intent(self, reply_id: str, seen: bytes | str, new: str) -> str:
+        """Write (``new``) or clear (``""``) the reply's send intent if it is still
+        ``seen``; returns ``new``. Raises _TakenOver when the reply was sent meanwhile or
+        its intent changed: another sender took the entry over while this one stalled
+        past the visibility timeout (the lease renewal only reports that), and a post
+        from here would be a second reply where the platform has no idempotency key."""
+        found = await self.redis.eval(
+            _INTENT_LUA, 2, self.keys.sending(reply_id), self.keys.sent(reply_id),
+            seen, new, SENT_TTL_S,
+        )  # fmt: skip
+        if found != b"ok" and found != "ok":
+            raise _TakenOver(found.decode() if isinstance(found, bytes) else str(found))
+        return new
 
     def _unsure_note(self, reply: OutboundReply, unsure_since: float | None) -> str:
         """For a dead letter: an earlier try of this reply may have been posted."""

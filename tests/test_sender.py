@@ -26,7 +26,7 @@ from bot.outbox import Sender, enqueue_reply, sent_record
 from bot.platforms import windows
 from bot.ratelimit import Limit, RateLimiter, parse_rate_headers, retry_after
 from bot.redis import Keys, connect
-from bot.streams import list_dead, replay_dead
+from bot.streams import ensure_group, list_dead, replay_dead
 from tests.conftest import make_settings
 from tests.fakes import FakeMastodon, FakeWeibo, FakeX, max_in_window
 from tests.fakes.harness import (
@@ -524,6 +524,57 @@ async def _take_over(sender: Sender) -> None:
         )
 
 
+@pytest.mark.parametrize("other", ["sent", "sending"])
+async def test_a_sender_that_stalled_past_its_lease_does_not_post_the_reply_again(
+    env, redis, keys, other
+) -> None:  # type: ignore[no-untyped-def]
+    """A sender that stalls (a frozen or starved process) after its first look at a reply
+    loses the entry to another sender once the visibility timeout passes. When it goes on,
+    the other sender has posted the reply (``sent``) or is posting it (``sending``): X has
+    no idempotency key, so a post from the stalled one would be a second DM."""
+    settings, clock, http, x, _ = env
+    r = reply("x", "brandx", "dm", event="e1")
+    await enqueue_reply(redis, keys, r)
+    stalled = make_sender(settings, redis, keys, http, clock, consumer="stalled")
+    taker = make_sender(settings, redis, keys, http, clock, consumer="taker")
+    # The stall: after the sent/intent check, before the intent is written.
+    at_stall, thaw = asyncio.Event(), asyncio.Event()
+    adapter = stalled.adapters["brandx"]
+    ready = adapter.ready
+
+    async def stall(h: aiohttp.ClientSession) -> None:
+        at_stall.set()
+        await thaw.wait()
+        await ready(h)
+
+    adapter.ready = stall  # type: ignore[method-assign]
+    await ensure_group(redis, keys.outbox, keys.SENDERS)
+    ((_, ((msg_id, fields),)),) = await redis.xreadgroup(
+        keys.SENDERS, "stalled", {keys.outbox: ">"}, count=1
+    )
+    first = asyncio.create_task(
+        stalled.handle_entry(msg_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+    )
+    await at_stall.wait()
+    if other == "sending":
+        x.hang_next()  # the taker's post is recorded at X, its answer still on the way
+    second = asyncio.create_task(_take_over(taker))
+    try:
+        if other == "sent":
+            await second
+            assert await sent_record(redis, keys, r.reply_id) is not None
+        else:
+            await x.hanging.wait()
+        thaw.set()
+        await first
+    finally:
+        second.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await second
+    assert len(x.dms) == 1, "the stalled sender posted the reply a second time"
+    assert await redis.xlen(keys.dead) == 0
+
+
 # -- network errors that certainly happened before the request left ----------------
 
 
@@ -686,11 +737,17 @@ async def test_a_reclaimed_reply_goes_out_on_the_mention_it_took(
     settings, clock, http, wb, mentioned = weibo
     r = OutboundReply.answering(mentioned, "Thanks, we're on it.")
     dying = aioredis.Redis.from_url(redis_server.url)  # its intent write fails
+    real_eval, real_set = dying.eval, dying.set
 
-    async def no_intent(*args: Any, **kw: Any) -> None:
-        raise RedisConnectionError("killed before the intent was written")
+    def no_intent(real: Any) -> Any:
+        async def call(*args: Any, **kw: Any) -> Any:
+            if keys.sending(r.reply_id) in args:  # a command that writes the intent
+                raise RedisConnectionError("killed before the intent was written")
+            return await real(*args, **kw)
 
-    dying.set = no_intent  # type: ignore[method-assign]
+        return call
+
+    dying.eval, dying.set = no_intent(real_eval), no_intent(real_set)  # type: ignore[method-assign]
     try:
         with pytest.raises(RedisConnectionError):
             await deliver(make_sender(settings, dying, keys, http, clock, consumer="s1"), r)
