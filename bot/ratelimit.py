@@ -34,12 +34,14 @@ MAX_WAIT_S = 24 * 3600.0
 
 @dataclass(frozen=True)
 class Limit:
-    """At most ``limit`` calls per ``window_s`` seconds on ``endpoint``."""
+    """At most ``limit`` calls per ``window_s`` seconds on ``endpoint``; per account, or
+    per ``scope`` where several accounts share the limit (X: DMs per app)."""
 
     endpoint: str
     limit: int
     window_s: float
     burst: int | None = None
+    scope: str = ""
 
     @property
     def capacity(self) -> int:
@@ -59,6 +61,7 @@ class Limit:
             limit=int(opt.get("limit", base.limit if base else 60)),
             window_s=float(opt.get("window_s", base.window_s if base else 60.0)),
             burst=int(opt["burst"]) if "burst" in opt else (base.burst if base else None),
+            scope=base.scope if base else "",
         )
 
 
@@ -141,7 +144,7 @@ class RateLimiter:
         args: list[Any] = [int(self.clock() * 1000)]
         for lim in limits:
             args += [lim.capacity, repr(lim.refill_per_ms), int(lim.window_s * 2000) + 60_000]
-        keys = [self.keys.bucket(account, lim.endpoint) for lim in limits]
+        keys = [self.keys.bucket(lim.scope or account, lim.endpoint) for lim in limits]
         wait_ms = int(await self._acquire(keys=keys, args=args))
         return wait_ms / 1000.0
 

@@ -4,11 +4,14 @@ longer than any platform window (a misread header must not park a reply for ever
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import pytest
 
-from bot.platforms import mastodon, x
-from bot.ratelimit import MAX_WAIT_S, parse_rate_headers, retry_after
+from bot.platforms import adapter_for, mastodon, x
+from bot.platforms.common import ApiAdapter
+from bot.ratelimit import MAX_WAIT_S, RateLimiter, parse_rate_headers, retry_after
 from tests.conftest import make_settings
 from tests.fakes import FakeX
 from tests.fakes.harness import (
@@ -97,3 +100,28 @@ async def test_a_429_with_a_strange_header_is_waited_out_and_sent(  # type: igno
         await deliver(sender, reply("x", "brandx", "mention", in_reply_to_id="1"))
     assert len(fake.tweets) == 1 and await dead_entries(redis, keys) == []
     assert sum(clock.sleeps) <= 300
+
+
+async def test_x_dms_are_limited_per_app_across_its_accounts(  # type: ignore[no-untyped-def]
+    redis_server, redis, keys, tmp_path
+) -> None:
+    """15000 DMs / 24 h per app (platforms.md §1.7) bind every account of the app
+    together: two accounts with the same consumer secret share that bucket."""
+    x = accounts()[0]
+    x["options"] = {"rate_limits": {"dm_app_24h": {"limit": 3, "burst": 3}}}
+    other = {**x, "id": "brandx2", "user_id": "1500000000000000000", "handle": "Other"}
+    third = {**x, "id": "otherapp", "user_id": "1600000000000000000", "handle": "Third"}
+    third["secrets"] = {**x["secrets"], "consumer_secret": "another app's secret"}
+    settings = make_settings(redis_server.url, tmp_path, accounts=[x, other, third])
+    adapters = {a.id: adapter_for(a) for a in settings.accounts}
+    limiter = RateLimiter(redis, keys, clock=FakeClock(NOW).time)
+
+    async def wait(account: str) -> float:
+        adapter = adapters[account]
+        assert isinstance(adapter, ApiAdapter)
+        r: Any = reply("x", account, "dm")
+        return await limiter.try_acquire(account, adapter.limits_for(r))
+
+    assert [await wait(a) for a in ("brandx", "brandx2", "brandx")] == [0, 0, 0]
+    assert await wait("brandx2") > 0  # the app's fourth DM in the window
+    assert await wait("otherapp") == 0  # another app has its own

@@ -425,7 +425,7 @@ async def test_account_options_override_limits(redis_server, redis, keys, tmp_pa
     settings = make_settings(redis_server.url, tmp_path, accounts=accs)
     a = adapter_for(settings.accounts[0])
     assert a.limits_for(mention()) == [Limit("tweets", 5, 60.0, 1)]  # type: ignore[attr-defined]
-    assert [lim.endpoint for lim in a.limits_for(reply("x", "brandx", "dm"))] == ["dm", "dm_24h"]  # type: ignore[attr-defined]
+    assert [lim.endpoint for lim in a.limits_for(reply("x", "brandx", "dm"))] == ["dm", "dm_24h", "dm_app_24h"]  # type: ignore[attr-defined]
 
 
 async def test_stop_during_rate_limit_wait_drains_at_once(

@@ -11,6 +11,8 @@ Options: ``rate_limits`` overrides, ``more_link``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 import time
@@ -40,9 +42,11 @@ log = structlog.get_logger(__name__)
 SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 
 # platforms.md §1.7: 100 / 15 min per user now (older copies: 200 / 15 min plus
-# 300 / 3 h shared with retweets) — enforce both; DMs 200 / 15 min and 1000 / 24 h.
+# 300 / 3 h shared with retweets) — enforce both; DMs 200 / 15 min and 1000 / 24 h per
+# user, and 15000 / 24 h per app: a bucket that every account of the app shares.
 TWEET_LIMITS = [Limit("tweets", 100, 900), Limit("tweets_3h", 300, 3 * 3600)]
 DM_LIMITS = [Limit("dm", 200, 900), Limit("dm_24h", 1000, 24 * 3600)]
+DM_APP_LIMIT = Limit("dm_app_24h", 15000, 24 * 3600)
 
 
 def crc_response(consumer_secret: str, crc_token: str) -> dict[str, str]:
@@ -89,6 +93,10 @@ class XAdapter(ApiAdapter):
     def __init__(self, account: Any) -> None:
         super().__init__(account)
         self.oauth1 = "access_token_secret" in account.secrets
+        # The app's limits are shared by its accounts, known by the app's secret (a digest:
+        # it names a Redis key).
+        app = hashlib.sha256(account.secret("consumer_secret").encode()).hexdigest()[:16]
+        self.dm_limits = [*DM_LIMITS, dataclasses.replace(DM_APP_LIMIT, scope=f"x-app:{app}")]
         # Other configured accounts of the same X app, by user id (link_shared_webhooks).
         self.siblings: dict[str, XAdapter] = {}
         if self.oauth1:
@@ -226,7 +234,7 @@ class XAdapter(ApiAdapter):
         return "tweets" if reply.kind == "mention" else "dm"
 
     def default_limits(self, reply: OutboundReply) -> list[Limit]:
-        return list(TWEET_LIMITS if reply.kind == "mention" else DM_LIMITS)
+        return list(TWEET_LIMITS if reply.kind == "mention" else self.dm_limits)
 
     async def send(self, http: aiohttp.ClientSession, reply: OutboundReply) -> SendResult:
         if reply.kind == "mention":
