@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) -m bench.outbound
 	$(PY) -m bench.e2e
 	$(PY) -m bench.scale
+	$(PY) -m bench.chaos
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts
