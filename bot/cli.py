@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import AuthenticationError as RedisAuthError
 from redis.exceptions import ResponseError as RedisResponseError
 
 from bot.config import ConfigError, Settings, load_settings
@@ -310,6 +311,15 @@ def main(argv: list[str] | None = None) -> int:
             f"replydesk: data error: {_one_line(str(e))}{_data_hint(settings, str(e))}",
             file=sys.stderr,
         )
+        return EXIT_USAGE
+    except RedisAuthError:
+        # Reached, but the password is wrong or missing: the config's to fix, not a
+        # server to wait for (and never quote the URL: it holds the password).
+        message = settings.locate(
+            "redis.url: Redis refused the password (authentication failed; check the "
+            "password in the URL, or that the server asks for none)"
+        )
+        print(f"replydesk: config error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except UNAVAILABLE as e:
         # The client has already retried for a few seconds: Redis is down or the URL wrong.

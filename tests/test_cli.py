@@ -367,3 +367,21 @@ def test_a_redis_url_with_a_database_the_server_lacks_is_one_line(redis_server):
     url = redis_server.url.rsplit("/", 1)[0] + "/99"
     out = cli(url, "agents", "list")
     _one_line_error(out, 2, "config error: redis.url: no such database", "(from REDIS_URL)")
+
+
+def test_a_wrong_redis_password_is_a_config_error(tmp_path):
+    # It said "cannot reach Redis", exit 1, as if the server were down: it answered, and
+    # refused the password.
+    import redis as redis_sync
+
+    from tests.support.redis_server import RedisServer
+
+    with RedisServer(str(tmp_path)) as server:
+        redis_sync.Redis.from_url(server.url).config_set("requirepass", "right-one")
+        for url in (
+            server.url.replace("redis://", "redis://:hunter2-wrong@"),
+            server.url,  # none given
+        ):
+            out = cli(url, "agents", "list")
+            _one_line_error(out, 2, "config error: redis.url: Redis refused the password")
+            assert "hunter2" not in out.stderr
