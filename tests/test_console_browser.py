@@ -332,7 +332,8 @@ def test_countdown_turns_amber_then_red(browser: Any, redis_server: Any, tmp_pat
 # -- the character counter ----------------------------------------------------------
 def test_counter_matches_textfit_vectors(browser: Any, server: LiveServer) -> None:
     expect = playwright_expect()
-    tid = new_ticket(server)
+    # A mention: a public reply needs one to answer (without, the page disables it).
+    tid = new_ticket(server, kind="mention")
     page = agent_page(browser, server, "ann")
     page.goto(f"{server.url}/console/tickets/{tid}")
     expect(page.locator("#holder")).not_to_have_text("Loading…")

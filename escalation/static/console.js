@@ -106,7 +106,7 @@ const Console = (() => {
       try {
         await api("GET", "/api/v1/me");
       } catch (err) {
-        if (err.status === 401) window.location.assign("/console/login");
+        if (err.status === 401) toSignIn();
       }
     });
     const handler = (ev) => {
@@ -145,8 +145,44 @@ const Console = (() => {
     return el("a", { href: "/console/tickets/" + encodeURIComponent(id), class: "ticket-id" }, id);
   }
 
+  // What a page must carry through a trip to the sign-in page (an unsent draft).
+  const beforeSignIn = [];
+
+  function onSignIn(fn) {
+    beforeSignIn.push(fn);
+  }
+
+  let leaving = false;
+
+  /** The session ended (expired, signed out elsewhere, token revoked): to the sign-in
+   * page, which brings the agent back here (`next`), after the page kept its drafts. */
+  function toSignIn() {
+    if (leaving) return; // the stream's error and a failed call may both get the 401
+    leaving = true;
+    for (const fn of beforeSignIn) {
+      try {
+        fn();
+      } catch (_e) {
+        // storage full or off: the page still goes to sign in
+      }
+    }
+    const here = window.location.pathname;
+    window.location.assign(here === "/console" ? "/console/login"
+      : "/console/login?" + new URLSearchParams({ next: here }));
+  }
+
+  // Signing out on purpose leaves no draft behind in the tab (a shared desk computer).
+  const signOut = document.getElementById("sign-out");
+  if (signOut) {
+    signOut.form.addEventListener("submit", () => {
+      for (const k of Object.keys(sessionStorage)) {
+        if (k.startsWith("replydesk.draft.")) sessionStorage.removeItem(k);
+      }
+    });
+  }
+
   async function signedOutGuard(err) {
-    if (err && err.status === 401) window.location.assign("/console/login");
+    if (err && err.status === 401) toSignIn();
   }
 
   const FOCUSABLE = "a[href], button, select, input, textarea";
@@ -202,7 +238,7 @@ const Console = (() => {
 
   return {
     learnSkew, now, nextClock, countdown, paintCountdown, priorityBadge, kindBadge,
-    customerLabel, live, debounce, me, ticketLink, signedOutGuard, keepFocus, afterLeaseEnds,
-    tickets,
+    customerLabel, live, debounce, me, ticketLink, signedOutGuard, onSignIn, keepFocus,
+    afterLeaseEnds, tickets,
   };
 })();

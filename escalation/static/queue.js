@@ -38,7 +38,7 @@
       el("td", { "data-label": "Customer" },
         el("span", { class: "handle" }, C.customerLabel(t)),
         // Customer text: el() puts it in as text only.
-        t.last_preview ? el("div", { class: "preview" }, t.last_preview) : null),
+        t.last_preview ? el("div", { class: "preview", dir: "auto" }, t.last_preview) : null),
       el("td", { "data-label": "Account" }, `${t.platform} · ${t.account}`),
       el("td", { "data-label": "Priority" }, C.priorityBadge(t.priority)),
       el("td", { "data-label": "Reason", class: "reason" }, t.reason || "—"),
@@ -68,6 +68,10 @@
       known = new Set(data.tickets.map((t) => t.id));
       C.keepFocus(body, () => body.replaceChildren(...rows));
       empty.hidden = rows.length > 0;
+      // Resolved tickets come newest resolution first, and have no clock running.
+      document.getElementById("queue-caption").textContent = q.get("status") === "resolved"
+        ? "Resolved tickets, the most recently resolved first."
+        : "Ordered by SLA due time; the countdown turns amber when at risk and red when breached.";
       // Tickets past the shown ones are due later, but they are there: say so.
       more.hidden = !data.more;
       document.getElementById("queue-shown").textContent = String(rows.length);
@@ -101,20 +105,31 @@
   // Crisis banner: active negative-spike alerts (bot.ops), raised and cleared live.
   const crisis = document.getElementById("crisis");
   const crisisList = document.getElementById("crisis-list");
+  let alertsSeen = null; // alert ids shown; null until the first read (nothing to announce)
 
   async function loadAlerts() {
     try {
       const data = await api("GET", "/api/v1/alerts?status=active");
+      // window_count is the count that raised the alert, not today's: the running total
+      // is message_count (the spike's messages so far), read again as tickets arrive.
       const items = data.alerts.map((a) => el("li", { dataset: { alertId: a.id } },
-        el("strong", {}, a.account), `: ${a.window_count} negative mentions in the last window `,
-        `(usual ${a.baseline.toFixed(1)}), since `,
-        el("time", { datetime: new Date(a.raised_at * 1000).toISOString() }, clockTime(a.raised_at)), ". ",
+        el("strong", {}, a.account), ": negative mentions spiking since ",
+        el("time", { datetime: new Date(a.raised_at * 1000).toISOString() }, clockTime(a.raised_at)),
+        ` (${a.window_count} in the window that raised it, usually ${a.baseline.toFixed(1)}; `,
+        el("span", { class: "crisis-count" }, `${a.message_count} so far`), "). ",
         "Acknowledge publicly at most, move customers to DM, and hand it to a person. ",
         // The queue's own account filter, read from the address like a shared link.
         el("a", { href: "/console?" + new URLSearchParams({ account: a.account }), class: "crisis-link" },
           `Show ${a.account}'s open tickets`)));
       crisisList.replaceChildren(...items);
       crisis.hidden = items.length === 0;
+      // Said once per alert raised while the page is open (not at every count update).
+      const fresh = data.alerts.filter((a) => alertsSeen && !alertsSeen.has(a.id));
+      if (fresh.length) {
+        document.getElementById("crisis-live").textContent =
+          `Crisis alert: negative mentions spiking on ${fresh.map((a) => a.account).join(", ")}.`;
+      }
+      alertsSeen = new Set(data.alerts.map((a) => a.id));
     } catch (err) {
       await C.signedOutGuard(err);
     }
@@ -125,6 +140,8 @@
   C.live((type, data) => {
     // Back from longer away than the server keeps events: both may have changed.
     if (data.resync || type.startsWith("alert.")) reloadAlerts();
+    // A spike's new messages send no alert event, but they come with tickets: the count.
+    else if (!crisis.hidden && (type === "ticket.created" || type === "ticket.message")) reloadAlerts();
     if (data.resync || !type.startsWith("alert.")) reload();
   });
   load();

@@ -18,10 +18,14 @@
   let rules = null; // textfit rules by account
   let replyKey = newKey(); // one idempotency key per reply being written
   let channelChosen = false;
+  // A reply on its way: its text and channel stay as sent until the answer, so nothing
+  // typed meanwhile is wiped by the clearing after it, or sent under its idempotency key.
+  let sending = false;
   // A supervisor's choice in the Assign to / Priority menus, not yet applied: a live
   // update must not put the menu back, or the button would apply the old value.
   const chosen = { assign: false, priority: false };
   let leaseTimer = null;
+  let hasMention = false; // a public mention on the ticket, which a public reply answers
 
   function newKey() {
     return "c" + Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -37,20 +41,26 @@
   function renderHolder(t) {
     const h = $("holder");
     const holder = holderOf(t);
+    let kind = "free";
+    let text = "Unassigned: claim it to work on it.";
     if (t.status === "resolved") {
-      h.className = "holder free";
-      h.textContent = `Resolved ${clockTime(t.resolved_at)}. Reopen it to work on it again.`;
+      text = `Resolved ${clockTime(t.resolved_at)}. Reopen it to work on it again.`;
     } else if (holder === me.name) {
-      h.className = "holder mine";
-      h.textContent = `You hold this ticket${t.lease_until ? " until " + clockTime(t.lease_until) : ""}.`;
+      kind = "mine";
+      text = `You hold this ticket${t.lease_until ? " until " + clockTime(t.lease_until) : ""}.`;
     } else if (holder) {
-      h.className = "holder other";
-      h.textContent = `Held by ${holder}. Only they can reply or resolve it until they release it`
+      kind = "other";
+      text = `Held by ${holder}. Only they can reply or resolve it until they release it`
         + (me.role === "supervisor" ? " (or you reassign it)." : ".");
-    } else {
-      h.className = "holder free";
-      h.textContent = "Unassigned: claim it to work on it.";
     }
+    h.className = `holder ${kind}`;
+    liveText(h, text);
+  }
+
+  /** A live region's text, replaced only when it changes: a screen reader reads a
+   * replaced text again, and every live refresh of the ticket would repeat it. */
+  function liveText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
   }
 
   function renderButtons(t) {
@@ -65,6 +75,12 @@
     $("reopen").hidden = open;
     const canReply = open && (!holder || mine);
     for (const n of $("reply-form").elements) n.disabled = !canReply;
+    for (const r of channelRadios()) {
+      // Without a mention to answer, the API refuses a public reply (no_public_mention).
+      r.disabled = !canReply || sending || (r.value === "public" && !hasMention);
+    }
+    $("no-mention").hidden = hasMention;
+    for (const n of $("note-form").elements) n.disabled = false;
     updateCounter();
   }
 
@@ -76,7 +92,8 @@
         C.kindBadge(m.kind),
         el("time", { datetime: new Date(m.at * 1000).toISOString() }, clockTime(m.at)),
       ),
-      el("p", { class: "msg-text" }, m.text),
+      // dir=auto: Arabic or Hebrew reads right to left, whatever the page's direction.
+      el("p", { class: "msg-text", dir: "auto" }, m.text),
     );
   }
 
@@ -96,7 +113,7 @@
     return el("li", { class: "msg msg-note" },
       el("div", { class: "msg-meta" }, el("span", { class: "who" }, n.author),
         el("time", { datetime: new Date(n.at * 1000).toISOString() }, clockTime(n.at))),
-      el("p", { class: "msg-text" }, n.text),
+      el("p", { class: "msg-text", dir: "auto" }, n.text),
     );
   }
 
@@ -245,6 +262,7 @@
 
   function render(data) {
     ticket = data.ticket;
+    hasMention = data.conversation.some((m) => m.from === "customer" && m.kind !== "dm");
     C.learnSkew(ticket);
     document.title = `Ticket ${ticket.id} · ${C.customerLabel(ticket)} · replydesk`;
     const st = $("t-status");
@@ -294,7 +312,10 @@
     } catch (err) {
       await C.signedOutGuard(err);
       $("holder").className = "holder other";
-      $("holder").textContent = err.status === 404 ? `There is no ticket ${tid}.` : "Could not load the ticket: " + err.message;
+      $("holder").textContent = err.status === 404
+        ? `There is no ticket ${tid}. Check the number, or find it in the queue (Status: Resolved).`
+        : "Could not load the ticket: " + err.message;
+      if (err.status === 404) $("reasons-summary").textContent = "—";
     }
   }
 
@@ -321,7 +342,10 @@
     counter.classList.toggle("over", over);
     counter.dataset.count = String(n);
     counter.dataset.limit = String(limit);
-    if (!replyText.disabled) sendBtn.disabled = over || !replyText.value.trim();
+    // Said once when the draft goes over (and cleared when back under), not every key.
+    const alert = over ? `Over the ${limit}-character limit: shorten the reply.` : "";
+    if ($("counter-alert").textContent !== alert) $("counter-alert").textContent = alert;
+    if (!replyText.disabled) sendBtn.disabled = sending || over || !replyText.value.trim();
   }
 
   // -- the reply channel: follows the customer until the agent picks one or writes -------
@@ -336,10 +360,10 @@
     if (!ticket) return;
     const theirs = customerChannel(ticket);
     const ours = channelKind() === "mention" ? "public" : "dm";
-    box.textContent = theirs === ours ? ""
+    liveText(box, theirs === ours ? ""
       : theirs === "public"
         ? "The customer's latest message is a public mention; this reply goes as a direct message."
-        : "The customer's latest message is a direct message; this reply goes as a public reply.";
+        : "The customer's latest message is a direct message; this reply goes as a public reply.");
   }
 
   replyText.addEventListener("input", () => {
@@ -347,7 +371,12 @@
     if (replyText.value.trim()) channelChosen = true;
     updateCounter();
   });
-  for (const r of document.querySelectorAll('input[name="channel"]')) {
+
+  function channelRadios() {
+    return document.querySelectorAll('input[name="channel"]');
+  }
+
+  for (const r of channelRadios()) {
     r.addEventListener("change", () => {
       channelChosen = true;
       renderChannelNotice();
@@ -368,10 +397,14 @@
     } catch (err) {
       await C.signedOutGuard(err);
       const owner = err.body && err.body.error && err.body.error.owner;
+      // No answer or a server error is not a refusal: the same action may work again.
+      const failed = !err.status || err.status >= 500;
       const msg = err.code === "claimed" && owner
         ? `${label} refused: the ticket is held by ${owner}.`
-        : `${label} refused: ${err.message}`;
-      setStatus(actionStatus, msg, "error");
+        : failed ? `${label} did not go through: ${err.message}.`
+          + (/try again/i.test(err.message) ? "" : " Try again.")
+          : `${label} refused: ${err.message}`;
+      setStatus(actionStatus, msg.replace(/\.\.$/, "."), "error");
       await load();
       return null;
     }
@@ -395,8 +428,13 @@
     const text = replyText.value;
     if (!text.trim()) return;
     const channel = channelKind() === "mention" ? "public" : "dm";
-    sendBtn.disabled = true;
-    const ok = await act("Reply", "reply", { text, channel, idempotency_key: replyKey });
+    setSending(true);
+    let ok = null;
+    try {
+      ok = await act("Reply", "reply", { text, channel, idempotency_key: replyKey });
+    } finally {
+      setSending(false);
+    }
     if (ok) {
       replyText.value = "";
       replyKey = newKey();
@@ -408,6 +446,57 @@
     }
     updateCounter();
   });
+
+  function setSending(on) {
+    sending = on;
+    replyText.readOnly = on;
+    $("reply-form").setAttribute("aria-busy", String(on));
+    sendBtn.textContent = on ? "Sending…" : "Send reply";
+    for (const r of channelRadios()) r.disabled = on || replyText.disabled || (r.value === "public" && !hasMention);
+    updateCounter();
+  }
+
+  // Ctrl+Enter (⌘+Enter) sends, as the Send button would.
+  replyText.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter" || !(ev.ctrlKey || ev.metaKey)) return;
+    ev.preventDefault();
+    if (!sendBtn.disabled) $("reply-form").requestSubmit();
+  });
+
+  // -- drafts through a sign-in -------------------------------------------------------
+  // A session that ended (expired, signed out in another tab) sends the agent to sign in
+  // and back here: the unsent reply and note wait in this tab's sessionStorage meanwhile,
+  // and are taken out (deleted) when this page reads them back, for the same agent only.
+  const DRAFT_KEY = "replydesk.draft." + tid;
+
+  C.onSignIn(() => {
+    const note = $("note-text").value;
+    if (!replyText.value.trim() && !note.trim()) return;
+    sessionStorage.setItem(DRAFT_KEY, JSON.stringify({
+      agent: me.name, text: replyText.value, note, key: replyKey,
+      channel: channelChosen ? channelKind() : null,
+    }));
+  });
+
+  function restoreDraft() {
+    let saved = null;
+    try {
+      saved = JSON.parse(sessionStorage.getItem(DRAFT_KEY) || "null");
+      sessionStorage.removeItem(DRAFT_KEY);
+    } catch (_e) {
+      return;
+    }
+    if (!saved || saved.agent !== me.name) return;
+    replyText.value = saved.text || "";
+    $("note-text").value = saved.note || "";
+    if (saved.key) replyKey = saved.key; // a retry of the same reply stays one reply
+    if (saved.channel) {
+      channelChosen = true;
+      const radio = document.querySelector(`input[name="channel"][value="${saved.channel === "mention" ? "public" : "dm"}"]`);
+      if (radio) radio.checked = true;
+    }
+    setStatus(actionStatus, "Your session had ended; your unsent draft is back. Check it and send it.", "ok");
+  }
 
   $("note-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -469,5 +558,6 @@
   C.live((type, data) => {
     if (data.ticket_id === tid || data.resync) reload();
   });
+  restoreDraft();
   load();
 })();
