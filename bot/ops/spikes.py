@@ -170,6 +170,8 @@ else
     if count > peak then
       peak = count
       redis.call('HSET', KEYS[1], 'peak', tostring(peak))
+      -- the alert's own record too: the API and console show the peak while it lasts
+      redis.call('HSET', KEYS[7], 'peak', tostring(peak))
     end
     if inc then
       -- later messages of the same spike join it
