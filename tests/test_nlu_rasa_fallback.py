@@ -186,4 +186,4 @@ async def test_a_flapping_rasa_is_one_outage_logged_once(
 def test_nlu_settings_are_checked_at_load(key: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_settings(env={}, overrides={key: value}, config_file="/dev/null")
-    assert str(e.value) == message
+    assert str(e.value) == f"{message} (from the command line)"
