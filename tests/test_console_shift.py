@@ -31,13 +31,20 @@ def end_session(srv: LiveServer, page: Any) -> None:
     srv.call(lambda app: delete_session(app[K.REDIS], app[K.KEYS], sid))
 
 
-def test_a_draft_survives_a_session_that_ended(browser: Any, server: LiveServer) -> None:
+def claimed(browser: Any, server: LiveServer, **ticket: Any) -> tuple[str, Any]:
+    """A new ticket, open in ann's page and claimed by her."""
     expect = playwright_expect()
-    tid = new_ticket(server, kind="mention")
+    tid = new_ticket(server, **ticket)
     page = agent_page(browser, server, "ann")
     page.goto(f"{server.url}/console/tickets/{tid}")
     page.get_by_role("button", name="Claim").click()
     expect(page.locator("#holder")).to_have_text(re.compile("You hold this ticket"))
+    return tid, page
+
+
+def test_a_draft_survives_a_session_that_ended(browser: Any, server: LiveServer) -> None:
+    expect = playwright_expect()
+    tid, page = claimed(browser, server, kind="mention")
     page.get_by_label("direct message").check()
     draft = "So sorry, Dana. Your refund of 49.90 is on its way; DM me the card's last 4 digits."
     page.get_by_label("Message", exact=True).fill(draft)
@@ -92,11 +99,7 @@ def test_a_failed_send_keeps_the_draft_and_says_it_did_not_go_through(
     browser: Any, server: LiveServer
 ) -> None:
     expect = playwright_expect()
-    tid = new_ticket(server)
-    page = agent_page(browser, server, "ann")
-    page.goto(f"{server.url}/console/tickets/{tid}")
-    page.get_by_role("button", name="Claim").click()
-    expect(page.locator("#holder")).to_have_text(re.compile("You hold this ticket"))
+    tid, page = claimed(browser, server)
     box = page.get_by_label("Message", exact=True)
     send = page.locator("#send-reply")
     box.fill("We are on it.")
@@ -132,11 +135,7 @@ def test_text_typed_while_a_slow_reply_is_sending_is_not_lost(
     browser: Any, server: LiveServer
 ) -> None:
     expect = playwright_expect()
-    tid = new_ticket(server)
-    page = agent_page(browser, server, "ann")
-    page.goto(f"{server.url}/console/tickets/{tid}")
-    page.get_by_role("button", name="Claim").click()
-    expect(page.locator("#holder")).to_have_text(re.compile("You hold this ticket"))
+    tid, page = claimed(browser, server)
     box = page.get_by_label("Message", exact=True)
     send = page.locator("#send-reply")
     box.fill("We are on it.")
@@ -252,11 +251,7 @@ def test_a_live_refresh_does_not_repeat_the_status_lines(browser: Any, server: L
     """The holder line and the channel notice are live regions: a screen reader reads
     them whenever their text is replaced, so a refresh that changes neither leaves them."""
     expect = playwright_expect()
-    tid = new_ticket(server, kind="mention")
-    page = agent_page(browser, server, "ann")
-    page.goto(f"{server.url}/console/tickets/{tid}")
-    page.get_by_role("button", name="Claim").click()
-    expect(page.locator("#holder")).to_have_text(re.compile("You hold this ticket"))
+    tid, page = claimed(browser, server, kind="mention")
     page.get_by_label("direct message").check()
     expect(page.locator("#channel-notice")).to_contain_text("public mention")
     page.evaluate(
@@ -388,4 +383,28 @@ def test_a_crisis_that_starts_while_the_queue_is_open_is_announced(
     new_ticket(server, user="78")
     expect(page.locator("#crisis .crisis-count")).to_have_text("11 so far")
     expect(said).to_have_text("")  # the same alert: not said again
+    page.context.close()
+
+
+def test_leaving_with_an_unsent_reply_asks_first(browser: Any, server: LiveServer) -> None:
+    """ "← Queue" with a reply written and not sent lost it without a word."""
+    expect = playwright_expect()
+    tid, page = claimed(browser, server)
+    box = page.get_by_label("Message", exact=True)
+    box.press_sequentially("Refund approved, it")  # typed: the page has had a gesture
+    asked: list[str] = []
+
+    def stay(dialog: Any) -> None:
+        asked.append(dialog.type)
+        dialog.dismiss()
+
+    page.once("dialog", stay)
+    page.locator("#back-to-queue").click()  # returns once the prompt is answered
+    assert asked == ["beforeunload"]
+    expect(page).to_have_url(f"{server.url}/console/tickets/{tid}")
+    expect(box).to_have_value("Refund approved, it")
+    # Nothing unsent: no question (an unhandled dialog would be dismissed: no navigation).
+    box.fill("")
+    page.locator("#back-to-queue").click()
+    expect(page).to_have_url(f"{server.url}/console")
     page.context.close()

@@ -181,6 +181,11 @@ const Console = (() => {
     });
   }
 
+  /** True once the page is on its way to sign in (its drafts kept for the way back). */
+  function leavingForSignIn() {
+    return leaving;
+  }
+
   async function signedOutGuard(err) {
     if (err && err.status === 401) toSignIn();
   }
@@ -238,7 +243,7 @@ const Console = (() => {
 
   return {
     learnSkew, now, nextClock, countdown, paintCountdown, priorityBadge, kindBadge,
-    customerLabel, live, debounce, me, ticketLink, signedOutGuard, onSignIn, keepFocus,
-    afterLeaseEnds, tickets,
+    customerLabel, live, debounce, me, ticketLink, signedOutGuard, onSignIn,
+    leavingForSignIn, keepFocus, afterLeaseEnds, tickets,
   };
 })();

@@ -478,6 +478,15 @@
     }));
   });
 
+  // Leaving with an unsent reply or note (← Queue, another ticket, closing the tab) asks
+  // first, as browsers do for a form; the trip through sign-in keeps the draft instead.
+  window.addEventListener("beforeunload", (ev) => {
+    if (C.leavingForSignIn()) return;
+    if (!replyText.value.trim() && !$("note-text").value.trim()) return;
+    ev.preventDefault();
+    ev.returnValue = ""; // older browsers show the prompt only for this
+  });
+
   function restoreDraft() {
     let saved = null;
     try {
