@@ -408,3 +408,24 @@ def test_leaving_with_an_unsent_reply_asks_first(browser: Any, server: LiveServe
     page.locator("#back-to-queue").click()
     expect(page).to_have_url(f"{server.url}/console")
     page.context.close()
+
+
+def test_the_queue_names_reasons_in_words(browser: Any, server: LiveServer) -> None:
+    """The Reason column showed the code (human_request, crisis_hold); the code stays in
+    the cell's tooltip, and an unknown code is shown with spaces."""
+    expect = playwright_expect()
+    person = new_ticket(server, user="31", reason="human_request")
+    crisis = new_ticket(server, user="32", reason="crisis_hold", kind="mention")
+    other = new_ticket(server, user="33", reason="some_new_rule")
+    page = agent_page(browser, server, "ann")
+    for tid, words, code in (
+        (person, "Asked for a person", "human_request"),
+        (crisis, "Crisis hold", "crisis_hold"),
+        (other, "some new rule", "some_new_rule"),
+    ):
+        cell = page.locator(f'tr[data-ticket-id="{tid}"] td.reason')
+        expect(cell).to_have_text(words)
+        expect(cell).to_have_attribute("title", code)
+    page.goto(f"{server.url}/console/tickets/{person}")
+    expect(page.locator("#facts")).to_contain_text("ReasonAsked for a person")
+    page.context.close()

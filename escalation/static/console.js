@@ -181,6 +181,29 @@ const Console = (() => {
     });
   }
 
+  // A ticket's reason in a few words for the queue (the code stays in its tooltip); the
+  // ticket page explains it in a sentence. Codes: handlers/ (Escalate, handoff).
+  const REASONS = {
+    complaint: "Complaint",
+    negative: "Negative post",
+    tone: "Upset tone",
+    follow_up: "Chasing a reply",
+    human_request: "Asked for a person",
+    prize_claim: "Prize claim",
+    no_answer: "No answer",
+    unclear: "Unclear",
+    repeat: "Answer did not help",
+    busy_thread: "Long thread",
+    order_lookup_failed: "Order lookup failed",
+    crisis_hold: "Crisis hold",
+    human_owned: "With a person",
+  };
+
+  function reasonLabel(code) {
+    if (!code) return "—";
+    return Object.hasOwn(REASONS, code) ? REASONS[code] : String(code).replaceAll("_", " ");
+  }
+
   /** True once the page is on its way to sign in (its drafts kept for the way back). */
   function leavingForSignIn() {
     return leaving;
@@ -243,7 +266,7 @@ const Console = (() => {
 
   return {
     learnSkew, now, nextClock, countdown, paintCountdown, priorityBadge, kindBadge,
-    customerLabel, live, debounce, me, ticketLink, signedOutGuard, onSignIn,
+    customerLabel, reasonLabel, live, debounce, me, ticketLink, signedOutGuard, onSignIn,
     leavingForSignIn, keepFocus, afterLeaseEnds, tickets,
   };
 })();

@@ -41,7 +41,7 @@
         t.last_preview ? el("div", { class: "preview", dir: "auto" }, t.last_preview) : null),
       el("td", { "data-label": "Account" }, `${t.platform} · ${t.account}`),
       el("td", { "data-label": "Priority" }, C.priorityBadge(t.priority)),
-      el("td", { "data-label": "Reason", class: "reason" }, t.reason || "—"),
+      el("td", { "data-label": "Reason", class: "reason", title: t.reason || null }, C.reasonLabel(t.reason)),
       el("td", { "data-label": "Held by" }, holder),
     );
   }

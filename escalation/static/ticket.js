@@ -146,7 +146,7 @@
     fact(dl, "Customer", C.customerLabel(t), c.verified ? " ✓ verified" : "", ` · ${c.followers || 0} followers`);
     fact(dl, "Account", `${t.account} (${t.platform})`);
     fact(dl, "Opened by", t.channel === "mention" ? "a public mention" : "a direct message");
-    fact(dl, "Reason", t.reason || "—");
+    fact(dl, "Reason", C.reasonLabel(t.reason));
     fact(dl, "Created", clockTime(t.created_at));
     fact(dl, "Messages", String(t.messages));
   }
