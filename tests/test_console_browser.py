@@ -179,7 +179,7 @@ def test_complaint_live_claim_reply_resolve(browser: Any, server: LiveServer) ->
     # The queue updated without a reload.
     row = ann.locator(f'tr[data-ticket-id="{tid}"]')
     expect(row).to_be_visible()
-    expect(row).to_contain_text("complaint")
+    expect(row).to_contain_text("Complaint")  # the reason in words
     expect(row).to_contain_text("sandbox · acme")
     expect(row.locator(".prio-high")).to_be_visible()
     expect(row.locator(".sla")).to_have_attribute("data-sla", "ok")
