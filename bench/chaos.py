@@ -52,7 +52,7 @@ from aiohttp import web
 
 from bench.report import machine
 from bench.scale import train_once
-from bot.models import OutboundReply
+from bot.models import InboundEvent, OutboundReply
 from bot.redis import as_str, connect
 from tests.fakes import FakeMastodon, FakeWeibo, FakeX
 from tests.fakes.harness import (
@@ -70,6 +70,7 @@ from tests.support.serve_procs import (
     ROOT,
     Proc,
     group,
+    held,
     ready,
     start,
     stop_all,
@@ -311,6 +312,9 @@ class Run:
         self.procs[name] = p
         return p
 
+    def live_workers(self) -> list[Proc]:
+        return [p for p in self.procs.values() if p.role == "worker" and p.proc.returncode is None]
+
     async def wait_ready(self, http: aiohttp.ClientSession, p: Proc) -> None:
         deadline = time.monotonic() + 180
         while not await ready(http, p):
@@ -443,7 +447,7 @@ class Run:
 
     async def pick(self, http: aiohttp.ClientSession) -> Proc | None:
         """A random running worker, one that is ready (working) if there is any."""
-        alive = [p for p in self.procs.values() if p.role == "worker" and p.proc.returncode is None]
+        alive = self.live_workers()
         working = [p for p in alive if await responsive(http, p)]
         return self.rng.choice(working or alive) if alive else None
 
@@ -476,10 +480,11 @@ class Run:
         works (to take its entries over); None if that does not happen ``within_s``."""
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
-            alive = [
-                p for p in self.procs.values() if p.role == "worker" and p.proc.returncode is None
+            busy = [
+                (await held(redis, p.proc.pid), p)
+                for p in self.live_workers()
+                if await responsive(http, p)
             ]
-            busy = [(await held(redis, p.proc.pid), p) for p in alive if await responsive(http, p)]
             if len(busy) >= 2:
                 best = max(busy, key=lambda b: (b[0][1], b[0][0]))
                 if best[0][1]:
@@ -523,16 +528,14 @@ class Run:
 
     async def count(self, redis: Any, fakes: Fakes) -> dict[str, Any]:
         """Every accepted event against the guarantees (see the module docstring)."""
-        events = {}
-        for _id, f in await redis.xrange(KEYS.inbound):
-            ev = json.loads(f[b"event"])
-            events[f"{ev['platform']}:{ev['account']}:{ev['event_id']}"] = ev
+        # Each event once (by its key), as the outcomes are kept.
+        entries = await redis.xrange(KEYS.inbound)
+        events = dict.fromkeys(InboundEvent.from_json(f[b"event"]).key for _id, f in entries)
         dead_in, dead_out = {}, {}
         for _id, f in await redis.xrange(KEYS.dead):
             d = {as_str(k): as_str(v) for k, v in f.items()}
             if d["source"] == "inbound":
-                ev = json.loads(d["event"])
-                dead_in[f"{ev['platform']}:{ev['account']}:{ev['event_id']}"] = d["error"]
+                dead_in[InboundEvent.from_json(d["event"]).key] = d["error"]
             else:
                 dead_out[OutboundReply.from_json(d["reply"]).reply_id] = (d["error"], d["reply"])
         decisions: Counter[str] = Counter()
@@ -640,18 +643,6 @@ async def responsive(http: aiohttp.ClientSession, p: Proc) -> bool:
         return await asyncio.wait_for(ready(http, p), 1.0)
     except (TimeoutError, AssertionError):  # AssertionError: it exited (killed)
         return False
-
-
-async def held(redis: Any, pid: int) -> tuple[int, int]:
-    """(inbound, outbox) entries the process's consumers hold."""
-    out = []
-    for stream, grp in ((KEYS.inbound, "workers"), (KEYS.outbox, "senders")):
-        n = 0
-        for c in await redis.xinfo_consumers(stream, grp):
-            if f"-{pid}-" in c["name"].decode():
-                n += int(c["pending"])
-        out.append(n)
-    return out[0], out[1]
 
 
 async def settled(redis: Any) -> bool:

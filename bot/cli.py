@@ -152,21 +152,21 @@ def _config_check(settings: Settings, args: argparse.Namespace) -> int:
     # first), then everything else serve checks at start.
     problems: list[str] = []
     for account in settings.accounts:
-        required = getattr(ADAPTERS[account.platform], "required_secrets", ())
-        before = len(problems)
-        try:
-            for name in required:
-                try:
-                    account.secret(name)
-                except ConfigError as e:
-                    problems.append(settings.locate(str(e)))
-            if len(problems) == before:  # its other checks (api_base...)
+        missing = []
+        for name in getattr(ADAPTERS[account.platform], "required_secrets", ()):
+            try:
+                account.secret(name)
+            except ConfigError as e:
+                missing.append(str(e))
+        if not missing:  # the adapter's other checks (api_base...)
+            try:
                 adapter_for(account)
-        except ConfigError as e:
-            problems.append(settings.locate(str(e)))
+            except ConfigError as e:
+                missing.append(str(e))
+        problems += missing
     if problems:
         for problem in problems:
-            print(f"replydesk: config error: {problem}", file=sys.stderr)
+            _config_error(settings, problem)
         return EXIT_USAGE
     check_config(settings)
     demo = set(settings.demo_accounts)
@@ -220,6 +220,12 @@ def _entry_id(value: str) -> str:
     if m is None or max(int(m[1]), int(m[2])) >= 2**64:
         raise argparse.ArgumentTypeError(f"not an entry id like 1712345678901-0: {value!r}")
     return value
+
+
+def _config_error(settings: Settings, message: str) -> int:
+    """A problem found after loading, on stderr with where its key was set."""
+    print(f"replydesk: config error: {settings.locate(message)}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _one_line(text: str) -> str:
@@ -304,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(settings, args) or 0)
     except ConfigError as e:
         # Found after loading (a platform adapter, the SLA policies): with where it was set.
-        print(f"replydesk: config error: {settings.locate(str(e))}", file=sys.stderr)
-        return EXIT_USAGE
+        return _config_error(settings, str(e))
     except NluDataError as e:
         print(
             f"replydesk: data error: {_one_line(str(e))}{_data_hint(settings, str(e))}",
@@ -315,12 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     except RedisAuthError:
         # Reached, but the password is wrong or missing: the config's to fix, not a
         # server to wait for (and never quote the URL: it holds the password).
-        message = settings.locate(
+        return _config_error(
+            settings,
             "redis.url: Redis refused the password (authentication failed; check the "
-            "password in the URL, or that the server asks for none)"
+            "password in the URL, or that the server asks for none)",
         )
-        print(f"replydesk: config error: {message}", file=sys.stderr)
-        return EXIT_USAGE
     except UNAVAILABLE as e:
         # The client has already retried for a few seconds: Redis is down or the URL wrong.
         # (redis-py's message names the host or socket, never the password.)
@@ -330,9 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if "DB index" not in str(e):
             raise
         # SELECT on connecting: the URL's database number is past the server's databases.
-        message = settings.locate(f"redis.url: no such database on that Redis ({e})")
-        print(f"replydesk: config error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return _config_error(settings, f"redis.url: no such database on that Redis ({e})")
     except BrokenPipeError:
         # The reader left (`replydesk dead list | head`): stop without a traceback. Python
         # would hit the closed pipe again flushing stdout at exit, so stdout goes nowhere.

@@ -50,7 +50,7 @@ from bot.platforms import windows
 from bot.platforms.base import PlatformAdapter, SendError
 from bot.platforms.common import ApiAdapter
 from bot.ratelimit import Limit, RateLimiter
-from bot.redis import RETRYABLE_ERRORS, Keys, Redis
+from bot.redis import RETRYABLE_ERRORS, Keys, Redis, as_str
 from bot.streams import consumer_name, count_attempt, move_to_dead
 
 log = structlog.get_logger(__name__)
@@ -384,8 +384,8 @@ class Sender(StreamConsumer):
             _INTENT_LUA, 2, self.keys.sending(reply_id), self.keys.sent(reply_id),
             seen, new, SENT_TTL_S,
         )  # fmt: skip
-        if found != b"ok" and found != "ok":
-            raise _TakenOver(found.decode() if isinstance(found, bytes) else str(found))
+        if as_str(found) != "ok":
+            raise _TakenOver(as_str(found))
         return new
 
     def _unsure_note(self, reply: OutboundReply, unsure_since: float | None) -> str:

@@ -23,19 +23,19 @@ from tests.support.waiting import until
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def interrupt_while_training(tmp_path: Path, *command: str) -> tuple[int, str]:
-    """Run ``replydesk COMMAND`` on an empty data_dir (so it trains), SIGINT it once
-    training has started; its exit code and output."""
+async def interrupted(
+    tmp_path: Path,
+    settings: dict[str, object],
+    command: tuple[str, ...],
+    *,
+    when: bytes,
+    times: int = 1,
+    signals: tuple[signal.Signals, ...] = (signal.SIGINT,),
+) -> tuple[int, str]:
+    """Run ``replydesk COMMAND`` with ``settings`` on the embedded Redis, send ``signals``
+    once its output holds ``when`` ``times`` times; its exit code and output."""
     config = tmp_path / "replydesk.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "log_level": "info",
-                "redis": {"data_dir": str(tmp_path / "var")},  # no url: the embedded Redis
-                "nlu": {"data_path": str(ROOT / "nlu_data")},
-            }
-        )
-    )
+    config.write_text(yaml.safe_dump({"log_level": "info", **settings}))
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     log = tmp_path / "out.log"
     with log.open("wb") as out:
@@ -47,14 +47,25 @@ async def interrupt_while_training(tmp_path: Path, *command: str) -> tuple[int, 
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
     try:
-        await until(lambda: b'"nlu.training"' in log.read_bytes(), 120, "training to start")
-        proc.send_signal(signal.SIGINT)
+        await until(lambda: log.read_bytes().count(when) >= times, 120, when.decode())
+        for sig in signals:
+            proc.send_signal(sig)
         code = await asyncio.wait_for(proc.wait(), 120)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
     return code, log.read_text()
+
+
+async def interrupt_while_training(tmp_path: Path, *command: str) -> tuple[int, str]:
+    """Run ``replydesk COMMAND`` on an empty data_dir (so it trains), SIGINT it once
+    training has started; its exit code and output."""
+    settings = {
+        "redis": {"data_dir": str(tmp_path / "var")},  # no url: the embedded Redis
+        "nlu": {"data_path": str(ROOT / "nlu_data")},
+    }
+    return await interrupted(tmp_path, settings, command, when=b'"nlu.training"')
 
 
 def assert_no_artifact(var: Path) -> None:
@@ -86,37 +97,19 @@ async def test_sigterm_then_ctrl_c_during_the_drain_still_drains(tmp_path: Path)
     """``docker stop`` (SIGTERM), then an impatient Ctrl-C: the second signal cut the
     drain short (the sender was cancelled, not stopped) and serve exited 1 without a
     word. Now each stop says which signal, and the second is logged and ignored."""
-    config = tmp_path / "replydesk.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "log_level": "info",
-                "redis": {"data_dir": str(tmp_path / "var")},
-                "dialog": {"pipeline": "pass-through"},
-            }
-        )
-    )
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    log = tmp_path / "out.log"
-    port = free_port()
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.cli", "--config", str(config), "serve",
-            "--host", "127.0.0.1", "--port", str(port),
-            cwd=ROOT, env=env, stdout=out, stderr=out,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )  # fmt: skip
-    try:
+    settings = {
+        "redis": {"data_dir": str(tmp_path / "var")},
+        "dialog": {"pipeline": "pass-through"},
+    }
+    code, text = await interrupted(
+        tmp_path,
+        settings,
+        ("serve", "--host", "127.0.0.1", "--port", str(free_port())),
         # Both consumers running, so both have something to drain.
-        await until(lambda: log.read_bytes().count(b'"consumer_started"') == 2, 120, "start")
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(proc.wait(), 120)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = log.read_text()
+        when=b'"consumer_started"',
+        times=2,
+        signals=(signal.SIGTERM, signal.SIGINT),
+    )
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     events = [line["event"] for line in lines]
     assert code == 0, text

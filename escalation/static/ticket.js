@@ -75,10 +75,7 @@
     $("reopen").hidden = open;
     const canReply = open && (!holder || mine);
     for (const n of $("reply-form").elements) n.disabled = !canReply;
-    for (const r of channelRadios()) {
-      // Without a mention to answer, the API refuses a public reply (no_public_mention).
-      r.disabled = !canReply || sending || (r.value === "public" && !hasMention);
-    }
+    paintChannels();
     $("no-mention").hidden = hasMention;
     for (const n of $("note-form").elements) n.disabled = false;
     updateCounter();
@@ -344,7 +341,7 @@
     counter.dataset.limit = String(limit);
     // Said once when the draft goes over (and cleared when back under), not every key.
     const alert = over ? `Over the ${limit}-character limit: shorten the reply.` : "";
-    if ($("counter-alert").textContent !== alert) $("counter-alert").textContent = alert;
+    liveText($("counter-alert"), alert);
     if (!replyText.disabled) sendBtn.disabled = sending || over || !replyText.value.trim();
   }
 
@@ -374,6 +371,14 @@
 
   function channelRadios() {
     return document.querySelectorAll('input[name="channel"]');
+  }
+
+  /** The channel choice is open while the agent may reply and nothing is sending; without
+   * a mention to answer, the API refuses a public reply (no_public_mention). */
+  function paintChannels() {
+    for (const r of channelRadios()) {
+      r.disabled = replyText.disabled || sending || (r.value === "public" && !hasMention);
+    }
   }
 
   for (const r of channelRadios()) {
@@ -452,7 +457,7 @@
     replyText.readOnly = on;
     $("reply-form").setAttribute("aria-busy", String(on));
     sendBtn.textContent = on ? "Sending…" : "Send reply";
-    for (const r of channelRadios()) r.disabled = on || replyText.disabled || (r.value === "public" && !hasMention);
+    paintChannels();
     updateCounter();
   }
 
@@ -469,11 +474,14 @@
   // and are taken out (deleted) when this page reads them back, for the same agent only.
   const DRAFT_KEY = "replydesk.draft." + tid;
 
+  function hasDraft() {
+    return Boolean(replyText.value.trim() || $("note-text").value.trim());
+  }
+
   C.onSignIn(() => {
-    const note = $("note-text").value;
-    if (!replyText.value.trim() && !note.trim()) return;
+    if (!hasDraft()) return;
     sessionStorage.setItem(DRAFT_KEY, JSON.stringify({
-      agent: me.name, text: replyText.value, note, key: replyKey,
+      agent: me.name, text: replyText.value, note: $("note-text").value, key: replyKey,
       channel: channelChosen ? channelKind() : null,
     }));
   });
@@ -481,8 +489,7 @@
   // Leaving with an unsent reply or note (← Queue, another ticket, closing the tab) asks
   // first, as browsers do for a form; the trip through sign-in keeps the draft instead.
   window.addEventListener("beforeunload", (ev) => {
-    if (C.leavingForSignIn()) return;
-    if (!replyText.value.trim() && !$("note-text").value.trim()) return;
+    if (C.leavingForSignIn() || !hasDraft()) return;
     ev.preventDefault();
     ev.returnValue = ""; // older browsers show the prompt only for this
   });

@@ -71,14 +71,18 @@ async def acked(redis: Any) -> int:
     return int(g.get("entries-read") or 0) - int(g["pending"])
 
 
-async def pending_of(redis: Any, pid: int) -> int:
-    """Entries the process's consumers (named ...-<pid>-...) hold."""
-    held = 0
+async def held(redis: Any, pid: int) -> tuple[int, int]:
+    """(inbound, outbox) entries the process's consumers (named ...-<pid>-...) hold."""
+    out = []
     for stream, grp in ((KEYS.inbound, "workers"), (KEYS.outbox, "senders")):
-        for c in await redis.xinfo_consumers(stream, grp):
-            if f"-{pid}-" in c["name"].decode():
-                held += int(c["pending"])
-    return held
+        consumers = await redis.xinfo_consumers(stream, grp)
+        out.append(sum(int(c["pending"]) for c in consumers if f"-{pid}-" in c["name"].decode()))
+    return out[0], out[1]
+
+
+async def pending_of(redis: Any, pid: int) -> int:
+    """Entries the process's consumers hold, inbound and outbox together."""
+    return sum(await held(redis, pid))
 
 
 def write_config(path: Path, redis_url: str, api_base: str, extra: dict[str, Any]) -> None:
