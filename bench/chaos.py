@@ -2,7 +2,8 @@
 accepted event became.
 
     .venv/bin/python -m bench.chaos [--events N] [--kills K] [--freezes F] [--seed S]
-                                    [--runs R] [--workers W] [--rate R] [--keep]
+                                    [--runs R] [--workers W] [--rate R] [--bursts B]
+                                    [--keep]
 
 Per run, on a fresh real ``redis-server`` (AOF, ``appendfsync always`` as the embedded
 Redis runs): the fake X, Weibo and Mastodon APIs (tests/fakes/, 50 ms per call, so a kill
@@ -12,7 +13,9 @@ outbox sender: there is no sender-only role) with the real brain and the shared 
 artifact (tests/support/trained_nlu.py). An open-loop client posts ``N`` signed webhooks
 at ``--rate`` per second (X mentions and DMs, Weibo DMs and mentions, Mastodon mentions
 and direct posts; FAQ questions, complaints, greetings; a quarter from customers who
-wrote before; every 10th posted twice, as platforms retry). Meanwhile ``K`` times, at
+wrote before; every 10th posted twice, as platforms retry; with ``--bursts B``, B more
+customers each send a greeting, a question and a complaint as DMs 2 ms apart).
+Meanwhile ``K`` times, at
 seeded random moments, a random working worker is SIGKILLed and restarted after 0.5-3 s;
 and ``F`` times the one holding the most replies is frozen (SIGSTOP) for four visibility
 timeouts while another works, so its entries are taken over, then let go on (SIGCONT). Rate limits sit just above the reply rate, so
@@ -29,7 +32,9 @@ accepted event is checked against docs/architecture.md's guarantees:
   Mastodon resends with the same ``Idempotency-Key`` are counted, not duplicates;
 * no two posts carry the same reply (**duplicated replies**), no post is unexplained;
 * one ticket per conversation (**duplicate tickets**; no agent resolves any here), each
-  escalated event on its ticket once.
+  escalated event on its ticket once;
+* each customer's messages decided in stream order: a message recorded in its
+  conversation before one the customer sent ahead of it counts as **out of order**.
 """
 
 from __future__ import annotations
@@ -233,6 +238,21 @@ def make_posts(n: int, rng: random.Random) -> list[Post]:
     return posts
 
 
+def make_bursts(n: int, rng: random.Random) -> list[list[Post]]:
+    """``n`` customers who each send three DMs at once: a greeting, a question, a
+    complaint (what they are decided on depends on the order)."""
+    groups = []
+    for b in range(n):
+        platform = rng.choice(["x", "weibo", "mastodon"])
+        lang = "zh" if platform == "weibo" else "en"
+        texts = [rng.choice(TEXTS[lang][k]) for k in ("greeting", "faq", "complaint")]
+        user, eid = str(8_000_000 + b), 1_950_000_000_000 + 10 * b
+        groups.append(
+            [BUILDERS[platform](str(eid + j), user, "dm", t) for j, t in enumerate(texts)]
+        )
+    return groups
+
+
 # -- one run -----------------------------------------------------------------------
 
 
@@ -352,6 +372,7 @@ class Run:
             },
         )
         posts = make_posts(args.events, self.rng)
+        bursts = make_bursts(args.bursts, self.rng)
         redis = connect(rs.url)
         timeout = aiohttp.ClientTimeout(total=60)
         try:
@@ -361,14 +382,17 @@ class Run:
                     await self.spawn(f"worker-{w + 1}", "worker")
                 for p in list(self.procs.values()):
                     await self.wait_ready(http, p)
-                log(f"seed {self.seed}: {len(posts)} events at {args.rate:g}/s, {args.kills} kills")
+                log(
+                    f"seed {self.seed}: {len(posts)} events at {args.rate:g}/s, "
+                    f"{len(bursts)} bursts of 3, {args.kills} kills"
+                )
                 self.t0 = time.monotonic()
                 span = len(posts) / args.rate
                 moments = sorted(self.rng.uniform(0.1 * span, span) for _ in range(args.kills))
                 freezes = sorted(self.rng.uniform(0.1 * span, span) for _ in range(args.freezes))
                 monitor = asyncio.create_task(self.progress(redis, len(posts)))
                 await asyncio.gather(
-                    self.burst(http, posts),
+                    self.burst(http, posts, bursts),
                     self.chaos(http, redis, moments),
                     self.freeze(redis, freezes),
                 )
@@ -385,7 +409,7 @@ class Run:
             kills=len(self.kills),
             freezes=len(self.freezes),
             held=sum(k["inbound"] + k["outbox"] for k in self.kills + self.freezes),
-            posted=len(posts),
+            posted=len(posts) + sum(map(len, bursts)),
             refused=self.refused,
             drained=drained,
             drain_s=drain_s,
@@ -393,12 +417,18 @@ class Run:
         )
         return result
 
-    async def burst(self, http: aiohttp.ClientSession, posts: list[Post]) -> None:
+    async def burst(
+        self, http: aiohttp.ClientSession, posts: list[Post], bursts: list[list[Post]]
+    ) -> None:
         web_url = self.procs["web"].url
         retries = [p for i, p in enumerate(posts) if i % 10 == 3]
         schedule = [(i / self.args.rate, p) for i, p in enumerate(posts)]
         # A platform retry of an event, a few seconds later.
         schedule += [((i * 10 + 3) / self.args.rate + 2.0, p) for i, p in enumerate(retries)]
+        span = len(posts) / self.args.rate
+        for trio in bursts:
+            at = self.rng.uniform(0.1 * span, span)
+            schedule += [(at + 0.002 * j, p) for j, p in enumerate(trio)]
         schedule.sort(key=lambda s: s[0])
         tasks = []
         for at, p in schedule:
@@ -590,6 +620,7 @@ class Run:
         unexplained = [p for p in posts if p[3] not in explained]
         tickets = await self.tickets(redis, escalated)
         return {
+            "out_of_order": await self.out_of_order(redis, entries),
             "events": len(events),
             "accepted_posts": self.accepted,
             "lost": len(lost),
@@ -613,6 +644,27 @@ class Run:
             "mastodon_resends": fakes.mastodon_resends(),
             **tickets,
         }
+
+    async def out_of_order(self, redis: Any, entries: list[Any]) -> int:
+        """Messages the bot recorded in their conversation before one the same customer
+        sent ahead of them in the stream (a customer's texts are unique here)."""
+        stream_order: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
+        for _id, f in entries:
+            ev = InboundEvent.from_json(f[b"event"])
+            ranks = stream_order[(ev.platform, ev.account, ev.author.id)]
+            if ev.is_message:
+                ranks.setdefault(ev.text, len(ranks))
+        late = 0
+        for (platform, account, user), ranks in stream_order.items():
+            raw = await redis.get(KEYS.conv(platform, account, user))
+            if len(ranks) < 2 or raw is None:
+                continue
+            turns = json.loads(raw)["turns"]
+            order = [
+                ranks[t["text"]] for t in turns if t["who"] == "customer" and t["text"] in ranks
+            ]
+            late += sum(1 for i, r in enumerate(order) if any(r > o for o in order[i + 1 :]))
+        return late
 
     async def tickets(self, redis: Any, escalated: dict[str, str]) -> dict[str, Any]:
         seq = int(await redis.get(KEYS.ns("tickets", "seq")) or 0)
@@ -663,7 +715,7 @@ HEADER = (
     "| run (seed) | kills / freezes | entries held at kill or freeze | events | lost | dead-lettered events "
     "| replies | sent once | delivery unknown: posted / not posted | missing replies "
     "| refused by the platform | duplicated replies | Mastodon idempotent resends | tickets | duplicate tickets "
-    "| time to drain |"
+    "| decided out of order | time to drain |"
 )
 
 
@@ -673,7 +725,7 @@ def row(r: dict[str, Any]) -> str:
         f"| {r['dead_inbound']} | {r['replies']} | {r['sent']} "
         f"| {r['unknown_posted']} / {r['unknown_unposted']} | {r['missing_replies']} "
         f"| {r['dead_other']} | {r['dup_replies']} | {r['mastodon_resends']} | {r['tickets']} | {r['dup_tickets']} "
-        f"| {r['drain_s']:.1f} s{'' if r['drained'] else ' (not drained)'} |"
+        f"| {r['out_of_order']} | {r['drain_s']:.1f} s{'' if r['drained'] else ' (not drained)'} |"
     )
 
 
@@ -686,6 +738,7 @@ def main() -> None:
     ap.add_argument("--freezes", type=int, default=0, help="SIGSTOP/SIGCONT a worker")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rate", type=float, default=10.0, help="webhooks per second")
+    ap.add_argument("--bursts", type=int, default=0, help="customers sending 3 DMs at once")
     ap.add_argument("--visibility-timeout", type=float, default=2.0)
     ap.add_argument("--drain-timeout", type=float, default=120.0)
     ap.add_argument("--keep", action="store_true", help="keep the logs and Redis data")
@@ -712,7 +765,8 @@ def main() -> None:
     print(
         f"`.venv/bin/python -m bench.chaos --events {args.events} --kills {args.kills} "
         f"--freezes {args.freezes} "
-        f"--seed {args.seed} --runs {args.runs} --workers {args.workers} --rate {args.rate:g}` "
+        f"--seed {args.seed} --runs {args.runs} --workers {args.workers} --rate {args.rate:g}"
+        f"{f' --bursts {args.bursts}' if args.bursts else ''}` "
         f"({machine().rsplit(', redis-server', 1)[0]}, redis-server AOF appendfsync always)"
     )
     print()
@@ -729,6 +783,7 @@ def main() -> None:
         + r["dup_ticket_msgs"]
         + r["escalations_off_ticket"]
         + r["unexplained_posts"]
+        + r["out_of_order"]
         + (0 if r["drained"] else 1)
         for r in results
     )

@@ -10,8 +10,11 @@ For each inbound event:
   appended public mention, once per ticket); Ignore → nothing.
 
 A customer's messages are decided one at a time (``ConversationStore.turn``), each on
-the state the previous one left. A worker may run an event twice (it died before acknowledging). The decision is
-therefore stored first (``decided:{event key}``, SET NX) and a re-run replays the stored
+the state the previous one left, and in stream order: ingest lists each message's
+stream id per conversation (``Keys.conv_order``), and a turn first decides the earlier
+ones still listed (``Brain._catch_up``). A worker may run an event twice (it died
+before acknowledging, or another turn decided it first). The decision is therefore
+stored first (``decided:{event key}``, SET NX) and a re-run replays the stored
 decision instead of deciding again (which could differ: the unclear count moved), and
 every effect is keyed by the event: replies by ``OutboundReply.answering`` ids, ticket
 messages and conversation turns by the event key. A re-run after a crash adds nothing.
@@ -39,7 +42,8 @@ from bot.orders import OrderLookup
 from bot.outbox import enqueue_reply
 from bot.pipeline import Outcome
 from bot.platforms import windows
-from bot.redis import Keys, Redis
+from bot.redis import Keys, Redis, as_str
+from bot.streams import INBOUND_ENTRY, count_attempt, finish_inbound, note_failure
 from escalation.sla import PRIORITIES
 from escalation.tickets import TicketStore
 from handlers.decisions import Answer, Decision, Escalate, Ignore, decision_from_dict
@@ -92,8 +96,60 @@ class Brain:
         await windows.record(self.redis, self.keys, event)
         if not event.is_message:
             return Outcome("state", {"rule": f"user_{event.kind}"})
+        entry = INBOUND_ENTRY.get()
         async with self.convs.turn(event.platform, event.account, event.author.id):
+            if entry is not None:
+                done = await self._catch_up(event, entry)
+                if done is not None:
+                    return done
             return await self._handle_message(event)
+
+    async def _catch_up(self, event: InboundEvent, entry: str) -> Outcome | None:
+        """Under the lease: decide the customer's earlier messages still waiting in the
+        stream first, oldest first, so this one follows them (whichever worker or task
+        took its entry first, or a predecessor's worker that died). Returns the stored
+        outcome when another turn already finished this event that way."""
+        order = self.keys.conv_order(event.platform, event.account, event.author.id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self.keys.outcome(event.key))
+        pipe.lpos(order, entry)
+        done, pos = await pipe.execute()
+        if done is not None:
+            return Outcome.from_json(done)
+        # pos None: not listed (stored before the list existed, or a replayed dead letter)
+        if pos:
+            for earlier in await self.redis.lrange(order, 0, pos - 1):
+                await self._decide_earlier(as_str(earlier), order)
+        return None
+
+    async def _decide_earlier(self, msg_id: str, order: str) -> None:
+        """Decide, apply and finish another worker's entry, as its worker would: every
+        step is idempotent per event, so that worker (alive, waiting for the lease, or
+        reclaiming it after a crash) then only finds the outcome."""
+        inbound, group = self.keys.inbound, self.keys.WORKERS
+        rows: Any = await self.redis.xrange(inbound, min=msg_id, max=msg_id)
+        held: Any = await self.redis.xpending_range(inbound, group, msg_id, msg_id, 1)
+        if not rows or not held:  # acknowledged (done or dead-lettered) or trimmed
+            await self.redis.lrem(order, 0, msg_id)
+            return
+        event = InboundEvent.from_json(rows[0][1][b"event"])
+        # Counted as a delivery: an event that kills its worker must not kill every
+        # successor's too; past max_attempts its own worker dead-letters it.
+        if await count_attempt(self.redis, self.keys, msg_id) > self.settings.worker.max_attempts:
+            return
+        try:
+            await windows.record(self.redis, self.keys, event)
+            outcome = await self._handle_message(event)
+        except Exception as e:
+            # Not waited for: its own worker retries it, after this one. A failure that
+            # did not kill us leaves that worker's retries as they were.
+            await self.redis.hincrby(self.keys.attempts(msg_id), "n", -1)
+            await note_failure(self.redis, self.keys, msg_id, f"{type(e).__name__}: {e}")
+            log.warning("earlier_event_failed", stream_id=msg_id, error=type(e).__name__)
+            return
+        ttl = self.settings.worker.outcome_ttl_s
+        await finish_inbound(self.redis, self.keys, msg_id, event, outcome, ttl)
+        log.info("event_done_in_order", event_id=event.event_id, decision=outcome.decision)
 
     async def _handle_message(self, event: InboundEvent) -> Outcome:
         decided_key = self.keys.ns("decided", event.key)

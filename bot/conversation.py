@@ -13,6 +13,8 @@ runs many events at once and several workers share the stream, and two messages 
 on the same state would both get a clarifying question, or an FAQ answer would go out
 beside the ticket the other one opened. The lease is renewed while its event runs, so a
 slow Rasa or order lookup cannot outlast it, and lapses on its own when a worker dies.
+Under it, the brain first decides the customer's earlier messages still waiting in the
+stream, so they are decided in stream order (``bot.brain.Brain._catch_up``).
 """
 
 from __future__ import annotations

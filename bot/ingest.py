@@ -7,8 +7,9 @@ in Redis; refused requests (401/400/413/404) store nothing.
 
 The writer batches: requests that arrive while a round trip is in flight are written
 together in the next one (group commit), so throughput does not collapse into one
-Redis round trip per request. Each event's dedupe key and stream entry are written by
-one Lua script call, so an event is either stored and marked seen, or neither.
+Redis round trip per request. Each event's dedupe key and stream entry (and, for a
+message, its place in the customer's order list, which workers decide it by) are written
+by one Lua script call, so an event is either stored, listed and marked seen, or neither.
 """
 
 from __future__ import annotations
@@ -37,14 +38,21 @@ from bot.storage_down import CANNOT_STORE, OutageLog
 
 log = structlog.get_logger(__name__)
 
-# KEYS: inbound stream, then one seen-key per event. ARGV: ttl, then one payload per event.
-# Returns, per event, the new stream id or 0 for a duplicate.
+# KEYS: inbound stream, then per event its seen-key and its conversation's order list.
+# ARGV: ttl, then per event its payload and '1' for a message ('' for other kinds).
+# Returns, per event, the new stream id or 0 for a duplicate. A message's id joins its
+# conversation's order list in the same call, so a stored message is always listed.
 _STORE_LUA = """
 local ttl = tonumber(ARGV[1])
 local out = {}
-for i = 2, #KEYS do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
-    out[#out + 1] = redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
+for i = 1, (#KEYS - 1) / 2 do
+  if redis.call('SET', KEYS[2 * i], '1', 'NX', 'EX', ttl) then
+    local id = redis.call('XADD', KEYS[1], '*', 'event', ARGV[2 * i])
+    if ARGV[2 * i + 1] == '1' then
+      redis.call('RPUSH', KEYS[2 * i + 1], id)
+      redis.call('EXPIRE', KEYS[2 * i + 1], ttl)
+    end
+    out[#out + 1] = id
   else
     out[#out + 1] = 0
   end
@@ -126,7 +134,8 @@ class IngestWriter:
         for p in batch:
             for e in p.events:
                 keys.append(self._keys.seen(e.platform, e.account, e.event_id))
-                args.append(e.to_json())
+                keys.append(self._keys.conv_order(e.platform, e.account, e.author.id))
+                args.extend((e.to_json(), "1" if e.is_message else ""))
         try:
             result = await self._script(keys=keys, args=args)
         except Exception as e:  # Redis down: every waiting request answers 503

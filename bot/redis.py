@@ -82,6 +82,10 @@ class Keys:
     def conv(self, platform: str, account: str, user: str) -> str:
         return f"{self.prefix}:conv:{platform}:{account}:{user}"
 
+    def conv_order(self, platform: str, account: str, user: str) -> str:
+        """The customer's undecided messages: their stream ids in stream order."""
+        return f"{self.prefix}:convq:{platform}:{account}:{user}"
+
     def user_state(self, platform: str, account: str, user: str) -> str:
         return f"{self.prefix}:user:{platform}:{account}:{user}"
 
@@ -97,6 +101,11 @@ class Keys:
     def ns(self, *parts: str) -> str:
         """A key in a subsystem's own namespace (tickets, agents, sla, alerts...)."""
         return ":".join((self.prefix, *parts))
+
+    def instance(self, platform: str, account: str) -> str:
+        """What the account's instance reported about itself (Mastodon's length rule),
+        for processes that do not read it themselves (the agent check, web role)."""
+        return f"{self.prefix}:instance:{platform}:{account}"
 
 
 def as_str(v: Any) -> str:

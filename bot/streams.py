@@ -8,14 +8,22 @@ import os
 import secrets
 import socket
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from bot import metrics
+from bot.models import InboundEvent
+from bot.pipeline import Outcome
 from bot.redis import Keys, Redis, as_str
 
 StreamId = tuple[int, int]
+
+# The inbound entry the current task handles (set by the worker for each entry's task):
+# the brain finds the event's place in its conversation's order by it, without the
+# Pipeline seam carrying transport details.
+INBOUND_ENTRY: ContextVar[str | None] = ContextVar("inbound_entry", default=None)
 
 
 def parse_stream_id(raw: str | bytes) -> StreamId:
@@ -85,6 +93,21 @@ async def count_attempt(redis: Redis, keys: Keys, msg_id: str) -> int:
     tx.expire(key, 7 * 24 * 3600)
     n, _ = await tx.execute()
     return int(n)
+
+
+async def finish_inbound(
+    redis: Redis, keys: Keys, msg_id: str, event: InboundEvent, outcome: Outcome, ttl_s: int
+) -> None:
+    """Store the event's outcome, acknowledge its entry and take it off its conversation's
+    order list, in one transaction: an acknowledged event always has its outcome, and a
+    done one is never waited for."""
+    tx = redis.pipeline(transaction=True)
+    tx.set(keys.outcome(event.key), outcome.to_json(), ex=ttl_s)
+    tx.xack(keys.inbound, keys.WORKERS, msg_id)
+    tx.delete(keys.attempts(msg_id))
+    if event.is_message:
+        tx.lrem(keys.conv_order(event.platform, event.account, event.author.id), 0, msg_id)
+    await tx.execute()
 
 
 async def note_failure(redis: Redis, keys: Keys, msg_id: str, error: str) -> None:

@@ -1,10 +1,11 @@
 """The inbound worker: runs the pipeline on each event and stores its outcome.
 
-The outcome (decision and reasons) is stored and the entry acknowledged in one
-transaction, so an acknowledged event always has its outcome. An event whose outcome
-already exists (a worker died between storing and acknowledging... or a replay) is
-acknowledged without running the pipeline again. After ``max_attempts`` failed
-deliveries the event moves to the dead stream.
+The outcome (decision and reasons) is stored and the entry acknowledged (and taken off
+its conversation's order list) in one transaction, so an acknowledged event always has
+its outcome. An event whose outcome already exists (a worker died between storing and
+acknowledging, another turn decided it first, or a replay) is acknowledged without
+running the pipeline again. After ``max_attempts`` failed deliveries the event moves to
+the dead stream.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from bot.consumer import StreamConsumer
 from bot.models import InboundEvent
 from bot.pipeline import Pipeline
 from bot.redis import Keys, Redis
-from bot.streams import consumer_name, count_attempt, last_error, move_to_dead, note_failure
+from bot.streams import (
+    INBOUND_ENTRY,
+    consumer_name,
+    count_attempt,
+    finish_inbound,
+    last_error,
+    move_to_dead,
+    note_failure,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +57,7 @@ class InboundWorker(StreamConsumer):
 
     async def handle_entry(self, msg_id: str, fields: dict[str, str]) -> None:
         started = time.perf_counter()
+        INBOUND_ENTRY.set(msg_id)  # this entry's own task: the brain orders by it
         attempts = await count_attempt(self.redis, self.keys, msg_id)
         raw = fields.get("event", "")
         try:
@@ -80,11 +90,7 @@ class InboundWorker(StreamConsumer):
                 await self._dead(msg_id, fields, f"{type(e).__name__}: {e}", attempts)
                 log_.warning("event_dead_lettered", attempts=attempts)
             return  # otherwise left pending: reclaimed after the visibility timeout
-        tx = self.redis.pipeline(transaction=True)
-        tx.set(outcome_key, outcome.to_json(), ex=self.cfg.outcome_ttl_s)
-        tx.xack(self.stream, self.group, msg_id)
-        tx.delete(self.keys.attempts(msg_id))
-        await tx.execute()
+        await finish_inbound(self.redis, self.keys, msg_id, event, outcome, self.cfg.outcome_ttl_s)
         metrics.WORKER_EVENTS.labels("done").inc()
         metrics.WORKER_SECONDS.observe(time.perf_counter() - started)
         log_.info("event_done", decision=outcome.decision, kind=event.kind)
