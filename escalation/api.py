@@ -195,6 +195,12 @@ async def list_tickets(request: web.Request, agent: Agent) -> web.Response:
             422, "invalid", f"priority: expected one of {', '.join(PRIORITIES)}", field="priority"
         )
     account = q.get("account") or None
+    # A handle (any case, @ or not) or a user id; "@" alone filters nothing.
+    customer = q.get("customer", "").strip()
+    if len(customer) > 128:
+        raise ApiError(
+            422, "invalid", "customer: expected at most 128 characters", field="customer"
+        )
     assignee = q.get("assignee")
     if assignee == "me":
         assignee = agent.name
@@ -212,6 +218,7 @@ async def list_tickets(request: web.Request, agent: Agent) -> web.Response:
         priority=priority,
         account=account,
         assignee=assignee,
+        customer=customer if customer.lstrip("@") else None,
         limit=limit,
         after=q.get("after") or None,
     )

@@ -140,6 +140,14 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"type": "string"},
                     },
                     {
+                        "name": "customer",
+                        "in": "query",
+                        "description": "the customer's tickets: their handle (any case, with "
+                        "or without a leading `@`) or platform user id (exact); message text "
+                        "is not searched",
+                        "schema": {"type": "string", "maxLength": 128},
+                    },
+                    {
                         "name": "limit",
                         "in": "query",
                         "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},

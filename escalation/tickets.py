@@ -331,12 +331,16 @@ class TicketStore:
         priority: str | None = None,
         account: str | None = None,
         assignee: str | None = None,
+        customer: str | None = None,
         limit: int = 100,
         after: str | None = None,
     ) -> tuple[list[Ticket], str | None]:
         """Tickets ordered by SLA due time (open) or newest resolution (resolved), past
         ``after`` if given; and, when ``limit`` of them were found, the cursor to pass
         as ``after`` for the ones behind them (None: the index ended).
+
+        ``customer`` is a handle (any case, with or without a leading @) or a platform
+        user id (exact), matched on the hash read anyway: no message text is searched.
 
         Reads the index a page at a time until ``limit`` tickets match or it ends: a
         filter finds its tickets however deep in the queue they are, and no request
@@ -355,6 +359,8 @@ class TicketStore:
                 if priority and t.priority != priority:
                     continue
                 if account and t.account != account:
+                    continue
+                if customer and not _is_customer(t, customer):
                     continue
                 if assignee is not None:
                     owner = t.claimed_by(now)
@@ -1233,6 +1239,20 @@ def _parse_cursor(raw: str) -> tuple[float, str]:
             422, "invalid", "after: expected a cursor from a previous page", field="after"
         )
     return value, tid
+
+
+def _handle_key(handle: str) -> str:
+    """A handle as agents type it and platforms show it: no leading @, any case."""
+    return handle.strip().lstrip("@").casefold()
+
+
+def _is_customer(t: Ticket, customer: str) -> bool:
+    """Whether the ticket is the customer's: by handle, or by the platform's user id
+    (exact: some platforms' ids hold letters)."""
+    want = _handle_key(customer)
+    if not want:  # "@" alone is nobody, not the tickets without a handle
+        return False
+    return _handle_key(t.user_handle) == want or t.user_id == customer.strip().lstrip("@")
 
 
 def _past(tid: str, score: float, after: tuple[float, str] | None, resolved: bool) -> bool:

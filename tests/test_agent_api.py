@@ -1005,3 +1005,53 @@ async def test_a_public_ack_on_an_open_ticket_waits_on_the_reply_window(
     await api.store.append_customer_message(tid, other)
     assert not await api.store.add_public_ack(tid, ack_for(other, tid))
     assert await redis.xlen(keys.outbox) == queued + 1
+
+
+async def test_customer_filter_finds_their_open_and_resolved_tickets_across_pages(
+    api: Any, clock: FakeClock
+) -> None:
+    """'I wrote yesterday, where is my answer?': the agent finds the customer's tickets by
+    handle (any case, with or without @) or user id, open and resolved, and only theirs."""
+
+    async def ticket(user: str, handle: str, account: str) -> str:
+        clock.advance(1)
+        return await new_ticket(api, user=user, handle=handle, account=account)
+
+    async def pages(query: str) -> list[list[str]]:
+        out, after = [], ""
+        while True:
+            r = await api.get(f"{API}/tickets?{query}{after}", headers=auth(api, "ann"))
+            assert r.status == 200, query
+            body = await r.json()
+            out.append([t["id"] for t in body["tickets"]])
+            if body["next"] is None:
+                return out
+            after = f"&after={quote(body['next'])}"
+
+    mine: list[str] = []
+    for n, account in enumerate(["acme", "acme-cn", "shop", "outlet"]):
+        # Look-alike handles in between: a prefix, a suffix, another customer's id.
+        await ticket(f"9{n}", "alice_b", account)
+        await ticket(f"8{n}", "malice", account)
+        mine.append(await ticket("42", "Alice", account))
+        await ticket("43", "bob", account)
+    gone = mine.pop(0)
+    r = await api.post(f"{API}/tickets/{gone}/resolve", headers=auth(api, "ann"))
+    assert r.status == 200
+    mine.append(await ticket("42", "Alice", "acme"))  # wrote again after the resolve
+
+    for who in ("alice", "@alice", "ALICE", "@Alice", " alice ", "42", "@42"):
+        q = f"customer={quote(who)}&limit=3"
+        assert await pages(q) == [mine[:3], mine[3:]], who
+        assert await pages(f"status=resolved&{q}") == [[gone]], who
+    assert await pages("customer=alice&account=shop") == [[mine[1]]]
+    for nobody in ("alic", "alice_", "4", "carol"):
+        assert await pages(f"customer={nobody}") == [[]], nobody
+    # "@" alone filters nothing; an over-long value is refused.
+    everything = await pages("limit=500")
+    assert await pages("customer=%40&limit=500") == everything
+    r = await api.get(f"{API}/tickets?customer={'a' * 129}", headers=auth(api, "ann"))
+    assert r.status == 422 and (await r.json())["error"]["field"] == "customer"
+    doc = await (await api.get(f"{API}/openapi.json")).json()
+    names = [p["name"] for p in doc["paths"]["/tickets"]["get"]["parameters"]]
+    assert "customer" in names

@@ -40,22 +40,65 @@ const RD = (() => {
     }
   }
 
-  /** JSON fetch with the session cookie and the CSRF header on state-changing calls. */
-  async function api(method, url, body) {
+  /** No answer at all: the server was unreachable, or silent past `config.timeoutMs`.
+   * No status, like a 5xx: not a refusal, the same call may work again. */
+  class NetworkError extends Error {
+    constructor(timedOut) {
+      super(timedOut ? "the server did not answer in time" : "could not reach the server (network error)");
+      this.timedOut = timedOut;
+    }
+  }
+
+  // After slowMs a request says "Still working…" (so the agent does not click again);
+  // after timeoutMs it gives up: a stuck request must not leave the page waiting for ever.
+  const config = { slowMs: 1500, timeoutMs: 30000 };
+  let slow = 0; // requests past slowMs, not answered yet
+
+  /** A live region's text, replaced only when it changes: a screen reader reads a
+   * replaced text again, and every live refresh would repeat it. */
+  function liveText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  /** One status for every slow request of the page (base.html's #busy): said once
+   * however many are slow, emptied when the last one ends. */
+  function busy(delta) {
+    slow += delta;
+    const node = document.getElementById("busy");
+    if (!node) return;
+    node.dataset.slow = String(slow); // how many, for a look in the inspector (and tests)
+    liveText(node, slow > 0 ? "Still working…" : "");
+  }
+
+  /** JSON fetch with the session cookie and the CSRF header on state-changing calls.
+   * `background`: a poll the agent did not ask for, which never says "Still working…". */
+  async function api(method, url, body, { background = false } = {}) {
     const headers = { Accept: "application/json" };
     if (method !== "GET") headers["X-CSRF-Token"] = csrfToken();
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    const resp = await fetch(url, {
-      method,
-      headers,
-      credentials: "same-origin",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = null;
-    const type = resp.headers.get("Content-Type") || "";
-    if (type.includes("json")) data = await resp.json().catch(() => null);
-    if (!resp.ok) throw new HttpError(resp.status, data);
-    return data;
+    const abort = new AbortController();
+    const giveUp = setTimeout(() => abort.abort(), config.timeoutMs);
+    let isSlow = false;
+    const slowTimer = background ? null : setTimeout(() => { isSlow = true; busy(1); }, config.slowMs);
+    try {
+      const resp = await fetch(url, {
+        method,
+        headers,
+        credentials: "same-origin",
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: abort.signal,
+      }).catch(() => { throw new NetworkError(abort.signal.aborted); });
+      let data = null;
+      const type = resp.headers.get("Content-Type") || "";
+      if (type.includes("json")) data = await resp.json().catch(() => null);
+      if (abort.signal.aborted) throw new NetworkError(true); // cut off in the body
+      if (!resp.ok) throw new HttpError(resp.status, data);
+      return data;
+    } finally {
+      clearTimeout(giveUp);
+      clearTimeout(slowTimer);
+      if (isSlow) busy(-1);
+    }
   }
 
   /** "1h 05m", "4m 09s", "12s" – compact, for countdowns. */
@@ -85,5 +128,5 @@ const RD = (() => {
     node.classList.toggle("ok", kind === "ok");
   }
 
-  return { el, api, csrfToken, HttpError, duration, clockTime, setStatus };
+  return { el, api, config, csrfToken, HttpError, NetworkError, liveText, duration, clockTime, setStatus };
 })();

@@ -104,7 +104,7 @@ const Console = (() => {
     src.addEventListener("error", async () => {
       set(false, "reconnecting…");
       try {
-        await api("GET", "/api/v1/me");
+        await api("GET", "/api/v1/me", undefined, { background: true });
       } catch (err) {
         if (err.status === 401) toSignIn();
       }

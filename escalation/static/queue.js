@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, api, setStatus, clockTime } = RD;
+  const { el, api, setStatus, clockTime, liveText } = RD;
   const C = Console;
   const form = document.getElementById("filters");
   const body = document.getElementById("queue-body");
@@ -11,20 +11,25 @@
   let known = null; // ticket ids shown last time, to highlight new ones
 
   // Filters live in the address, so a reload or a shared link keeps them.
+  const FILTERS = ["status", "assignee", "account", "priority", "customer"];
   const params = new URLSearchParams(window.location.search);
-  for (const name of ["status", "assignee", "account", "priority"]) {
+  for (const name of FILTERS) {
     const v = params.get(name);
     if (v !== null && form.elements[name]) form.elements[name].value = v;
   }
 
   function query() {
     const q = new URLSearchParams();
-    for (const name of ["status", "assignee", "account", "priority"]) {
-      const v = form.elements[name].value;
+    for (const name of FILTERS) {
+      const v = form.elements[name].value.trim();
       if (v) q.set(name, v);
     }
     return q;
   }
+
+  // The filters the list shows: a search still being typed is not one (a live refresh
+  // meanwhile must not filter by half a handle).
+  let applied = query().toString();
 
   function row(t) {
     const holder = t.assignee
@@ -53,7 +58,7 @@
   const more = document.getElementById("queue-more");
 
   async function load() {
-    const q = query();
+    const q = new URLSearchParams(applied);
     const mine = ++loads;
     try {
       const data = await C.tickets(q, shown);
@@ -67,7 +72,10 @@
       });
       known = new Set(data.tickets.map((t) => t.id));
       C.keepFocus(body, () => body.replaceChildren(...rows));
-      empty.hidden = rows.length > 0;
+      // Always there and replaced only when it changes: a screen reader hears the outcome
+      // of a search once (a region shown from hidden may not be read at all).
+      liveText(empty, rows.length ? "" : emptyText(q));
+      emptyLink(q, rows.length === 0);
       // Resolved tickets come newest resolution first, and have no clock running.
       document.getElementById("queue-caption").textContent = q.get("status") === "resolved"
         ? "Resolved tickets, the most recently resolved first."
@@ -84,6 +92,24 @@
     }
   }
 
+  /** "No open tickets for @dana.": who was searched, in the handle's usual form. */
+  function emptyText(q) {
+    const who = q.get("customer");
+    if (!who) return "No tickets match.";
+    const others = [...q.keys()].some((k) => k !== "customer" && k !== "status");
+    const which = q.get("status") === "resolved" ? "resolved" : "open";
+    return `No ${which} tickets for @${who.replace(/^@+/, "")}${others ? " with these filters" : ""}.`;
+  }
+
+  /** A searched customer with no open tickets may have resolved ones ("where is my
+   * answer?" after it was sent): a link to them, outside the announced text. */
+  const resolvedLink = document.getElementById("queue-empty-resolved");
+  function emptyLink(q, none) {
+    resolvedLink.hidden = !(none && q.get("customer") && q.get("status") !== "resolved");
+    if (resolvedLink.hidden) return;
+    resolvedLink.querySelector("a").href = "/console?" + new URLSearchParams({ status: "resolved", customer: q.get("customer") });
+  }
+
   document.getElementById("show-more").addEventListener("click", async () => {
     const from = body.children.length;
     shown += PAGE;
@@ -93,13 +119,25 @@
     if (first) first.querySelector("a").focus();
   });
 
-  form.addEventListener("change", () => {
-    const q = query();
-    const qs = q.toString();
+  function apply() {
+    const qs = query().toString();
+    // Enter in the search box fires both change and submit: one load.
+    if (qs === applied) return;
+    applied = qs;
     window.history.replaceState(null, "", qs ? "?" + qs : window.location.pathname);
     known = null;
     shown = PAGE;
     load();
+  }
+
+  form.addEventListener("change", apply);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault(); // without script, the form's GET to /console does the same
+    apply();
+  });
+  // Clearing the search box (its ✕, or deleting the text) shows everyone again.
+  form.elements.customer.addEventListener("input", () => {
+    if (!form.elements.customer.value.trim()) apply();
   });
 
   // Crisis banner: active negative-spike alerts (bot.ops), raised and cleared live.
@@ -109,7 +147,7 @@
 
   async function loadAlerts() {
     try {
-      const data = await api("GET", "/api/v1/alerts?status=active");
+      const data = await api("GET", "/api/v1/alerts?status=active", undefined, { background: true });
       // window_count is the count that raised the alert, not today's: the running total
       // is message_count (the spike's messages so far), read again as tickets arrive.
       const items = data.alerts.map((a) => el("li", { dataset: { alertId: a.id } },

@@ -107,7 +107,9 @@
     const q = new URLSearchParams({ account: account(), after: cursor });
     if (pending.size) q.set("pending", [...pending].slice(0, 50).join(","));
     try {
-      const data = await api("GET", "/sandbox/api/messages?" + q.toString());
+      const data = await api("GET", "/sandbox/api/messages?" + q.toString(), undefined, {
+        background: true,
+      });
       if (gen !== generation) return;
       // Keep following while the newest turn is on screen, unless the visitor is writing.
       const last = list.lastElementChild;

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, api, setStatus, clockTime, duration } = RD;
+  const { el, api, setStatus, clockTime, duration, liveText } = RD;
   const C = Console;
   const root = document.getElementById("ticket-root");
   const tid = root.dataset.ticketId;
@@ -55,12 +55,6 @@
     }
     h.className = `holder ${kind}`;
     liveText(h, text);
-  }
-
-  /** A live region's text, replaced only when it changes: a screen reader reads a
-   * replaced text again, and every live refresh of the ticket would repeat it. */
-  function liveText(node, text) {
-    if (node.textContent !== text) node.textContent = text;
   }
 
   function renderButtons(t) {
