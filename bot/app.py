@@ -3,9 +3,12 @@
 Nothing else imports this module. Every resource is opened in a ``cleanup_ctx`` and
 closed in reverse order, so a stop (SIGTERM) drains consumers before Redis goes away.
 
-Roles: ``web`` serves webhooks (and the agent API); ``worker`` runs the inbound worker
-and the outbox sender; ``all`` (the default) does both in one process. Every role
-serves /healthz, /readyz and /metrics.
+Roles (``ROLES``, the CLI's ``--role`` choices): ``web`` serves webhooks, the agent API
+and the console; ``worker`` runs the inbound worker (with the NLU model), the outbox
+sender, the SLA scanner and the crisis-alert monitor; ``sender`` runs only the outbox
+sender, without the model, for more sending or sending apart from the rest; ``all`` (the
+default) runs web and worker in one process. Every role serves /healthz, /readyz and
+/metrics.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
 from bot import keys as K
 from bot import metrics, retention
@@ -31,6 +35,7 @@ from bot.ops.spikes import purge_alerts
 from bot.outbox import Sender
 from bot.pipeline import PassThroughPipeline, Pipeline
 from bot.platforms import adapter_for
+from bot.platforms.mastodon import MastodonAdapter
 from bot.platforms.mastodon_stream import run_mastodon_streams
 from bot.platforms.sandbox import SandboxAdapter
 from bot.platforms.x import link_shared_webhooks
@@ -39,6 +44,7 @@ from bot.runner import STARTING
 from bot.storage_down import storage_down
 from bot.streams import refresh_stream_gauges
 from bot.worker import InboundWorker
+from escalation import lengths
 from escalation.api import register_api
 from escalation.console import setup_console
 from escalation.sandbox import setup_sandbox
@@ -49,7 +55,10 @@ from escalation.undeliverable import note_undeliverable
 
 log = structlog.get_logger(__name__)
 
-ROLES = ("all", "web", "worker")
+ROLES = ("all", "web", "worker", "sender")
+# How often the web role reloads the Mastodon instances' length rules that the sending
+# processes recorded (escalation.lengths): one MGET.
+INSTANCE_RULES_REFRESH_S = 10.0
 PipelineFactory = Callable[[web.Application], Pipeline]
 
 
@@ -90,6 +99,7 @@ def build_app(
         app[K.INGEST] = IngestRoutes(by_route, max_body_bytes=settings.ingest.max_body_bytes)
         app[K.INGEST].register(app)
         app.cleanup_ctx.append(_ingest_ctx)
+        app.cleanup_ctx.append(_instance_rules_ctx)
         register_api(app)  # agent API under /api/v1 (escalation.api)
         setup_console(app)  # agent console pages under /console (escalation.console)
         if settings.sandbox.enabled:
@@ -105,7 +115,12 @@ def build_app(
             app.cleanup_ctx.append(_brain_ctx)
         else:
             app[K.PIPELINE] = PassThroughPipeline()
+    if role in ("all", "worker", "sender"):
         app.cleanup_ctx.append(_consumers_ctx)
+    if role in ("all", "worker"):
+        # The SLA scanner and the crisis monitor (bot/ops/routes.py, the same roles) stay
+        # with the worker, which every deployment runs: a sender is only the outbox, so
+        # senders can be added and stopped without moving anyone's timers or alerts.
         app.cleanup_ctx.append(_sla_scanner_ctx)
 
     app.router.add_get("/healthz", _healthz)
@@ -118,7 +133,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_redis(app[K.SETTINGS].redis) as redis:
         app[K.REDIS] = redis
         for adapter in app[K.ADAPTERS].values():
-            if isinstance(adapter, SandboxAdapter):  # delivers into Redis, not an API
+            # The sandbox delivers into Redis, not an API; Mastodon records its
+            # instance's length rule there for the agent check.
+            if isinstance(adapter, SandboxAdapter | MastodonAdapter):
                 adapter.bind(redis, app[K.KEYS])
         yield
 
@@ -154,10 +171,34 @@ async def _ingest_ctx(app: web.Application) -> AsyncIterator[None]:
         await writer.close()
 
 
+async def _instance_rules_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Keeps the agent check's Mastodon length rules (escalation.lengths) current: the
+    processes that read an instance record its rule in Redis, this one may not."""
+    accounts = [a for a in app[K.SETTINGS].accounts if a.platform == "mastodon"]
+
+    async def refresh() -> None:
+        while True:
+            # A Redis error keeps the last rules: the outage is other parts' to report.
+            with contextlib.suppress(RedisError, OSError):
+                await lengths.load_instance_rules(app[K.REDIS], app[K.KEYS], accounts)
+            await asyncio.sleep(INSTANCE_RULES_REFRESH_S)
+
+    # A task, not an await here: a signal during startup must be able to cancel it.
+    task = asyncio.create_task(refresh(), name="instance-rules") if accounts else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        lengths.forget_instance_rules(accounts)
+
+
 async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The outbox sender; in the worker roles also the inbound worker and retention."""
     s = app[K.SETTINGS]
     stop = asyncio.Event()
-    worker = InboundWorker(app[K.REDIS], app[K.KEYS], s.worker, app[K.PIPELINE])
     sender = Sender(
         app[K.REDIS],
         app[K.KEYS],
@@ -167,6 +208,23 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         # A reply the platform window no longer allows becomes a note on the ticket.
         on_undeliverable=functools.partial(note_undeliverable, app[K.REDIS], app[K.KEYS]),
     )
+    tasks = [asyncio.create_task(sender.run(stop), name="outbox-sender")]
+    if app[K.ROLE] != "sender":
+        tasks += _worker_tasks(app, stop)
+    try:
+        yield
+    finally:
+        stop.set()
+        log.info("draining")
+        for t in tasks:
+            with contextlib.suppress(Exception):
+                await t
+
+
+def _worker_tasks(app: web.Application, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The inbound worker, and the retention of streams, tickets and alerts."""
+    s = app[K.SETTINGS]
+    worker = InboundWorker(app[K.REDIS], app[K.KEYS], s.worker, app[K.PIPELINE])
 
     async def consume() -> None:
         # Not before the pipeline can decide (the NLU model may still be loading): an
@@ -181,10 +239,7 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
             stopping.cancel()
         await worker.run(stop)
 
-    tasks = [
-        asyncio.create_task(consume(), name="inbound-worker"),
-        asyncio.create_task(sender.run(stop), name="outbox-sender"),
-    ]
+    tasks = [asyncio.create_task(consume(), name="inbound-worker")]
     purges: dict[str, retention.Purge] = {}
     if (alert_days := s.ops.alert_retention_days) > 0:
         purges["crisis_alerts"] = lambda now: purge_alerts(
@@ -203,14 +258,7 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
             purges=purges,
         )
         tasks.append(asyncio.create_task(trim, name="stream-retention"))
-    try:
-        yield
-    finally:
-        stop.set()
-        log.info("draining")
-        for t in tasks:
-            with contextlib.suppress(Exception):
-                await t
+    return tasks
 
 
 async def _brain_ctx(app: web.Application) -> AsyncIterator[None]:

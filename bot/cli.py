@@ -61,7 +61,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.demo:
         enable_demo(settings)  # every role: a worker sends to the sandbox accounts
         app = build_app(settings, role=args.role)
-        if args.role != "worker":
+        if args.role in ("all", "web"):
             install_demo(app)
         else:  # no sandbox, console or banner; but it looks orders up at its own address
             serve_demo_shop(app)
@@ -139,6 +139,84 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return run_with_redis(settings, go)
+
+
+def _erase_customer(settings: Settings, args: argparse.Namespace) -> int:
+    """Show what is stored about one customer, and erase it once confirmed (bot.erasure)."""
+    from bot.erasure import Customer, customers_with_handle, erase, find
+    from bot.redis import Keys
+
+    keys = Keys(settings.redis.key_prefix)
+
+    async def go(redis: Any) -> int:
+        if args.user_id is not None:
+            if not (args.platform and args.account):
+                print("replydesk: --user-id needs --platform and --account", file=sys.stderr)
+                return EXIT_USAGE
+            customer = Customer(args.platform, args.account, args.user_id)
+        else:
+            found = await customers_with_handle(
+                redis, keys, args.handle, platform=args.platform or "", account=args.account or ""
+            )
+            if not found:
+                print(f"nothing stored for handle {args.handle}")
+                return 0
+            if len(found) > 1:
+                print(
+                    f"replydesk: handle {args.handle} belongs to {len(found)} customers; name"
+                    " one with --platform, --account and --user-id:",
+                    file=sys.stderr,
+                )
+                for c in found:
+                    print(f"  --platform {c.platform} --account {c.account} --user-id {c.user_id}",
+                          file=sys.stderr)  # fmt: skip
+                return EXIT_USAGE
+            customer = found[0]
+        who = f"{customer.platform}/{customer.account} user {customer.user_id}"
+        if not args.yes:  # show first what a confirmation would erase
+            plan = await find(redis, keys, customer)
+            if plan.empty:
+                print(f"nothing stored for {who}")
+                return 0
+            print(f"stored for {who}:")
+            _print_counts(plan.counts(), plan.tickets)
+            if args.dry_run:
+                print("dry run: nothing erased")
+                return 0
+            if not sys.stdin.isatty():
+                print("replydesk: not erased: confirm with --yes", file=sys.stderr)
+                return EXIT_USAGE
+            try:
+                answer = await asyncio.to_thread(
+                    input, "erase all of it? type 'erase' to confirm: "
+                )
+            except EOFError:  # Ctrl-D
+                answer = ""
+            if answer.strip() != "erase":
+                print("not erased")
+                return EXIT_FAILURE
+        done, audit_id = await erase(redis, keys, settings, customer, reference=args.reference)
+        if audit_id is None:
+            print(f"nothing stored for {who}")
+            return 0
+        print(f"erased for {who} (audit record {audit_id}):")
+        _print_counts(done.counts(), done.tickets)
+        if done.in_flight_events or done.in_flight_replies:
+            print(
+                "some of the customer's messages or replies were being handled: run the"
+                " command again in a minute for anything they stored since"
+            )
+        return 0
+
+    return run_with_redis(settings, go)
+
+
+def _print_counts(counts: dict[str, int], tickets: dict[str, str]) -> None:
+    for kind, n in counts.items():
+        extra = ""
+        if kind == "tickets":
+            extra = " (" + ", ".join(f"{t} {st}" for t, st in tickets.items()) + ")"
+        print(f"  {kind}: {n}{extra}")
 
 
 def _config_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -259,10 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the service")
     s.add_argument(
         "--role",
-        choices=["all", "web", "worker"],
+        choices=["all", "web", "worker", "sender"],  # bot.app.ROLES (tests/test_roles.py checks)
         default="all",
         help="all (default): everything in one process; web: webhooks, agent API, console;"
-        " worker: NLU and handlers, sender, SLA timers, crisis alerts",
+        " worker: NLU and handlers, sender, SLA timers, crisis alerts;"
+        " sender: the outbox sender only (no NLU model)",
     )
     s.add_argument("--host", default=None, help="listen address (server.host, 127.0.0.1)")
     s.add_argument("--port", type=_port, default=None, help="listen port (server.port, 8080)")
@@ -281,6 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
     dr = dsub.add_parser("replay", help="put a dead entry back on its stream")
     dr.add_argument("id", type=_entry_id, help="an id from `replydesk dead list`")
     dr.set_defaults(func=_dead_replay)
+
+    e = sub.add_parser(
+        "erase-customer",
+        help="erase everything stored about one customer (right to erasure)",
+        description="Show what is stored about one customer (counts, no message text),"
+        " then erase it: with --yes, or after typing 'erase' at the prompt. Name the"
+        " customer by --platform, --account and --user-id, or by --handle.",
+    )
+    who = e.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user-id", help="the customer's user id on the platform")
+    who.add_argument("--handle", help="the customer's handle, with or without @")
+    e.add_argument("--platform", help="x, weibo, mastodon, generic or sandbox")
+    e.add_argument("--account", help="the brand account id (as in the config)")
+    how = e.add_mutually_exclusive_group()
+    how.add_argument("--dry-run", action="store_true", help="only show what would be erased")
+    how.add_argument("--yes", action="store_true", help="erase without showing or asking")
+    e.add_argument(
+        "--reference",
+        default="",
+        help="the request's reference in your own records, kept in the audit record"
+        " (not the customer's name or handle)",
+    )
+    e.set_defaults(func=_erase_customer)
 
     c = sub.add_parser("config", help="check the configuration and print a summary")
     c.set_defaults(func=_config_check)

@@ -1241,7 +1241,7 @@ def _parse_cursor(raw: str) -> tuple[float, str]:
     return value, tid
 
 
-def _handle_key(handle: str) -> str:
+def handle_key(handle: str) -> str:
     """A handle as agents type it and platforms show it: no leading @, any case."""
     return handle.strip().lstrip("@").casefold()
 
@@ -1249,10 +1249,10 @@ def _handle_key(handle: str) -> str:
 def _is_customer(t: Ticket, customer: str) -> bool:
     """Whether the ticket is the customer's: by handle, or by the platform's user id
     (exact: some platforms' ids hold letters)."""
-    want = _handle_key(customer)
+    want = handle_key(customer)
     if not want:  # "@" alone is nobody, not the tickets without a handle
         return False
-    return _handle_key(t.user_handle) == want or t.user_id == customer.strip().lstrip("@")
+    return handle_key(t.user_handle) == want or t.user_id == customer.strip().lstrip("@")
 
 
 def _past(tid: str, score: float, after: tuple[float, str] | None, resolved: bool) -> bool:

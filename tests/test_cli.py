@@ -385,3 +385,113 @@ def test_a_wrong_redis_password_is_a_config_error(tmp_path):
             out = cli(url, "agents", "list")
             _one_line_error(out, 2, "config error: redis.url: Redis refused the password")
             assert "hunter2" not in out.stderr
+
+
+# -- erase-customer --------------------------------------------------------------------
+
+
+async def _seed_customers(redis, keys, settings):
+    """Two customers' messages through the real brain (stub NLU); the second customer
+    shares the first one's handle on another account. Returns what the first one said."""
+    from bot.brain import Brain
+    from escalation.tickets import TicketStore
+    from handlers.responses import Responses
+    from tests.support.escalation import event
+    from tests.support.nlu_values import StubNlu
+
+    responses = Responses.load(ROOT / "nlu_data" / "responses")
+    brain = Brain(
+        redis, keys, settings, StubNlu(), tickets=TicketStore(redis, keys), responses=responses
+    )
+    said = ["hello there zebra-quartz", "@acme worst service ever copper-kettle"]
+    for text in said:
+        kind = "mention" if text.startswith("@") else "dm"
+        await brain.handle(event(text, user="cust-7731", handle="erin_q", kind=kind))
+    await brain.handle(
+        event("hello from acme-2", user="other-1", handle="Erin_Q", account="acme-2")
+    )
+    return said
+
+
+async def _db(redis):
+    out = {}
+    async for k in redis.scan_iter():
+        out[k] = await redis.dump(k)
+    return out
+
+
+ERIN = ("--platform", "generic", "--account", "acme", "--user-id", "cust-7731")
+
+
+async def test_erase_customer_shows_first_and_erases_only_when_confirmed(
+    redis, keys, settings, redis_server
+):
+    said = await _seed_customers(redis, keys, settings)
+    before = await _db(redis)
+
+    dry = cli(redis_server.url, "erase-customer", *ERIN, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "stored for generic/acme user cust-7731:" in dry.stdout
+    assert "  tickets: 1 (T1 open)" in dry.stdout and "dry run: nothing erased" in dry.stdout
+    both = cli(redis_server.url, "erase-customer", *ERIN, "--dry-run", "--yes")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    # No --yes and nobody to ask (stdin is not a terminal): refused, as a usage error.
+    unasked = cli(redis_server.url, "erase-customer", *ERIN)
+    assert unasked.returncode == 2 and "not erased: confirm with --yes" in unasked.stderr
+    assert await _db(redis) == before
+
+    done = cli(redis_server.url, "erase-customer", *ERIN, "--yes", "--reference", "DSR-7")
+    assert done.returncode == 0, done.stderr
+    assert "erased for generic/acme user cust-7731 (audit record " in done.stdout
+    assert "  tickets: 1 (T1 open)" in done.stdout
+    for out in (dry, done):  # counts and ids, never what was said
+        assert not any(s in out.stdout + out.stderr for s in said)
+    assert not await redis.exists(keys.conv("generic", "acme", "cust-7731"))
+    assert await redis.exists(keys.conv("generic", "acme-2", "other-1"))
+    again = cli(redis_server.url, "erase-customer", *ERIN, "--yes")
+    assert (
+        again.returncode == 0 and "nothing stored for generic/acme user cust-7731" in again.stdout
+    )
+
+
+async def test_erase_customer_asks_at_a_terminal(redis, keys, settings, redis_server):
+    import asyncio
+    import pty
+
+    await _seed_customers(redis, keys, settings)
+    for answer, code in (("no", 1), ("erase", 0)):
+        master, slave = pty.openpty()
+        os.write(master, f"{answer}\n".encode())
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bot.cli", "--config", "/dev/null", "erase-customer", *ERIN],
+            cwd=ROOT, env=env_with_redis(redis_server.url), stdin=slave,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        os.close(slave)
+        os.close(master)
+        assert out.returncode == code, out.stdout + out.stderr
+        assert "type 'erase' to confirm" in out.stdout
+        exists = await redis.exists(keys.conv("generic", "acme", "cust-7731"))
+        assert exists == (answer == "no")
+
+
+async def test_erase_customer_by_handle_asks_which_one_when_several_use_it(
+    redis, keys, settings, redis_server
+):
+    await _seed_customers(redis, keys, settings)
+    before = await _db(redis)
+    out = cli(redis_server.url, "erase-customer", "--handle", "@erin_q", "--yes")
+    assert out.returncode == 2 and "belongs to 2 customers" in out.stderr
+    assert "--platform generic --account acme --user-id cust-7731" in out.stderr
+    assert "--platform generic --account acme-2 --user-id other-1" in out.stderr
+    assert await _db(redis) == before
+    one = cli(redis_server.url, "erase-customer", "--handle", "erin_q", "--account", "acme-2",
+              "--yes")  # fmt: skip
+    assert one.returncode == 0 and "erased" in one.stdout, one.stderr
+    assert not await redis.exists(keys.conv("generic", "acme-2", "other-1"))
+    assert await redis.exists(keys.conv("generic", "acme", "cust-7731"))
+    nobody = cli(redis_server.url, "erase-customer", "--handle", "nobody")
+    assert nobody.returncode == 0 and "nothing stored for handle nobody" in nobody.stdout
+    bad = cli(redis_server.url, "erase-customer", "--user-id", "42")
+    assert bad.returncode == 2 and "--user-id needs --platform and --account" in bad.stderr

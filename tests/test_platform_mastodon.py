@@ -248,6 +248,40 @@ async def test_instance_read_failure_is_retried_later_not_kept(fake) -> None:  #
         assert reads() == 3
 
 
+async def test_the_instance_rule_is_recorded_for_the_agent_check(fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """The web role does not read the instance: what the sending process read is kept in
+    Redis for it (escalation.lengths), as the instance said it: a configured
+    max_characters still wins in every reader."""
+    fake.max_characters, fake.url_length = 400, 30
+    settings = make_settings(
+        "redis://unused",
+        accounts=accounts(masto_base=fake.base_url, mastodon={"max_characters": 1000}),
+    )
+    adapter = adapter_for(settings.accounts[2])
+    assert isinstance(adapter, MastodonAdapter)
+    adapter.bind(redis, keys)
+    async with aiohttp.ClientSession() as http:
+        await adapter.ready(http)
+    recorded = json.loads(await redis.get(keys.instance("mastodon", "brandm")))
+    assert recorded == {"max_characters": 400, "characters_reserved_per_url": 30}
+    assert adapter.max_characters == 1000 and adapter.rule.url_length == 30
+
+
+async def test_a_link_counts_what_the_instance_reserves(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    """This instance counts a link 30 (characters_reserved_per_url). Counted 23, the
+    reply "fit": it went out whole and the instance refused it (422, dead letter)."""
+    settings, http = env
+    fake.max_characters, fake.url_length = 100, 30
+    url = "https://shop.example.com/returns"
+    text = f"Start your return at {url} and we will email you a label for it, thanks!!"
+    assert status_length("@someone " + text) == 100 < status_length("@someone " + text, 30)
+    sender = make_sender(settings, redis, keys, http)
+    await deliver(sender, reply("mastodon", "brandm", "dm", recipient_handle="someone", text=text))
+    assert await redis.xlen(keys.dead) == 0
+    (st,) = fake.statuses
+    assert url in st["content"] and status_length(st["content"], 30) <= 100
+
+
 async def test_dm_reply_is_direct_and_keeps_acct_first(env, fake, redis, keys) -> None:  # type: ignore[no-untyped-def]
     settings, http = env
     sender = make_sender(settings, redis, keys, http)

@@ -13,6 +13,9 @@ identity.
   is published exactly once and nothing else is. It uses the NLU artifact shared by
   every test run on the machine (tests/support/trained_nlu.py): the first run on a fresh
   machine trains it (about a minute); later runs take about 30 s.
+
+And ``serve --role sender``: a sender-only process beside a web, delivering from the
+outbox without the NLU model, then a worker joining (its resident memory is printed).
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bot.models import OutboundReply
+from bot.outbox import enqueue_reply
 from bot.pipeline import Outcome
 from tests.conftest import GENERIC_SECRET
+from tests.support.escalation import event
 from tests.support.serve_procs import (
     KEYS,
     ROOT,
@@ -37,6 +43,7 @@ from tests.support.serve_procs import (
     group,
     pending_of,
     ready,
+    rss_mb,
     start,
     stop_all,
     write_config,
@@ -181,10 +188,8 @@ async def test_echo_pipeline_two_webs_two_workers_kill_one(
     assert len(handled) == N_EVENTS  # only the killed worker's events ran twice
 
 
-@pytest.mark.timeout(300)
-async def test_real_pipeline_two_webs_two_workers_kill_one(
-    redis_server: Any, redis: Any, platform: tuple[FakePlatform, str], tmp_path: Path
-) -> None:
+async def _brain_config() -> dict[str, Any]:
+    """Config for workers with the real pipeline on the shared NLU artifact."""
     from bot.config import NluConfig
     from bot.nlu.artifact import load_or_train
 
@@ -194,22 +199,89 @@ async def test_real_pipeline_two_webs_two_workers_kill_one(
     await asyncio.to_thread(
         load_or_train, ROOT / "nlu_data", Path(data_dir) / "nlu", cfg.encoder, cfg.runtime
     )
+    return {
+        "redis.data_dir": data_dir,
+        "dialog.pipeline": "brain",
+        "nlu.train_on_start": False,
+        "nlu.data_path": str(ROOT / "nlu_data"),
+    }
+
+
+@pytest.mark.timeout(300)
+async def test_real_pipeline_two_webs_two_workers_kill_one(
+    redis_server: Any, redis: Any, platform: tuple[FakePlatform, str], tmp_path: Path
+) -> None:
     fake, api_base = platform
     config = tmp_path / "replydesk.yml"
-    write_config(
-        config,
-        redis_server.url,
-        api_base,
-        {
-            "redis.data_dir": data_dir,
-            "dialog.pipeline": "brain",
-            "nlu.train_on_start": False,
-            "nlu.data_path": str(ROOT / "nlu_data"),
-        },
-    )
+    write_config(config, redis_server.url, api_base, await _brain_config())
     outcomes = await burst_with_a_killed_worker(
         redis, fake, config, tmp_path, worker_module="bot.cli"
     )
     decisions = Counter(o.decision for o in outcomes.values())
     assert decisions["answer"] >= N_EVENTS // 2, decisions  # FAQ questions and greetings
     assert decisions["escalate"] >= 1, decisions  # the complaints
+
+
+@pytest.mark.timeout(240)
+async def test_a_sender_process_delivers_without_the_model(
+    redis_server: Any, redis: Any, platform: tuple[FakePlatform, str], tmp_path: Path
+) -> None:
+    """``serve --role sender``: the outbox sender alone, for more sending or sending
+    apart from the rest. It is ready without an NLU model, takes no inbound event and
+    delivers what is queued; a worker started later (the real pipeline, which still
+    sends too) handles the events that waited. Resident memory is printed, not asserted."""
+    fake, api_base = platform
+    config = tmp_path / "replydesk.yml"
+    write_config(config, redis_server.url, api_base, await _brain_config())
+    web, sender = await asyncio.gather(
+        start("web", "web", config, tmp_path, "bot.cli"),
+        start("sender", "sender", config, tmp_path, "bot.cli"),
+    )
+    procs = [web, sender]
+    try:
+        async with aiohttp.ClientSession() as http:
+            for p in procs:
+                await until(lambda p=p: ready(http, p), 60, f"{p.name} /readyz")
+            async with http.get(sender.url + "/readyz") as r:
+                assert (await r.json())["checks"] == {"redis": True}  # no pipeline to wait for
+            async with http.get(sender.url + "/healthz") as r:
+                assert (await r.json()) == {"status": "ok", "role": "sender"}
+
+            n = 10
+            for i in range(n):
+                body, headers = signed(GENERIC_SECRET, generic_event(f"e{i}", TEXTS[i % 5]))
+                url = web.url + "/webhooks/generic/acme"
+                async with http.post(url, data=body, headers=headers) as r:
+                    assert r.status == 200
+            queued = [
+                OutboundReply.answering(event(event_id=f"q{i}"), f"queued {i}") for i in range(n)
+            ]
+            for reply in queued:
+                await enqueue_reply(redis, KEYS, reply)
+            await until(lambda: len(fake.published) == n, 30, "the queued replies to be sent")
+            assert fake.published == {r.reply_id: r.text for r in queued}
+            consumers = await redis.xinfo_consumers(KEYS.outbox, "senders")
+            assert all(f"-{sender.proc.pid}-" in c["name"].decode() for c in consumers)
+            assert await acked(redis) == 0  # nobody took an inbound event
+            rss = {p.name: rss_mb(p) for p in procs}
+
+            worker = await start("worker", "worker", config, tmp_path, "bot.cli")
+            procs.append(worker)
+            await until(lambda: ready(http, worker), 90, "worker /readyz")
+
+            async def settled() -> bool:
+                outbox = await group(redis, KEYS.outbox, b"senders")
+                return await acked(redis) >= n and outbox["pending"] == 0 and not outbox.get("lag")
+
+            await until(settled, 60, "the waiting events handled and their replies sent")
+            rss["worker"] = rss_mb(worker)
+    finally:
+        codes = await stop_all(procs)
+    assert codes == [0] * len(procs), {p.name: p.log.read_text()[-2000:] for p in procs}
+    named = {r.reply_id for r in queued}
+    for i in range(n):
+        raw = await redis.get(KEYS.outcome(f"generic:acme:e{i}"))
+        assert raw is not None, f"event e{i} has no outcome"
+        named |= set(Outcome.from_json(raw).reply_ids)
+    assert set(fake.published) == named and set(fake.posts.values()) == {1}, fake.posts
+    print("\nresident memory (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))

@@ -4,8 +4,9 @@ admin webhooks, replies through ``POST /api/v1/statuses`` (platforms.md §3).
 ``api_base`` is the instance URL and is required. Secrets: ``access_token`` (the bot
 user's token: ``read:statuses read:notifications write:statuses``) and, only for admin
 webhooks, ``webhook_secret``. Options: ``max_characters`` (default: read from the
-instance, else 500), ``mention_visibility`` (``unlisted``; a reply never gets wider than
-its parent: a followers-only mention is answered followers-only), ``streaming`` (true),
+instance, else 500; a link counts the instance's ``characters_reserved_per_url``, else
+23), ``mention_visibility`` (``unlisted``; a reply never gets wider than its parent: a
+followers-only mention is answered followers-only), ``streaming`` (true),
 ``streaming_base`` (default: the instance's ``urls.streaming``), ``stream_reconnect_min_s``
 / ``stream_reconnect_max_s`` / ``stream_idle_timeout_s``, ``rate_limits``, ``more_link``.
 
@@ -15,6 +16,8 @@ same post seen both ways is stored once.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -23,6 +26,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 import structlog
+from redis.exceptions import RedisError
 
 from bot import textfit
 from bot.config import ConfigError
@@ -39,6 +43,7 @@ from bot.platforms.base import (
 from bot.platforms.common import ApiAdapter, rate_headers, read_json
 from bot.platforms.signing import hmac_sha256_hex, same
 from bot.ratelimit import Limit
+from bot.redis import Keys, Redis
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +110,15 @@ def addressed(reply: OutboundReply) -> tuple[str, str]:
     return prefix, text
 
 
+def length_rule(statuses: Any) -> dict[str, int]:
+    """The length settings of an instance's ``configuration.statuses`` (also the record
+    kept in Redis), the valid ones only."""
+    if not isinstance(statuses, dict):
+        return {}
+    names = ("max_characters", "characters_reserved_per_url")
+    return {k: v for k in names if type(v := statuses.get(k)) is int and v > 0}
+
+
 def narrowest(*visibilities: str) -> str:
     """The most restrictive visibility; an unknown one counts as ``direct``."""
     return min(visibilities, key=lambda v: VISIBILITIES.index(v) if v in VISIBILITIES else 0)
@@ -133,14 +147,21 @@ class MastodonAdapter(ApiAdapter):
                 f"accounts[{account.id}].options.mention_visibility: one of {VISIBILITIES}"
             )
         self._ready = False
+        self._record: tuple[Redis, Keys] | None = None
         self.clock = time.monotonic
         self._retry_at = 0.0
         self._retry_s = INSTANCE_RETRY_MIN_S
 
     # -- instance --------------------------------------------------------------
+    def bind(self, redis: Redis, keys: Keys) -> None:
+        """Where to record what the instance reports: the web role's agent check
+        (escalation.lengths) reads it there, as it does not read the instance itself."""
+        self._record = (redis, keys)
+
     async def ready(self, http: aiohttp.ClientSession) -> None:
-        """Read ``max_characters`` and the streaming host from the instance, once it
-        succeeds; after a failure, again on a later call (backing off, 30 s to 15 min)."""
+        """Read the length rule and the streaming host from the instance (and record the
+        rule, see :meth:`bind`), once it succeeds; after a failure, again on a later call
+        (backing off, 30 s to 15 min)."""
         if self._ready or self.clock() < self._retry_at:
             return
         try:
@@ -162,14 +183,28 @@ class MastodonAdapter(ApiAdapter):
             return
         self._ready = True
         conf = doc.get("configuration") or {}
-        mc = (conf.get("statuses") or {}).get("max_characters")
-        if not self._limits_known and isinstance(mc, int) and mc > 0:
-            self.max_characters = mc
+        reported = length_rule(conf.get("statuses"))
+        if not self._limits_known and "max_characters" in reported:
+            self.max_characters = reported["max_characters"]
+        if "characters_reserved_per_url" in reported:
+            self.rule = dataclasses.replace(
+                self.rule, url_length=reported["characters_reserved_per_url"]
+            )
         streaming = (conf.get("urls") or {}).get("streaming")
         if not self.streaming_base and isinstance(streaming, str) and streaming:
             self.streaming_base = streaming.replace("wss://", "https://", 1).replace(
                 "ws://", "http://", 1
             )
+        await self._save(reported)
+
+    async def _save(self, reported: dict[str, int]) -> None:
+        if self._record is None:
+            return
+        redis, keys = self._record
+        try:
+            await redis.set(keys.instance(self.name, self.account.id), json.dumps(reported))
+        except (RedisError, OSError) as e:  # sending goes on; another process records it
+            log.warning("mastodon_instance_unrecorded", account=self.account.id, error=str(e))
 
     def limit(self, kind: str) -> int:
         return self.max_characters

@@ -46,10 +46,10 @@ def links(text: str) -> list[str]:
     return _LINK.findall(text)
 
 
-def status_length(text: str) -> int:
+def status_length(text: str, url_length: int = 23) -> int:
     links = _LINK.findall(text)
     rest = _REMOTE_MENTION.sub(r"\1", _LINK.sub("", text))
-    return 23 * len(links) + len(regex.findall(r"\X", rest))
+    return url_length * len(links) + len(regex.findall(r"\X", rest))
 
 
 def _key(i: str) -> tuple[int, str]:
@@ -64,6 +64,7 @@ class FakeMastodon(FakePlatform):
         me_id: str = "109000000000000001",
         me_acct: str = "shop",
         max_characters: int = 500,
+        url_length: int = 23,
         latency_s: float = 0.0,
     ) -> None:
         super().__init__(latency_s=latency_s)
@@ -71,6 +72,7 @@ class FakeMastodon(FakePlatform):
         self.me_id = me_id
         self.me_acct = me_acct
         self.max_characters = max_characters
+        self.url_length = url_length  # characters_reserved_per_url
         self._status_ids = itertools.count(110_000_000_000_000_000)
         self._notif_ids = itertools.count(70_000_000)
         self.statuses: list[dict[str, Any]] = []
@@ -148,7 +150,7 @@ class FakeMastodon(FakePlatform):
                     "urls": {"streaming": streaming},
                     "statuses": {
                         "max_characters": self.max_characters,
-                        "characters_reserved_per_url": 23,
+                        "characters_reserved_per_url": self.url_length,
                     },
                 },
             }
@@ -179,7 +181,7 @@ class FakeMastodon(FakePlatform):
             return web.json_response(
                 {"error": "Validation failed: Visibility is invalid"}, status=422
             )
-        if status_length(body["status"]) > self.max_characters:
+        if status_length(body["status"], self.url_length) > self.max_characters:
             return web.json_response(
                 {
                     "error": f"Validation failed: Text character limit of {self.max_characters} exceeded"

@@ -85,6 +85,14 @@ async def pending_of(redis: Any, pid: int) -> int:
     return sum(await held(redis, pid))
 
 
+def rss_mb(p: Proc) -> float:
+    """The process's resident memory now, in MB (Linux /proc)."""
+    for line in Path(f"/proc/{p.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {p.name}")
+
+
 def write_config(path: Path, redis_url: str, api_base: str, extra: dict[str, Any]) -> None:
     """One generic account on ``api_base``, fast reclaims; ``extra``: dotted keys to set
     (``accounts`` replaces the account list)."""
