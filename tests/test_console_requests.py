@@ -173,3 +173,24 @@ def test_a_send_with_no_answer_gives_up_keeps_the_draft_and_says_so(
     expect(box).to_be_editable()
     expect(page.locator("#send-reply")).to_have_text("Send reply")
     page.context.close()
+
+
+def test_a_ticket_links_to_the_customers_other_tickets_by_id(
+    browser: Any, server: LiveServer
+) -> None:
+    # The customer wrote before under another handle: the link finds them by user id.
+    expect = playwright_expect()
+    before = new_ticket(server, user="77", handle="old_name", account="acme")
+    resolve(server, before)
+    now = new_ticket(server, user="77", handle="new_name", account="acme")
+    new_ticket(server, user="78", handle="someone", account="acme")
+    page = agent_page(browser, server, "ann")
+    page.goto(f"{server.url}/console/tickets/{now}")
+    page.get_by_role("link", name="their open tickets").click()
+    rows = page.locator("#queue-body tr")
+    expect(rows).to_have_count(1)
+    expect(page.locator(f'tr[data-ticket-id="{now}"]')).to_be_visible()
+    page.get_by_label("Status").select_option("resolved")
+    expect(page.locator(f'tr[data-ticket-id="{before}"]')).to_be_visible()
+    expect(rows).to_have_count(1)
+    page.context.close()

@@ -134,7 +134,10 @@
     const dl = $("facts");
     dl.replaceChildren();
     const c = t.customer || {};
-    fact(dl, "Customer", C.customerLabel(t), c.verified ? " ✓ verified" : "", ` · ${c.followers || 0} followers`);
+    // Their other tickets, by user id: a handle can change, the id does not.
+    const theirs = `/console?${new URLSearchParams({ status: t.status, account: t.account, customer: c.id || "" })}`;
+    fact(dl, "Customer", C.customerLabel(t), c.verified ? " ✓ verified" : "", ` · ${c.followers || 0} followers · `,
+      el("a", { href: theirs }, t.status === "open" ? "their open tickets" : "their resolved tickets"));
     fact(dl, "Account", `${t.account} (${t.platform})`);
     fact(dl, "Opened by", t.channel === "mention" ? "a public mention" : "a direct message");
     fact(dl, "Reason", C.reasonLabel(t.reason));
