@@ -71,10 +71,15 @@ def post_groups(path: Path) -> dict[str, str]:
     return out
 
 
-async def tally(paths: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
-    settings = load_settings(None)
+async def tally(
+    paths: list[Path], nlu: NluService | None = None, by_intent: bool = False
+) -> dict[str, dict[str, dict[str, int]]]:
+    """``nlu``: a service to use (not started) instead of the configured artifact's;
+    ``by_intent``: count intent-set messages per gold intent instead of together."""
     responses = Responses.load(ROOT / "nlu_data" / "responses")
-    nlu = NluService(settings.nlu, settings.redis.data_dir)
+    if nlu is None:
+        settings = load_settings(None)
+        nlu = NluService(settings.nlu, settings.redis.data_dir)
     await nlu.start()
     out: dict[str, dict[str, dict[str, int]]] = {}
     try:
@@ -106,7 +111,8 @@ async def tally(paths: list[Path]) -> dict[str, dict[str, dict[str, int]]]:
                     account=ACCOUNT,
                     say=say,
                 )
-                c = counts.setdefault(groups.get(text) or group(kind, label), Counter())
+                row = label if by_intent and kind == "intents" else group(kind, label)
+                c = counts.setdefault(groups.get(text) or row, Counter())
                 c[outcome(d)] += 1
                 c["n"] += 1
             out[path.name] = {g: dict(c.most_common()) for g, c in counts.items()}

@@ -41,7 +41,8 @@ log = structlog.get_logger(__name__)
 # 10: the answer guard (engine.choose_answer_guard).
 # 11: detect_language weighs Latin words, not letters, against Chinese characters (two
 #     training texts change language, so an artifact built before is retrained).
-FORMAT = 11
+# 12: the answer guard weighs held-out scores with a spread (engine.GUARD_SPREAD).
+FORMAT = 12
 DATA_CHANGED = "training data changed"
 STEPS = (
     "data",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import ndtr
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -330,7 +331,15 @@ def _negativity_held_out(x: sp.csr_matrix, y: np.ndarray, c: float) -> tuple[flo
 
 # Candidate guards, up to the negativity threshold's default: a post at or over that one
 # is escalated as negative anyway.
-GUARDS = np.round(np.arange(0.1, 0.51, 0.05), 2)
+GUARDS = np.round(np.arange(0.1, 0.501, 0.01), 2)
+# The spread (standard deviation) each held-out score is weighed with, about how far a
+# post's score moves between two retrainings on slightly different data (median 0.03,
+# 90th percentile 0.05). Counted as points, Youden's J is flat from about 0.2 to 0.33 on
+# our data, and which step of it peaked hung on a few examples: over 30 retrainings that
+# each dropped a random 5 % of the lines, the guard moved between 0.20 and 0.35 and the
+# FAQ questions it held back between 4 and 20 of 205. Smoothed: 0.24-0.29 and 5-15, the
+# same on average (bench/guard_stability.py; docs/nlu.md, "Answer guard").
+GUARD_SPREAD = 0.05
 
 
 def choose_answer_guard(
@@ -342,13 +351,17 @@ def choose_answer_guard(
     The guard weighs the two mistakes on held-out scores: negative examples scored under
     it (a complaint answered from the FAQ) against FAQ phrasings scored at or over it (a
     plain question sent to a person); it maximises recall minus false-positive rate
-    (Youden's J), ties going to the higher guard, which holds back fewer questions."""
+    (Youden's J) with each score taken as uncertain by GUARD_SPREAD, so a guard right
+    next to a cluster of examples counts some of them on the wrong side: the guard keeps
+    a margin from both kinds, and a few examples more or less do not move it far. Ties
+    go to the higher guard, which holds back fewer questions."""
     neg, plain = (y == 1) & ~np.isnan(p), phrasing & (y == 0) & ~np.isnan(p)
     if neg.sum() < 5 or plain.sum() < 5:
         return 1.0, {}  # too little data to weigh: the negativity threshold alone decides
-    j = [np.mean(p[neg] >= g) - np.mean(p[plain] >= g) for g in GUARDS]
-    best = len(j) - 1 - int(np.argmax(j[::-1]))
-    g = float(GUARDS[best])
+    # P(score + N(0, GUARD_SPREAD) >= g) for each candidate g (rows) and example (columns).
+    over = ndtr((p[None, :] - GUARDS[:, None]) / GUARD_SPREAD)
+    j = over[:, neg].mean(axis=1) - over[:, plain].mean(axis=1)
+    g = float(GUARDS[np.flatnonzero(j >= j.max() - 1e-12)[-1]])
     return g, {
         "negatives_under": round(float(np.mean(p[neg] < g)), 3),
         "phrasings_over": round(float(np.mean(p[plain] >= g)), 3),
