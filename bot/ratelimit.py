@@ -1,11 +1,15 @@
-"""Outbound rate limits: per-account, per-endpoint token buckets in Redis.
+"""Outbound rate limits: per-account, per-endpoint limits in Redis.
 
-A bucket holds ``burst`` tokens and refills at ``(limit - burst) / window``, so any
-window of ``window_s`` seconds admits at most ``burst + (limit - burst) = limit``
-requests however they are spread: the platform's "N per window" holds, whichever way
-its windows are aligned. Several buckets can guard one call (X: 100 per 15 min *and*
-300 per 3 h); they are checked and charged together by one Lua script, so every sender
-process shares them atomically.
+A limit whose window is an hour or less is a token bucket: it holds ``burst`` tokens and
+refills at ``(limit - burst) / window``, so any window of ``window_s`` seconds admits at
+most ``burst + (limit - burst) = limit`` requests however they are spread, whichever way
+the platform's windows are aligned, and sends are paced (no flood). A longer window (X:
+300 tweets per 3 h, 1000 DMs per 24 h) is counted exactly instead, over a sliding
+window (a log of send times): a bucket's pace there, one DM every 86 s, would hold a
+busy morning's replies for hours although the platform allows them at once; the short
+window's bucket still paces them. Several limits can guard one call (X: 100 per 15 min
+*and* 300 per 3 h); they are checked and charged together by one Lua script, so every
+sender process shares them atomically.
 
 The platform's own answer wins over our model: ``remaining: 0`` with a reset time, or a
 429's ``Retry-After``, block the endpoint's bucket until then. Callers wait (async)
@@ -26,6 +30,8 @@ from typing import Any
 from bot import metrics
 from bot.redis import Keys, Redis
 
+# Windows longer than this are counted exactly (a log of send times) instead of paced.
+PACED_WINDOW_S = 3600.0
 # The longest wait a platform's headers can mean: X's longest window is 24 h (DMs, 1000 /
 # 24 h, platforms.md §1.7). A reset further away is a misread (a reset in milliseconds
 # read as seconds would block an account for 50,000 years), so waits stop there.
@@ -42,6 +48,11 @@ class Limit:
     window_s: float
     burst: int | None = None
     scope: str = ""
+
+    @property
+    def exact(self) -> bool:
+        """Counted over a sliding window, not paced by a bucket (``burst`` unused)."""
+        return self.window_s > PACED_WINDOW_S
 
     @property
     def capacity(self) -> int:
@@ -77,30 +88,52 @@ def apply_overrides(defaults: Sequence[Limit], options: Mapping[str, Any]) -> li
     return out
 
 
-# KEYS: bucket hashes. ARGV: now_ms, then per bucket capacity, refill per ms, ttl ms.
-# Returns 0 when a token was taken from every bucket, else the ms to wait (nothing taken).
+# KEYS: per limit its hash (bucket state, blocked_until) and its log (a zset of send
+# times, used by exact limits). ARGV: now_ms, then per limit: mode ('b' bucket, 'w'
+# exact window), capacity or limit, refill per ms or window ms, ttl ms.
+# Returns 0 when every limit admitted the call (all charged), else the ms to wait
+# (nothing charged).
 _ACQUIRE_LUA = """
 local now = tonumber(ARGV[1])
 local wait = 0
 local state = {}
-for i, key in ipairs(KEYS) do
-  local cap = tonumber(ARGV[3 * i - 1])
-  local rate = tonumber(ARGV[3 * i])
-  local v = redis.call('HMGET', key, 'tokens', 'ts', 'blocked_until')
-  local tokens = tonumber(v[1]) or cap
-  local ts = tonumber(v[2]) or now
+for i = 1, #KEYS / 2 do
+  local hash, log = KEYS[2 * i - 1], KEYS[2 * i]
+  local mode, a, b = ARGV[4 * i - 2], tonumber(ARGV[4 * i - 1]), tonumber(ARGV[4 * i])
+  local v = redis.call('HMGET', hash, 'tokens', 'ts', 'blocked_until')
   local blocked = tonumber(v[3]) or 0
-  if now > ts then tokens = math.min(cap, tokens + (now - ts) * rate) end
-  state[i] = tokens
   local w = 0
   if blocked > now then w = blocked - now end
-  if tokens < 1 then w = math.max(w, math.ceil((1 - tokens) / rate)) end
+  if mode == 'b' then
+    local tokens = tonumber(v[1]) or a
+    local ts = tonumber(v[2]) or now
+    if now > ts then tokens = math.min(a, tokens + (now - ts) * b) end
+    state[i] = tokens
+    if tokens < 1 then w = math.max(w, math.ceil((1 - tokens) / b)) end
+  else
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - b)
+    local n = redis.call('ZCARD', log)
+    if n >= a then
+      -- the send whose expiry leaves a - 1 in the window
+      local oldest = redis.call('ZRANGE', log, n - a, n - a, 'WITHSCORES')
+      w = math.max(w, tonumber(oldest[2]) + b - now)
+    end
+  end
   if w > wait then wait = w end
 end
 if wait > 0 then return wait end
-for i, key in ipairs(KEYS) do
-  redis.call('HSET', key, 'tokens', tostring(state[i] - 1), 'ts', tostring(now))
-  redis.call('PEXPIRE', key, tonumber(ARGV[3 * i + 1]))
+for i = 1, #KEYS / 2 do
+  local hash, log = KEYS[2 * i - 1], KEYS[2 * i]
+  local ttl = tonumber(ARGV[4 * i + 1])
+  if ARGV[4 * i - 2] == 'b' then
+    redis.call('HSET', hash, 'tokens', tostring(state[i] - 1), 'ts', tostring(now))
+    redis.call('PEXPIRE', hash, ttl)
+  else
+    local seq = redis.call('HINCRBY', hash, 'seq', 1)
+    redis.call('ZADD', log, now, now .. '-' .. seq)
+    redis.call('PEXPIRE', log, ttl)
+    redis.call('PEXPIRE', hash, ttl)
+  end
 end
 return 0
 """
@@ -142,9 +175,15 @@ class RateLimiter:
         if not limits:
             return 0.0
         args: list[Any] = [int(self.clock() * 1000)]
+        keys: list[str] = []
         for lim in limits:
-            args += [lim.capacity, repr(lim.refill_per_ms), int(lim.window_s * 2000) + 60_000]
-        keys = [self.keys.bucket(lim.scope or account, lim.endpoint) for lim in limits]
+            ttl = int(lim.window_s * 2000) + 60_000
+            if lim.exact:
+                args += ["w", lim.limit, int(lim.window_s * 1000), ttl]
+            else:
+                args += ["b", lim.capacity, repr(lim.refill_per_ms), ttl]
+            bucket = self.keys.bucket(lim.scope or account, lim.endpoint)
+            keys += [bucket, f"{bucket}:log"]
         wait_ms = int(await self._acquire(keys=keys, args=args))
         return wait_ms / 1000.0
 

@@ -24,6 +24,7 @@ from bot import metrics
 from bot.models import Author, InboundEvent, OutboundReply
 from bot.outbox import Sender, enqueue_reply, sent_record
 from bot.platforms import windows
+from bot.platforms.x import DM_LIMITS
 from bot.ratelimit import Limit, RateLimiter, parse_rate_headers, retry_after
 from bot.redis import Keys, connect
 from bot.streams import ensure_group, list_dead, replay_dead
@@ -358,6 +359,36 @@ async def test_bucket_never_exceeds_the_limit_in_any_window(redis, keys) -> None
     assert abs((grants[-1] - grants[0]) - 37 * 60 / 7) < 1
 
 
+async def test_a_long_window_is_counted_exactly_not_paced(redis, keys) -> None:  # type: ignore[no-untyped-def]
+    # X: 1000 DMs per 24 h. Paced by a bucket that is one DM every 86 s after a burst of
+    # 20; counted over the window, the short window's pace (200 / 15 min) is all there is.
+    clock = FakeClock(start=1000.0)
+    rl = RateLimiter(redis, keys, clock=clock.time, sleep=clock.sleep)
+    grants = []
+    for _ in range(300):
+        await rl.acquire("acct", DM_LIMITS, platform="x")
+        grants.append(clock.now)
+    assert grants[-1] - grants[0] < 1800  # a busy morning's 300 DMs in under half an hour
+    assert max_in_window(grants, 900) <= 200
+
+
+async def test_an_exact_window_never_exceeds_its_limit(redis, keys) -> None:  # type: ignore[no-untyped-def]
+    clock = FakeClock(start=1000.0)
+    rl = RateLimiter(redis, keys, clock=clock.time, sleep=clock.sleep)
+    rl = RateLimiter(redis, keys, clock=clock.time, sleep=clock.sleep, max_sleep_s=86400)
+    day = Limit("dm_24h", 5, 86400)
+    assert day.exact
+    grants = []
+    for i in range(12):
+        await rl.acquire("acct", [day], platform="x")
+        grants.append(clock.now)
+        clock.now += 3600 * (i % 3)  # sends spread unevenly over the day
+    assert grants[:3] == [1000.0, 1000.0, 4600.0]  # admitted as they come
+    assert max_in_window(grants, 86400) <= 5
+    # Each send past the fifth waits exactly until the send five before it leaves.
+    assert grants[5] == grants[0] + 86400
+
+
 async def test_multiple_buckets_are_charged_together(redis, keys) -> None:  # type: ignore[no-untyped-def]
     clock = FakeClock(start=0.0)
     rl = RateLimiter(redis, keys, clock=clock.time, sleep=clock.sleep)
@@ -425,7 +456,11 @@ async def test_account_options_override_limits(redis_server, redis, keys, tmp_pa
     settings = make_settings(redis_server.url, tmp_path, accounts=accs)
     a = adapter_for(settings.accounts[0])
     assert a.limits_for(mention()) == [Limit("tweets", 5, 60.0, 1)]  # type: ignore[attr-defined]
-    assert [lim.endpoint for lim in a.limits_for(reply("x", "brandx", "dm"))] == ["dm", "dm_24h", "dm_app_24h"]  # type: ignore[attr-defined]
+    assert [lim.endpoint for lim in a.limits_for(reply("x", "brandx", "dm"))] == [
+        "dm",
+        "dm_24h",
+        "dm_app_24h",
+    ]  # type: ignore[attr-defined]
 
 
 async def test_stop_during_rate_limit_wait_drains_at_once(
