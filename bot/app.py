@@ -51,7 +51,7 @@ from escalation.sandbox import setup_sandbox
 from escalation.scanner import Notifier, SlaScanner
 from escalation.sla import SlaPolicies
 from escalation.tickets import TicketStore
-from escalation.undeliverable import note_undeliverable
+from escalation.undeliverable import note_dead, note_undeliverable
 
 log = structlog.get_logger(__name__)
 
@@ -206,7 +206,11 @@ async def _consumers_ctx(app: web.Application) -> AsyncIterator[None]:
         app[K.ADAPTERS],
         app[K.HTTP],
         # A reply the platform window no longer allows becomes a note on the ticket.
-        on_undeliverable=functools.partial(note_undeliverable, app[K.REDIS], app[K.KEYS]),
+        on_undeliverable=functools.partial(
+            note_undeliverable, app[K.REDIS], app[K.KEYS], cfg=s.escalation
+        ),
+        # So is one that ends in the dead stream (refused, delivery unknown, out of tries).
+        on_dead=functools.partial(note_dead, app[K.REDIS], app[K.KEYS], cfg=s.escalation),
     )
     tasks = [asyncio.create_task(sender.run(stop), name="outbox-sender")]
     if app[K.ROLE] != "sender":

@@ -26,6 +26,10 @@ the API), per-endpoint rate limits (:mod:`bot.ratelimit`, waited for, not failed
 retries with exponential backoff and jitter on 5xx/network errors; a 429 is waited out
 (``Retry-After`` or the reset header, which also blocks the endpoint's bucket) without
 counting as a failed try. Other 4xx go to ``dead`` with the platform's error.
+
+Every reply that goes to ``dead`` is first handed to ``on_dead`` (escalation notes it on
+the reply's ticket, so the agent learns the customer is still unanswered); a ticket
+reply's send is announced on the events stream (``ticket.delivery``) with its record.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from bot.platforms import windows
 from bot.platforms.base import PlatformAdapter, SendError
 from bot.platforms.common import ApiAdapter
 from bot.ratelimit import Limit, RateLimiter
-from bot.redis import RETRYABLE_ERRORS, Keys, Redis, as_str
+from bot.redis import EVENTS_MAXLEN, RETRYABLE_ERRORS, Keys, Redis, as_str
 from bot.streams import consumer_name, count_attempt, move_to_dead
 
 log = structlog.get_logger(__name__)
@@ -108,6 +112,10 @@ class _TakenOver(Exception):
 
 
 UndeliverableHook = Callable[[OutboundReply, str], Awaitable[None]]
+# (reply, error, outcome): "refused" (the platform answered no), "unknown" (it may have
+# been posted), "failed" (out of tries, no such account) or "window_closed" (with no
+# on_undeliverable hook).
+DeadHook = Callable[[OutboundReply, str, str], Awaitable[None]]
 # Mastodon keeps idempotency keys for about an hour; resend only well within that.
 IDEMPOTENT_RESEND_MAX_AGE_S = 50 * 60
 # 429s are waited out, not counted as failures; this many in a row means something is off.
@@ -128,6 +136,7 @@ class Sender(StreamConsumer):
         consumer: str | None = None,
         limiter: RateLimiter | None = None,
         on_undeliverable: UndeliverableHook | None = None,
+        on_dead: DeadHook | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         backoff_base_s: float = 1.0,
@@ -150,6 +159,7 @@ class Sender(StreamConsumer):
         # Called for a reply the platform would refuse (closed reply window). Default:
         # dead-letter it with the reason; escalation wires it to a ticket note.
         self.on_undeliverable = on_undeliverable
+        self.on_dead = on_dead
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
 
@@ -195,7 +205,9 @@ class Sender(StreamConsumer):
             return
         adapter = self.adapters.get(reply.account)
         if adapter is None:
-            await self._dead(msg_id, fields, f"no account {reply.account!r} configured", attempts)
+            await self._dead(
+                msg_id, fields, f"no account {reply.account!r} configured", attempts, reply
+            )
             return
         # Waits (rate limits, backoff) can outlast the visibility timeout; the entry stays
         # ours meanwhile because StreamConsumer renews its claim while this runs.
@@ -243,7 +255,7 @@ class Sender(StreamConsumer):
         elif attempts > self.cfg.max_attempts + 1:
             # Redelivered again and again without ever reaching the platform: a sender
             # keeps dying on it (the in-process retries count separately).
-            await self._dead(msg_id, fields, "sender died while handling it", attempts)
+            await self._dead(msg_id, fields, "sender died while handling it", attempts, reply)
             metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "dead").inc()
             return
         limits: list[Limit] = []
@@ -322,6 +334,8 @@ class Sender(StreamConsumer):
                             fields,
                             str(e) + self._unsure_note(reply, unsure_since),
                             attempts,
+                            reply,
+                            "refused" if e.permanent else "failed",
                         )
                         metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "dead").inc()
                         log_.warning("reply_dead_lettered", status=e.status, tries=tries)
@@ -359,7 +373,7 @@ class Sender(StreamConsumer):
             raise
         done = {"platform_id": result.platform_id, "sent_at": self.clock(), "text": out.text}
         try:
-            await self._until_written(lambda: self._record_sent(msg_id, reply.reply_id, done), log_)
+            await self._until_written(lambda: self._record_sent(msg_id, reply, done), log_)
         except _Stopping:
             # Posted but not recorded: the reclaim will call it "delivery unknown"; the
             # platform id lets whoever checks the account find it.
@@ -415,6 +429,8 @@ class Sender(StreamConsumer):
             f"delivery unknown: {why}; not resent to avoid a second reply. Check the "
             f"{reply.platform} account for this reply before replaying it.",
             attempts,
+            reply,
+            "unknown",
         )
         metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "unknown").inc()
         log_.error("reply_delivery_unknown", **detail)
@@ -428,12 +444,21 @@ class Sender(StreamConsumer):
             {"unsure_for_s": round(age)},
         )
 
-    async def _record_sent(self, msg_id: str, reply_id: str, done: dict[str, Any]) -> None:
+    async def _record_sent(self, msg_id: str, reply: OutboundReply, done: dict[str, Any]) -> None:
         tx = self.redis.pipeline(transaction=True)
-        tx.set(self.keys.sent(reply_id), json.dumps(done, ensure_ascii=False), ex=SENT_TTL_S)
-        tx.delete(self.keys.sending(reply_id))
+        tx.set(self.keys.sent(reply.reply_id), json.dumps(done, ensure_ascii=False), ex=SENT_TTL_S)
+        tx.delete(self.keys.sending(reply.reply_id))
         tx.xack(self.stream, self.group, msg_id)
         tx.delete(self.keys.attempts(msg_id))
+        if reply.ticket_id:
+            # The console shows a ticket reply as sent from this record: tell it now.
+            data = {"ticket_id": reply.ticket_id, "reply_id": reply.reply_id, "state": "sent"}
+            tx.xadd(
+                self.keys.events,
+                {"type": "ticket.delivery", "data": json.dumps({**data, "at": done["sent_at"]})},
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
         await tx.execute()
 
     async def _until_written(self, write: Callable[[], Awaitable[Any]], log_: Any) -> None:
@@ -470,7 +495,8 @@ class Sender(StreamConsumer):
         metrics.OUTBOUND_ERRORS.labels(reply.platform, "network").inc()
         if tries >= self.cfg.max_attempts:
             await windows.release(self.redis, self.keys, out, reservation)
-            await self._dead(msg_id, fields, f"{type(e).__name__}: {_redacted(e)}{note}", attempts)
+            error = f"{type(e).__name__}: {_redacted(e)}{note}"
+            await self._dead(msg_id, fields, error, attempts, reply)
             metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "dead").inc()
             log_.warning("reply_dead_lettered", error=type(e).__name__, tries=tries)
             return False
@@ -497,7 +523,7 @@ class Sender(StreamConsumer):
     ) -> None:
         metrics.OUTBOUND_SENDS.labels(reply.platform, reply.kind, "undeliverable").inc()
         if self.on_undeliverable is None:
-            await self._dead(msg_id, fields, reason, attempts)
+            await self._dead(msg_id, fields, reason, attempts, reply, "window_closed")
             return
         await self.on_undeliverable(reply, reason)  # raises → stays pending, retried
         await self._ack(msg_id)
@@ -508,7 +534,18 @@ class Sender(StreamConsumer):
         tx.delete(self.keys.attempts(msg_id))
         await tx.execute()
 
-    async def _dead(self, msg_id: str, fields: dict[str, str], error: str, attempts: int) -> None:
+    async def _dead(
+        self,
+        msg_id: str,
+        fields: dict[str, str],
+        error: str,
+        attempts: int,
+        reply: OutboundReply | None = None,
+        outcome: str = "failed",
+    ) -> None:
+        if reply is not None and self.on_dead is not None:
+            # First: if it raises, the entry stays pending and all this runs again.
+            await self.on_dead(reply, error, outcome)
         await move_to_dead(
             self.redis,
             self.keys,

@@ -116,6 +116,8 @@ def as_str(v: Any) -> str:
 # Errors of a Redis that is away for now (restarting, loading, failing over): the client
 # retries them (about 2.5 s), and callers that must not give up retry them further.
 RETRYABLE_ERRORS = (ConnectionError, TimeoutError, BusyLoadingError)
+# The events stream (Keys.events) is capped at about this many entries, by whoever adds.
+EVENTS_MAXLEN = 10_000
 
 
 _RELEASE_LOCK_LUA = """

@@ -232,6 +232,7 @@ async def get_ticket(request: web.Request, agent: Agent) -> web.Response:
     store = _store(request)
     t = await _ticket_or_404(store, request.match_info["id"])
     lists = await store.lists(t.id)
+    await store.add_delivery(lists["messages"], lists["notes"])
     view = store.view(t)
     view["reply_window"] = await describe_window(
         store.redis, store.keys, t, store.now(), warn_s=store.cfg.window_warning_s

@@ -334,8 +334,10 @@ OPENAPI: dict[str, Any] = {
                     "?since=), `event` (ticket.created, ticket.message, ticket.claimed, "
                     "ticket.renewed, ticket.released, ticket.assigned, ticket.priority, "
                     "ticket.note, ticket.replied, ticket.resolved, ticket.reopened, "
-                    "sla.at_risk, sla.breach) and `data` (JSON: ticket_id, status, priority, "
-                    "at, and per type: assignee, clock, due_at, from, reason, author). "
+                    "ticket.delivery, sla.at_risk, sla.breach) and `data` (JSON: ticket_id, "
+                    "status, priority, at, and per type: assignee, clock, due_at, from, "
+                    "reason, author; ticket.delivery: reply_id and state `sent` or "
+                    "`not_delivered`, and from the sender only ticket_id and at). "
                     "Comment lines keep the connection alive. The stream ends when the "
                     "caller's token is revoked or the session ends, or on a server error "
                     "(reconnect with Last-Event-ID). A stream id outside Redis's range (each "
@@ -511,6 +513,17 @@ OPENAPI: dict[str, Any] = {
                     "agent": {"type": "string"},
                     "kind": {"enum": ["mention", "dm"]},
                     "text": {"type": "string"},
+                    "delivery": {
+                        "type": "object",
+                        "description": "replies only: `queued`, `sent` (with `at`) or "
+                        "`not_delivered` (with `reason`, also in a system note); absent once "
+                        "the sender's record has expired (30 days)",
+                        "properties": {
+                            "state": {"enum": ["queued", "sent", "not_delivered"]},
+                            "at": {"type": "number"},
+                            "reason": {"type": "string"},
+                        },
+                    },
                 },
             },
             "ContextTurn": {

@@ -44,8 +44,8 @@ from bot.conversation import Conversation
 from bot.models import InboundEvent, OutboundReply
 from bot.ops import notify
 from bot.ops.insights import record_first_response
-from bot.outbox import enqueue_reply_in
-from bot.redis import Keys, Redis, as_str
+from bot.outbox import SENT_TTL_S, enqueue_reply_in
+from bot.redis import EVENTS_MAXLEN, Keys, Redis, as_str
 from escalation.sla import CLOCKS, PRIORITIES, Clock, SlaPolicies, bump
 from escalation.windows import reply_window, watch_window, window_refusal, window_state
 
@@ -53,7 +53,6 @@ log = structlog.get_logger(__name__)
 
 Clock_ = Callable[[], float]
 T = TypeVar("T")
-EVENTS_MAXLEN = 10_000
 EVENT_TTL_S = 30 * 24 * 3600
 # Tickets read per round trip when listing the queue (see TicketStore.search).
 SCAN_PAGE = 500
@@ -323,6 +322,27 @@ class TicketStore:
             "history": [json.loads(h) for h in history],
             "context": [json.loads(c) for c in context],
         }
+
+    async def add_delivery(
+        self, messages: list[dict[str, Any]], notes: list[dict[str, Any]]
+    ) -> None:
+        """Give each reply in ``messages`` its ``delivery``: ``sent`` (with ``at``) from
+        the sender's record, ``not_delivered`` (with ``reason``) from its system note,
+        else ``queued``. Sent wins: a dead letter replayed later may still go out. None
+        once the sender's record would have expired (its state is no longer known)."""
+        replies = [m for m in messages if m.get("from") in ("agent", "bot") and m.get("id")]
+        if not replies:
+            return
+        sent = await self.redis.mget([self.keys.sent(m["id"]) for m in replies])
+        failed = {n.get("reply_id"): n for n in notes if n.get("state") == "not_delivered"}
+        now = self.now()
+        for m, raw in zip(replies, sent, strict=True):
+            if raw is not None:
+                m["delivery"] = {"state": "sent", "at": json.loads(raw).get("sent_at")}
+            elif (n := failed.get(m["id"])) is not None:
+                m["delivery"] = {"state": "not_delivered", "reason": n.get("reason", "")}
+            elif now - float(m.get("at", 0)) < SENT_TTL_S:
+                m["delivery"] = {"state": "queued"}
 
     async def search(
         self,
@@ -1070,40 +1090,110 @@ class TicketStore:
 
         async def load(pipe: Any, t: Ticket) -> None:
             nonlocal conv
-            # The conversation may have a newer open ticket: only one may be open.
-            # Watched with the ticket, so a ticket opened meanwhile fails the EXEC.
-            conv_key = self.k_conv(t.conv)
-            await pipe.watch(conv_key)
-            other = await pipe.get(conv_key)
-            if other is not None and as_str(other) != tid:
+            other, conv = await self._watch_for_reopen(pipe, t)
+            if other is not None:
                 raise TicketError(
-                    409,
-                    "conversation_has_ticket",
-                    f"ticket {as_str(other)} is open for this customer",
+                    409, "conversation_has_ticket", f"ticket {other} is open for this customer"
                 )
-            # Watched too: a turn the bot records meanwhile is not left out.
-            turns_key = self.keys.conv(t.platform, t.account, t.user_id)
-            await pipe.watch(turns_key)
-            raw = await pipe.get(turns_key)
-            conv = Conversation.from_json(raw) if raw else Conversation("", "", "")
 
         def fn(t: Ticket, ch: _Change, _a: set[str]) -> Ticket:
-            now = self.now()
             if t.status != "resolved":
                 raise TicketError(409, "not_resolved", f"ticket {tid} is {t.status}")
-            since = conv.context(since=t.resolved_at)
-            ch.context = [{**c, "when": "while_resolved"} for c in since]
-            t.status, t.resolved_at = "open", 0.0
-            p = self._policy(t)
-            self.sla.start(t.clocks["resolution"], p, "resolution", now)
-            if not t.first_response_at:  # no human has answered yet: it is still owed
-                self.sla.start(t.clocks["first_response"], p, "first_response", now)
-            ch.conv_set = True
-            ch.history.append({"at": now, "actor": agent, "action": "reopened"})
-            ch.events.append(("ticket.reopened", {}))
+            self._reopen(t, ch, conv, actor=agent)
             return t
 
         return await self._mutate(tid, fn, load=load)
+
+    async def _watch_for_reopen(self, pipe: Any, t: Ticket) -> tuple[str | None, Conversation]:
+        """(the conversation's other open ticket, its turns), both WATCHed: only one ticket
+        may be open, and a turn the bot records meanwhile is not left out."""
+        conv_key = self.k_conv(t.conv)
+        await pipe.watch(conv_key)
+        other = await pipe.get(conv_key)
+        turns_key = self.keys.conv(t.platform, t.account, t.user_id)
+        await pipe.watch(turns_key)
+        raw = await pipe.get(turns_key)
+        conv = Conversation.from_json(raw) if raw else Conversation("", "", "")
+        return (as_str(other) if other is not None and as_str(other) != t.id else None), conv
+
+    def _reopen(
+        self, t: Ticket, ch: _Change, conv: Conversation, *, actor: str, **why: Any
+    ) -> None:
+        now = self.now()
+        since = conv.context(since=t.resolved_at)
+        ch.context = [{**c, "when": "while_resolved"} for c in since]
+        t.status, t.resolved_at = "open", 0.0
+        p = self._policy(t)
+        self.sla.start(t.clocks["resolution"], p, "resolution", now)
+        if not t.first_response_at:  # no human has answered yet: it is still owed
+            self.sla.start(t.clocks["first_response"], p, "first_response", now)
+        ch.conv_set = True
+        ch.history.append({"at": now, "actor": actor, "action": "reopened", **why})
+        ch.events.append(("ticket.reopened", {}))
+
+    async def reply_not_delivered(
+        self, tid: str, reply: OutboundReply, note: dict[str, Any]
+    ) -> bool:
+        """Record that ``reply`` (queued from this ticket) ended in the dead stream:
+        ``note`` (a system note: ``text``, ``state``, ``reason``) once per reply, and, for
+        an agent's latest reply, the customer is still owed an answer. On an open ticket
+        the response clock that reply stopped runs again from its first start (the
+        first response was not made); a resolved ticket is reopened (unless the customer
+        has another open ticket) with a response clock started: first response if no
+        reply ever reached the customer, else next response. False if noted before."""
+        key = f"undeliverable:{reply.reply_id}"
+        msgs: list[dict[str, Any]] = []
+        other: str | None = None
+        conv = Conversation("", "", "")
+
+        async def load(pipe: Any, t: Ticket) -> None:
+            nonlocal msgs, other, conv
+            msgs = [json.loads(m) for m in await pipe.lrange(self.k_list(tid, "msgs"), 0, -1)]
+            if t.status == "resolved":
+                other, conv = await self._watch_for_reopen(pipe, t)
+
+        def fn(t: Ticket, ch: _Change, already: set[str]) -> bool:
+            if key in already:
+                ch.write = False
+                return False
+            now = self.now()
+            ch.notes.append({**note, "id": key, "at": now, "author": "system"})
+            ch.applied.append(key)
+            ch.events.append(("ticket.note", {"author": "system"}))
+            ch.events.append(
+                ("ticket.delivery", {"reply_id": reply.reply_id, "state": "not_delivered"})
+            )
+            i = next((i for i, m in enumerate(msgs) if m.get("id") == reply.reply_id), None)
+            if reply.source != "agent" or i is None:
+                return True  # the bot's acknowledgement stopped no clock
+            if any(m.get("from") == "agent" for m in msgs[i + 1 :]):
+                return True  # a later reply answers the customer (or is noted itself)
+            at = msgs[i]["at"]
+            stopped = [
+                n for n in ("first_response", "next_response") if t.clocks[n].stopped_at == at
+            ]
+            if "first_response" in stopped:
+                t.first_response_at = 0.0
+            why = {"reply_id": reply.reply_id}
+            if t.status == "open":
+                for n in stopped:  # resumed as if the reply never happened: same deadline
+                    t.clocks[n].stopped_at = t.clocks[n].met = None
+                ch.history.append(
+                    {
+                        "at": now,
+                        "actor": "system",
+                        "action": "not_delivered",
+                        **why,
+                        "resumed": stopped,
+                    }
+                )
+            elif other is None:
+                self._reopen(t, ch, conv, actor="system", **why)
+                if t.first_response_at:
+                    self.sla.start(t.clocks["next_response"], self._policy(t), "next_response", now)
+            return True
+
+        return await self._mutate(tid, fn, check_applied=(key,), load=load)
 
     # -- retention ----------------------------------------------------------------
     async def purge_resolved(self, *, before: float, limit: int = 500) -> int:

@@ -878,3 +878,68 @@ async def test_the_senders_group_is_recreated_when_redis_lost_it(env, redis, key
         stop.set()
         await asyncio.wait_for(task, 10)
     assert len(x.tweets) == 1
+
+
+# -- replies that do not reach the customer reach their ticket ----------------------
+
+
+async def test_every_dead_reply_goes_to_on_dead_first_with_its_outcome(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    seen: list[tuple[str, str, str]] = []
+
+    async def on_dead(r: OutboundReply, error: str, outcome: str) -> None:
+        assert await redis.xlen(keys.dead) == len(seen)  # before its dead letter
+        seen.append((r.reply_id, outcome, error))
+
+    sender = make_sender(settings, redis, keys, http, clock)
+    sender.on_dead = on_dead
+    x.fail_next(403, {"title": "Forbidden", "detail": "You cannot send messages to this user."})
+    await deliver(sender, mention("refused"))
+    x.fail_next(500, {"title": "Internal Error"}, times=settings.worker.max_attempts)
+    await deliver(sender, mention("failed"))
+    x.drop_next()
+    await deliver(sender, mention("unknown"))
+    await deliver(sender, reply("x", "gone", "dm", event="noaccount"))
+    assert [(i.split(":")[2], o) for i, o, _e in seen] == [
+        ("refused", "refused"),
+        ("failed", "failed"),
+        ("unknown", "unknown"),
+        ("noaccount", "failed"),
+    ]
+    assert "You cannot send messages to this user" in seen[0][2]
+    assert seen[2][2].startswith("delivery unknown:")
+    assert await redis.xlen(keys.dead) == 4
+
+
+async def test_a_failing_on_dead_hook_keeps_the_entry_for_another_run(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, x, _ = env
+    calls: list[str] = []
+
+    async def on_dead(r: OutboundReply, error: str, outcome: str) -> None:
+        calls.append(outcome)
+        if len(calls) == 1:
+            raise RedisConnectionError("the ticket store is down")
+
+    sender = make_sender(settings, redis, keys, http, clock)
+    sender.on_dead = on_dead
+    x.fail_next(403, {"title": "Forbidden"}, times=2)
+    with pytest.raises(RedisConnectionError):
+        await deliver(sender, mention())
+    assert await redis.xlen(keys.dead) == 0
+    assert (await redis.xpending(keys.outbox, keys.SENDERS))["pending"] == 1
+    # Its reclaim runs the hook again, then dead-letters it.
+    ((msg_id, fields),) = await redis.xrange(keys.outbox)
+    await sender.handle_entry(msg_id.decode(), {k.decode(): v.decode() for k, v in fields.items()})
+    assert calls == ["refused", "refused"] and await redis.xlen(keys.dead) == 1
+
+
+async def test_a_ticket_reply_sent_is_announced_to_the_console(env, redis, keys) -> None:  # type: ignore[no-untyped-def]
+    settings, clock, http, _x, _ = env
+    sender = make_sender(settings, redis, keys, http, clock)
+    await deliver(sender, mention("e1", ticket_id="T7", source="agent"))
+    await deliver(sender, mention("e2"))  # not a ticket's: nothing to announce
+    rows = await redis.xrange(keys.events)
+    assert [(f[b"type"], json.loads(f[b"data"])["ticket_id"]) for _, f in rows] == [
+        (b"ticket.delivery", "T7")
+    ]
+    assert json.loads(rows[0][1][b"data"])["state"] == "sent"

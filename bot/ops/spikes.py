@@ -44,13 +44,12 @@ from bot import metrics
 from bot.config import OpsConfig
 from bot.models import InboundEvent
 from bot.ops import notify
-from bot.redis import Keys, Redis, as_str
+from bot.redis import EVENTS_MAXLEN, Keys, Redis, as_str
 
 log = structlog.get_logger(__name__)
 
 # Idle accounts' spike state disappears after this long.
 STATE_TTL_S = 30 * 24 * 3600
-EVENTS_STREAM_MAXLEN = 10_000
 # Tries when another worker raises or clears this account's alert between read and script.
 _RETRIES = 5
 
@@ -300,7 +299,7 @@ class SpikeDetector:
                     account,
                     STATE_TTL_S,
                     active,
-                    EVENTS_STREAM_MAXLEN,
+                    EVENTS_MAXLEN,
                     notify.MAX_QUEUED,
                     self._raised_text(account),
                     self._cleared_text(account),

@@ -97,7 +97,7 @@ const Console = (() => {
     const types = [
       "ticket.created", "ticket.message", "ticket.claimed", "ticket.renewed", "ticket.released",
       "ticket.assigned", "ticket.priority", "ticket.note", "ticket.replied", "ticket.resolved",
-      "ticket.reopened", "sla.at_risk", "sla.breach", "alert.raised", "alert.cleared",
+      "ticket.reopened", "ticket.delivery", "sla.at_risk", "sla.breach", "alert.raised", "alert.cleared",
     ];
     const src = new EventSource("/api/v1/events");
     src.addEventListener("open", () => set(true, "live"));

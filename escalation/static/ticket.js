@@ -85,7 +85,18 @@
       ),
       // dir=auto: Arabic or Hebrew reads right to left, whatever the page's direction.
       el("p", { class: "msg-text", dir: "auto" }, m.text),
+      m.delivery ? renderDelivery(m.delivery) : null,
     );
+  }
+
+  // Whether a reply reached the customer (the sender's record or its dead letter).
+  const DELIVERY = { queued: "Queued for delivery", sent: "Sent", not_delivered: "Not delivered" };
+
+  function renderDelivery(d) {
+    let text = DELIVERY[d.state] || d.state;
+    if (d.state === "sent" && d.at) text += ` ${clockTime(d.at)}`;
+    if (d.state === "not_delivered" && d.reason) text += `: ${d.reason}`;
+    return el("p", { class: `delivery delivery-${d.state}`, dataset: { delivery: d.state } }, text);
   }
 
   // Turns the ticket does not hold (before it, or while it was resolved), grouped into
@@ -112,6 +123,7 @@
     created: "opened the ticket", claimed: "claimed it", renewed: "renewed the claim",
     released: "released it", assigned: "assigned it", priority: "changed the priority",
     replied: "replied", resolved: "resolved it", reopened: "reopened it",
+    not_delivered: "found a reply not delivered: the customer is still owed an answer",
     "sla.at_risk": "flagged an SLA at risk", "sla.breach": "flagged an SLA breach",
   };
 
