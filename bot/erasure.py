@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 
 from bot.config import Settings
 from bot.conversation import Conversation, ConversationStore
 from bot.ops import notify
 from bot.ops.spikes import ops_key
 from bot.redis import Keys, Redis, as_str
-from escalation.tickets import TICKET_LISTS, TicketStore, handle_key
+from escalation.tickets import TicketStore, handle_key
 
 log = structlog.get_logger(__name__)
 
@@ -373,7 +373,7 @@ async def erase(
         await pipe.execute()
         tickets = TicketStore(redis, keys)
         for tid in f.tickets:
-            await _drop_ticket(redis, tickets, tid, c.conv)
+            await tickets.erase(tid, c.conv)
         await _drop_entries(redis, keys.inbound, keys.WORKERS, f.inbound)
         await _drop_entries(redis, keys.outbox, keys.SENDERS, f.outbox)
         if f.dead:
@@ -445,34 +445,3 @@ async def _drop_entries(redis: Redis, stream: str, group: str, ids: list[str]) -
                 pipe.xack(stream, group, *page)
         pipe.xdel(stream, *page)
         await pipe.execute()
-
-
-async def _drop_ticket(redis: Redis, tickets: TicketStore, tid: str, conv: str) -> None:
-    """Delete a ticket with every index entry and pointer to it, in one transaction."""
-    key, conv_key = tickets.k_ticket(tid), tickets.k_conv(conv)
-    for _ in range(100):
-        async with redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(key, conv_key, tickets.k_list(tid, "applied"))
-                applied = [as_str(m) for m in await pipe.smembers(tickets.k_list(tid, "applied"))]
-                owner = await pipe.get(conv_key)
-                due = [
-                    as_str(m) async for m, _ in redis.zscan_iter(tickets.k_due, match=f"{tid}|*")
-                ]
-                pipe.multi()
-                pipe.zrem(tickets.k_open, tid)
-                pipe.zrem(tickets.k_resolved, tid)
-                if due:
-                    pipe.zrem(tickets.k_due, *due)
-                if owner is not None and as_str(owner) == tid:
-                    pipe.delete(conv_key)
-                pipe.delete(
-                    key,
-                    *(tickets.k_list(tid, what) for what in TICKET_LISTS),
-                    *(tickets.k_event(k) for k in applied),
-                )
-                await pipe.execute()
-                return
-            except WatchError:
-                continue
-    raise RuntimeError(f"ticket {tid} kept changing; run the command again")

@@ -1223,6 +1223,39 @@ class TicketStore:
                     continue  # changed under us: the next round looks again
         return purged
 
+    async def erase(self, tid: str, conv: str) -> None:
+        """Delete a ticket with every index entry and pointer to it, in one transaction
+        (a customer's erasure, bot/erasure.py): no index ever names a deleted ticket."""
+        key, conv_key = self.k_ticket(tid), self.k_conv(conv)
+        for _ in range(100):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    # Any change to the ticket (its SLA alerts too) touches its hash.
+                    await pipe.watch(key, conv_key, self.k_list(tid, "applied"))
+                    applied = [as_str(m) for m in await pipe.smembers(self.k_list(tid, "applied"))]
+                    owner = await pipe.get(conv_key)
+                    due = [
+                        as_str(m)
+                        async for m, _ in self.redis.zscan_iter(self.k_due, match=f"{tid}|*")
+                    ]
+                    pipe.multi()
+                    pipe.zrem(self.k_open, tid)
+                    pipe.zrem(self.k_resolved, tid)
+                    if due:
+                        pipe.zrem(self.k_due, *due)
+                    if owner is not None and as_str(owner) == tid:
+                        pipe.delete(conv_key)
+                    pipe.delete(
+                        key,
+                        *(self.k_list(tid, what) for what in TICKET_LISTS),
+                        *(self.k_event(k) for k in applied),
+                    )
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+        raise RuntimeError(f"ticket {tid} kept changing; run the command again")
+
     # -- SLA alerts (the scanner) ----------------------------------------------
     async def due_alerts(self, now: float, limit: int = 200) -> list[str]:
         return [

@@ -281,7 +281,7 @@ async def test_an_entry_a_worker_holds_is_dropped_by_the_worker(
     assert await redis.xlen(keys.outbox) == 0
 
 
-@pytest.mark.parametrize("crash_in", ["_drop_ticket", "_drop_entries", "_mark_in_flight"])
+@pytest.mark.parametrize("crash_in", ["TicketStore.erase", "_drop_entries", "_mark_in_flight"])
 async def test_a_run_that_crashed_part_way_is_finished_by_the_next(
     redis: Any, keys: Any, settings: Any, monkeypatch: Any, crash_in: str
 ) -> None:
@@ -303,7 +303,10 @@ async def test_a_run_that_crashed_part_way_is_finished_by_the_next(
     async def crash(*args: Any, **kw: Any) -> None:
         raise ConnectionError("killed")
 
-    monkeypatch.setattr(bot.erasure, crash_in, crash)
+    if crash_in == "TicketStore.erase":
+        monkeypatch.setattr(TicketStore, "erase", crash)
+    else:
+        monkeypatch.setattr(bot.erasure, crash_in, crash)
     with pytest.raises(ConnectionError):
         await erase(redis, keys, settings, ERIN)
     monkeypatch.undo()
