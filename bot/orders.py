@@ -13,7 +13,9 @@ table, e.g. processing, shipped, delivered, cancelled, returned, else shown as w
 so a shop with statuses of its own should write them in ``lang``;
 ``eta``: best an ISO date, written out in the reader's format; ``eta`` and
 ``tracking_url`` optional);
-404 when there is no such order. The shop MUST also answer 404 for an order that is not
+404 when there is no such order. Redirects are not followed (a 3xx is an error: the
+request names the customer, and must go to the configured shop only), and an answer
+over 64 KiB is an error. The shop MUST also answer 404 for an order that is not
 that customer's (not linked to that platform account): anyone can DM the brand an order
 number, and the answer carries its status and tracking link. Anything else (other
 status, timeout, bad JSON) is an :class:`OrderLookupError` and the bot hands the
@@ -22,6 +24,7 @@ question to an agent.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -47,6 +50,11 @@ class OrderInfo:
     status: str
     eta: str = ""
     tracking_url: str = ""
+
+
+# Far above any order record: a shop (or whatever answers at its address) cannot make
+# each lookup hold megabytes.
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class OrderLookupError(Exception):
@@ -85,14 +93,24 @@ class OrderLookup:
         }
         try:
             async with self.http.get(
-                self.url, params=params, headers=headers, timeout=self.timeout
+                self.url,
+                params=params,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
             ) as r:
                 if r.status == 404:
                     return None
                 if r.status != 200:
                     raise OrderLookupError(f"HTTP {r.status}")
-                data = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                # read(n) returns what has arrived, not n bytes: read to the end or the cap.
+                raw = bytearray()
+                while chunk := await r.content.read(MAX_ANSWER_BYTES + 1 - len(raw)):
+                    raw += chunk
+                    if len(raw) > MAX_ANSWER_BYTES:
+                        raise OrderLookupError(f"answer over {MAX_ANSWER_BYTES} bytes")
+                data = json.loads(raw)
+        except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as e:
             raise OrderLookupError(type(e).__name__) from e
         if not isinstance(data, dict) or not isinstance(data.get("status"), str):
             raise OrderLookupError("response has no status")

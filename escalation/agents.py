@@ -20,7 +20,7 @@ from bot.redis import Keys, Redis, as_str
 
 Role = Literal["agent", "supervisor"]
 ROLES: tuple[Role, ...] = ("agent", "supervisor")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: "$" admits a final \n
 TOKEN_PREFIX = "rdk_"
 
 
@@ -55,7 +55,7 @@ class AgentStore:
 
     async def add(self, name: str, role: str) -> str:
         """Create ``name`` and return its token (shown once; only its hash is kept)."""
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise AgentError(f"invalid agent name {name!r} (letters, digits, . _ -; max 64)")
         if role not in ROLES:
             raise AgentError(f"invalid role {role!r} (agent or supervisor)")

@@ -305,7 +305,7 @@ async def add_note(request: web.Request, agent: Agent) -> web.Response:
 async def assign(request: web.Request, agent: Agent) -> web.Response:
     data = await _body(request)
     to = _text(data, "agent", max_len=64)
-    if not NAME_RE.match(to):
+    if not NAME_RE.fullmatch(to):
         raise ApiError(422, "invalid", "agent: not an agent name", field="agent")
     target = await AgentStore(request.app[K.REDIS], request.app[K.KEYS]).get(to)
     if target is None or target.revoked:

@@ -39,7 +39,8 @@ from escalation.pages import render, same_origin, setup_pages
 log = structlog.get_logger(__name__)
 
 LOGIN_PATH = "/console/login"
-_TICKET_ID = re.compile(r"^T\d{1,22}$")
+# ASCII digits and fullmatch: ``\d`` takes any script's digits, ``$`` a trailing newline.
+_TICKET_ID = re.compile(r"T[0-9]{1,22}")
 # Used with fullmatch: ``$`` in re.match also accepts a trailing newline.
 _NEXT = re.compile(r"/console(?:/[A-Za-z0-9/_-]*)?")
 
@@ -164,7 +165,7 @@ async def queue_page(request: web.Request) -> web.Response:
 
 async def ticket_page(request: web.Request) -> web.Response:
     tid = request.match_info["id"]
-    if not _TICKET_ID.match(tid):
+    if not _TICKET_ID.fullmatch(tid):
         raise web.HTTPNotFound(text="no such ticket")
     return await _page(request, "ticket.html", page="ticket", ticket_id=tid)
 

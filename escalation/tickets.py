@@ -1408,4 +1408,4 @@ def _derived_key(agent: str, channel: str | None, text: str, last_event_id: str)
 
 
 def _valid_id(tid: str) -> bool:
-    return 1 < len(tid) <= 24 and tid[0] == "T" and tid[1:].isdigit()
+    return 1 < len(tid) <= 24 and tid[0] == "T" and tid[1:].isascii() and tid[1:].isdigit()

@@ -2,6 +2,8 @@
 
 For integrators whose platform has no adapter yet, and for the tests. Requests are
 signed with ``X-Replydesk-Signature: sha256=<hex HMAC-SHA256(signing_secret, raw body)>``.
+``GET ?challenge=<token>`` (1-256 of ``A-Z a-z 0-9 . _ ~ + / = -``) answers
+``{"response": sign(signing_secret, challenge)}``.
 
 Body: one event object, or ``{"events": [ ... ]}`` with up to 100 of them::
 
@@ -41,7 +43,7 @@ from bot.platforms.base import (
     json_object,
 )
 from bot.platforms.common import error_text
-from bot.platforms.signing import hmac_sha256_hex, same
+from bot.platforms.signing import HANDSHAKE_TOKEN, HANDSHAKE_TOKEN_RULE, hmac_sha256_hex, same
 
 SIGNATURE_HEADER = "X-Replydesk-Signature"
 MAX_EVENTS = 100
@@ -74,6 +76,8 @@ class GenericAdapter(PlatformAdapter):
         challenge = query.get("challenge")
         if not challenge:
             raise HandshakeError("missing challenge parameter")
+        if not HANDSHAKE_TOKEN.fullmatch(challenge):
+            raise HandshakeError(f"challenge: expected {HANDSHAKE_TOKEN_RULE}")
         # Proves we hold the secret without revealing it.
         body = json.dumps(
             {"response": sign(self.account.secret("signing_secret"), challenge.encode())}

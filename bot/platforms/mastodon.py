@@ -7,8 +7,10 @@ webhooks, ``webhook_secret``. Options: ``max_characters`` (default: read from th
 instance, else 500; a link counts the instance's ``characters_reserved_per_url``, else
 23), ``mention_visibility`` (``unlisted``; a reply never gets wider than its parent: a
 followers-only mention is answered followers-only), ``streaming`` (true),
-``streaming_base`` (default: the instance's ``urls.streaming``), ``stream_reconnect_min_s``
-/ ``stream_reconnect_max_s`` / ``stream_idle_timeout_s``, ``rate_limits``, ``more_link``.
+``streaming_base`` (default: the instance's ``urls.streaming`` when it is the instance's
+host or a subdomain of it, not downgraded from https; else ``api_base``),
+``stream_reconnect_min_s`` / ``stream_reconnect_max_s`` / ``stream_idle_timeout_s``,
+``rate_limits``, ``more_link``.
 
 Events from the stream and from a webhook use the **status id** as event id, so the
 same post seen both ways is stored once.
@@ -23,6 +25,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -119,6 +122,18 @@ def length_rule(statuses: Any) -> dict[str, int]:
     return {k: v for k in names if type(v := statuses.get(k)) is int and v > 0}
 
 
+def streaming_url_ok(api_base: str, streaming: str) -> bool:
+    """Whether the instance document's streaming URL (as http/https) may get the access
+    token: the instance's own host or a subdomain of it, and no downgrade from https. The
+    document is not signed: a hijacked or misconfigured instance page must not send the
+    bot's token to another host or over plain HTTP (``streaming_base`` overrides)."""
+    api, st = urlsplit(api_base), urlsplit(streaming)
+    host, api_host = (st.hostname or "").lower(), (api.hostname or "").lower()
+    if st.scheme not in ("http", "https") or (api.scheme == "https" and st.scheme != "https"):
+        return False
+    return bool(host) and (host == api_host or host.endswith("." + api_host))
+
+
 def narrowest(*visibilities: str) -> str:
     """The most restrictive visibility; an unknown one counts as ``direct``."""
     return min(visibilities, key=lambda v: VISIBILITIES.index(v) if v in VISIBILITIES else 0)
@@ -192,9 +207,11 @@ class MastodonAdapter(ApiAdapter):
             )
         streaming = (conf.get("urls") or {}).get("streaming")
         if not self.streaming_base and isinstance(streaming, str) and streaming:
-            self.streaming_base = streaming.replace("wss://", "https://", 1).replace(
-                "ws://", "http://", 1
-            )
+            url = streaming.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+            if streaming_url_ok(self.api_base, url):
+                self.streaming_base = url.rstrip("/")
+            else:  # the stream goes to api_base, which serves it too
+                log.warning("mastodon_streaming_host_refused", account=self.account.id)
         await self._save(reported)
 
     async def _save(self, reported: dict[str, int]) -> None:

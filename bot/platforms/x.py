@@ -34,7 +34,7 @@ from bot.platforms.base import (
     json_object,
 )
 from bot.platforms.common import ApiAdapter, rate_headers, read_json
-from bot.platforms.signing import hmac_sha256_b64, same
+from bot.platforms.signing import HANDSHAKE_TOKEN, HANDSHAKE_TOKEN_RULE, hmac_sha256_b64, same
 from bot.ratelimit import Limit
 
 log = structlog.get_logger(__name__)
@@ -120,6 +120,8 @@ class XAdapter(ApiAdapter):
         token = query.get("crc_token")
         if not token:
             raise HandshakeError("missing crc_token")
+        if not HANDSHAKE_TOKEN.fullmatch(token):  # X's is a short random token
+            raise HandshakeError(f"crc_token: expected {HANDSHAKE_TOKEN_RULE}")
         body = json.dumps(crc_response(self.account.secret("consumer_secret"), token))
         return HttpReply(body=body.encode())
 
