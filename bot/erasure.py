@@ -229,22 +229,20 @@ async def find(redis: Redis, keys: Keys, c: Customer) -> Found:
     refs: set[str] = set()  # event keys and reply ids
     tickets = TicketStore(redis, keys)
 
-    async for sid, fields in _stream(redis, keys.inbound):
-        hit = _event_of(c, fields.get("event", ""))
-        if hit:
-            f.inbound.append(sid)
-            refs.add(hit[0])
-            f.handles.add(hit[1])
-            if await _held(redis, keys.inbound, keys.WORKERS, sid):
-                f.in_flight_events.append(hit[0])
-    async for sid, fields in _stream(redis, keys.outbox):
-        hit = _reply_of(c, fields.get("reply", ""))
-        if hit:
-            f.outbox.append(sid)
-            refs.add(hit[0])
-            f.handles.add(hit[1])
-            if await _held(redis, keys.outbox, keys.SENDERS, sid):
-                f.in_flight_replies.append(hit[0])
+    # (stream, its group, the entry's field, whose is it, found entries, in flight)
+    live = (
+        (keys.inbound, keys.WORKERS, "event", _event_of, f.inbound, f.in_flight_events),
+        (keys.outbox, keys.SENDERS, "reply", _reply_of, f.outbox, f.in_flight_replies),
+    )
+    for stream, group, name, theirs, entries, in_flight in live:
+        async for sid, fields in _stream(redis, stream):
+            hit = theirs(c, fields.get(name, ""))
+            if hit:
+                entries.append(sid)
+                refs.add(hit[0])
+                f.handles.add(hit[1])
+                if await _held(redis, stream, group, sid):
+                    in_flight.append(hit[0])
     async for sid, fields in _stream(redis, keys.dead):
         hit = _event_of(c, fields.get("event", "")) or _reply_of(c, fields.get("reply", ""))
         if hit:
