@@ -115,10 +115,11 @@ async def test_sigterm_then_ctrl_c_during_the_drain_still_drains(tmp_path: Path)
     assert code == 0, text
     assert "Traceback" not in text, text
     assert "listening" in events, text
+    # Sent back to back: when both are pending, Linux delivers the lower-numbered SIGINT
+    # first, so either may be the one that stops it.
     [stopping] = [line for line in lines if line["event"] == "stopping"]
-    assert stopping["signal"] == "SIGTERM", stopping
     [again] = [line for line in lines if line["event"] == "stop_in_progress"]
-    assert again["signal"] == "SIGINT", again
+    assert {stopping["signal"], again["signal"]} == {"SIGTERM", "SIGINT"}, text
     stopped = sorted(line["role"] for line in lines if line["event"] == "consumer_stopped")
     assert stopped == ["sender", "worker"], text
     assert events[-1] == "embedded_redis_stopped", text
