@@ -182,14 +182,13 @@ async def customers_with_handle(
         if mine and want and uid and handle_key(str(h or "")) == want:
             out.add(Customer(str(p), str(a), str(uid)))
 
-    for stream in (keys.inbound, keys.dead):
+    # One pass per stream: an entry holds an event (its author) or a reply (its recipient).
+    for stream in (keys.inbound, keys.outbox, keys.dead):
         async for _, f in _stream(redis, stream):
             e = _json(f.get("event", ""))
             author = e.get("author") if isinstance(e.get("author"), dict) else None
             if author:
                 add(e.get("platform"), e.get("account"), author.get("id"), author.get("handle"))
-    for stream in (keys.outbox, keys.dead):
-        async for _, f in _stream(redis, stream):
             r = _json(f.get("reply", ""))
             add(
                 r.get("platform"),
